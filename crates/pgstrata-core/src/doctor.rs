@@ -1,0 +1,211 @@
+//! `pgstrata doctor`: checks that every table of every enabled module follows the tenancy
+//! rules of design.md, read from the live catalog (so a hand-edited database is caught too).
+//!
+//! A **tenant table** has a `tenant_id` column; it must have RLS enabled and forced, a policy
+//! for all commands whose USING and WITH CHECK compare `tenant_id` to
+//! `tenancy.current_tenant_id()`, no permissive policy that skips that test, a primary key and
+//! unique indexes led by `tenant_id`, and foreign keys to other tenant tables that carry
+//! `tenant_id`. The **tenant root** (`tenancy.tenants`) is checked the same way on `id`.
+//! A **global** table has no `tenant_id` and must not reference a tenant table.
+
+use sqlx::PgConnection;
+use std::fmt;
+
+const TENANT_HELPER: &str = "tenancy.current_tenant_id()";
+
+/// Catalog facts about one table.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct TableFacts {
+    schema: String,
+    table: String,
+    has_tenant_id: bool,
+    rls: bool,
+    forced: bool,
+    /// (cmd, permissive, qual, with_check) per policy.
+    policies: sqlx::types::Json<Vec<(String, bool, Option<String>, Option<String>)>>,
+    /// First key column of the primary key.
+    pk_first: Option<String>,
+    /// Unique indexes whose first key column is not tenant_id (or that lead with an expression).
+    unique_not_led: Vec<String>,
+    /// Foreign keys to tenant tables that do not map tenant_id to tenant_id.
+    fk_without_tenant: Vec<String>,
+    /// Foreign keys from this table to tenant tables (a problem for global tables).
+    fk_to_tenant_tables: Vec<String>,
+}
+
+const FACTS_SQL: &str = r#"
+SELECT n.nspname AS schema, c.relname AS table,
+       EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'
+                  AND NOT a.attisdropped) AS has_tenant_id,
+       c.relrowsecurity AS rls, c.relforcerowsecurity AS forced,
+       coalesce((SELECT jsonb_agg(jsonb_build_array(p.cmd, p.permissive = 'PERMISSIVE', p.qual, p.with_check))
+                   FROM pg_policies p WHERE p.schemaname = n.nspname AND p.tablename = c.relname),
+                '[]'::jsonb) AS policies,
+       (SELECT a.attname::text FROM pg_index i JOIN pg_attribute a
+               ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+         WHERE i.indrelid = c.oid AND i.indisprimary) AS pk_first,
+       ARRAY(SELECT ic.relname::text FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+              WHERE i.indrelid = c.oid AND i.indisunique
+                AND i.indkey[0] IS DISTINCT FROM
+                    (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id')
+              ORDER BY 1) AS unique_not_led,
+       ARRAY(SELECT k.conname::text FROM pg_constraint k
+              WHERE k.conrelid = c.oid AND k.contype = 'f'
+                AND EXISTS (SELECT 1 FROM pg_attribute fa WHERE fa.attrelid = k.confrelid
+                               AND fa.attname = 'tenant_id' AND NOT fa.attisdropped)
+                AND NOT EXISTS (
+                    SELECT 1 FROM unnest(k.conkey, k.confkey) AS m(src, dst)
+                      JOIN pg_attribute sa ON sa.attrelid = k.conrelid AND sa.attnum = m.src
+                      JOIN pg_attribute da ON da.attrelid = k.confrelid AND da.attnum = m.dst
+                     WHERE sa.attname = 'tenant_id' AND da.attname = 'tenant_id')
+              ORDER BY 1) AS fk_without_tenant,
+       ARRAY(SELECT k.conname::text FROM pg_constraint k
+              WHERE k.conrelid = c.oid AND k.contype = 'f'
+                AND (EXISTS (SELECT 1 FROM pg_attribute fa WHERE fa.attrelid = k.confrelid
+                                AND fa.attname = 'tenant_id' AND NOT fa.attisdropped)
+                     OR k.confrelid = to_regclass('tenancy.tenants'))
+              ORDER BY 1) AS fk_to_tenant_tables
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+ ORDER BY 1, 2
+"#;
+
+/// What a table is, for the tenancy rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    Tenant,
+    TenantRoot,
+    Global,
+}
+
+impl fmt::Display for TableKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TableKind::Tenant => "tenant",
+            TableKind::TenantRoot => "tenant root",
+            TableKind::Global => "global",
+        })
+    }
+}
+
+/// One check on one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    /// Why it failed (empty when it passed).
+    pub detail: String,
+}
+
+/// The checks of one table.
+#[derive(Debug, Clone)]
+pub struct TableReport {
+    pub table: String,
+    pub kind: TableKind,
+    pub checks: Vec<Check>,
+}
+
+impl TableReport {
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+}
+
+/// Names of the checks, in display order.
+pub const CHECK_NAMES: [&str; 6] = ["rls", "forced", "policy", "pk", "unique", "fk"];
+
+/// Checks every table of `schemas`.
+pub async fn check_tables(conn: &mut PgConnection, schemas: &[&str]) -> Result<Vec<TableReport>, sqlx::Error> {
+    let facts: Vec<TableFacts> = sqlx::query_as(FACTS_SQL).bind(schemas).fetch_all(conn).await?;
+    Ok(facts.iter().map(evaluate).collect())
+}
+
+fn check(name: &'static str, ok: bool, detail: impl FnOnce() -> String) -> Check {
+    Check { name, ok, detail: if ok { String::new() } else { detail() } }
+}
+
+fn evaluate(t: &TableFacts) -> TableReport {
+    let name = format!("{}.{}", t.schema, t.table);
+    let is_root = name == "tenancy.tenants";
+    let kind = if t.has_tenant_id {
+        TableKind::Tenant
+    } else if is_root {
+        TableKind::TenantRoot
+    } else {
+        TableKind::Global
+    };
+    let key = if is_root { "id" } else { "tenant_id" };
+    let mut checks = Vec::new();
+    if kind == TableKind::Global {
+        checks.push(check("fk", t.fk_to_tenant_tables.is_empty(), || {
+            format!("global table references tenant tables: {}", t.fk_to_tenant_tables.join(", "))
+        }));
+        return TableReport { table: name, kind, checks };
+    }
+    let guards = |expr: &Option<String>| {
+        expr.as_deref()
+            .is_some_and(|e| e.contains(TENANT_HELPER) && e.contains(&format!("{key} = ")))
+    };
+    let policies = &t.policies.0;
+    let has_all_policy = policies
+        .iter()
+        .any(|(cmd, permissive, using, with_check)| cmd == "ALL" && *permissive && guards(using) && guards(with_check));
+    let unguarded: Vec<&str> = policies
+        .iter()
+        .filter(|(_, permissive, using, with_check)| {
+            *permissive && !(guards(using) || using.is_none()) || *permissive && !(guards(with_check) || with_check.is_none())
+        })
+        .map(|(cmd, ..)| cmd.as_str())
+        .collect();
+    checks.push(check("rls", t.rls, || "ENABLE ROW LEVEL SECURITY is missing".into()));
+    checks.push(check("forced", t.forced, || "FORCE ROW LEVEL SECURITY is missing (the owner bypasses RLS)".into()));
+    checks.push(check("policy", has_all_policy && unguarded.is_empty(), || {
+        if has_all_policy {
+            format!("permissive policies for {} do not test {key} against {TENANT_HELPER}", unguarded.join(", "))
+        } else {
+            format!("no policy FOR ALL with USING and WITH CHECK on {key} = (SELECT {TENANT_HELPER})")
+        }
+    }));
+    checks.push(check("pk", t.pk_first.as_deref() == Some(key), || match &t.pk_first {
+        None => "no primary key".into(),
+        Some(first) => format!("primary key leads with {first}, not {key}"),
+    }));
+    let unique_bad: Vec<&String> = if is_root { Vec::new() } else { t.unique_not_led.iter().collect() };
+    checks.push(check("unique", unique_bad.is_empty(), || {
+        format!("unique indexes not led by tenant_id: {}", t.unique_not_led.join(", "))
+    }));
+    checks.push(check("fk", t.fk_without_tenant.is_empty(), || {
+        format!("foreign keys to tenant tables without tenant_id: {}", t.fk_without_tenant.join(", "))
+    }));
+    TableReport { table: name, kind, checks }
+}
+
+/// Renders reports as a fixed-width table.
+pub fn render(reports: &[TableReport]) -> String {
+    let width = reports.iter().map(|r| r.table.len()).max().unwrap_or(5).max(5);
+    let mut out = format!("{:<width$}  {:<11}", "table", "kind");
+    for name in CHECK_NAMES {
+        out.push_str(&format!("  {name:<6}"));
+    }
+    out.push_str("  result\n");
+    let mut problems = Vec::new();
+    for r in reports {
+        out.push_str(&format!("{:<width$}  {:<11}", r.table, r.kind.to_string()));
+        for name in CHECK_NAMES {
+            let mark = match r.checks.iter().find(|c| c.name == name) {
+                None => "-",
+                Some(c) if c.ok => "ok",
+                Some(c) => {
+                    problems.push(format!("{}: {}: {}", r.table, c.name, c.detail));
+                    "FAIL"
+                }
+            };
+            out.push_str(&format!("  {mark:<6}"));
+        }
+        out.push_str(if r.ok() { "  ok\n" } else { "  FAIL\n" });
+    }
+    for p in problems {
+        out.push_str(&format!("  - {p}\n"));
+    }
+    out
+}

@@ -1,0 +1,136 @@
+//! SQLSTATE-to-meaning mapping shared by every module.
+//!
+//! Each module crate has its own error enum; they all wrap [`DbError`] for failures that the
+//! database reports, so "which constraint", "which version" and "may I retry" are answered the
+//! same way everywhere.
+
+/// SQLSTATEs raised by pgstrata's own SQL functions and triggers (class `PS` is ours).
+pub mod sqlstate {
+    /// A versioned UPDATE named a version that is no longer current (DETAIL: `current_version=N`).
+    pub const STALE_VERSION: &str = "PS409";
+    /// The row or token a function was asked for does not exist (in this tenant).
+    pub const NOT_FOUND: &str = "PS404";
+    /// A rule of a pgstrata function refused the caller (e.g. an invitation sent to another
+    /// email address); mapped to [`DbError::Forbidden`](super::DbError::Forbidden).
+    pub const FORBIDDEN: &str = "PS403";
+    /// The row exists but is no longer in a state that allows the change (DETAIL: `status=...`).
+    pub const GONE: &str = "PS410";
+}
+
+/// A database failure, classified by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// A unique constraint or index refused the write; `constraint` names it.
+    #[error("conflict: {constraint} already holds this value ({message})")]
+    Conflict { constraint: String, message: String },
+
+    /// A foreign key refused the write: the referenced row does not exist (in this tenant).
+    #[error("reference not found: {constraint} ({message})")]
+    MissingReference { constraint: String, message: String },
+
+    /// A CHECK, NOT NULL or type conversion refused the value.
+    #[error("invalid input ({code}{}): {message}", constraint.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
+    InvalidInput { code: String, constraint: Option<String>, message: String },
+
+    /// Row-level security or a privilege refused the statement (SQLSTATE 42501), or a
+    /// function refused to run without a tenant in context.
+    #[error("forbidden ({code}): {message}; is the tenant context set for this transaction?")]
+    Forbidden { code: String, message: String },
+
+    /// A versioned UPDATE named a stale version; `current` is the version the row has now.
+    #[error("stale version: {message}")]
+    StaleVersion { current: Option<i64>, message: String },
+
+    /// A pgstrata function did not find what it was asked for.
+    #[error("not found: {message}")]
+    NotFound { message: String },
+
+    /// The row is in a state that no longer allows the change (e.g. an accepted invitation).
+    #[error("no longer possible: {message}")]
+    Gone { status: Option<String>, message: String },
+
+    /// Serialization failure or deadlock: run the whole transaction again.
+    #[error("transient conflict ({code}): retry the transaction")]
+    Retryable { code: String, #[source] source: sqlx::Error },
+
+    /// Anything else: connection loss, protocol errors, bugs.
+    #[error(transparent)]
+    Other(sqlx::Error),
+}
+
+impl DbError {
+    /// The SQLSTATE of the underlying database error, if any.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            DbError::InvalidInput { code, .. } | DbError::Retryable { code, .. } | DbError::Forbidden { code, .. } => {
+                Some(code)
+            }
+            DbError::Conflict { .. } => Some("23505"),
+            DbError::MissingReference { .. } => Some("23503"),
+            DbError::StaleVersion { .. } => Some(sqlstate::STALE_VERSION),
+            DbError::NotFound { .. } => Some(sqlstate::NOT_FOUND),
+            DbError::Gone { .. } => Some(sqlstate::GONE),
+            DbError::Other(_) => None,
+        }
+    }
+
+    /// Whether running the same transaction again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, DbError::Retryable { .. })
+    }
+}
+
+/// Reads `key=value` out of a DETAIL line such as `current_version=3`.
+fn detail_value<'a>(detail: Option<&'a str>, key: &str) -> Option<&'a str> {
+    detail?
+        .split([',', ' '])
+        .find_map(|part| part.strip_prefix(key)?.strip_prefix('='))
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(err: sqlx::Error) -> Self {
+        let Some(db) = err.as_database_error() else {
+            return DbError::Other(err);
+        };
+        let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
+        let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+        let message = db.message().to_owned();
+        let constraint = db.constraint().map(str::to_owned);
+        let detail = pg.and_then(|p| p.detail());
+        match code.as_str() {
+            "23505" => DbError::Conflict { constraint: constraint.unwrap_or_default(), message },
+            "23503" => DbError::MissingReference { constraint: constraint.unwrap_or_default(), message },
+            "42501" | sqlstate::FORBIDDEN => DbError::Forbidden { code, message },
+            "40001" | "40P01" => DbError::Retryable { code, source: err },
+            sqlstate::STALE_VERSION => DbError::StaleVersion {
+                current: detail_value(detail, "current_version").and_then(|v| v.parse().ok()),
+                message,
+            },
+            sqlstate::NOT_FOUND => DbError::NotFound { message },
+            sqlstate::GONE => DbError::Gone {
+                status: detail_value(detail, "status").map(str::to_owned),
+                message,
+            },
+            // 23xxx integrity (check, not null, exclusion) and 22xxx data exceptions
+            // (invalid text representation, string too long, out of range).
+            c if c.starts_with("23") || c.starts_with("22") => {
+                DbError::InvalidInput { code, constraint, message }
+            }
+            _ => DbError::Other(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::detail_value;
+
+    #[test]
+    fn detail_values_are_found_by_key() {
+        assert_eq!(detail_value(Some("current_version=7"), "current_version"), Some("7"));
+        assert_eq!(detail_value(Some("status=accepted"), "status"), Some("accepted"));
+        assert_eq!(detail_value(Some("status=accepted"), "current_version"), None);
+        assert_eq!(detail_value(None, "status"), None);
+    }
+}

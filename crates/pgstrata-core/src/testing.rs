@@ -1,0 +1,172 @@
+//! Test support: a fresh database per test, on the server at `DATABASE_URL` or on a throwaway
+//! server started once per test process; and an unprivileged login role to test isolation as.
+//!
+//! Public so that applications can test their own code against pgstrata the same way.
+
+use crate::migrate::{MigrateError, Migrator};
+use crate::server::{ServerError, ThrowawayServer};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use tokio::sync::Mutex;
+
+/// Login role the isolation tests connect as: granted `pgstrata_app`, and nothing else. Not a
+/// superuser, not an owner, no BYPASSRLS.
+pub const APP_LOGIN_ROLE: &str = "pgstrata_test_app";
+const APP_LOGIN_PASSWORD: &str = "pgstrata_test_app";
+const DB_PREFIX: &str = "pgstrata_test_";
+
+/// What can go wrong while preparing a test database.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestDbError {
+    #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
+    BadUrl(#[source] sqlx::Error),
+    #[error("no DATABASE_URL and no throwaway server: {0}")]
+    Server(#[from] ServerError),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+}
+
+/// A database that exists for one test. Call [`TestDb::close`] at the end to drop it; a
+/// database left behind by a crashed test is dropped by the next test process.
+#[derive(Debug)]
+pub struct TestDb {
+    /// Pool connected as the server's admin user (owner of everything, bypasses RLS if superuser).
+    pub admin: PgPool,
+    name: String,
+    server: PgConnectOptions,
+}
+
+static THROWAWAY: OnceLock<Result<(ThrowawayServer, String), String>> = OnceLock::new();
+static PREPARED: Mutex<bool> = Mutex::const_new(false);
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The admin URL of the test server: `DATABASE_URL`, else a throwaway server for this process.
+pub fn server_url() -> Result<String, TestDbError> {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        return Ok(url);
+    }
+    let started = THROWAWAY.get_or_init(|| {
+        ThrowawayServer::start().map(|s| {
+            let url = s.url();
+            (s, url)
+        })
+        .map_err(|e| e.to_string())
+    });
+    match started {
+        Ok((_, url)) => Ok(url.clone()),
+        Err(e) => Err(TestDbError::Server(ServerError::Command { step: "starting a throwaway server", detail: e.clone() })),
+    }
+}
+
+impl TestDb {
+    /// Creates an empty database.
+    pub async fn new() -> Result<Self, TestDbError> {
+        let server = PgConnectOptions::from_str(&server_url()?).map_err(TestDbError::BadUrl)?;
+        let mut admin_conn = server.connect().await?;
+        prepare_server(&mut admin_conn).await?;
+        let name = format!("{DB_PREFIX}{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut admin_conn)
+            .await?;
+        admin_conn.close().await?;
+        let admin = PgPoolOptions::new()
+            .max_connections(10)
+            .connect_with(server.clone().database(&name))
+            .await?;
+        Ok(Self { admin, name, server })
+    }
+
+    /// Creates a database and migrates the given modules into it.
+    pub async fn migrated(migrator: &Migrator) -> Result<Self, TestDbError> {
+        let db = Self::new().await?;
+        let mut conn = db.admin.acquire().await?;
+        migrator.up(&mut conn).await?;
+        drop(conn);
+        Ok(db)
+    }
+
+    /// The database name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Connect options for this database as the admin user.
+    pub fn admin_options(&self) -> PgConnectOptions {
+        self.server.clone().database(&self.name)
+    }
+
+    /// Connect options for this database as the unprivileged application role.
+    pub fn app_options(&self) -> PgConnectOptions {
+        self.admin_options().username(APP_LOGIN_ROLE).password(APP_LOGIN_PASSWORD)
+    }
+
+    /// A pool of `max` connections as the unprivileged application role.
+    pub async fn app_pool(&self, max: u32) -> Result<PgPool, TestDbError> {
+        Ok(PgPoolOptions::new().max_connections(max).connect_with(self.app_options()).await?)
+    }
+
+    /// One connection as the admin user.
+    pub async fn admin_conn(&self) -> Result<PgConnection, TestDbError> {
+        Ok(self.admin_options().connect().await?)
+    }
+
+    /// Drops the database.
+    pub async fn close(self) -> Result<(), TestDbError> {
+        self.admin.close().await;
+        let mut conn = self.server.connect().await?;
+        drop_database(&mut conn, &self.name).await?;
+        Ok(())
+    }
+}
+
+async fn drop_database(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Once per process: create the application roles, and drop databases left behind by test
+/// processes that no longer run.
+async fn prepare_server(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let mut prepared = PREPARED.lock().await;
+    if *prepared {
+        return Ok(());
+    }
+    // Roles are cluster-wide and other test processes do the same at the same time.
+    sqlx::raw_sql(
+        "DO $$ BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgstrata_app') THEN
+                 CREATE ROLE pgstrata_app NOLOGIN NOSUPERUSER NOBYPASSRLS;
+             END IF;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+         DO $$ BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgstrata_test_app') THEN
+                 CREATE ROLE pgstrata_test_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
+                     PASSWORD 'pgstrata_test_app' IN ROLE pgstrata_app;
+             END IF;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let stale: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'pgstrata\\_test\\_%'")
+        .fetch_all(&mut *conn)
+        .await?;
+    for name in stale {
+        let pid = name.trim_start_matches(DB_PREFIX).split('_').next().and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = drop_database(conn, &name).await;
+        }
+    }
+    *prepared = true;
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! pgstrata-tenancy: tenants, users, memberships and invitations, isolated by forced,
+//! fail-closed row-level security (Postgres schema `tenancy`).
+//!
+//! The guarantees live in the SQL ([`MODULE`]'s migrations); this crate is a typed front:
+//! pure sea-query builders (`insert`, `select_page`, `update`, ...) that return SQL and bound
+//! values, and operations that run them on a `&mut PgConnection` so they join the caller's
+//! transaction. Open the transaction with [`pgstrata_core::begin_tenant`].
+
+pub mod error;
+mod exec;
+pub mod generated;
+pub mod invitations;
+pub mod memberships;
+pub mod tenants;
+pub mod users;
+mod validate;
+
+pub use error::{Error, Result};
+
+use pgstrata_core::migrate::Module;
+
+/// The tenancy module: schema `tenancy`, no dependencies.
+pub static MODULE: Module = Module {
+    name: "tenancy",
+    depends_on: &[],
+    migrations: &[pgstrata_core::migration!("tenancy", 1, "tenancy")],
+    seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/tenancy/seed.sql")),
+};
