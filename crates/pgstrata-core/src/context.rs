@@ -21,7 +21,11 @@ pub struct TenantContext {
 impl TenantContext {
     /// Context for a tenant with no acting user (jobs, system tasks).
     pub fn tenant(tenant_id: TenantId) -> Self {
-        Self { tenant_id, actor_id: None, request_id: None }
+        Self {
+            tenant_id,
+            actor_id: None,
+            request_id: None,
+        }
     }
 
     /// Adds the acting user.

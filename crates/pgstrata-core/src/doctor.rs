@@ -121,7 +121,11 @@ pub async fn check_tables(conn: &mut PgConnection, schemas: &[&str]) -> Result<V
 }
 
 fn check(name: &'static str, ok: bool, detail: impl FnOnce() -> String) -> Check {
-    Check { name, ok, detail: if ok { String::new() } else { detail() } }
+    Check {
+        name,
+        ok,
+        detail: if ok { String::new() } else { detail() },
+    }
 }
 
 fn evaluate(t: &TableFacts) -> TableReport {
@@ -138,9 +142,16 @@ fn evaluate(t: &TableFacts) -> TableReport {
     let mut checks = Vec::new();
     if kind == TableKind::Global {
         checks.push(check("fk", t.fk_to_tenant_tables.is_empty(), || {
-            format!("global table references tenant tables: {}", t.fk_to_tenant_tables.join(", "))
+            format!(
+                "global table references tenant tables: {}",
+                t.fk_to_tenant_tables.join(", ")
+            )
         }));
-        return TableReport { table: name, kind, checks };
+        return TableReport {
+            table: name,
+            kind,
+            checks,
+        };
     }
     let guards = |expr: &Option<String>| {
         expr.as_deref()
@@ -153,15 +164,21 @@ fn evaluate(t: &TableFacts) -> TableReport {
     let unguarded: Vec<&str> = policies
         .iter()
         .filter(|(_, permissive, using, with_check)| {
-            *permissive && !(guards(using) || using.is_none()) || *permissive && !(guards(with_check) || with_check.is_none())
+            *permissive && !(guards(using) || using.is_none())
+                || *permissive && !(guards(with_check) || with_check.is_none())
         })
         .map(|(cmd, ..)| cmd.as_str())
         .collect();
     checks.push(check("rls", t.rls, || "ENABLE ROW LEVEL SECURITY is missing".into()));
-    checks.push(check("forced", t.forced, || "FORCE ROW LEVEL SECURITY is missing (the owner bypasses RLS)".into()));
+    checks.push(check("forced", t.forced, || {
+        "FORCE ROW LEVEL SECURITY is missing (the owner bypasses RLS)".into()
+    }));
     checks.push(check("policy", has_all_policy && unguarded.is_empty(), || {
         if has_all_policy {
-            format!("permissive policies for {} do not test {key} against {TENANT_HELPER}", unguarded.join(", "))
+            format!(
+                "permissive policies for {} do not test {key} against {TENANT_HELPER}",
+                unguarded.join(", ")
+            )
         } else {
             format!("no policy FOR ALL with USING and WITH CHECK on {key} = (SELECT {TENANT_HELPER})")
         }
@@ -170,14 +187,25 @@ fn evaluate(t: &TableFacts) -> TableReport {
         None => "no primary key".into(),
         Some(first) => format!("primary key leads with {first}, not {key}"),
     }));
-    let unique_bad: Vec<&String> = if is_root { Vec::new() } else { t.unique_not_led.iter().collect() };
+    let unique_bad: Vec<&String> = if is_root {
+        Vec::new()
+    } else {
+        t.unique_not_led.iter().collect()
+    };
     checks.push(check("unique", unique_bad.is_empty(), || {
         format!("unique indexes not led by tenant_id: {}", t.unique_not_led.join(", "))
     }));
     checks.push(check("fk", t.fk_without_tenant.is_empty(), || {
-        format!("foreign keys to tenant tables without tenant_id: {}", t.fk_without_tenant.join(", "))
+        format!(
+            "foreign keys to tenant tables without tenant_id: {}",
+            t.fk_without_tenant.join(", ")
+        )
     }));
-    TableReport { table: name, kind, checks }
+    TableReport {
+        table: name,
+        kind,
+        checks,
+    }
 }
 
 /// Renders reports as a fixed-width table.

@@ -31,7 +31,11 @@ pub enum DbError {
 
     /// A CHECK, NOT NULL or type conversion refused the value.
     #[error("invalid input ({code}{}): {message}", constraint.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
-    InvalidInput { code: String, constraint: Option<String>, message: String },
+    InvalidInput {
+        code: String,
+        constraint: Option<String>,
+        message: String,
+    },
 
     /// Row-level security or a privilege refused the statement (SQLSTATE 42501), or a
     /// function refused to run without a tenant in context.
@@ -52,7 +56,11 @@ pub enum DbError {
 
     /// Serialization failure or deadlock: run the whole transaction again.
     #[error("transient conflict ({code}): retry the transaction")]
-    Retryable { code: String, #[source] source: sqlx::Error },
+    Retryable {
+        code: String,
+        #[source]
+        source: sqlx::Error,
+    },
 
     /// Anything else: connection loss, protocol errors, bugs.
     #[error(transparent)]
@@ -99,8 +107,14 @@ impl From<sqlx::Error> for DbError {
         let constraint = db.constraint().map(str::to_owned);
         let detail = pg.and_then(|p| p.detail());
         match code.as_str() {
-            "23505" => DbError::Conflict { constraint: constraint.unwrap_or_default(), message },
-            "23503" => DbError::MissingReference { constraint: constraint.unwrap_or_default(), message },
+            "23505" => DbError::Conflict {
+                constraint: constraint.unwrap_or_default(),
+                message,
+            },
+            "23503" => DbError::MissingReference {
+                constraint: constraint.unwrap_or_default(),
+                message,
+            },
             "42501" | sqlstate::FORBIDDEN => DbError::Forbidden { code, message },
             "40001" | "40P01" => DbError::Retryable { code, source: err },
             sqlstate::STALE_VERSION => DbError::StaleVersion {
@@ -114,9 +128,11 @@ impl From<sqlx::Error> for DbError {
             },
             // 23xxx integrity (check, not null, exclusion) and 22xxx data exceptions
             // (invalid text representation, string too long, out of range).
-            c if c.starts_with("23") || c.starts_with("22") => {
-                DbError::InvalidInput { code, constraint, message }
-            }
+            c if c.starts_with("23") || c.starts_with("22") => DbError::InvalidInput {
+                code,
+                constraint,
+                message,
+            },
             _ => DbError::Other(err),
         }
     }

@@ -54,9 +54,10 @@ macro_rules! id_impls {
         impl FromStr for $ty {
             type Err = InvalidId;
             fn from_str(s: &str) -> Result<Self, InvalidId> {
-                Uuid::parse_str(s)
-                    .map(Self)
-                    .map_err(|_| InvalidId { what: $what, input: s.chars().take(64).collect() })
+                Uuid::parse_str(s).map(Self).map_err(|_| InvalidId {
+                    what: $what,
+                    input: s.chars().take(64).collect(),
+                })
             }
         }
     };

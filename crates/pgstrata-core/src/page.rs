@@ -20,7 +20,10 @@ pub struct Page {
 
 impl Default for Page {
     fn default() -> Self {
-        Self { after: None, limit: DEFAULT_PAGE_SIZE }
+        Self {
+            after: None,
+            limit: DEFAULT_PAGE_SIZE,
+        }
     }
 }
 
@@ -32,7 +35,10 @@ impl Page {
 
     /// The page after the row with id `after`.
     pub fn after(after: Uuid, limit: u64) -> Self {
-        Self { after: Some(after), limit }
+        Self {
+            after: Some(after),
+            limit,
+        }
     }
 
     /// Checks the size: 1 to [`MAX_PAGE_SIZE`].
@@ -49,7 +55,10 @@ impl Page {
         if (rows.len() as u64) < self.limit {
             return None;
         }
-        rows.last().map(|r| Page { after: Some(id_of(r)), limit: self.limit })
+        rows.last().map(|r| Page {
+            after: Some(id_of(r)),
+            limit: self.limit,
+        })
     }
 }
 

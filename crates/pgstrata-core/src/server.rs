@@ -34,7 +34,11 @@ pub enum ServerError {
     Command { step: &'static str, detail: String },
 
     #[error("i/o error while {step}: {source}")]
-    Io { step: &'static str, #[source] source: std::io::Error },
+    Io {
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running throwaway server. Dropping it stops the server and deletes its files.
@@ -51,25 +55,52 @@ impl ThrowawayServer {
     pub fn start() -> Result<Self, ServerError> {
         let bin_dir = find_bin_dir().ok_or(ServerError::NotInstalled)?;
         let run_as_postgres = running_as_root();
-        let owner = if run_as_postgres { Some(postgres_user().ok_or(ServerError::NoPostgresUser)?) } else { None };
+        let owner = if run_as_postgres {
+            Some(postgres_user().ok_or(ServerError::NoPostgresUser)?)
+        } else {
+            None
+        };
 
         let dir = std::env::temp_dir().join(format!(
             "pgstrata-pg-{}-{}",
             std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
         ));
-        std::fs::create_dir_all(&dir).map_err(|source| ServerError::Io { step: "creating the data folder", source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| ServerError::Io {
+            step: "creating the data folder",
+            source,
+        })?;
         if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-                .map_err(|source| ServerError::Io { step: "handing the data folder to postgres", source })?;
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|source| ServerError::Io {
+                step: "handing the data folder to postgres",
+                source,
+            })?;
         }
 
-        let mut server = ThrowawayServer { bin_dir, dir, run_as_postgres, port: 0 };
+        let mut server = ThrowawayServer {
+            bin_dir,
+            dir,
+            run_as_postgres,
+            port: 0,
+        };
         let data = server.dir.join("data");
         server.run(
             "initdb",
             Command::new(server.bin_dir.join("initdb"))
-                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "-D"])
+                .args([
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                    "-D",
+                ])
                 .arg(&data),
         )?;
         server.watchdog()?;
@@ -100,7 +131,10 @@ impl ThrowawayServer {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or(ServerError::Command { step: "pg_ctl start", detail: "no attempt made".into() }))
+        Err(last.unwrap_or(ServerError::Command {
+            step: "pg_ctl start",
+            detail: "no attempt made".into(),
+        }))
     }
 
     /// Connection URL for the `postgres` superuser and database.
@@ -116,7 +150,9 @@ impl ThrowawayServer {
     fn command(&self, cmd: &mut Command) -> Command {
         let mut out = if self.run_as_postgres {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(cmd.get_program()).args(cmd.get_args());
+            c.args(["-u", "postgres", "--"])
+                .arg(cmd.get_program())
+                .args(cmd.get_args());
             c
         } else {
             let mut c = Command::new(cmd.get_program());
@@ -142,7 +178,14 @@ impl ThrowawayServer {
                 "{}{}{}",
                 String::from_utf8_lossy(&output.stderr).trim(),
                 if log.is_empty() { "" } else { "\nserver log:\n" },
-                log.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+                log.lines()
+                    .rev()
+                    .take(10)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
             ),
         })
     }
@@ -155,7 +198,11 @@ impl ThrowawayServer {
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
              {as_postgres}{pg_ctl} -D {data} stop -m immediate >/dev/null 2>&1; rm -rf {dir}",
             pid = std::process::id(),
-            as_postgres = if self.run_as_postgres { "runuser -u postgres -- " } else { "" },
+            as_postgres = if self.run_as_postgres {
+                "runuser -u postgres -- "
+            } else {
+                ""
+            },
             pg_ctl = self.bin_dir.join("pg_ctl").display(),
             data = self.dir.join("data").display(),
             dir = self.dir.display(),
@@ -169,7 +216,10 @@ impl ThrowawayServer {
             .stderr(Stdio::null())
             .spawn()
             .map(drop)
-            .map_err(|source| ServerError::Io { step: "starting the cleanup watchdog", source })
+            .map_err(|source| ServerError::Io {
+                step: "starting the cleanup watchdog",
+                source,
+            })
     }
 }
 
@@ -238,5 +288,8 @@ fn free_port() -> Result<u16, ServerError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|source| ServerError::Io { step: "finding a free port", source })
+        .map_err(|source| ServerError::Io {
+            step: "finding a free port",
+            source,
+        })
 }

@@ -8,8 +8,8 @@ use crate::server::{ServerError, ThrowawayServer};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::sync::Mutex;
 
 /// Login role the isolation tests connect as: granted `pgstrata_app`, and nothing else. Not a
@@ -52,15 +52,19 @@ pub fn server_url() -> Result<String, TestDbError> {
         return Ok(url);
     }
     let started = THROWAWAY.get_or_init(|| {
-        ThrowawayServer::start().map(|s| {
-            let url = s.url();
-            (s, url)
-        })
-        .map_err(|e| e.to_string())
+        ThrowawayServer::start()
+            .map(|s| {
+                let url = s.url();
+                (s, url)
+            })
+            .map_err(|e| e.to_string())
     });
     match started {
         Ok((_, url)) => Ok(url.clone()),
-        Err(e) => Err(TestDbError::Server(ServerError::Command { step: "starting a throwaway server", detail: e.clone() })),
+        Err(e) => Err(TestDbError::Server(ServerError::Command {
+            step: "starting a throwaway server",
+            detail: e.clone(),
+        })),
     }
 }
 
@@ -70,7 +74,11 @@ impl TestDb {
         let server = PgConnectOptions::from_str(&server_url()?).map_err(TestDbError::BadUrl)?;
         let mut admin_conn = server.connect().await?;
         prepare_server(&mut admin_conn).await?;
-        let name = format!("{DB_PREFIX}{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "{DB_PREFIX}{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut admin_conn)
             .await?;
@@ -103,12 +111,17 @@ impl TestDb {
 
     /// Connect options for this database as the unprivileged application role.
     pub fn app_options(&self) -> PgConnectOptions {
-        self.admin_options().username(APP_LOGIN_ROLE).password(APP_LOGIN_PASSWORD)
+        self.admin_options()
+            .username(APP_LOGIN_ROLE)
+            .password(APP_LOGIN_PASSWORD)
     }
 
     /// A pool of `max` connections as the unprivileged application role.
     pub async fn app_pool(&self, max: u32) -> Result<PgPool, TestDbError> {
-        Ok(PgPoolOptions::new().max_connections(max).connect_with(self.app_options()).await?)
+        Ok(PgPoolOptions::new()
+            .max_connections(max)
+            .connect_with(self.app_options())
+            .await?)
     }
 
     /// One connection as the admin user.
@@ -126,10 +139,12 @@ impl TestDb {
 }
 
 async fn drop_database(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-        .execute(conn)
-        .await
-        .map(drop)
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// Once per process: create the application roles, and drop databases left behind by test
@@ -155,11 +170,16 @@ async fn prepare_server(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     )
     .execute(&mut *conn)
     .await?;
-    let stale: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'pgstrata\\_test\\_%'")
-        .fetch_all(&mut *conn)
-        .await?;
+    let stale: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'pgstrata\\_test\\_%'")
+            .fetch_all(&mut *conn)
+            .await?;
     for name in stale {
-        let pid = name.trim_start_matches(DB_PREFIX).split('_').next().and_then(|p| p.parse::<u32>().ok());
+        let pid = name
+            .trim_start_matches(DB_PREFIX)
+            .split('_')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = pid
             && pid != std::process::id()
             && !std::path::Path::new(&format!("/proc/{pid}")).exists()

@@ -1,9 +1,9 @@
 //! The tenancy module's errors: what was wrong, in the caller's terms.
 
+use pgstrata_core::TenantId;
 use pgstrata_core::error::DbError;
 use pgstrata_core::ids::InvalidId;
 use pgstrata_core::page::InvalidPage;
-use pgstrata_core::TenantId;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,12 @@ pub enum Error {
 
     #[error("{entity} {id} was changed by someone else: expected version {expected}, current version is {}",
             current.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into()))]
-    StaleVersion { entity: &'static str, id: Uuid, expected: i64, current: Option<i64> },
+    StaleVersion {
+        entity: &'static str,
+        id: Uuid,
+        expected: i64,
+        current: Option<i64>,
+    },
 
     #[error("invitation token is malformed: {0}")]
     MalformedToken(&'static str),

@@ -54,9 +54,12 @@ where
     T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
 {
     one(conn, built, entity, id, |db| match db {
-        DbError::StaleVersion { current, .. } => {
-            Some(Error::StaleVersion { entity, id, expected, current: *current })
-        }
+        DbError::StaleVersion { current, .. } => Some(Error::StaleVersion {
+            entity,
+            id,
+            expected,
+            current: *current,
+        }),
         other => named(other),
     })
     .await

@@ -31,7 +31,12 @@ pub struct NewInvitation {
 impl NewInvitation {
     /// An invitation as `member`, valid for 7 days.
     pub fn member(email: impl Into<String>) -> Self {
-        Self { email: email.into(), role: "member".into(), ttl: Duration::from_secs(7 * 24 * 3600), invited_by: None }
+        Self {
+            email: email.into(),
+            role: "member".into(),
+            ttl: Duration::from_secs(7 * 24 * 3600),
+            invited_by: None,
+        }
     }
 }
 
@@ -44,7 +49,9 @@ pub struct InvitationFilter {
 
 /// The tenant an invitation token belongs to.
 pub fn tenant_of_token(token: &str) -> Result<TenantId> {
-    let (tenant, secret) = token.split_once('.').ok_or(Error::MalformedToken("expected <tenant>.<secret>"))?;
+    let (tenant, secret) = token
+        .split_once('.')
+        .ok_or(Error::MalformedToken("expected <tenant>.<secret>"))?;
     if secret.len() != 64 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Error::MalformedToken("the secret part must be 64 hex digits"));
     }
@@ -59,28 +66,32 @@ pub async fn invite(conn: &mut PgConnection, tenant: TenantId, new: &NewInvitati
     validate::email(&new.email)?;
     validate::role(&new.role)?;
     if new.ttl.is_zero() {
-        return Err(Error::InvalidField { field: "ttl", reason: "must be positive".into() });
+        return Err(Error::InvalidField {
+            field: "ttl",
+            reason: "must be positive".into(),
+        });
     }
     let email = new.email.clone();
-    let (id, token): (Uuid, String) =
-        sqlx::query_as("SELECT invitation_id, token FROM tenancy.create_invitation($1, $2, make_interval(secs => $3), $4)")
-            .bind(&new.email)
-            .bind(&new.role)
-            .bind(new.ttl.as_secs_f64())
-            .bind(new.invited_by.map(|u| u.0))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| {
-                exec::map_err(e, |db| match db {
-                    DbError::Conflict { constraint, .. } if constraint == "invitations_pending_email_key" => {
-                        Some(Error::InvitationPending { email: email.clone() })
-                    }
-                    DbError::MissingReference { constraint, .. } if constraint == "invitations_tenant_fkey" => {
-                        Some(Error::UnknownTenant(tenant))
-                    }
-                    _ => None,
-                })
-            })?;
+    let (id, token): (Uuid, String) = sqlx::query_as(
+        "SELECT invitation_id, token FROM tenancy.create_invitation($1, $2, make_interval(secs => $3), $4)",
+    )
+    .bind(&new.email)
+    .bind(&new.role)
+    .bind(new.ttl.as_secs_f64())
+    .bind(new.invited_by.map(|u| u.0))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| {
+        exec::map_err(e, |db| match db {
+            DbError::Conflict { constraint, .. } if constraint == "invitations_pending_email_key" => {
+                Some(Error::InvitationPending { email: email.clone() })
+            }
+            DbError::MissingReference { constraint, .. } if constraint == "invitations_tenant_fkey" => {
+                Some(Error::UnknownTenant(tenant))
+            }
+            _ => None,
+        })
+    })?;
     Ok((get(conn, tenant, id).await?, token))
 }
 
@@ -97,10 +108,13 @@ pub async fn accept_in(conn: &mut PgConnection, token: &str, user: UserId) -> Re
         .map_err(|e| {
             exec::map_err(e, |db| match db {
                 DbError::NotFound { message } if message.starts_with("invitation") => Some(Error::InvalidToken),
-                DbError::NotFound { .. } => Some(Error::NotFound { entity: "user", id: user.0 }),
-                DbError::Gone { status, .. } => {
-                    Some(Error::InvitationClosed { status: status.clone().unwrap_or_else(|| "closed".into()) })
-                }
+                DbError::NotFound { .. } => Some(Error::NotFound {
+                    entity: "user",
+                    id: user.0,
+                }),
+                DbError::Gone { status, .. } => Some(Error::InvitationClosed {
+                    status: status.clone().unwrap_or_else(|| "closed".into()),
+                }),
                 DbError::Forbidden { code, .. } if code == sqlstate::FORBIDDEN => Some(Error::InvitationEmailMismatch),
                 _ => None,
             })
@@ -140,7 +154,9 @@ pub fn select_page(tenant: TenantId, filter: &InvitationFilter, page: &Page) -> 
     if let Some(after) = page.after {
         q.and_where(Expr::col(Invitations::Id).gt(after));
     }
-    q.order_by(Invitations::TenantId, Order::Asc).order_by(Invitations::Id, Order::Asc).limit(page.limit);
+    q.order_by(Invitations::TenantId, Order::Asc)
+        .order_by(Invitations::Id, Order::Asc)
+        .limit(page.limit);
     Ok(sql::build(&q))
 }
 
@@ -173,8 +189,15 @@ pub async fn list(
 
 /// Revokes a pending invitation if it is still at `expected_version`.
 pub async fn revoke(conn: &mut PgConnection, tenant: TenantId, id: Uuid, expected_version: i64) -> Result<Invitation> {
-    exec::versioned(conn, revoke_stmt(tenant, id, expected_version), "invitation", id, expected_version, exec::none)
-        .await
+    exec::versioned(
+        conn,
+        revoke_stmt(tenant, id, expected_version),
+        "invitation",
+        id,
+        expected_version,
+        exec::none,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -187,7 +210,13 @@ mod tests {
         let good = format!("{tenant}.{}", "a".repeat(64));
         assert_eq!(tenant_of_token(&good).unwrap().0, Uuid::parse_str(tenant).unwrap());
         assert!(matches!(tenant_of_token("nodot"), Err(Error::MalformedToken(_))));
-        assert!(matches!(tenant_of_token(&format!("{tenant}.abc")), Err(Error::MalformedToken(_))));
-        assert!(matches!(tenant_of_token(&format!("xyz.{}", "a".repeat(64))), Err(Error::MalformedToken(_))));
+        assert!(matches!(
+            tenant_of_token(&format!("{tenant}.abc")),
+            Err(Error::MalformedToken(_))
+        ));
+        assert!(matches!(
+            tenant_of_token(&format!("xyz.{}", "a".repeat(64))),
+            Err(Error::MalformedToken(_))
+        ));
     }
 }

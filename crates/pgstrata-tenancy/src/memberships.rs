@@ -21,12 +21,17 @@ pub struct MembershipFilter {
 
 fn named(tenant: TenantId, user: UserId) -> impl Fn(&DbError) -> Option<Error> {
     move |db| match db {
-        DbError::Conflict { constraint, .. } if constraint == "memberships_tenant_user_key" => Some(Error::AlreadyMember),
+        DbError::Conflict { constraint, .. } if constraint == "memberships_tenant_user_key" => {
+            Some(Error::AlreadyMember)
+        }
         DbError::MissingReference { constraint, .. } if constraint == "memberships_tenant_fkey" => {
             Some(Error::UnknownTenant(tenant))
         }
         DbError::MissingReference { constraint, .. } if constraint == "memberships_user_fkey" => {
-            Some(Error::NotFound { entity: "user", id: user.0 })
+            Some(Error::NotFound {
+                entity: "user",
+                id: user.0,
+            })
         }
         _ => None,
     }
@@ -47,7 +52,10 @@ pub fn insert(tenant: TenantId, user: UserId, role: &str) -> Result<Built> {
         .into_table(Memberships::qualified())
         .columns([Memberships::TenantId, Memberships::UserId, Memberships::Role])
         .values([tenant.0.into(), user.0.into(), role.into()])
-        .map_err(|e| Error::InvalidField { field: "membership", reason: e.to_string() })?
+        .map_err(|e| Error::InvalidField {
+            field: "membership",
+            reason: e.to_string(),
+        })?
         .returning_all()
         .to_owned();
     Ok(sql::build(&stmt))
@@ -89,7 +97,9 @@ pub fn select_page(tenant: TenantId, filter: &MembershipFilter, page: &Page) -> 
     if let Some(after) = page.after {
         q.and_where(Expr::col(Memberships::Id).gt(after));
     }
-    q.order_by(Memberships::TenantId, Order::Asc).order_by(Memberships::Id, Order::Asc).limit(page.limit);
+    q.order_by(Memberships::TenantId, Order::Asc)
+        .order_by(Memberships::Id, Order::Asc)
+        .limit(page.limit);
     Ok(sql::build(&q))
 }
 
@@ -119,7 +129,14 @@ pub fn delete_stmt(tenant: TenantId, id: Uuid) -> Built {
 
 /// Adds `user` to `tenant` (the current tenant context) with `role`.
 pub async fn add(conn: &mut PgConnection, tenant: TenantId, user: UserId, role: &str) -> Result<Membership> {
-    exec::one(conn, insert(tenant, user, role)?, "membership", user.0, named(tenant, user)).await
+    exec::one(
+        conn,
+        insert(tenant, user, role)?,
+        "membership",
+        user.0,
+        named(tenant, user),
+    )
+    .await
 }
 
 pub async fn get(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<Membership> {
@@ -151,7 +168,10 @@ pub async fn update_role(
 pub async fn remove(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<()> {
     let done = sql::query(delete_stmt(tenant, id)).execute(conn).await?;
     if done.rows_affected() == 0 {
-        return Err(Error::NotFound { entity: "membership", id });
+        return Err(Error::NotFound {
+            entity: "membership",
+            id,
+        });
     }
     Ok(())
 }

@@ -44,7 +44,11 @@ pub struct NewTenant {
 
 impl NewTenant {
     pub fn new(slug: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { slug: slug.into(), name: name.into(), settings: serde_json::json!({}) }
+        Self {
+            slug: slug.into(),
+            name: name.into(),
+            settings: serde_json::json!({}),
+        }
     }
 }
 
@@ -89,8 +93,16 @@ pub fn insert(id: TenantId, new: &NewTenant) -> Result<Built> {
     let stmt = Query::insert()
         .into_table(Tenants::qualified())
         .columns([Tenants::Id, Tenants::Slug, Tenants::Name, Tenants::Settings])
-        .values([id.0.into(), new.slug.clone().into(), new.name.clone().into(), new.settings.clone().into()])
-        .map_err(|e| Error::InvalidField { field: "tenant", reason: e.to_string() })?
+        .values([
+            id.0.into(),
+            new.slug.clone().into(),
+            new.name.clone().into(),
+            new.settings.clone().into(),
+        ])
+        .map_err(|e| Error::InvalidField {
+            field: "tenant",
+            reason: e.to_string(),
+        })?
         .returning_all()
         .to_owned();
     Ok(sql::build(&stmt))
@@ -184,7 +196,10 @@ pub fn restore_stmt(id: TenantId, expected_version: i64) -> Built {
         Query::update()
             .table(Tenants::qualified())
             .value(Tenants::Version, expected_version)
-            .value(Tenants::DeletedAt, Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None))
+            .value(
+                Tenants::DeletedAt,
+                Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+            )
             .and_where(Expr::col(Tenants::Id).eq(id.0))
             .and_where(Expr::col(Tenants::DeletedAt).is_not_null())
             .returning_all(),
@@ -228,16 +243,40 @@ pub async fn update_tenant(
     expected_version: i64,
     changes: &TenantChanges,
 ) -> Result<Tenant> {
-    exec::versioned(conn, update(id, expected_version, changes)?, "tenant", id.0, expected_version, exec::none).await
+    exec::versioned(
+        conn,
+        update(id, expected_version, changes)?,
+        "tenant",
+        id.0,
+        expected_version,
+        exec::none,
+    )
+    .await
 }
 
 /// Soft-deletes the tenant if it is still at `expected_version`.
 pub async fn soft_delete(conn: &mut PgConnection, id: TenantId, expected_version: i64) -> Result<Tenant> {
-    exec::versioned(conn, soft_delete_stmt(id, expected_version), "tenant", id.0, expected_version, exec::none).await
+    exec::versioned(
+        conn,
+        soft_delete_stmt(id, expected_version),
+        "tenant",
+        id.0,
+        expected_version,
+        exec::none,
+    )
+    .await
 }
 
 /// Restores a soft-deleted tenant; `SlugTaken` if a live tenant has its slug now.
 pub async fn restore(conn: &mut PgConnection, id: TenantId, expected_version: i64) -> Result<Tenant> {
     let slug = get(conn, id).await?.slug;
-    exec::versioned(conn, restore_stmt(id, expected_version), "tenant", id.0, expected_version, named(&slug)).await
+    exec::versioned(
+        conn,
+        restore_stmt(id, expected_version),
+        "tenant",
+        id.0,
+        expected_version,
+        named(&slug),
+    )
+    .await
 }

@@ -7,10 +7,10 @@ use crate::error::{Error, Result};
 use crate::exec;
 use crate::generated::{User, Users};
 use crate::validate;
+use pgstrata_core::UserId;
 use pgstrata_core::error::DbError;
 use pgstrata_core::page::Page;
 use pgstrata_core::sql::{self, Built};
-use pgstrata_core::UserId;
 use sea_query::{Asterisk, Expr, ExprTrait, Func, Order, Query};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -30,9 +30,9 @@ pub struct UserFilter {
 
 fn named(email: &str) -> impl Fn(&DbError) -> Option<Error> + '_ {
     move |db| match db {
-        DbError::Conflict { constraint, .. } if constraint == "users_email_key" => {
-            Some(Error::EmailTaken { email: email.to_owned() })
-        }
+        DbError::Conflict { constraint, .. } if constraint == "users_email_key" => Some(Error::EmailTaken {
+            email: email.to_owned(),
+        }),
         _ => None,
     }
 }
@@ -45,7 +45,10 @@ pub fn insert(id: UserId, new: &NewUser) -> Result<Built> {
         .into_table(Users::qualified())
         .columns([Users::Id, Users::Email, Users::DisplayName])
         .values([id.0.into(), new.email.clone().into(), new.display_name.clone().into()])
-        .map_err(|e| Error::InvalidField { field: "user", reason: e.to_string() })?
+        .map_err(|e| Error::InvalidField {
+            field: "user",
+            reason: e.to_string(),
+        })?
         .returning_all()
         .to_owned();
     Ok(sql::build(&stmt))
@@ -53,7 +56,12 @@ pub fn insert(id: UserId, new: &NewUser) -> Result<Built> {
 
 /// `SELECT` of one user by id.
 pub fn select_by_id(id: UserId) -> Built {
-    sql::build(Query::select().column(Asterisk).from(Users::qualified()).and_where(Expr::col(Users::Id).eq(id.0)))
+    sql::build(
+        Query::select()
+            .column(Asterisk)
+            .from(Users::qualified())
+            .and_where(Expr::col(Users::Id).eq(id.0)),
+    )
 }
 
 /// `SELECT` of one user by email, case-insensitively (uses `users_email_key`).
@@ -122,7 +130,9 @@ pub async fn get(conn: &mut PgConnection, id: UserId) -> Result<User> {
 /// The user with this email, if visible.
 pub async fn find_by_email(conn: &mut PgConnection, email: &str) -> Result<Option<User>> {
     validate::email(email)?;
-    Ok(sql::query_as::<User>(select_by_email(email)).fetch_optional(conn).await?)
+    Ok(sql::query_as::<User>(select_by_email(email))
+        .fetch_optional(conn)
+        .await?)
 }
 
 /// A page of visible users.

@@ -4,14 +4,22 @@
 use crate::error::{Error, Result};
 
 pub(crate) fn slug(slug: &str) -> Result<()> {
-    let err = |reason| Err(Error::InvalidSlug { slug: slug.chars().take(80).collect(), reason });
+    let err = |reason| {
+        Err(Error::InvalidSlug {
+            slug: slug.chars().take(80).collect(),
+            reason,
+        })
+    };
     if slug.is_empty() {
         return err("it is empty");
     }
     if slug.len() > 63 {
         return err("it is longer than 63 characters");
     }
-    if !slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !slug
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return err("only lowercase letters, digits and '-' are allowed");
     }
     if slug.starts_with('-') || slug.ends_with('-') {
@@ -23,35 +31,58 @@ pub(crate) fn slug(slug: &str) -> Result<()> {
 pub(crate) fn name(field: &'static str, value: &str, required: bool) -> Result<()> {
     let len = value.chars().count();
     if required && value.trim().is_empty() {
-        return Err(Error::InvalidField { field, reason: "it is empty".into() });
+        return Err(Error::InvalidField {
+            field,
+            reason: "it is empty".into(),
+        });
     }
     if len > 200 {
-        return Err(Error::InvalidField { field, reason: format!("{len} characters, at most 200 allowed") });
+        return Err(Error::InvalidField {
+            field,
+            reason: format!("{len} characters, at most 200 allowed"),
+        });
     }
     Ok(())
 }
 
 pub(crate) fn email(email: &str) -> Result<()> {
     let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
-        })
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'))
         && !email.chars().any(char::is_whitespace);
-    if valid { Ok(()) } else { Err(Error::InvalidEmail { email: email.chars().take(80).collect() }) }
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidEmail {
+            email: email.chars().take(80).collect(),
+        })
+    }
 }
 
 pub(crate) fn role(role: &str) -> Result<()> {
     let valid = (1..=63).contains(&role.len())
         && role.starts_with(|c: char| c.is_ascii_lowercase())
-        && role.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if valid { Ok(()) } else { Err(Error::InvalidRole { role: role.chars().take(80).collect() }) }
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidRole {
+            role: role.chars().take(80).collect(),
+        })
+    }
 }
 
 pub(crate) fn settings(settings: &serde_json::Value) -> Result<()> {
     if settings.is_object() {
         Ok(())
     } else {
-        Err(Error::InvalidField { field: "settings", reason: "must be a JSON object".into() })
+        Err(Error::InvalidField {
+            field: "settings",
+            reason: "must be a JSON object".into(),
+        })
     }
 }
 

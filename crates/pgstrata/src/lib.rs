@@ -1,1 +1,102 @@
+//! pgstrata: the PostgreSQL data layer of a B2B SaaS, as composable modules.
+//!
+//! Each module is a Postgres schema with its own migrations, enabled by a cargo feature and
+//! re-exported here (`pgstrata::tenancy`). [`Backend`] layers the enabled modules and migrates
+//! them in dependency order, under one advisory lock, so every app instance can call it at
+//! startup:
+//!
+//! ```no_run
+//! # async fn start() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = sqlx::PgPool::connect(&std::env::var("DATABASE_URL")?).await?;
+//! let backend = pgstrata::Backend::all()?;
+//! backend.migrate(&pool).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! This crate composes modules and defines no tables of its own.
 
+pub use pgstrata_core as core;
+pub use pgstrata_core::{
+    DbError, MigrateError, Migrator, Module, Page, TenantContext, TenantId, UserId, begin_tenant, set_tenant_context,
+};
+
+#[cfg(feature = "tenancy")]
+pub use pgstrata_tenancy as tenancy;
+
+use pgstrata_core::migrate::Step;
+use sqlx::PgPool;
+
+/// Every module compiled into this build (by cargo feature), in no particular order.
+pub fn available_modules() -> Vec<&'static Module> {
+    #[allow(unused_mut)]
+    let mut modules: Vec<&'static Module> = Vec::new();
+    #[cfg(feature = "tenancy")]
+    modules.push(&pgstrata_tenancy::MODULE);
+    modules
+}
+
+/// A set of enabled modules, ordered by their dependencies.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    migrator: Migrator,
+}
+
+/// Builds a [`Backend`] from chosen modules.
+#[derive(Debug, Default)]
+pub struct BackendBuilder {
+    modules: Vec<&'static Module>,
+}
+
+impl BackendBuilder {
+    /// Enables a module (and must be given its dependencies too).
+    pub fn with(mut self, module: &'static Module) -> Self {
+        self.modules.push(module);
+        self
+    }
+
+    /// Enables a module compiled into this build by name, e.g. `"tenancy"`.
+    pub fn with_named(self, name: &str) -> Result<Self, MigrateError> {
+        let module = available_modules()
+            .into_iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| MigrateError::UnknownModule(name.into()))?;
+        Ok(self.with(module))
+    }
+
+    /// Checks dependencies and orders the modules.
+    pub fn build(self) -> Result<Backend, MigrateError> {
+        Ok(Backend {
+            migrator: Migrator::new(self.modules)?,
+        })
+    }
+}
+
+impl Backend {
+    pub fn builder() -> BackendBuilder {
+        BackendBuilder::default()
+    }
+
+    /// Every module compiled into this build.
+    pub fn all() -> Result<Self, MigrateError> {
+        Ok(Backend {
+            migrator: Migrator::new(available_modules())?,
+        })
+    }
+
+    /// The enabled modules in dependency order.
+    pub fn modules(&self) -> &[&'static Module] {
+        self.migrator.modules()
+    }
+
+    /// The migrator, for status, down migrations and seeding.
+    pub fn migrator(&self) -> &Migrator {
+        &self.migrator
+    }
+
+    /// Applies every pending migration of every enabled module. Safe to call from many
+    /// processes at once: one applies, the others wait and find nothing left to do.
+    pub async fn migrate(&self, pool: &PgPool) -> Result<Vec<Step>, MigrateError> {
+        let mut conn = pool.acquire().await.map_err(MigrateError::from)?;
+        self.migrator.up(&mut conn).await
+    }
+}

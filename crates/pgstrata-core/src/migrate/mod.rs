@@ -60,10 +60,24 @@ macro_rules! migration {
             version: $version,
             name: $name,
             up: include_str!(concat!(
-                env!("CARGO_MANIFEST_DIR"), "/../../migrations/", $module, "/V", $version, "__", $name, ".sql"
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../migrations/",
+                $module,
+                "/V",
+                $version,
+                "__",
+                $name,
+                ".sql"
             )),
             down: include_str!(concat!(
-                env!("CARGO_MANIFEST_DIR"), "/../../migrations/", $module, "/V", $version, "__", $name, ".down.sql"
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../migrations/",
+                $module,
+                "/V",
+                $version,
+                "__",
+                $name,
+                ".down.sql"
             )),
         }
     };
@@ -138,7 +152,12 @@ pub enum MigrateError {
         "{file} was changed after it was applied (recorded checksum {applied}, file checksum {current}); \
          applied migrations are immutable: restore the file and put the change in a new migration"
     )]
-    Divergent { module: String, file: String, applied: u64, current: u64 },
+    Divergent {
+        module: String,
+        file: String,
+        applied: u64,
+        current: u64,
+    },
 
     #[error("version {version} of module {module:?} is applied in the database but this build has no such migration")]
     Missing { module: String, version: i32 },
@@ -147,10 +166,18 @@ pub enum MigrateError {
     Dependent { module: String, dependent: String },
 
     #[error("applying {file} failed: {source}")]
-    Apply { file: String, #[source] source: DbError },
+    Apply {
+        file: String,
+        #[source]
+        source: DbError,
+    },
 
     #[error("reverting {file} failed: {source}")]
-    Revert { file: String, #[source] source: DbError },
+    Revert {
+        file: String,
+        #[source]
+        source: DbError,
+    },
 
     #[error("migration history: {0}")]
     Db(#[from] DbError),
@@ -234,7 +261,10 @@ impl Migrator {
             validate_module(m)?;
             for dep in m.depends_on {
                 if !pending.iter().any(|p| p.name == *dep) {
-                    return Err(MigrateError::MissingDependency { module: m.name.into(), missing: (*dep).into() });
+                    return Err(MigrateError::MissingDependency {
+                        module: m.name.into(),
+                        missing: (*dep).into(),
+                    });
                 }
             }
         }
@@ -286,7 +316,9 @@ impl Migrator {
     ) -> Result<Vec<Step>, MigrateError> {
         let selected = self.select(only)?;
         with_lock(conn, async |conn: &mut PgConnection| {
-            sqlx::raw_sql("CREATE SCHEMA IF NOT EXISTS pgstrata").execute(&mut *conn).await?;
+            sqlx::raw_sql("CREATE SCHEMA IF NOT EXISTS pgstrata")
+                .execute(&mut *conn)
+                .await?;
             let mut steps = Vec::new();
             for module in selected {
                 for dep in module.depends_on {
@@ -307,15 +339,26 @@ impl Migrator {
     /// Reverts migrations newer than `target`, dependents first. Target 0 removes the module
     /// (its schema and its history table); it is refused while another applied module
     /// depends on it and is not being removed too.
-    pub async fn down(&self, conn: &mut PgConnection, only: Option<&str>, target: i32) -> Result<Vec<Step>, MigrateError> {
+    pub async fn down(
+        &self,
+        conn: &mut PgConnection,
+        only: Option<&str>,
+        target: i32,
+    ) -> Result<Vec<Step>, MigrateError> {
         let selected = self.select(only)?;
         with_lock(conn, async |conn: &mut PgConnection| {
             if target <= 0 {
                 for module in &selected {
                     for other in &self.modules {
                         let removed_too = selected.iter().any(|s| s.name == other.name);
-                        if !removed_too && other.depends_on.contains(&module.name) && applied_version(conn, other).await? > 0 {
-                            return Err(MigrateError::Dependent { module: module.name.into(), dependent: other.name.into() });
+                        if !removed_too
+                            && other.depends_on.contains(&module.name)
+                            && applied_version(conn, other).await? > 0
+                        {
+                            return Err(MigrateError::Dependent {
+                                module: module.name.into(),
+                                dependent: other.name.into(),
+                            });
                         }
                     }
                 }
@@ -339,7 +382,9 @@ impl Migrator {
                 let row = history.iter().find(|h| h.version == file.version);
                 let state = match row {
                     None => MigrationState::Pending,
-                    Some(h) if h.checksum == file.checksum()?.to_string() && h.name == file.name => MigrationState::Applied,
+                    Some(h) if h.checksum == file.checksum()?.to_string() && h.name == file.name => {
+                        MigrationState::Applied
+                    }
                     Some(_) => MigrationState::Divergent,
                 };
                 out.push(MigrationStatus {
@@ -350,7 +395,10 @@ impl Migrator {
                     applied_on: row.map(|h| h.applied_on.clone()),
                 });
             }
-            for h in history.iter().filter(|h| !module.migrations.iter().any(|f| f.version == h.version)) {
+            for h in history
+                .iter()
+                .filter(|h| !module.migrations.iter().any(|f| f.version == h.version))
+            {
                 out.push(MigrationStatus {
                     module: module.name,
                     version: h.version,
@@ -370,7 +418,10 @@ impl Migrator {
             crate::sql::raw(module.seed)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| MigrateError::Apply { file: format!("schemas/{}/seed.sql", module.name), source: e.into() })?;
+                .map_err(|e| MigrateError::Apply {
+                    file: format!("schemas/{}/seed.sql", module.name),
+                    source: e.into(),
+                })?;
         }
         tx.commit().await?;
         Ok(())
@@ -386,7 +437,10 @@ impl Migrator {
 }
 
 fn validate_module(m: &Module) -> Result<(), MigrateError> {
-    let invalid = |reason: String| MigrateError::InvalidModule { module: m.name.into(), reason };
+    let invalid = |reason: String| MigrateError::InvalidModule {
+        module: m.name.into(),
+        reason,
+    };
     if m.name.is_empty() || !m.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
         return Err(invalid("name must be lowercase letters and underscores".into()));
     }
@@ -395,7 +449,8 @@ fn validate_module(m: &Module) -> Result<(), MigrateError> {
         if f.version < 1 || !seen.insert(f.version) {
             return Err(invalid(format!("version {} is repeated or below 1", f.version)));
         }
-        f.to_refinery().map_err(|_| invalid(format!("{} is not a refinery name", f.refinery_name())))?;
+        f.to_refinery()
+            .map_err(|_| invalid(format!("{} is not a refinery name", f.refinery_name())))?;
     }
     Ok(())
 }
@@ -407,9 +462,15 @@ async fn with_lock<T>(
     conn: &mut PgConnection,
     f: impl AsyncFnOnce(&mut PgConnection) -> Result<T, MigrateError>,
 ) -> Result<T, MigrateError> {
-    sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK_KEY).execute(&mut *conn).await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
     let result = f(&mut *conn).await;
-    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK_KEY).execute(&mut *conn).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut *conn)
+        .await;
     let value = result?;
     unlocked?;
     Ok(value)
@@ -428,15 +489,29 @@ async fn read_history(conn: &mut PgConnection, module: &Module) -> Result<Vec<Hi
         return Ok(Vec::new());
     }
     // The table name comes from a validated module name, never from input.
-    let sql = format!("SELECT version, name, applied_on, checksum FROM {} ORDER BY version", module.history_table());
-    Ok(sqlx::query_as::<_, HistoryRow>(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *conn).await?)
+    let sql = format!(
+        "SELECT version, name, applied_on, checksum FROM {} ORDER BY version",
+        module.history_table()
+    );
+    Ok(sqlx::query_as::<_, HistoryRow>(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?)
 }
 
 async fn applied_version(conn: &mut PgConnection, module: &Module) -> Result<i32, MigrateError> {
-    Ok(read_history(conn, module).await?.iter().map(|h| h.version).max().unwrap_or(0))
+    Ok(read_history(conn, module)
+        .await?
+        .iter()
+        .map(|h| h.version)
+        .max()
+        .unwrap_or(0))
 }
 
-async fn up_module(conn: &mut PgConnection, module: &'static Module, target: Option<i32>) -> Result<Vec<Step>, MigrateError> {
+async fn up_module(
+    conn: &mut PgConnection,
+    module: &'static Module,
+    target: Option<i32>,
+) -> Result<Vec<Step>, MigrateError> {
     let migrations = module
         .migrations
         .iter()
@@ -455,7 +530,11 @@ async fn up_module(conn: &mut PgConnection, module: &'static Module, target: Opt
     Ok(report
         .applied_migrations()
         .iter()
-        .map(|m| Step { module: module.name, version: m.version(), name: m.name().to_owned() })
+        .map(|m| Step {
+            module: module.name,
+            version: m.version(),
+            name: m.name().to_owned(),
+        })
         .collect())
 }
 
@@ -468,7 +547,14 @@ fn refinery_error(module: &Module, err: refinery_core::Error, db_error: Option<s
                 .iter()
                 .find(|f| f.version == current.version())
                 .map(|f| module.file_path(f))
-                .unwrap_or_else(|| format!("migrations/{}/V{}__{}.sql", module.name, current.version(), current.name()));
+                .unwrap_or_else(|| {
+                    format!(
+                        "migrations/{}/V{}__{}.sql",
+                        module.name,
+                        current.version(),
+                        current.name()
+                    )
+                });
             MigrateError::Divergent {
                 module: module.name.into(),
                 file,
@@ -476,7 +562,10 @@ fn refinery_error(module: &Module, err: refinery_core::Error, db_error: Option<s
                 current: current.checksum(),
             }
         }
-        Kind::MissingVersion(m) => MigrateError::Missing { module: module.name.into(), version: m.version() },
+        Kind::MissingVersion(m) => MigrateError::Missing {
+            module: module.name.into(),
+            version: m.version(),
+        },
         // refinery says "error applying migration V1__x": name our file and keep the
         // classified database error rather than its text.
         Kind::Connection(msg, source) => match (msg.strip_prefix("error applying migration "), db_error) {
@@ -499,7 +588,10 @@ async fn down_module(conn: &mut PgConnection, module: &'static Module, target: i
             .migrations
             .iter()
             .find(|f| f.version == row.version)
-            .ok_or_else(|| MigrateError::Missing { module: module.name.into(), version: row.version })?;
+            .ok_or_else(|| MigrateError::Missing {
+                module: module.name.into(),
+                version: row.version,
+            })?;
         let current = file.checksum()?;
         if row.checksum != current.to_string() {
             return Err(MigrateError::Divergent {
@@ -514,11 +606,21 @@ async fn down_module(conn: &mut PgConnection, module: &'static Module, target: i
         crate::sql::raw(file.down)
             .execute(&mut *tx)
             .await
-            .map_err(|e| MigrateError::Revert { file: path.clone(), source: e.into() })?;
+            .map_err(|e| MigrateError::Revert {
+                file: path.clone(),
+                source: e.into(),
+            })?;
         let delete = format!("DELETE FROM {} WHERE version = $1", module.history_table());
-        sqlx::query(sqlx::AssertSqlSafe(delete)).bind(row.version).execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(delete))
+            .bind(row.version)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        steps.push(Step { module: module.name, version: row.version, name: row.name.clone() });
+        steps.push(Step {
+            module: module.name,
+            version: row.version,
+            name: row.name.clone(),
+        });
     }
     if target <= 0 && history_exists(conn, module).await? {
         let drop = format!("DROP TABLE {}", module.history_table());

@@ -1,0 +1,304 @@
+//! `pgstrata`: the operator's command line.
+//!
+//! Every command connects to `--database-url` / `DATABASE_URL`; without one it starts a
+//! throwaway PostgreSQL from the locally installed server binaries and says so.
+
+mod demo;
+
+use clap::{Parser, Subcommand};
+use pgstrata::core::migrate::MigrationState;
+use pgstrata::core::server::ThrowawayServer;
+use pgstrata::{Backend, Migrator};
+use sqlx::{Connection, PgConnection};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pgstrata",
+    version,
+    about = "Migrate, check and seed the pgstrata PostgreSQL modules"
+)]
+struct Cli {
+    /// PostgreSQL URL; without it a throwaway server is started for this command.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// Modules to work on (comma-separated); default: every module in this build.
+    #[arg(long, value_delimiter = ',', global = true)]
+    modules: Vec<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply, revert or list migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Load the demo data of every module (idempotent).
+    Seed,
+    /// Check every tenant table against the isolation rules; exits 1 on any failure.
+    Doctor,
+    /// Print a module's consolidated schema (what schemas/<module>/schema.sql holds).
+    Schema {
+        #[command(subcommand)]
+        action: SchemaAction,
+    },
+    /// Regenerate each module's row types from a freshly migrated database.
+    Codegen {
+        /// Workspace root (holds crates/).
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// Only report files that are out of date; exit 1 if any.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Migrate, seed and walk through what row-level security protects.
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum MigrateAction {
+    /// Apply pending migrations (up to --target).
+    Up {
+        #[arg(long)]
+        target: Option<i32>,
+    },
+    /// Revert migrations newer than --target; 0 removes the modules entirely.
+    Down {
+        #[arg(long)]
+        target: i32,
+    },
+    /// Show applied, pending and divergent migrations.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum SchemaAction {
+    /// Print the consolidated DDL of a module.
+    Print { module: String },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type AnyError = Box<dyn std::error::Error>;
+
+/// A database to work on: the given URL, or a throwaway server kept alive while this lives.
+struct Target {
+    url: String,
+    _server: Option<ThrowawayServer>,
+}
+
+fn database(url: Option<String>) -> Result<Target, AnyError> {
+    if let Some(url) = url {
+        return Ok(Target { url, _server: None });
+    }
+    eprintln!("No DATABASE_URL or --database-url: starting a throwaway PostgreSQL from the local server binaries...");
+    let server = ThrowawayServer::start()?;
+    let url = server.url();
+    eprintln!("Throwaway server at {url} (deleted when this command exits).\n");
+    Ok(Target {
+        url,
+        _server: Some(server),
+    })
+}
+
+fn backend(modules: &[String]) -> Result<Backend, AnyError> {
+    if modules.is_empty() {
+        return Ok(Backend::all()?);
+    }
+    let mut builder = Backend::builder();
+    for name in modules {
+        builder = builder.with_named(name)?;
+    }
+    Ok(builder.build()?)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
+    let backend = backend(&cli.modules)?;
+    let migrator = backend.migrator();
+
+    // Commands that need no database.
+    if let Command::Schema {
+        action: SchemaAction::Print { module },
+    } = &cli.command
+    {
+        let m = migrator
+            .modules()
+            .iter()
+            .find(|m| m.name == module)
+            .ok_or_else(|| format!("unknown module {module:?}"))?;
+        print!("{}", m.schema_sql());
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let target = database(cli.database_url)?;
+    let mut conn = PgConnection::connect(&target.url).await?;
+    match cli.command {
+        Command::Migrate {
+            action: MigrateAction::Up { target },
+        } => {
+            let only = single_module(migrator, target)?;
+            let steps = migrator.up_to(&mut conn, only, target).await?;
+            report_steps("applied", &steps);
+        }
+        Command::Migrate {
+            action: MigrateAction::Down { target },
+        } => {
+            let only = single_module(migrator, Some(target).filter(|t| *t > 0))?;
+            let steps = migrator.down(&mut conn, only, target).await?;
+            report_steps("reverted", &steps);
+        }
+        Command::Migrate {
+            action: MigrateAction::Status,
+        } => {
+            let rows = migrator.status(&mut conn).await?;
+            println!(
+                "{:<12} {:>7}  {:<30} {:<10} applied on",
+                "module", "version", "name", "state"
+            );
+            for r in &rows {
+                println!(
+                    "{:<12} {:>7}  {:<30} {:<10} {}",
+                    r.module,
+                    r.version,
+                    r.name,
+                    r.state.to_string(),
+                    r.applied_on.as_deref().unwrap_or("-")
+                );
+            }
+            if rows
+                .iter()
+                .any(|r| matches!(r.state, MigrationState::Divergent | MigrationState::Missing))
+            {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Seed => {
+            migrator.seed(&mut conn).await?;
+            println!("seeded: {}", module_names(migrator));
+        }
+        Command::Doctor => return doctor(&mut conn, migrator).await,
+        Command::Codegen { root, check } => return codegen(&mut conn, &target.url, migrator, &root, check).await,
+        Command::Demo => {
+            let steps = migrator.up(&mut conn).await?;
+            report_steps("applied", &steps);
+            migrator.seed(&mut conn).await?;
+            println!("seeded: {}\n", module_names(migrator));
+            demo::tour(&mut conn).await?;
+            println!();
+            return doctor(&mut conn, migrator).await;
+        }
+        Command::Schema { .. } => unreachable!("handled above"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A target version means one module's version, so it needs exactly one module.
+fn single_module(migrator: &Migrator, target: Option<i32>) -> Result<Option<&'static str>, AnyError> {
+    match (target, migrator.modules()) {
+        (None, _) => Ok(None),
+        (Some(_), [one]) => Ok(Some(one.name)),
+        (Some(t), _) => Err(format!("--target {t} is a version of one module: add --modules <name>").into()),
+    }
+}
+
+fn module_names(migrator: &Migrator) -> String {
+    migrator.modules().iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+}
+
+fn report_steps(verb: &str, steps: &[pgstrata::core::migrate::Step]) {
+    if steps.is_empty() {
+        println!("nothing {verb}: already at the requested version");
+    }
+    for s in steps {
+        println!("{verb} {} V{}__{}", s.module, s.version, s.name);
+    }
+}
+
+async fn doctor(conn: &mut PgConnection, migrator: &Migrator) -> Result<ExitCode, AnyError> {
+    let mut ok = true;
+    let status = migrator.status(conn).await?;
+    for r in &status {
+        match r.state {
+            MigrationState::Applied => {}
+            MigrationState::Pending => {
+                ok = false;
+                println!(
+                    "migration {} V{}__{} is pending: run `pgstrata migrate up`",
+                    r.module, r.version, r.name
+                )
+            }
+            MigrationState::Divergent | MigrationState::Missing => {
+                ok = false;
+                println!("migration {} V{}__{} is {}", r.module, r.version, r.name, r.state)
+            }
+        }
+    }
+    let schemas: Vec<&str> = migrator.modules().iter().map(|m| m.name).collect();
+    let reports = pgstrata::core::doctor::check_tables(conn, &schemas).await?;
+    print!("{}", pgstrata::core::doctor::render(&reports));
+    ok &= !reports.is_empty() && reports.iter().all(|r| r.ok());
+    println!("doctor: {}", if ok { "all checks passed" } else { "FAILED" });
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Migrates a scratch database on the same server, renders every module, drops the scratch.
+async fn codegen(
+    conn: &mut PgConnection,
+    url: &str,
+    migrator: &Migrator,
+    root: &std::path::Path,
+    check: bool,
+) -> Result<ExitCode, AnyError> {
+    let scratch = format!("pgstrata_codegen_{}", std::process::id());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{scratch}\"")))
+        .execute(&mut *conn)
+        .await?;
+    let result = async {
+        let options = url.parse::<sqlx::postgres::PgConnectOptions>()?.database(&scratch);
+        let mut scratch_conn = PgConnection::connect_with(&options).await?;
+        migrator.up(&mut scratch_conn).await?;
+        let mut stale = Vec::new();
+        for m in migrator.modules() {
+            let code = pgstrata::core::codegen::render_schema(&mut scratch_conn, m.name).await?;
+            let path = root
+                .join("crates")
+                .join(format!("pgstrata-{}", m.name))
+                .join("src/generated.rs");
+            let current = std::fs::read_to_string(&path).unwrap_or_default();
+            if current == code {
+                println!("up to date: {}", path.display());
+            } else if check {
+                println!("OUT OF DATE: {}", path.display());
+                stale.push(path);
+            } else {
+                std::fs::write(&path, code)?;
+                println!("wrote {}", path.display());
+            }
+        }
+        scratch_conn.close().await?;
+        Ok::<_, AnyError>(stale.is_empty())
+    }
+    .await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{scratch}\" WITH (FORCE)"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    Ok(if result? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
