@@ -104,6 +104,11 @@ impl TestDb {
         &self.name
     }
 
+    /// URL of this database as the admin user (for psql and other tools).
+    pub fn url(&self) -> Result<String, TestDbError> {
+        Ok(with_database(&server_url()?, &self.name))
+    }
+
     /// Connect options for this database as the admin user.
     pub fn admin_options(&self) -> PgConnectOptions {
         self.server.clone().database(&self.name)
@@ -136,6 +141,19 @@ impl TestDb {
         drop_database(&mut conn, &self.name).await?;
         Ok(())
     }
+}
+
+/// `url` with its database (path) replaced by `name`; query parameters are kept.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{name}", &base[..authority_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
 }
 
 async fn drop_database(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
@@ -189,4 +207,22 @@ async fn prepare_server(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     }
     *prepared = true;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_is_replaced_in_urls() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres", "t1"),
+            "postgres://u@h:5432/t1"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/db?sslmode=disable", "t1"),
+            "postgres://u@h/t1?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h:1", "t1"), "postgres://u@h:1/t1");
+    }
 }

@@ -1,0 +1,281 @@
+//! The migration engine against real PostgreSQL, with two small modules defined here:
+//! `gadgets` and `widgets` (which depends on gadgets).
+
+use pgstrata_core::catalog;
+use pgstrata_core::migrate::{MigrateError, MigrationFile, MigrationState, Migrator, Module};
+use pgstrata_core::testing::TestDb;
+use sqlx::Connection;
+
+static GADGETS: Module = Module {
+    name: "gadgets",
+    depends_on: &[],
+    migrations: &[
+        MigrationFile {
+            version: 1,
+            name: "init",
+            up: "CREATE SCHEMA gadgets;
+                 CREATE TABLE gadgets.runs (version int NOT NULL);
+                 INSERT INTO gadgets.runs VALUES (1);
+                 SELECT pg_sleep(0.05);",
+            down: "DROP SCHEMA gadgets CASCADE;",
+        },
+        MigrationFile {
+            version: 2,
+            name: "gadgets",
+            up: "CREATE TABLE gadgets.gadgets (id int PRIMARY KEY, name text NOT NULL);
+                 INSERT INTO gadgets.runs VALUES (2);",
+            down: "DROP TABLE gadgets.gadgets; DELETE FROM gadgets.runs WHERE version = 2;",
+        },
+    ],
+    seed: "INSERT INTO gadgets.gadgets VALUES (1, 'one') ON CONFLICT DO NOTHING;",
+};
+
+/// Same versions as GADGETS, but V2's SQL was edited after release.
+static GADGETS_TAMPERED: Module = Module {
+    name: "gadgets",
+    depends_on: &[],
+    migrations: &[
+        GADGETS.migrations[0],
+        MigrationFile {
+            version: 2,
+            name: "gadgets",
+            up: "CREATE TABLE gadgets.gadgets (id bigint PRIMARY KEY, name text NOT NULL);
+                 INSERT INTO gadgets.runs VALUES (2);",
+            down: "DROP TABLE gadgets.gadgets;",
+        },
+    ],
+    seed: "",
+};
+
+static WIDGETS: Module = Module {
+    name: "widgets",
+    depends_on: &["gadgets"],
+    migrations: &[MigrationFile {
+        version: 1,
+        name: "init",
+        up:
+            "CREATE SCHEMA widgets;
+             CREATE TABLE widgets.widgets (id int PRIMARY KEY, gadget_id int NOT NULL REFERENCES gadgets.gadgets (id));",
+        down: "DROP SCHEMA widgets CASCADE;",
+    }],
+    seed: "INSERT INTO widgets.widgets VALUES (1, 1) ON CONFLICT DO NOTHING;",
+};
+
+static BROKEN: Module = Module {
+    name: "broken",
+    depends_on: &[],
+    migrations: &[
+        MigrationFile {
+            version: 1,
+            name: "ok",
+            up: "CREATE SCHEMA broken;",
+            down: "DROP SCHEMA broken CASCADE;",
+        },
+        MigrationFile {
+            version: 2,
+            name: "fails",
+            up: "CREATE TABLE broken.t (id int); SELECT 1/0;",
+            down: "DROP TABLE broken.t;",
+        },
+    ],
+    seed: "",
+};
+
+fn both() -> Migrator {
+    // Given in the wrong order on purpose: the migrator sorts by dependency.
+    Migrator::new([&WIDGETS, &GADGETS]).unwrap()
+}
+
+#[tokio::test]
+async fn modules_are_ordered_by_dependency_and_missing_ones_are_named() {
+    let names: Vec<_> = both().modules().iter().map(|m| m.name).collect();
+    assert_eq!(names, ["gadgets", "widgets"]);
+    let err = Migrator::new([&WIDGETS]).unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::MissingDependency { module, missing } if module == "widgets" && missing == "gadgets")
+    );
+}
+
+#[tokio::test]
+async fn up_down_up_round_trip_leaves_nothing_behind() {
+    let db = TestDb::new().await.unwrap();
+    let mut conn = db.admin_conn().await.unwrap();
+    let empty = catalog::user_objects(&mut conn).await.unwrap();
+
+    let steps = both().up(&mut conn).await.unwrap();
+    assert_eq!(steps.len(), 3);
+    let first = catalog::snapshot(&mut conn, &["gadgets", "widgets", "pgstrata"])
+        .await
+        .unwrap();
+    assert!(first.contains("relation gadgets.gadgets"));
+
+    // Down to 0 removes both modules, dependents first, and the history tables.
+    let reverted = both().down(&mut conn, None, 0).await.unwrap();
+    let order: Vec<_> = reverted.iter().map(|s| (s.module, s.version)).collect();
+    assert_eq!(order, [("widgets", 1), ("gadgets", 2), ("gadgets", 1)]);
+    assert_eq!(catalog::user_objects(&mut conn).await.unwrap(), empty);
+
+    both().up(&mut conn).await.unwrap();
+    let again = catalog::snapshot(&mut conn, &["gadgets", "widgets", "pgstrata"])
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    conn.close().await.unwrap();
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn down_to_a_target_reverts_newer_versions_only_and_up_to_a_target_stops_there() {
+    let db = TestDb::new().await.unwrap();
+    let mut conn = db.admin_conn().await.unwrap();
+    let gadgets = Migrator::new([&GADGETS]).unwrap();
+    let steps = gadgets.up_to(&mut conn, None, Some(1)).await.unwrap();
+    assert_eq!(steps.len(), 1);
+    let status = gadgets.status(&mut conn).await.unwrap();
+    assert_eq!(
+        status.iter().map(|s| s.state).collect::<Vec<_>>(),
+        [MigrationState::Applied, MigrationState::Pending]
+    );
+
+    gadgets.up(&mut conn).await.unwrap();
+    let reverted = gadgets.down(&mut conn, None, 1).await.unwrap();
+    assert_eq!(reverted.len(), 1);
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('gadgets.gadgets') IS NOT NULL")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(!exists, "V2's table must be gone");
+    let runs: Vec<i32> = sqlx::query_scalar("SELECT version FROM gadgets.runs")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(runs, [1]);
+    conn.close().await.unwrap();
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn removing_a_module_others_depend_on_is_refused() {
+    let db = TestDb::new().await.unwrap();
+    let mut conn = db.admin_conn().await.unwrap();
+    both().up(&mut conn).await.unwrap();
+    let err = both().down(&mut conn, Some("gadgets"), 0).await.unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::Dependent { module, dependent } if module == "gadgets" && dependent == "widgets")
+    );
+    // Nothing was reverted.
+    let status = both().status(&mut conn).await.unwrap();
+    assert!(status.iter().all(|s| s.state == MigrationState::Applied));
+    conn.close().await.unwrap();
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn eight_concurrent_migrators_apply_each_migration_exactly_once() {
+    let db = TestDb::new().await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let options = db.admin_options();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
+            let steps = both().up(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+            steps.len()
+        }));
+    }
+    let mut applied = 0;
+    for t in tasks {
+        applied += t.await.unwrap();
+    }
+    assert_eq!(
+        applied, 3,
+        "three migrations in all, each applied by exactly one migrator"
+    );
+    let mut conn = db.admin_conn().await.unwrap();
+    let runs: Vec<i32> = sqlx::query_scalar("SELECT version FROM gadgets.runs ORDER BY version")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(runs, [1, 2], "each migration's body ran once");
+    let history: i64 = sqlx::query_scalar("SELECT count(*) FROM pgstrata.gadgets_history")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(history, 2);
+    conn.close().await.unwrap();
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tampered_applied_migration_stops_the_run_and_names_the_file() {
+    let db = TestDb::new().await.unwrap();
+    let mut conn = db.admin_conn().await.unwrap();
+    Migrator::new([&GADGETS]).unwrap().up(&mut conn).await.unwrap();
+
+    let tampered = Migrator::new([&GADGETS_TAMPERED]).unwrap();
+    let err = tampered.up(&mut conn).await.unwrap_err();
+    match &err {
+        MigrateError::Divergent {
+            file, applied, current, ..
+        } => {
+            assert_eq!(file, "migrations/gadgets/V2__gadgets.sql");
+            assert_ne!(applied, current);
+        }
+        other => panic!("expected Divergent, got {other:?}"),
+    }
+    assert!(err.to_string().contains("migrations/gadgets/V2__gadgets.sql"));
+    let status = tampered.status(&mut conn).await.unwrap();
+    assert_eq!(status[1].state, MigrationState::Divergent);
+    // Down refuses too: the down file may not match what was applied.
+    assert!(matches!(
+        tampered.down(&mut conn, None, 0).await.unwrap_err(),
+        MigrateError::Divergent { .. }
+    ));
+    conn.close().await.unwrap();
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failing_migration_names_its_file_and_leaves_nothing_half_applied() {
+    let db = TestDb::new().await.unwrap();
+    let mut conn = db.admin_conn().await.unwrap();
+    let broken = Migrator::new([&BROKEN]).unwrap();
+    let err = broken.up(&mut conn).await.unwrap_err();
+    match &err {
+        MigrateError::Apply { file, source } => {
+            assert_eq!(file, "migrations/broken/V2__fails.sql");
+            assert_eq!(source.code(), Some("22012"), "division by zero, classified");
+        }
+        other => panic!("expected Apply, got {other:?}"),
+    }
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('broken.t') IS NOT NULL")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(!exists, "V2's table must have been rolled back with it");
+    let status = broken.status(&mut conn).await.unwrap();
+    assert_eq!(
+        status.iter().map(|s| s.state).collect::<Vec<_>>(),
+        [MigrationState::Applied, MigrationState::Pending]
+    );
+    // The lock was released: another run can start (and fails the same way).
+    assert!(broken.up(&mut conn).await.is_err());
+    conn.close().await.unwrap();
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn seed_runs_in_dependency_order() {
+    let db = TestDb::new().await.unwrap();
+    let mut conn = db.admin_conn().await.unwrap();
+    both().up(&mut conn).await.unwrap();
+    both().seed(&mut conn).await.unwrap();
+    both().seed(&mut conn).await.unwrap();
+    let widgets: i64 = sqlx::query_scalar("SELECT count(*) FROM widgets.widgets")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(widgets, 1);
+    conn.close().await.unwrap();
+    db.close().await.unwrap();
+}
