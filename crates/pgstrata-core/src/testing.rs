@@ -143,6 +143,27 @@ impl TestDb {
     }
 }
 
+/// Loads a SQL file with `psql -v ON_ERROR_STOP=1`, as a team copying `schema.sql` would.
+/// Returns psql's error output when it fails.
+pub fn psql_file(url: &str, file: &std::path::Path, single_transaction: bool) -> Result<(), String> {
+    let psql = crate::server::find_bin_dir()
+        .map(|d| d.join("psql"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| "psql".into());
+    let mut cmd = std::process::Command::new(psql);
+    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f"])
+        .arg(file);
+    if single_transaction {
+        cmd.arg("--single-transaction");
+    }
+    let out = cmd.output().map_err(|e| format!("cannot run psql: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// `url` with its database (path) replaced by `name`; query parameters are kept.
 pub fn with_database(url: &str, name: &str) -> String {
     let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
