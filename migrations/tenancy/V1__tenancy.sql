@@ -181,15 +181,25 @@ CREATE POLICY tenant_isolation ON tenancy.memberships
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON tenancy.memberships TO pgstrata_app;
 
--- The users policy needs memberships, so it comes after that table.
+-- The users policy needs memberships, so it comes after that table. The visible ids are
+-- computed once per statement as an array: a policy written as `id = actor OR id IN (SELECT
+-- ...)` cannot use an index, and because a caller's `lower(email) = ...` is not leakproof it
+-- runs after the policy, so every lookup would scan the whole table.
+CREATE FUNCTION tenancy.visible_user_ids() RETURNS uuid[]
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+    SELECT array_append(coalesce(array_agg(m.user_id), '{}'::uuid[]), tenancy.current_actor_id())
+      FROM tenancy.memberships m
+     WHERE m.tenant_id = tenancy.current_tenant_id()
+$$;
+COMMENT ON FUNCTION tenancy.visible_user_ids() IS
+    'Users the current context may see: the members of the current tenant and the actor itself';
+GRANT EXECUTE ON FUNCTION tenancy.visible_user_ids() TO pgstrata_app;
+
 ALTER TABLE tenancy.users ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tenancy.users FORCE ROW LEVEL SECURITY;
 CREATE POLICY self_or_same_tenant ON tenancy.users FOR SELECT
-    USING (
-        id = (SELECT tenancy.current_actor_id())
-        OR id IN (SELECT m.user_id FROM tenancy.memberships m
-                  WHERE m.tenant_id = (SELECT tenancy.current_tenant_id()))
-    );
+    USING (id = ANY ((SELECT tenancy.visible_user_ids())::uuid[]));
 CREATE POLICY self_insert ON tenancy.users FOR INSERT
     WITH CHECK (id = (SELECT tenancy.current_actor_id()));
 CREATE POLICY self_update ON tenancy.users FOR UPDATE
