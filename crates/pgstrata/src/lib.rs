@@ -100,3 +100,8 @@ impl Backend {
         self.migrator.up(&mut conn).await
     }
 }
+
+/// The README's Rust examples are compiled as doc tests, so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
