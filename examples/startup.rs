@@ -19,15 +19,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Sign-up: the user creates itself, then a tenant it owns.
     let email = format!("founder+{}@example.com", UserId::new());
-    let founder = users::register(&pool, &users::NewUser { email, display_name: "Founder".into() }).await?;
+    let founder = users::register(
+        &pool,
+        &users::NewUser {
+            email,
+            display_name: "Founder".into(),
+        },
+    )
+    .await?;
     let slug = format!("startup-{}", &founder.id.simple().to_string()[24..]);
-    let tenant = tenants::create_tenant(&pool, &tenants::NewTenant::new(slug, "Startup"), Some(UserId(founder.id))).await?;
+    let tenant = tenants::create_tenant(
+        &pool,
+        &tenants::NewTenant::new(slug, "Startup"),
+        Some(UserId(founder.id)),
+    )
+    .await?;
 
     // A request: one transaction in the tenant's context; RLS scopes every statement in it.
-    let ctx = TenantContext::tenant(TenantId(tenant.id)).with_actor(UserId(founder.id)).with_request_id("req-1");
+    let ctx = TenantContext::tenant(TenantId(tenant.id))
+        .with_actor(UserId(founder.id))
+        .with_request_id("req-1");
     let mut tx = pgstrata::begin_tenant(&pool, &ctx).await?;
     let members = memberships::list(&mut tx, ctx.tenant_id, &Default::default(), &Page::first(20)).await?;
     tx.commit().await?;
-    println!("tenant {} has {} member(s): role {}", tenant.slug, members.len(), members[0].role);
+    println!(
+        "tenant {} has {} member(s): role {}",
+        tenant.slug,
+        members.len(),
+        members[0].role
+    );
     Ok(())
 }

@@ -30,7 +30,7 @@ async fn as_app<'c>(
 
 async fn count(tx: &mut PgConnection, table: &str) -> Result<i64, AnyError> {
     let sql = format!("SELECT count(*) FROM tenancy.{table}");
-    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(tx).await?)
+    Ok(pgstrata::core::sql::trusted_as::<(i64,)>(sql).fetch_one(tx).await?.0)
 }
 
 pub async fn tour(conn: &mut PgConnection) -> Result<(), AnyError> {

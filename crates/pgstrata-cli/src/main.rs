@@ -266,7 +266,7 @@ async fn codegen(
     check: bool,
 ) -> Result<ExitCode, AnyError> {
     let scratch = format!("pgstrata_codegen_{}", std::process::id());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{scratch}\"")))
+    pgstrata::core::sql::trusted(format!("CREATE DATABASE \"{scratch}\""))
         .execute(&mut *conn)
         .await?;
     let result = async {
@@ -295,10 +295,8 @@ async fn codegen(
         Ok::<_, AnyError>(stale.is_empty())
     }
     .await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS \"{scratch}\" WITH (FORCE)"
-    )))
-    .execute(&mut *conn)
-    .await?;
+    pgstrata::core::sql::trusted(format!("DROP DATABASE IF EXISTS \"{scratch}\" WITH (FORCE)"))
+        .execute(&mut *conn)
+        .await?;
     Ok(if result? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -13,6 +13,9 @@ use std::fmt;
 
 const TENANT_HELPER: &str = "tenancy.current_tenant_id()";
 
+/// A policy as `(command, permissive, USING, WITH CHECK)`.
+type PolicyFacts = (String, bool, Option<String>, Option<String>);
+
 /// Catalog facts about one table.
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct TableFacts {
@@ -21,8 +24,7 @@ struct TableFacts {
     has_tenant_id: bool,
     rls: bool,
     forced: bool,
-    /// (cmd, permissive, qual, with_check) per policy.
-    policies: sqlx::types::Json<Vec<(String, bool, Option<String>, Option<String>)>>,
+    policies: sqlx::types::Json<Vec<PolicyFacts>>,
     /// First key column of the primary key.
     pk_first: Option<String>,
     /// Unique indexes whose first key column is not tenant_id (or that lead with an expression).

@@ -4,7 +4,7 @@
 //! with sea-query from identifiers fixed at compile time and bind every value, so the assertion
 //! holds; routing all of them through here keeps that claim in one auditable spot.
 
-use sea_query::{PostgresQueryBuilder, QueryStatementWriter};
+use sea_query::PostgresQueryBuilder;
 use sea_query_sqlx::{SqlxBinder, SqlxValues};
 use sqlx::postgres::PgArguments;
 use sqlx::{AssertSqlSafe, FromRow, Postgres, postgres::PgRow};
@@ -15,11 +15,6 @@ pub type Built = (String, SqlxValues);
 /// Renders a sea-query statement for PostgreSQL.
 pub fn build<S: SqlxBinder>(statement: &S) -> Built {
     statement.build_sqlx(PostgresQueryBuilder)
-}
-
-/// Renders a sea-query statement with its values inlined (for docs and golden tests only).
-pub fn to_sql<S: QueryStatementWriter>(statement: &S) -> String {
-    statement.to_string(PostgresQueryBuilder)
 }
 
 /// A statement ready to execute.
@@ -35,20 +30,21 @@ where
     sqlx::query_as_with(AssertSqlSafe(sql), values)
 }
 
-/// A statement returning one column.
-pub fn query_scalar<T>((sql, values): Built) -> sqlx::query::QueryScalar<'static, Postgres, T, SqlxValues>
+/// SQL text assembled at run time from identifiers the caller controls (a module's history
+/// table, a generated database name), never from user input. Values are still bound.
+pub fn trusted(sql: String) -> sqlx::query::Query<'static, Postgres, PgArguments> {
+    sqlx::query(AssertSqlSafe(sql))
+}
+
+/// [`trusted`], decoding rows into `T`.
+pub fn trusted_as<T>(sql: String) -> sqlx::query::QueryAs<'static, Postgres, T, PgArguments>
 where
-    (T,): for<'r> FromRow<'r, PgRow>,
+    T: for<'r> FromRow<'r, PgRow>,
 {
-    sqlx::query_scalar_with(AssertSqlSafe(sql), values)
+    sqlx::query_as(AssertSqlSafe(sql))
 }
 
 /// Multi-statement SQL text (migrations, seeds) embedded in the binary.
 pub fn raw(sql: &str) -> sqlx::RawSql {
     sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
-}
-
-/// Plain SQL with bound arguments, for catalog queries assembled at run time.
-pub fn query_args(sql: String, args: PgArguments) -> sqlx::query::Query<'static, Postgres, PgArguments> {
-    sqlx::query_with(AssertSqlSafe(sql), args)
 }

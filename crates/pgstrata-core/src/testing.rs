@@ -79,7 +79,7 @@ impl TestDb {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        crate::sql::trusted(format!("CREATE DATABASE \"{name}\""))
             .execute(&mut admin_conn)
             .await?;
         admin_conn.close().await?;
@@ -178,12 +178,10 @@ pub fn with_database(url: &str, name: &str) -> String {
 }
 
 async fn drop_database(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-    )))
-    .execute(conn)
-    .await
-    .map(drop)
+    crate::sql::trusted(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// Once per process: create the application roles, and drop databases left behind by test

@@ -1,6 +1,8 @@
 //! The migration engine against real PostgreSQL, with two small modules defined here:
 //! `gadgets` and `widgets` (which depends on gadgets).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use pgstrata_core::catalog;
 use pgstrata_core::migrate::{MigrateError, MigrationFile, MigrationState, Migrator, Module};
 use pgstrata_core::testing::TestDb;

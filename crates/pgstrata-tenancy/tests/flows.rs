@@ -1,6 +1,8 @@
 //! Tenancy flows end to end as the application role: soft delete and slug reuse, optimistic
 //! concurrency, invitations, pagination, and bad input that must write nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{admin_count, migrated_db, org};

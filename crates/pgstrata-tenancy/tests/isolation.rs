@@ -1,6 +1,8 @@
 //! Tenant isolation, always as the unprivileged application role (a LOGIN role granted
 //! `pgstrata_app`: not superuser, not owner, no BYPASSRLS).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Org, migrated_db, org};

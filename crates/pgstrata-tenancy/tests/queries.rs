@@ -2,6 +2,8 @@
 //! context (so the row-level policy is part of the plan): the test fails when a plan stops
 //! using the index queries.md promises, or falls back to a sequential scan.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::migrated_db;
@@ -24,16 +26,29 @@ fn hot_queries(doc: &str, module: &str) -> Vec<HotQuery> {
     let mut out = Vec::new();
     let blocks: Vec<&str> = doc.split("```").collect();
     for (i, block) in blocks.iter().enumerate() {
-        let Some(body) = block.strip_prefix("sql\n") else { continue };
+        let Some(body) = block.strip_prefix("sql\n") else {
+            continue;
+        };
         let tag = |key: &str| {
-            body.lines().find_map(|l| l.trim().strip_prefix(&format!("-- {key}:")).map(|v| v.trim().to_owned()))
+            body.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix(&format!("-- {key}:"))
+                    .map(|v| v.trim().to_owned())
+            })
         };
         let Some(name) = tag("query") else { continue };
         if tag("module").as_deref() != Some(module) {
             continue;
         }
-        let sql = body.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
-        let documented_plan = blocks.get(i + 2).map(|p| p.trim_start_matches("text\n").to_owned()).unwrap_or_default();
+        let sql = body
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let documented_plan = blocks
+            .get(i + 2)
+            .map(|p| p.trim_start_matches("text\n").to_owned())
+            .unwrap_or_default();
         out.push(HotQuery {
             name,
             sql: sql.trim().trim_end_matches(';').to_owned(),
@@ -93,7 +108,10 @@ async fn hot_queries_use_their_index_at_100k_rows() {
             .await
             .unwrap();
         let plan = plan.join("\n");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q.sql.clone())).fetch_all(&mut *tx).await.unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q.sql.clone()))
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
         tx.rollback().await.unwrap();
 
         if std::env::var_os("PGSTRATA_PRINT_PLANS").is_some() {
@@ -101,13 +119,22 @@ async fn hot_queries_use_their_index_at_100k_rows() {
         }
         let uses_index = plan.contains(&format!("using {}", q.index)) || plan.contains(&format!("on {}", q.index));
         if !uses_index || plan.contains("Seq Scan") {
-            failures.push(format!("{}: expected an index scan of {}, got:\n{plan}", q.name, q.index));
+            failures.push(format!(
+                "{}: expected an index scan of {}, got:\n{plan}",
+                q.name, q.index
+            ));
         }
         if rows.is_empty() {
-            failures.push(format!("{}: returned no rows; the query in queries.md does not hit the test data", q.name));
+            failures.push(format!(
+                "{}: returned no rows; the query in queries.md does not hit the test data",
+                q.name
+            ));
         }
         if !q.documented_plan.contains(&q.index) {
-            failures.push(format!("{}: the plan shown in queries.md does not mention {}", q.name, q.index));
+            failures.push(format!(
+                "{}: the plan shown in queries.md does not mention {}",
+                q.name, q.index
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

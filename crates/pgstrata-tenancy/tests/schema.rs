@@ -2,6 +2,8 @@
 //! migrations, the generated Rust types equal the catalog, seed.sql loads, down removes
 //! everything, and doctor both passes and fails when it should.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{migrated_db, migrator};

@@ -28,11 +28,10 @@ use sqlx::PgPool;
 
 /// Every module compiled into this build (by cargo feature), in no particular order.
 pub fn available_modules() -> Vec<&'static Module> {
-    #[allow(unused_mut)]
-    let mut modules: Vec<&'static Module> = Vec::new();
-    #[cfg(feature = "tenancy")]
-    modules.push(&pgstrata_tenancy::MODULE);
-    modules
+    vec![
+        #[cfg(feature = "tenancy")]
+        &pgstrata_tenancy::MODULE,
+    ]
 }
 
 /// A set of enabled modules, ordered by their dependencies.

@@ -7,7 +7,6 @@
 use refinery_core::Migration;
 use refinery_core::traits::r#async::{AsyncMigrate, AsyncQuery, AsyncTransaction};
 use sqlx::{Connection, PgConnection, Row};
-use std::future::Future;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -40,39 +39,32 @@ impl AsyncTransaction for RefineryConn<'_> {
 
     /// Runs the statements (a migration's SQL and its history insert) in one transaction, so
     /// a migration is either applied and recorded, or neither.
-    fn execute<'a, T: Iterator<Item = &'a str> + Send + 'a>(
+    async fn execute<'a, T: Iterator<Item = &'a str> + Send + 'a>(
         &'a mut self,
         queries: T,
-    ) -> impl Future<Output = Result<usize, Self::Error>> + Send + 'a {
-        async move {
-            let result = async {
-                let mut tx = self.conn.begin().await?;
-                let mut count = 0;
-                for sql in queries {
-                    crate::sql::raw(sql).execute(&mut *tx).await?;
-                    count += 1;
-                }
-                tx.commit().await?;
-                Ok(count)
+    ) -> Result<usize, Self::Error> {
+        let result = async {
+            let mut tx = self.conn.begin().await?;
+            let mut count = 0;
+            for sql in queries {
+                crate::sql::raw(sql).execute(&mut *tx).await?;
+                count += 1;
             }
-            .await;
-            self.keep(result)
+            tx.commit().await?;
+            Ok(count)
         }
+        .await;
+        self.keep(result)
     }
 }
 
 impl AsyncQuery<Vec<Migration>> for RefineryConn<'_> {
-    fn query<'a>(
-        &'a mut self,
-        query: &'a str,
-    ) -> impl Future<Output = Result<Vec<Migration>, Self::Error>> + Send + 'a {
-        async move {
-            let result = match crate::sql::raw(query).fetch_all(&mut *self.conn).await {
-                Ok(rows) => rows.iter().map(applied_from_row).collect(),
-                Err(e) => Err(e),
-            };
-            self.keep(result)
-        }
+    async fn query<'a>(&'a mut self, query: &'a str) -> Result<Vec<Migration>, Self::Error> {
+        let result = match crate::sql::raw(query).fetch_all(&mut *self.conn).await {
+            Ok(rows) => rows.iter().map(applied_from_row).collect(),
+            Err(e) => Err(e),
+        };
+        self.keep(result)
     }
 }
 

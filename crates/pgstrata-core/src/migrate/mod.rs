@@ -41,10 +41,10 @@ impl MigrationFile {
 
     /// The checksum refinery records for this migration.
     pub fn checksum(&self) -> Result<u64, MigrateError> {
-        Ok(self.to_refinery()?.checksum())
+        Ok(self.refinery_migration()?.checksum())
     }
 
-    fn to_refinery(&self) -> Result<refinery_core::Migration, MigrateError> {
+    fn refinery_migration(&self) -> Result<refinery_core::Migration, MigrateError> {
         refinery_core::Migration::unapplied(&self.refinery_name(), self.up).map_err(|e| MigrateError::InvalidModule {
             module: String::new(),
             reason: format!("migration {} is misnamed: {e}", self.refinery_name()),
@@ -449,7 +449,7 @@ fn validate_module(m: &Module) -> Result<(), MigrateError> {
         if f.version < 1 || !seen.insert(f.version) {
             return Err(invalid(format!("version {} is repeated or below 1", f.version)));
         }
-        f.to_refinery()
+        f.refinery_migration()
             .map_err(|_| invalid(format!("{} is not a refinery name", f.refinery_name())))?;
     }
     Ok(())
@@ -493,9 +493,7 @@ async fn read_history(conn: &mut PgConnection, module: &Module) -> Result<Vec<Hi
         "SELECT version, name, applied_on, checksum FROM {} ORDER BY version",
         module.history_table()
     );
-    Ok(sqlx::query_as::<_, HistoryRow>(sqlx::AssertSqlSafe(sql))
-        .fetch_all(&mut *conn)
-        .await?)
+    Ok(crate::sql::trusted_as::<HistoryRow>(sql).fetch_all(&mut *conn).await?)
 }
 
 async fn applied_version(conn: &mut PgConnection, module: &Module) -> Result<i32, MigrateError> {
@@ -515,7 +513,7 @@ async fn up_module(
     let migrations = module
         .migrations
         .iter()
-        .map(|f| f.to_refinery())
+        .map(|f| f.refinery_migration())
         .collect::<Result<Vec<_>, _>>()?;
     let mut runner = Runner::new(&migrations)
         .set_target(target.map_or(Target::Latest, Target::Version))
@@ -611,10 +609,7 @@ async fn down_module(conn: &mut PgConnection, module: &'static Module, target: i
                 source: e.into(),
             })?;
         let delete = format!("DELETE FROM {} WHERE version = $1", module.history_table());
-        sqlx::query(sqlx::AssertSqlSafe(delete))
-            .bind(row.version)
-            .execute(&mut *tx)
-            .await?;
+        crate::sql::trusted(delete).bind(row.version).execute(&mut *tx).await?;
         tx.commit().await?;
         steps.push(Step {
             module: module.name,
@@ -624,7 +619,7 @@ async fn down_module(conn: &mut PgConnection, module: &'static Module, target: i
     }
     if target <= 0 && history_exists(conn, module).await? {
         let drop = format!("DROP TABLE {}", module.history_table());
-        sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut *conn).await?;
+        crate::sql::trusted(drop).execute(&mut *conn).await?;
     }
     Ok(steps)
 }

@@ -1,0 +1,117 @@
+//! The `pgstrata` binary as an operator runs it, on a fresh database per test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use pgstrata_core::catalog;
+use pgstrata_core::testing::TestDb;
+use std::process::{Command, Output};
+
+fn pgstrata(url: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgstrata"));
+    cmd.args(args).env_remove("DATABASE_URL");
+    if let Some(url) = url {
+        cmd.env("DATABASE_URL", url);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn migrate_up_doctor_down_to_zero_and_up_again() {
+    let db = TestDb::new().await.unwrap();
+    let url = db.url().unwrap();
+    let mut conn = db.admin_conn().await.unwrap();
+    let empty = catalog::user_objects(&mut conn).await.unwrap();
+
+    // Doctor on an empty database: pending migrations are a failure.
+    let out = pgstrata(Some(&url), &["doctor"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("pending"));
+
+    let out = pgstrata(Some(&url), &["migrate", "up"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("applied tenancy V1__tenancy"));
+
+    let out = pgstrata(Some(&url), &["doctor"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("tenancy.memberships  tenant"), "{}", text(&out));
+    assert!(text(&out).contains("all checks passed"));
+
+    let out = pgstrata(Some(&url), &["migrate", "status"]);
+    assert!(out.status.success() && text(&out).contains("applied"), "{}", text(&out));
+
+    let out = pgstrata(Some(&url), &["seed"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = pgstrata(Some(&url), &["migrate", "down", "--target", "0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        catalog::user_objects(&mut conn).await.unwrap(),
+        empty,
+        "down --target 0 leaves nothing"
+    );
+
+    let out = pgstrata(Some(&url), &["migrate", "up"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = pgstrata(Some(&url), &["doctor"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A weakened table makes doctor fail and name it.
+    sqlx::raw_sql("ALTER TABLE tenancy.invitations NO FORCE ROW LEVEL SECURITY")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let out = pgstrata(Some(&url), &["doctor"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("tenancy.invitations: forced"), "{}", text(&out));
+    drop(conn);
+    db.close().await.unwrap();
+}
+
+#[test]
+fn schema_print_needs_no_database_and_matches_the_file() {
+    let out = pgstrata(None, &["schema", "print", "tenancy"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let file =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/tenancy/schema.sql")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), file);
+    let out = pgstrata(None, &["schema", "print", "nope"]);
+    assert!(!out.status.success() && text(&out).contains("unknown module"));
+}
+
+#[test]
+fn without_a_url_it_starts_a_throwaway_server_and_says_so() {
+    let out = pgstrata(None, &["migrate", "up"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("starting a throwaway PostgreSQL"));
+    assert!(text(&out).contains("applied tenancy V1__tenancy"));
+}
+
+#[test]
+fn without_postgresql_installed_it_says_what_to_install() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgstrata"))
+        .args(["doctor"])
+        .env_remove("DATABASE_URL")
+        .env("PGSTRATA_PG_BINDIR", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("apt-get install postgresql"), "{}", text(&out));
+}
+
+#[test]
+fn an_unknown_module_is_named() {
+    let out = pgstrata(
+        Some("postgres://nobody@127.0.0.1:1/none"),
+        &["migrate", "down", "--target", "1", "--modules", "nope"],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("unknown module"), "{}", text(&out));
+}
