@@ -115,3 +115,39 @@ fn an_unknown_module_is_named() {
     assert!(!out.status.success());
     assert!(text(&out).contains("unknown module"), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn codegen_check_finds_the_checked_in_types_up_to_date() {
+    let db = TestDb::new().await.unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let out = pgstrata(Some(&db.url().unwrap()), &["codegen", "--check", "--root", root]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("up to date:") && text(&out).contains("pgstrata-tenancy/src/generated.rs"));
+
+    // A stale copy is reported and fails the check, without being rewritten.
+    let scratch = std::env::temp_dir().join(format!("pgstrata-codegen-{}", std::process::id()));
+    let crate_src = scratch.join("crates/pgstrata-tenancy/src");
+    std::fs::create_dir_all(&crate_src).unwrap();
+    std::fs::write(crate_src.join("generated.rs"), "// stale\n").unwrap();
+    let out = pgstrata(
+        Some(&db.url().unwrap()),
+        &["codegen", "--check", "--root", scratch.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("OUT OF DATE"));
+    assert_eq!(
+        std::fs::read_to_string(crate_src.join("generated.rs")).unwrap(),
+        "// stale\n"
+    );
+    let out = pgstrata(
+        Some(&db.url().unwrap()),
+        &["codegen", "--root", scratch.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(crate_src.join("generated.rs")).unwrap(),
+        include_str!("../../pgstrata-tenancy/src/generated.rs")
+    );
+    std::fs::remove_dir_all(scratch).unwrap();
+    db.close().await.unwrap();
+}
