@@ -23,6 +23,9 @@ pub use pgstrata_core::{
 #[cfg(feature = "tenancy")]
 pub use pgstrata_tenancy as tenancy;
 
+#[cfg(feature = "rbac")]
+pub use pgstrata_rbac as rbac;
+
 use pgstrata_core::migrate::Step;
 use sqlx::PgPool;
 
@@ -31,6 +34,8 @@ pub fn available_modules() -> Vec<&'static Module> {
     vec![
         #[cfg(feature = "tenancy")]
         &pgstrata_tenancy::MODULE,
+        #[cfg(feature = "rbac")]
+        &pgstrata_rbac::MODULE,
     ]
 }
 
