@@ -288,17 +288,21 @@ DECLARE
 BEGIN
     RETURN QUERY
     WITH RECURSIVE
-    principals(ptype, pid) AS (
-        SELECT p_principal_type, p_principal_id
-        UNION ALL
-        SELECT 'group', gm.group_id FROM rbac.group_members gm
-         WHERE gm.tenant_id = v_tenant AND gm.principal_type = p_principal_type AND gm.principal_id = p_principal_id
-    ),
     applied AS (
+        -- The principal's own grants: one probe of grants_principal_idx.
         SELECT g.id, g.role_key, g.permission, g.effect, g.resource_type, g.resource_id
-          FROM principals p
-          JOIN rbac.grants g ON g.tenant_id = v_tenant AND g.principal_type = p.ptype AND g.principal_id = p.pid
-         WHERE (g.expires_at IS NULL OR g.expires_at > now())
+          FROM rbac.grants g
+         WHERE g.tenant_id = v_tenant AND g.principal_type = p_principal_type AND g.principal_id = p_principal_id
+           AND (g.expires_at IS NULL OR g.expires_at > now())
+           AND (g.resource_type IS NULL
+                OR (g.resource_type = p_resource_type AND g.resource_id = p_resource_id))
+        UNION ALL
+        -- The grants of its groups.
+        SELECT g.id, g.role_key, g.permission, g.effect, g.resource_type, g.resource_id
+          FROM rbac.group_members gm
+          JOIN rbac.grants g ON g.tenant_id = v_tenant AND g.principal_type = 'group' AND g.principal_id = gm.group_id
+         WHERE gm.tenant_id = v_tenant AND gm.principal_type = p_principal_type AND gm.principal_id = p_principal_id
+           AND (g.expires_at IS NULL OR g.expires_at > now())
            AND (g.resource_type IS NULL
                 OR (g.resource_type = p_resource_type AND g.resource_id = p_resource_id))
         UNION ALL
