@@ -164,6 +164,33 @@ pub fn psql_file(url: &str, file: &std::path::Path, single_transaction: bool) ->
     }
 }
 
+/// Runs a SQL script with psql and returns what it printed on stdout and stderr (where
+/// NOTICEs go, e.g. auto_explain's plans).
+pub fn psql_script(url: &str, script: &str) -> Result<(String, String), String> {
+    let out = psql(url)
+        .args(["-c", script])
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        Ok((stdout, stderr))
+    } else {
+        Err(stderr)
+    }
+}
+
+/// psql from the server's binaries (or PATH), quiet, stopping at the first error.
+fn psql(url: &str) -> std::process::Command {
+    let psql = crate::server::find_bin_dir()
+        .map(|d| d.join("psql"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| "psql".into());
+    let mut cmd = std::process::Command::new(psql);
+    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url]);
+    cmd
+}
+
 /// `url` with its database (path) replaced by `name`; query parameters are kept.
 pub fn with_database(url: &str, name: &str) -> String {
     let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
