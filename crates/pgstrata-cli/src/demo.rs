@@ -121,6 +121,27 @@ pub async fn tour(conn: &mut PgConnection) -> Result<(), AnyError> {
         refusal(invitations::accept_in(&mut tx, ERIN_TOKEN, mallory).await)
     );
     tx.rollback().await?;
+
+    // Permissions (rbac seed): Bob is a member who also holds the custom role billing_manager.
+    let bob = pgstrata::rbac::Principal::user("01900000-0000-7000-8000-000000000b0b".parse()?);
+    let mut tx = as_app(conn, Some(&acme)).await?;
+    let refund = pgstrata::rbac::check(&mut tx, &bob, "invoice:refund", None).await?;
+    let why = pgstrata::rbac::explain(&mut tx, &bob, "invoice:delete", None).await?;
+    println!(
+        "9. bob may refund invoices: {refund}; may delete them: {} (decided by {})",
+        why.allowed,
+        why.decided_by
+            .iter()
+            .map(|s| format!(
+                "{} {} via {}",
+                s.effect.as_str(),
+                s.pattern,
+                s.role_path.as_deref().unwrap_or_default().join(" > ")
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    tx.rollback().await?;
     Ok(())
 }
 

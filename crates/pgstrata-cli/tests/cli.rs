@@ -42,7 +42,11 @@ async fn migrate_up_doctor_down_to_zero_and_up_again() {
     let out = pgstrata(Some(&url), &["doctor"]);
     assert!(out.status.success(), "{}", text(&out));
     for table in ["tenancy.memberships", "rbac.grants"] {
-        let line = text(&out).lines().find(|l| l.starts_with(table)).map(str::to_owned).unwrap_or_default();
+        let line = text(&out)
+            .lines()
+            .find(|l| l.starts_with(table))
+            .map(str::to_owned)
+            .unwrap_or_default();
         assert!(line.contains(" tenant ") && line.ends_with(" ok"), "{table}: {line:?}");
     }
     assert!(text(&out).contains("all checks passed"));
