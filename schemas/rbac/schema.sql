@@ -344,6 +344,9 @@ CREATE FUNCTION rbac.check(
     p_resource_id text DEFAULT NULL
 ) RETURNS boolean
     LANGUAGE plpgsql STABLE
+    -- Its one statement has the same shape for every call; without this PL/pgSQL re-plans it
+    -- on each call (custom plans), which was two thirds of a check's server time.
+    SET plan_cache_mode = force_generic_plan
     AS $$
 DECLARE
     v_allow boolean;

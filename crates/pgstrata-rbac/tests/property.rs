@@ -125,6 +125,9 @@ fn world() -> impl Strategy<Value = World> {
     })
 }
 
+/// A row of principals_with: permission, resource type and id, principal type and id.
+type Holder = (String, Option<String>, Option<String>, String, Uuid);
+
 /// Ids of one case's principals.
 struct Ids {
     tenant: Uuid,
@@ -324,7 +327,7 @@ async fn compare(app: &PgPool, admin: &PgPool, w: &World) -> Result<(), TestCase
         }
     }
     // principals_with for every permission and scope in one round trip.
-    let holders: Vec<(String, Option<String>, Option<String>, String, Uuid)> = sqlx::query_as(
+    let holders: Vec<Holder> = sqlx::query_as(
         "SELECT c.key, s.rt, s.rid, w.principal_type, w.principal_id
            FROM unnest($1::text[]) c(key)
           CROSS JOIN (VALUES (NULL::text, NULL::text), ('invoice', '1'), ('invoice', '2')) s(rt, rid)
