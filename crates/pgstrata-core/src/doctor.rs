@@ -1,12 +1,13 @@
 //! `pgstrata doctor`: checks that every table of every enabled module follows the tenancy
 //! rules of design.md, read from the live catalog (so a hand-edited database is caught too).
 //!
-//! A **tenant table** has a `tenant_id` column; it must have RLS enabled and forced, a policy
+//! A **tenant table** has a `tenant_id NOT NULL` column; it must have RLS enabled and forced, a policy
 //! for all commands whose USING and WITH CHECK compare `tenant_id` to
 //! `tenancy.current_tenant_id()`, no permissive policy that skips that test, a primary key and
 //! unique indexes led by `tenant_id`, and foreign keys to other tenant tables that carry
 //! `tenant_id`. The **tenant root** (`tenancy.tenants`) is checked the same way on `id`.
-//! A **global** table has no `tenant_id` and must not reference a tenant table.
+//! A **global** table has no `tenant_id` (or an optional one, as the job queue's, which
+//! workers read across tenants) and must not reference a tenant table.
 
 use sqlx::PgConnection;
 use std::fmt;
@@ -38,7 +39,7 @@ struct TableFacts {
 const FACTS_SQL: &str = r#"
 SELECT n.nspname AS schema, c.relname AS table,
        EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'
-                  AND NOT a.attisdropped) AS has_tenant_id,
+                  AND a.attnotnull AND NOT a.attisdropped) AS has_tenant_id,
        c.relrowsecurity AS rls, c.relforcerowsecurity AS forced,
        coalesce((SELECT jsonb_agg(jsonb_build_array(p.cmd, p.permissive = 'PERMISSIVE', p.qual, p.with_check))
                    FROM pg_policies p WHERE p.schemaname = n.nspname AND p.tablename = c.relname),

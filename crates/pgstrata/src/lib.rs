@@ -26,6 +26,9 @@ pub use pgstrata_tenancy as tenancy;
 #[cfg(feature = "rbac")]
 pub use pgstrata_rbac as rbac;
 
+#[cfg(feature = "queue")]
+pub use pgstrata_queue as queue;
+
 use pgstrata_core::migrate::Step;
 use sqlx::PgPool;
 
@@ -36,6 +39,8 @@ pub fn available_modules() -> Vec<&'static Module> {
         &pgstrata_tenancy::MODULE,
         #[cfg(feature = "rbac")]
         &pgstrata_rbac::MODULE,
+        #[cfg(feature = "queue")]
+        &pgstrata_queue::MODULE,
     ]
 }
 

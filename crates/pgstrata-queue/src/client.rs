@@ -1,0 +1,290 @@
+//! Queue operations on a connection, so they join the caller's transaction: enqueue with the
+//! business write, or administer jobs. Each is one call of the SQL function of the same name.
+
+use crate::error::{Error, Result};
+use crate::generated::Job;
+use chrono::{DateTime, Utc};
+use pgstrata_core::TenantId;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use std::time::Duration;
+
+/// The id of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(transparent)]
+#[serde(transparent)]
+pub struct JobId(pub i64);
+
+/// A job to enqueue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub queue: String,
+    /// Lower runs first.
+    pub priority: i16,
+    /// `None`: now.
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: i32,
+    /// At most one unfinished job per key and queue; enqueueing again returns the existing one.
+    pub unique_key: Option<String>,
+    /// The handler runs in this tenant's context.
+    pub tenant_id: Option<TenantId>,
+}
+
+impl NewJob {
+    /// A job of `kind` with a JSON payload, on the `default` queue.
+    pub fn new(kind: impl Into<String>, payload: serde_json::Value) -> Self {
+        Self {
+            kind: kind.into(),
+            payload,
+            queue: "default".into(),
+            priority: 0,
+            run_at: None,
+            max_attempts: 20,
+            unique_key: None,
+            tenant_id: None,
+        }
+    }
+
+    /// A job for a typed payload (see [`crate::JobKind`]).
+    pub fn of<J: crate::JobKind>(job: &J) -> Result<Self> {
+        let payload = serde_json::to_value(job).map_err(|source| Error::Payload {
+            kind: J::KIND.to_owned(),
+            source,
+        })?;
+        Ok(Self::new(J::KIND, payload))
+    }
+
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.priority = priority;
+        self
+    }
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+    pub fn max_attempts(mut self, n: i32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+    pub fn tenant(mut self, tenant: TenantId) -> Self {
+        self.tenant_id = Some(tenant);
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        validate_queue(&self.queue)?;
+        if self.kind.is_empty() || self.kind.chars().count() > 200 {
+            return Err(Error::InvalidKind(self.kind.chars().take(80).collect()));
+        }
+        if self.max_attempts < 1 {
+            return Err(Error::InvalidField {
+                field: "max_attempts",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn validate_queue(queue: &str) -> Result<()> {
+    let valid = (1..=63).contains(&queue.len())
+        && queue
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidQueue(queue.chars().take(80).collect()))
+    }
+}
+
+fn interval(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Enqueues a job in the caller's transaction; it becomes visible to workers at commit.
+pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<JobId> {
+    job.validate()?;
+    Ok(
+        sqlx::query_scalar("SELECT queue.enqueue($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(&job.kind)
+            .bind(&job.payload)
+            .bind(&job.queue)
+            .bind(job.priority)
+            .bind(job.run_at)
+            .bind(job.max_attempts)
+            .bind(&job.unique_key)
+            .bind(job.tenant_id.map(|t| t.0))
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// Enqueues many jobs of one queue in one statement (no unique keys), returning their ids.
+pub async fn enqueue_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+    for job in jobs {
+        job.validate()?;
+        if job.unique_key.is_some() {
+            return Err(Error::InvalidField {
+                field: "unique_key",
+                reason: "use enqueue for unique jobs".into(),
+            });
+        }
+    }
+    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+    let payloads: Vec<&serde_json::Value> = jobs.iter().map(|j| &j.payload).collect();
+    let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+    let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
+    let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
+    let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
+    let tenants: Vec<Option<uuid::Uuid>> = jobs.iter().map(|j| j.tenant_id.map(|t| t.0)).collect();
+    Ok(sqlx::query_scalar(
+        "INSERT INTO queue.jobs (kind, payload, queue, priority, run_at, state, max_attempts, tenant_id)
+         SELECT k, p, q, pr, coalesce(r, now()), CASE WHEN r > now() THEN 'scheduled' ELSE 'available' END, m, t
+           FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::smallint[], $5::timestamptz[], $6::int[], $7::uuid[])
+                AS u(k, p, q, pr, r, m, t)
+         RETURNING id",
+    )
+    .bind(kinds)
+    .bind(payloads)
+    .bind(queues)
+    .bind(priorities)
+    .bind(run_ats)
+    .bind(max_attempts)
+    .bind(tenants)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Claims up to `limit` ready jobs of `queue` for `worker`, under a lease.
+pub async fn claim(
+    conn: &mut PgConnection,
+    queue: &str,
+    limit: i32,
+    worker: &str,
+    lease: Duration,
+) -> Result<Vec<Job>> {
+    validate_queue(queue)?;
+    Ok(
+        sqlx::query_as("SELECT * FROM queue.claim($1, $2, $3, make_interval(secs => $4))")
+            .bind(queue)
+            .bind(limit)
+            .bind(worker)
+            .bind(interval(lease))
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
+/// Makes due scheduled and retryable jobs available; returns how many.
+pub async fn promote_due(conn: &mut PgConnection) -> Result<i32> {
+    Ok(sqlx::query_scalar("SELECT queue.promote_due()").fetch_one(conn).await?)
+}
+
+/// Completes a job still running in `attempt`; false when it is not (rescued, cancelled).
+pub async fn complete(conn: &mut PgConnection, id: JobId, attempt: i32) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT queue.complete($1, $2)")
+        .bind(id.0)
+        .bind(attempt)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Records a failed attempt; returns the new state (`retryable` or `discarded`), or `None`
+/// when the job is no longer running in `attempt`.
+pub async fn fail(conn: &mut PgConnection, id: JobId, attempt: i32, error: &str) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT queue.fail($1, $2, $3)")
+        .bind(id.0)
+        .bind(attempt)
+        .bind(error)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Extends the lease of a job still running in `attempt`.
+pub async fn heartbeat(conn: &mut PgConnection, id: JobId, attempt: i32, lease: Duration) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar("SELECT queue.heartbeat($1, $2, make_interval(secs => $3))")
+            .bind(id.0)
+            .bind(attempt)
+            .bind(interval(lease))
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// Gives back a claimed job that was not started.
+pub async fn release(conn: &mut PgConnection, id: JobId, attempt: i32) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT queue.release($1, $2)")
+        .bind(id.0)
+        .bind(attempt)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Brings back jobs whose lease expired; returns how many.
+pub async fn rescue(conn: &mut PgConnection) -> Result<i32> {
+    Ok(sqlx::query_scalar("SELECT queue.rescue()").fetch_one(conn).await?)
+}
+
+/// Cancels an unfinished job.
+pub async fn cancel(conn: &mut PgConnection, id: JobId) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT queue.cancel($1)")
+        .bind(id.0)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Puts a discarded or cancelled job back in line.
+pub async fn retry(conn: &mut PgConnection, id: JobId) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT queue.retry($1)")
+        .bind(id.0)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Deletes finished jobs older than `older_than`; returns how many.
+pub async fn prune(conn: &mut PgConnection, older_than: Duration) -> Result<i32> {
+    Ok(sqlx::query_scalar("SELECT queue.prune(make_interval(secs => $1))")
+        .bind(interval(older_than))
+        .fetch_one(conn)
+        .await?)
+}
+
+/// One row of [`stats`].
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct QueueStats {
+    pub queue: String,
+    pub state: String,
+    pub jobs: i64,
+    /// Seconds the oldest ready job has waited (available rows only).
+    pub oldest_available_secs: Option<f64>,
+}
+
+/// Jobs by queue and state, and the wait of the oldest ready job.
+pub async fn stats(conn: &mut PgConnection) -> Result<Vec<QueueStats>> {
+    Ok(sqlx::query_as(
+        "SELECT queue, state, jobs, extract(epoch FROM oldest_available_age)::float8 AS oldest_available_secs
+           FROM queue.stats()",
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// A job by id.
+pub async fn get(conn: &mut PgConnection, id: JobId) -> Result<Option<Job>> {
+    Ok(sqlx::query_as("SELECT * FROM queue.jobs WHERE id = $1")
+        .bind(id.0)
+        .fetch_optional(conn)
+        .await?)
+}

@@ -1,0 +1,29 @@
+//! pgstrata-queue: a job queue in PostgreSQL (schema `queue`).
+//!
+//! [`client::enqueue`] inside the business transaction; a [`worker::Worker`] claims jobs in
+//! batches with `FOR UPDATE SKIP LOCKED`, runs each handler in a transaction that also marks the
+//! job completed (so the handler's database effects and the completion commit together), keeps
+//! the lease alive with heartbeats, retries failures with exponential backoff and jitter, and
+//! rescues jobs whose worker died. Every transition is a SQL function that names the state and
+//! attempt it expects, so a stale worker changes nothing.
+
+pub mod client;
+pub mod error;
+pub mod generated;
+pub mod worker;
+
+pub use client::{JobId, NewJob};
+pub use error::{Error, Result};
+pub use generated::Job;
+pub use worker::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
+
+use pgstrata_core::migrate::Module;
+
+/// The queue module: schema `queue`, depends on `tenancy` (its application role and the tenant
+/// context handlers run in).
+pub static MODULE: Module = Module {
+    name: "queue",
+    depends_on: &["tenancy"],
+    migrations: &[pgstrata_core::migration!("queue", 1, "queue")],
+    seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/queue/seed.sql")),
+};

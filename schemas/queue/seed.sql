@@ -1,0 +1,1 @@
+-- The queue module has no demo data: jobs are created by the application.
