@@ -134,8 +134,9 @@ async fn codegen_check_finds_the_checked_in_types_up_to_date() {
     // A stale copy is reported and fails the check, without being rewritten.
     let scratch = std::env::temp_dir().join(format!("pgstrata-codegen-{}", std::process::id()));
     let crate_src = scratch.join("crates/pgstrata-tenancy/src");
-    std::fs::create_dir_all(&crate_src).unwrap();
-    std::fs::create_dir_all(scratch.join("crates/pgstrata-rbac/src")).unwrap();
+    for module in pgstrata::available_modules() {
+        std::fs::create_dir_all(scratch.join(format!("crates/pgstrata-{}/src", module.name))).unwrap();
+    }
     std::fs::write(crate_src.join("generated.rs"), "// stale\n").unwrap();
     let out = pgstrata(
         Some(&db.url().unwrap()),

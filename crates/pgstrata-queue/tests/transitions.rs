@@ -1,0 +1,269 @@
+//! The queue's state machine through the client operations, as the application role: guarded
+//! transitions, backoff, discard, manual retry, cancel, unique keys, rescue, pruning, stats.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use pgstrata_core::migrate::Migrator;
+use pgstrata_core::testing::TestDb;
+use pgstrata_queue::client::{self, JobId, NewJob};
+use sqlx::{PgConnection, PgPool};
+use std::time::Duration;
+
+async fn setup() -> (TestDb, PgPool) {
+    let migrator = Migrator::new([&pgstrata_tenancy::MODULE, &pgstrata_queue::MODULE]).unwrap();
+    let db = TestDb::migrated(&migrator).await.unwrap();
+    let app = db.app_pool(4).await.unwrap();
+    (db, app)
+}
+
+async fn state(conn: &mut PgConnection, id: JobId) -> (String, i32) {
+    let job = client::get(conn, id).await.unwrap().unwrap();
+    (job.state, job.attempt)
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn a_stale_worker_changes_nothing_after_a_rescue() {
+    let (db, app) = setup().await;
+    let mut conn = app.acquire().await.unwrap();
+    let id = client::enqueue(&mut conn, &NewJob::new("work", serde_json::json!({})))
+        .await
+        .unwrap();
+
+    // Worker A claims with a short lease and goes silent.
+    let a = client::claim(&mut conn, "default", 10, "a", Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!((a.len(), a[0].attempt), (1, 1));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(client::rescue(&mut conn).await.unwrap(), 1);
+    assert_eq!(state(&mut conn, id).await, ("retryable".into(), 1));
+    client::promote_due(&mut conn).await.unwrap();
+
+    // Worker B takes it over in attempt 2.
+    let b = client::claim(&mut conn, "default", 10, "b", 60 * SECOND).await.unwrap();
+    assert_eq!(b[0].attempt, 2);
+    // A wakes up: its complete, fail and heartbeat all name attempt 1 and change nothing.
+    assert!(!client::complete(&mut conn, id, 1).await.unwrap());
+    assert_eq!(client::fail(&mut conn, id, 1, "late").await.unwrap(), None);
+    assert!(!client::heartbeat(&mut conn, id, 1, SECOND).await.unwrap());
+    assert_eq!(state(&mut conn, id).await, ("running".into(), 2));
+    // A rescue now does not touch it either: its lease is alive.
+    assert_eq!(client::rescue(&mut conn).await.unwrap(), 0);
+    assert!(client::complete(&mut conn, id, 2).await.unwrap());
+    assert_eq!(state(&mut conn, id).await, ("completed".into(), 2));
+    // Completed is final: a rescue or a second complete does not reopen it.
+    assert_eq!(client::rescue(&mut conn).await.unwrap(), 0);
+    assert!(!client::complete(&mut conn, id, 2).await.unwrap());
+    drop(conn);
+    app.close().await;
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn failures_back_off_exponentially_then_discard_and_a_manual_retry_revives() {
+    let (db, app) = setup().await;
+    let mut conn = app.acquire().await.unwrap();
+    let id = client::enqueue(&mut conn, &NewJob::new("flaky", serde_json::json!({})).max_attempts(4))
+        .await
+        .unwrap();
+    for attempt in 1..=4 {
+        sqlx::query("UPDATE queue.jobs SET run_at = now(), state = 'available' WHERE id = $1 AND state = 'retryable'")
+            .bind(id.0)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let claimed = client::claim(&mut conn, "default", 1, "w", 60 * SECOND).await.unwrap();
+        assert_eq!(claimed[0].attempt, attempt);
+        let new_state = client::fail(&mut conn, id, attempt, &format!("boom {attempt}"))
+            .await
+            .unwrap();
+        if attempt < 4 {
+            assert_eq!(new_state.as_deref(), Some("retryable"));
+            let delay: f64 =
+                sqlx::query_scalar("SELECT extract(epoch FROM run_at - now())::float8 FROM queue.jobs WHERE id = $1")
+                    .bind(id.0)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+            let base = 2f64.powi(attempt);
+            assert!(
+                delay >= base * 0.75 - 0.5 && delay <= base * 1.25 + 0.5,
+                "attempt {attempt}: {delay}s"
+            );
+        } else {
+            assert_eq!(new_state.as_deref(), Some("discarded"));
+        }
+    }
+    let job = client::get(&mut conn, id).await.unwrap().unwrap();
+    assert!(job.finalized_at.is_some());
+    assert_eq!(job.errors.as_array().unwrap().len(), 4, "every attempt's error is kept");
+    // Discarded jobs are kept for inspection, and can be retried by hand.
+    assert!(client::retry(&mut conn, id).await.unwrap());
+    let claimed = client::claim(&mut conn, "default", 1, "w", 60 * SECOND).await.unwrap();
+    assert_eq!(claimed[0].attempt, 5);
+    assert!(client::complete(&mut conn, id, 5).await.unwrap());
+    drop(conn);
+    app.close().await;
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancel_unique_keys_scheduled_jobs_and_pruning() {
+    let (db, app) = setup().await;
+    let mut conn = app.acquire().await.unwrap();
+
+    let first = client::enqueue(
+        &mut conn,
+        &NewJob::new("report", serde_json::json!({"n": 1})).unique_key("daily"),
+    )
+    .await
+    .unwrap();
+    let again = client::enqueue(
+        &mut conn,
+        &NewJob::new("report", serde_json::json!({"n": 2})).unique_key("daily"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first, again, "an unfinished job with the key exists");
+    let other_queue = client::enqueue(
+        &mut conn,
+        &NewJob::new("report", serde_json::json!({}))
+            .queue("other")
+            .unique_key("daily"),
+    )
+    .await
+    .unwrap();
+    assert_ne!(first, other_queue, "keys are per queue");
+
+    assert!(client::cancel(&mut conn, first).await.unwrap());
+    assert!(!client::cancel(&mut conn, first).await.unwrap());
+    assert_eq!(state(&mut conn, first).await.0, "cancelled");
+    let fresh = client::enqueue(
+        &mut conn,
+        &NewJob::new("report", serde_json::json!({})).unique_key("daily"),
+    )
+    .await
+    .unwrap();
+    assert_ne!(fresh, first, "a finished job frees its key");
+
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let scheduled = client::enqueue(&mut conn, &NewJob::new("later", serde_json::json!({})).run_at(later))
+        .await
+        .unwrap();
+    assert_eq!(state(&mut conn, scheduled).await.0, "scheduled");
+    let claimed = client::claim(&mut conn, "default", 10, "w", 60 * SECOND).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [fresh.0],
+        "the scheduled job waits"
+    );
+
+    // Cancelling a running job: the worker's complete then fails.
+    assert!(client::cancel(&mut conn, fresh).await.unwrap());
+    assert!(!client::complete(&mut conn, fresh, 1).await.unwrap());
+
+    let stats = client::stats(&mut conn).await.unwrap();
+    let count = |q: &str, s: &str| {
+        stats
+            .iter()
+            .find(|r| r.queue == q && r.state == s)
+            .map_or(0, |r| r.jobs)
+    };
+    assert_eq!(
+        (
+            count("default", "cancelled"),
+            count("default", "scheduled"),
+            count("other", "available")
+        ),
+        (2, 1, 1)
+    );
+
+    sqlx::query("UPDATE queue.jobs SET finalized_at = now() - interval '2 days' WHERE id = $1")
+        .bind(first.0)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(client::prune(&mut conn, Duration::from_secs(86_400)).await.unwrap(), 1);
+    assert!(client::get(&mut conn, first).await.unwrap().is_none());
+    assert!(
+        client::get(&mut conn, fresh).await.unwrap().is_some(),
+        "recent finished jobs stay"
+    );
+
+    let err = client::enqueue(&mut conn, &NewJob::new("x", serde_json::json!({})).queue("Bad Queue"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, pgstrata_queue::Error::InvalidQueue(_)), "{err}");
+    drop(conn);
+    app.close().await;
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_terminated_workers_job_comes_back_after_its_lease_and_a_heartbeating_one_does_not() {
+    let (db, app) = setup().await;
+    let mut conn = app.acquire().await.unwrap();
+    let dead = client::enqueue(&mut conn, &NewJob::new("dead", serde_json::json!({})))
+        .await
+        .unwrap();
+    let slow = client::enqueue(&mut conn, &NewJob::new("slow", serde_json::json!({})))
+        .await
+        .unwrap();
+
+    // The dying worker claims on its own connection, which is then terminated mid-job.
+    let mut doomed = <PgConnection as sqlx::Connection>::connect_with(&db.app_options()).await.unwrap();
+    let claimed = client::claim(&mut doomed, "default", 1, "doomed", Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].id, dead.0);
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut doomed)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&db.admin)
+        .await
+        .unwrap();
+    assert!(
+        client::complete(&mut doomed, dead, 1).await.is_err(),
+        "the connection is gone"
+    );
+
+    // The slow job keeps heartbeating its short lease.
+    let slow_claim = client::claim(&mut conn, "default", 1, "slow", Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(slow_claim[0].id, slow.0);
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            client::heartbeat(&mut conn, slow, 1, Duration::from_millis(500))
+                .await
+                .unwrap()
+        );
+        client::rescue(&mut conn).await.unwrap();
+        assert_eq!(
+            state(&mut conn, slow).await,
+            ("running".into(), 1),
+            "a heartbeating job is not stolen"
+        );
+    }
+    assert_eq!(
+        state(&mut conn, dead).await.0,
+        "retryable",
+        "the dead worker's job came back"
+    );
+    client::promote_due(&mut conn).await.unwrap();
+    let again = client::claim(&mut conn, "default", 1, "survivor", 60 * SECOND)
+        .await
+        .unwrap();
+    assert_eq!((again[0].id, again[0].attempt), (dead.0, 2));
+    assert!(client::complete(&mut conn, dead, 2).await.unwrap());
+    assert!(client::complete(&mut conn, slow, 1).await.unwrap());
+    drop(conn);
+    app.close().await;
+    db.close().await.unwrap();
+}
