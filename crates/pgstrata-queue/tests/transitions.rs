@@ -213,7 +213,9 @@ async fn a_terminated_workers_job_comes_back_after_its_lease_and_a_heartbeating_
         .unwrap();
 
     // The dying worker claims on its own connection, which is then terminated mid-job.
-    let mut doomed = <PgConnection as sqlx::Connection>::connect_with(&db.app_options()).await.unwrap();
+    let mut doomed = <PgConnection as sqlx::Connection>::connect_with(&db.app_options())
+        .await
+        .unwrap();
     let claimed = client::claim(&mut doomed, "default", 1, "doomed", Duration::from_millis(500))
         .await
         .unwrap();
