@@ -32,6 +32,9 @@ CREATE TABLE queue.jobs (
     worker            text,
     errors            jsonb       NOT NULL DEFAULT '[]'::jsonb,
     unique_key        text,
+    -- The fairness key: the tenant, or the nil uuid for jobs without one.
+    fair_key          uuid        NOT NULL GENERATED ALWAYS AS
+                          (coalesce(tenant_id, '00000000-0000-0000-0000-000000000000'::uuid)) STORED,
     created_at        timestamptz NOT NULL DEFAULT now(),
     attempted_at      timestamptz,
     finalized_at      timestamptz,
@@ -54,8 +57,8 @@ WITH (fillfactor = 70,
       autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);
 COMMENT ON TABLE queue.jobs IS 'Jobs of every queue; finished jobs are pruned after a retention period';
 
--- The claim reads this index only: ready jobs, in the order they should run.
-CREATE INDEX jobs_fetch_idx ON queue.jobs (queue, priority, run_at, id) WHERE state = 'available';
+-- The claim reads this index only: ready jobs, by tenant, in the order they should run.
+CREATE INDEX jobs_fetch_idx ON queue.jobs (queue, fair_key, priority, run_at, id) WHERE state = 'available';
 -- Scheduled and retryable jobs become available when due.
 CREATE INDEX jobs_due_idx ON queue.jobs (run_at) WHERE state IN ('scheduled', 'retryable');
 -- Expired leases (dead workers).
@@ -149,8 +152,12 @@ CREATE FUNCTION queue.promote_due(p_limit integer DEFAULT 1000) RETURNS integer
     SELECT count(*)::integer FROM moved
 $$;
 
--- Claims up to p_limit ready jobs of a queue for a worker, under a lease. One statement: rows
--- locked by another claimer are skipped, never waited for.
+-- Claims up to p_limit ready jobs of a queue for a worker, under a lease, fairly across tenants:
+-- it visits up to p_limit tenants that have ready jobs (a skip scan of jobs_fetch_idx, starting
+-- at a random tenant and wrapping around), takes an equal share from each in priority order,
+-- and fills the batch round-robin, so a tenant with 100,000 queued jobs cannot starve one with
+-- ten. Priority orders jobs within a tenant. Rows locked by another claimer are skipped, never
+-- waited for.
 CREATE FUNCTION queue.claim(
     p_queue text,
     p_limit integer,
@@ -159,12 +166,57 @@ CREATE FUNCTION queue.claim(
 ) RETURNS SETOF queue.jobs
     LANGUAGE sql VOLATILE
     AS $$
-    WITH picked AS (
-        SELECT j.id FROM queue.jobs j
-         WHERE j.state = 'available' AND j.queue = p_queue
-         ORDER BY j.priority, j.run_at, j.id
+    WITH RECURSIVE
+    pivot AS (SELECT gen_random_uuid() AS at),
+    after_pivot(k, n) AS (
+        SELECT (SELECT j.fair_key FROM queue.jobs j, pivot
+                 WHERE j.state = 'available' AND j.queue = p_queue AND j.fair_key >= pivot.at
+                 ORDER BY j.fair_key LIMIT 1), 1
+        UNION ALL
+        SELECT (SELECT j.fair_key FROM queue.jobs j
+                 WHERE j.state = 'available' AND j.queue = p_queue AND j.fair_key > a.k
+                 ORDER BY j.fair_key LIMIT 1), a.n + 1
+          FROM after_pivot a WHERE a.k IS NOT NULL AND a.n < p_limit
+    ),
+    before_pivot(k, n) AS (
+        SELECT (SELECT j.fair_key FROM queue.jobs j
+                 WHERE j.state = 'available' AND j.queue = p_queue
+                 ORDER BY j.fair_key LIMIT 1), 1
+        UNION ALL
+        SELECT (SELECT j.fair_key FROM queue.jobs j, pivot
+                 WHERE j.state = 'available' AND j.queue = p_queue AND j.fair_key > b.k AND j.fair_key < pivot.at
+                 ORDER BY j.fair_key LIMIT 1), b.n + 1
+          FROM before_pivot b, pivot
+         WHERE b.k IS NOT NULL AND b.k < pivot.at AND b.n < p_limit
+    ),
+    tenants AS MATERIALIZED (
+        SELECT DISTINCT k FROM (
+            (SELECT k, n FROM after_pivot WHERE k IS NOT NULL)
+            UNION ALL
+            (SELECT k, n + p_limit FROM before_pivot, pivot WHERE k IS NOT NULL AND k < pivot.at)
+            ORDER BY n LIMIT p_limit
+        ) visited
+    ),
+    share AS (SELECT (p_limit + count(*) - 1) / greatest(count(*), 1) AS per_tenant FROM tenants),
+    locked AS (
+        SELECT t.k, c.id, c.priority, c.run_at
+          FROM tenants t, share
+          CROSS JOIN LATERAL (
+              SELECT j.id, j.priority, j.run_at
+                FROM queue.jobs j
+               WHERE j.state = 'available' AND j.queue = p_queue AND j.fair_key = t.k
+               ORDER BY j.priority, j.run_at, j.id
+               LIMIT share.per_tenant
+                 FOR UPDATE SKIP LOCKED
+          ) c
+    ),
+    picked AS (
+        SELECT l.id FROM (
+            SELECT l.*, row_number() OVER (PARTITION BY l.k ORDER BY l.priority, l.run_at, l.id) AS rank
+              FROM locked l
+        ) l
+         ORDER BY l.rank, l.priority, l.run_at, l.id
          LIMIT p_limit
-           FOR UPDATE SKIP LOCKED
     )
     UPDATE queue.jobs j
        SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), worker = p_worker,
