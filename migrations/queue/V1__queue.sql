@@ -234,6 +234,31 @@ CREATE FUNCTION queue.complete(p_id bigint, p_attempt integer) RETURNS boolean
     SELECT EXISTS (SELECT 1 FROM done)
 $$;
 
+-- Completes many running jobs at once (a worker's batch); returns the ids it completed. A job
+-- missing from the result was no longer running in that attempt (rescued or cancelled).
+CREATE FUNCTION queue.complete_many(p_ids bigint[], p_attempts integer[]) RETURNS SETOF bigint
+    LANGUAGE sql VOLATILE
+    AS $$
+    UPDATE queue.jobs j
+       SET state = 'completed', finalized_at = now(), lease_expires_at = NULL
+      FROM unnest(p_ids, p_attempts) AS c(id, attempt)
+     WHERE j.id = c.id AND j.state = 'running' AND j.attempt = c.attempt
+    RETURNING j.id
+$$;
+
+-- Extends the leases of a batch still running in the given attempts; returns how many.
+CREATE FUNCTION queue.heartbeat_many(p_ids bigint[], p_attempts integer[], p_lease interval) RETURNS integer
+    LANGUAGE sql VOLATILE
+    AS $$
+    WITH beat AS (
+        UPDATE queue.jobs j SET lease_expires_at = now() + p_lease
+          FROM unnest(p_ids, p_attempts) AS c(id, attempt)
+         WHERE j.id = c.id AND j.state = 'running' AND j.attempt = c.attempt
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM beat
+$$;
+
 -- Exponential backoff with jitter, in seconds: about 2^attempt, capped at an hour, +-25%.
 CREATE FUNCTION queue.backoff(p_attempt integer) RETURNS double precision
     LANGUAGE sql VOLATILE
@@ -368,6 +393,7 @@ GRANT EXECUTE ON FUNCTION
     queue.enqueue(text, jsonb, text, smallint, timestamptz, integer, text, uuid),
     queue.promote_due(integer), queue.claim(text, integer, text, interval),
     queue.complete(bigint, integer), queue.fail(bigint, integer, text, timestamptz),
+    queue.complete_many(bigint[], integer[]), queue.heartbeat_many(bigint[], integer[], interval),
     queue.heartbeat(bigint, integer, interval), queue.release(bigint, integer),
     queue.rescue(integer), queue.cancel(bigint), queue.retry(bigint),
     queue.prune(interval, integer), queue.stats(), queue.backoff(integer)

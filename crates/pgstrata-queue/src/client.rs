@@ -200,6 +200,32 @@ pub async fn complete(conn: &mut PgConnection, id: JobId, attempt: i32) -> Resul
         .await?)
 }
 
+/// Completes a batch of jobs; returns the ids completed (a missing one was rescued or
+/// cancelled meanwhile).
+pub async fn complete_many(conn: &mut PgConnection, jobs: &[(JobId, i32)]) -> Result<Vec<JobId>> {
+    let ids: Vec<i64> = jobs.iter().map(|(id, _)| id.0).collect();
+    let attempts: Vec<i32> = jobs.iter().map(|(_, a)| *a).collect();
+    Ok(sqlx::query_scalar("SELECT queue.complete_many($1, $2)")
+        .bind(ids)
+        .bind(attempts)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Extends the leases of a batch; returns how many were still ours.
+pub async fn heartbeat_many(conn: &mut PgConnection, jobs: &[(JobId, i32)], lease: Duration) -> Result<i32> {
+    let ids: Vec<i64> = jobs.iter().map(|(id, _)| id.0).collect();
+    let attempts: Vec<i32> = jobs.iter().map(|(_, a)| *a).collect();
+    Ok(
+        sqlx::query_scalar("SELECT queue.heartbeat_many($1, $2, make_interval(secs => $3))")
+            .bind(ids)
+            .bind(attempts)
+            .bind(interval(lease))
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
 /// Records a failed attempt; returns the new state (`retryable` or `discarded`), or `None`
 /// when the job is no longer running in `attempt`.
 pub async fn fail(conn: &mut PgConnection, id: JobId, attempt: i32, error: &str) -> Result<Option<String>> {

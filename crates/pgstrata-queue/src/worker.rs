@@ -1,10 +1,13 @@
-//! The worker runtime: claims jobs of one queue, runs typed handlers with a concurrency limit,
-//! heartbeats their leases, rescues jobs of dead workers, and shuts down gracefully.
+//! The worker runtime: `concurrency` executors each claim a batch of jobs of one queue, run the
+//! typed handlers, heartbeat the batch's leases, and complete it; a maintenance task rescues
+//! jobs of dead workers and promotes due ones; a listener wakes idle executors.
 //!
-//! Each handler runs inside a transaction (in the job's tenant context when it has one) that
-//! also calls `queue.complete`; the handler's database writes and the completion commit
-//! together, and if the job was rescued or cancelled meanwhile the completion fails and the
-//! transaction rolls back, so a job's effects are committed once.
+//! A batch runs in one transaction (each handler in its job's tenant context) that ends with
+//! `queue.complete_many`: the handlers' database writes and the completions commit together,
+//! one commit per batch. If a handler fails, or a job was rescued or cancelled meanwhile, the
+//! whole transaction rolls back and each job of the batch runs again alone in its own
+//! transaction, where a failure is recorded with `queue.fail`. So database effects commit
+//! exactly once per completed job; effects outside the database may repeat (at-least-once).
 
 use crate::client::{self, JobId};
 use crate::error::Result;
@@ -19,7 +22,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 /// A boxed, sendable future, as handlers return.
@@ -64,11 +67,13 @@ type Erased = Arc<
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub queue: String,
-    /// Jobs running at once.
+    /// Executors running batches at once.
     pub concurrency: usize,
+    /// Jobs claimed and committed together by one executor; 1 gives a transaction per job.
+    pub batch_size: usize,
     /// How long a claim lasts without a heartbeat; heartbeats run every third of it.
     pub lease: Duration,
-    /// How often to look for work when no notification arrives.
+    /// How often an idle executor looks for work when no notification arrives.
     pub poll_interval: Duration,
     /// How often to promote due jobs and rescue expired leases.
     pub maintenance_interval: Duration,
@@ -82,7 +87,8 @@ impl WorkerConfig {
     pub fn new(queue: impl Into<String>) -> Self {
         Self {
             queue: queue.into(),
-            concurrency: 10,
+            concurrency: 4,
+            batch_size: 10,
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_millis(500),
             maintenance_interval: Duration::from_secs(1),
@@ -133,101 +139,150 @@ impl Worker {
         self
     }
 
-    /// Runs until `shutdown` turns true: then stops claiming, lets running jobs finish and
+    /// Runs until `shutdown` turns true: then stops claiming, lets started jobs finish and
     /// returns. Jobs claimed but not yet started are released back to the queue.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<()> {
         let worker = Arc::new(self);
-        let slots = Arc::new(Semaphore::new(worker.config.concurrency.max(1)));
-        let mut running = JoinSet::new();
-        let mut listener = match worker.config.listen {
-            true => {
-                let mut l = PgListener::connect_with(&worker.pool).await?;
-                l.listen("pgstrata_queue").await?;
-                Some(l)
-            }
-            false => None,
-        };
-        let mut last_maintenance = tokio::time::Instant::now() - worker.config.maintenance_interval;
-
-        while !*shutdown.borrow() {
-            if last_maintenance.elapsed() >= worker.config.maintenance_interval {
-                let mut conn = worker.pool.acquire().await?;
-                client::rescue(&mut conn).await?;
-                client::promote_due(&mut conn).await?;
-                last_maintenance = tokio::time::Instant::now();
-            }
-            while running.try_join_next().is_some() {}
-
-            let free = slots.available_permits();
-            let claimed = if free > 0 {
-                let mut conn = worker.pool.acquire().await?;
-                client::claim(
-                    &mut conn,
-                    &worker.config.queue,
-                    free as i32,
-                    &worker.config.name,
-                    worker.config.lease,
-                )
-                .await?
-            } else {
-                Vec::new()
-            };
-            let got_full_batch = free > 0 && claimed.len() == free;
-            for job in claimed {
-                if *shutdown.borrow() {
-                    // Claimed after the stop was asked: not started, so give it back.
-                    let mut conn = worker.pool.acquire().await?;
-                    client::release(&mut conn, JobId(job.id), job.attempt).await?;
-                    continue;
-                }
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    break;
-                };
-                let worker = worker.clone();
-                running.spawn(async move {
-                    worker.run_job(job).await;
-                    drop(permit);
-                });
-            }
-            if got_full_batch {
-                continue;
-            }
-            // Idle or full: wait for a notification, a finished job, the poll interval or the stop.
-            let wait = tokio::time::sleep(worker.config.poll_interval);
-            tokio::select! {
-                _ = wait => {}
-                _ = shutdown.changed() => {}
-                Some(_) = running.join_next(), if !running.is_empty() => {}
-                _ = async {
-                    match listener.as_mut() {
-                        Some(l) => { let _ = l.recv().await; }
-                        None => std::future::pending::<()>().await,
-                    }
-                } => {}
+        let wake = Arc::new(Notify::new());
+        let mut tasks = JoinSet::new();
+        tasks.spawn(worker.clone().maintain(wake.clone(), shutdown.clone()));
+        if worker.config.listen {
+            let mut listener = PgListener::connect_with(&worker.pool).await?;
+            listener.listen("pgstrata_queue").await?;
+            tasks.spawn(listen(listener, wake.clone(), shutdown.clone()));
+        }
+        for _ in 0..worker.config.concurrency.max(1) {
+            tasks.spawn(worker.clone().execute(wake.clone(), shutdown.clone()));
+        }
+        let mut first_error = None;
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Err(e)) = done {
+                first_error.get_or_insert(e);
             }
         }
-        while running.join_next().await.is_some() {}
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Rescues expired leases and promotes due jobs, waking executors when it found some.
+    async fn maintain(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        while !*shutdown.borrow() {
+            let mut conn = self.pool.acquire().await?;
+            let found = client::rescue(&mut conn).await? + client::promote_due(&mut conn).await?;
+            drop(conn);
+            if found > 0 {
+                wake.notify_waiters();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.maintenance_interval) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
         Ok(())
     }
 
-    /// Runs one claimed job to completion or failure. Errors of the database itself are left
-    /// to the lease: the job comes back through the rescuer.
-    async fn run_job(&self, job: Job) {
-        let meta = JobMeta {
-            id: JobId(job.id),
-            attempt: job.attempt,
-            max_attempts: job.max_attempts,
-            queue: job.queue.clone(),
-            tenant_id: job.tenant_id,
-        };
+    /// One executor: claim a batch, run it, repeat; wait for a wake-up when the queue is empty.
+    async fn execute(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let batch_size = self.config.batch_size.clamp(1, 1000) as i32;
+        while !*shutdown.borrow() {
+            // Registered before claiming, so a job enqueued meanwhile still wakes this executor.
+            let woken = wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let mut conn = self.pool.acquire().await?;
+            let jobs = client::claim(
+                &mut conn,
+                &self.config.queue,
+                batch_size,
+                &self.config.name,
+                self.config.lease,
+            )
+            .await?;
+            drop(conn);
+            if jobs.is_empty() {
+                tokio::select! {
+                    _ = woken => {}
+                    _ = tokio::time::sleep(self.config.poll_interval) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            self.run_batch(jobs, &shutdown).await?;
+        }
+        Ok(())
+    }
+
+    async fn run_batch(&self, jobs: Vec<Job>, shutdown: &watch::Receiver<bool>) -> Result<()> {
+        let metas: Vec<JobMeta> = jobs
+            .iter()
+            .map(|j| JobMeta {
+                id: JobId(j.id),
+                attempt: j.attempt,
+                max_attempts: j.max_attempts,
+                queue: j.queue.clone(),
+                tenant_id: j.tenant_id,
+            })
+            .collect();
         let (stop_beat, beat) = watch::channel(false);
-        let heartbeat = tokio::spawn(heartbeat(self.pool.clone(), meta.clone(), self.config.lease, beat));
-        let outcome = match self.handlers.get(job.kind.as_str()) {
-            None => Err(format!("no handler registered for kind {:?} on this worker", job.kind).into()),
-            Some(handler) => self.run_in_transaction(handler, job.payload, &meta).await,
-        };
+        let held: Vec<(JobId, i32)> = metas.iter().map(|m| (m.id, m.attempt)).collect();
+        let heartbeat = tokio::spawn(heartbeat(self.pool.clone(), held, self.config.lease, beat));
+
+        let mut payloads: Vec<(Job, JobMeta)> = jobs.into_iter().zip(metas).collect();
+        // Jobs not started when the stop arrives go back to the queue.
+        if *shutdown.borrow() {
+            let mut conn = self.pool.acquire().await?;
+            for (_, meta) in &payloads {
+                client::release(&mut conn, meta.id, meta.attempt).await?;
+            }
+            payloads.clear();
+        }
+        if !payloads.is_empty() && !self.try_batch(&payloads).await {
+            // Something in the batch failed: run each job alone so one failure costs one job.
+            for (job, meta) in &payloads {
+                self.run_alone(job, meta).await;
+            }
+        }
         let _ = stop_beat.send(true);
         let _ = heartbeat.await;
+        Ok(())
+    }
+
+    /// The fast path: every handler and the completions in one transaction. False when it was
+    /// rolled back (a handler failed, or a job stopped being ours).
+    async fn try_batch(&self, jobs: &[(Job, JobMeta)]) -> bool {
+        let attempt = async {
+            let mut tx = self.pool.begin().await?;
+            let mut tenant = None;
+            for (job, meta) in jobs {
+                if meta.tenant_id != tenant {
+                    set_tenant(&mut tx, meta.tenant_id).await?;
+                    tenant = meta.tenant_id;
+                }
+                self.handle(&mut tx, job, meta).await?;
+            }
+            let held: Vec<(JobId, i32)> = jobs.iter().map(|(_, m)| (m.id, m.attempt)).collect();
+            let completed = client::complete_many(&mut tx, &held).await?;
+            if completed.len() != held.len() {
+                return Err::<bool, HandlerError>("a job of the batch is no longer ours".into());
+            }
+            tx.commit().await?;
+            Ok(true)
+        };
+        attempt.await.unwrap_or(false)
+    }
+
+    /// The slow path: one job in its own transaction; a failure is recorded with its error.
+    async fn run_alone(&self, job: &Job, meta: &JobMeta) {
+        let outcome = async {
+            let mut tx = self.pool.begin().await?;
+            set_tenant(&mut tx, meta.tenant_id).await?;
+            self.handle(&mut tx, job, meta).await?;
+            if client::complete(&mut tx, meta.id, meta.attempt).await? {
+                tx.commit().await?;
+            }
+            // Not ours any more (rescued or cancelled): the rollback undoes the effects.
+            Ok::<(), HandlerError>(())
+        }
+        .await;
         if let Err(error) = outcome
             && let Ok(mut conn) = self.pool.acquire().await
         {
@@ -235,38 +290,47 @@ impl Worker {
         }
     }
 
-    async fn run_in_transaction(
-        &self,
-        handler: &Erased,
-        payload: serde_json::Value,
-        meta: &JobMeta,
-    ) -> Result<(), HandlerError> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(tenant) = meta.tenant_id {
-            pgstrata_core::set_tenant_context(&mut tx, &TenantContext::tenant(tenant)).await?;
+    async fn handle(&self, tx: &mut PgConnection, job: &Job, meta: &JobMeta) -> Result<(), HandlerError> {
+        match self.handlers.get(job.kind.as_str()) {
+            None => Err(format!("no handler registered for kind {:?} on this worker", job.kind).into()),
+            Some(handler) => handler(tx, job.payload.clone(), meta).await,
         }
-        handler(&mut tx, payload, meta).await?;
-        if client::complete(&mut tx, meta.id, meta.attempt).await? {
-            tx.commit().await?;
-        }
-        // Not running in this attempt any more (rescued or cancelled): roll the effects back.
-        Ok(())
     }
 }
 
-/// Extends the lease every third of it until told to stop.
-async fn heartbeat(pool: PgPool, meta: JobMeta, lease: Duration, mut stop: watch::Receiver<bool>) {
+/// Opens the job's tenant context for the statements that follow, or clears it.
+async fn set_tenant(tx: &mut PgConnection, tenant: Option<pgstrata_core::TenantId>) -> Result<(), HandlerError> {
+    match tenant {
+        Some(t) => pgstrata_core::set_tenant_context(tx, &TenantContext::tenant(t)).await?,
+        None => pgstrata_core::context::clear_context(tx).await?,
+    }
+    Ok(())
+}
+
+/// Wakes idle executors when a job is enqueued (the trigger notifies `pgstrata_queue`).
+async fn listen(mut listener: PgListener, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    while !*shutdown.borrow() {
+        tokio::select! {
+            got = listener.recv() => match got {
+                Ok(_) => wake.notify_waiters(),
+                // The listener reconnects on the next recv; executors keep polling meanwhile.
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            },
+            _ = shutdown.changed() => {}
+        }
+    }
+    Ok(())
+}
+
+/// Extends the batch's leases every third of the lease until told to stop.
+async fn heartbeat(pool: PgPool, held: Vec<(JobId, i32)>, lease: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(lease / 3) => {}
             _ = stop.changed() => return,
         }
-        let Ok(mut conn) = pool.acquire().await else { continue };
-        match client::heartbeat(&mut conn, meta.id, meta.attempt, lease).await {
-            Ok(true) => {}
-            // The job is no longer ours; the completion will notice too.
-            Ok(false) => return,
-            Err(_) => {}
+        if let Ok(mut conn) = pool.acquire().await {
+            let _ = client::heartbeat_many(&mut conn, &held, lease).await;
         }
     }
 }
