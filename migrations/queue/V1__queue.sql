@@ -69,7 +69,7 @@ CREATE UNIQUE INDEX jobs_unique_key ON queue.jobs (queue, unique_key)
 CREATE TABLE queue.periodic_runs (
     name          text        NOT NULL,
     period_start  timestamptz NOT NULL,
-    job_id        bigint      NOT NULL,
+    job_id        bigint,
     created_at    timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT periodic_runs_pkey PRIMARY KEY (name, period_start)
 );
@@ -124,6 +124,34 @@ BEGIN
          WHERE j.queue = p_queue AND j.unique_key = p_unique_key
            AND j.state IN ('available', 'scheduled', 'running', 'retryable');
     END IF;
+    RETURN v_id;
+END
+$$;
+
+-- Enqueues the job of one period of a periodic schedule, once: the first caller for
+-- (name, period_start) inserts the run and the job; every other caller, now or later, gets NULL.
+CREATE FUNCTION queue.enqueue_periodic(
+    p_name text,
+    p_period_start timestamptz,
+    p_kind text,
+    p_payload jsonb DEFAULT '{}'::jsonb,
+    p_queue text DEFAULT 'default',
+    p_priority smallint DEFAULT 0,
+    p_max_attempts integer DEFAULT 20,
+    p_tenant_id uuid DEFAULT NULL
+) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    INSERT INTO queue.periodic_runs (name, period_start) VALUES (p_name, p_period_start)
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    v_id := queue.enqueue(p_kind, p_payload, p_queue, p_priority, NULL, p_max_attempts, NULL, p_tenant_id);
+    UPDATE queue.periodic_runs r SET job_id = v_id WHERE r.name = p_name AND r.period_start = p_period_start;
     RETURN v_id;
 END
 $$;
@@ -374,6 +402,8 @@ RETURNS integer
            FOR UPDATE SKIP LOCKED
     ), deleted AS (
         DELETE FROM queue.jobs j USING old WHERE j.id = old.id RETURNING 1
+    ), old_runs AS (
+        DELETE FROM queue.periodic_runs r WHERE r.period_start < now() - p_older_than RETURNING 1
     )
     SELECT count(*)::integer FROM deleted
 $$;
@@ -391,6 +421,7 @@ $$;
 
 GRANT EXECUTE ON FUNCTION
     queue.enqueue(text, jsonb, text, smallint, timestamptz, integer, text, uuid),
+    queue.enqueue_periodic(text, timestamptz, text, jsonb, text, smallint, integer, uuid),
     queue.promote_due(integer), queue.claim(text, integer, text, interval),
     queue.complete(bigint, integer), queue.fail(bigint, integer, text, timestamptz),
     queue.complete_many(bigint[], integer[]), queue.heartbeat_many(bigint[], integer[], interval),

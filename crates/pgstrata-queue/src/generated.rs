@@ -98,7 +98,7 @@ impl Iden for Jobs {
 pub struct PeriodicRun {
     pub name: String,
     pub period_start: chrono::DateTime<chrono::Utc>,
-    pub job_id: i64,
+    pub job_id: Option<i64>,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 

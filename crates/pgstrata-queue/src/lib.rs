@@ -10,11 +10,13 @@
 pub mod client;
 pub mod error;
 pub mod generated;
+pub mod periodic;
 pub mod worker;
 
 pub use client::{JobId, NewJob};
 pub use error::{Error, Result};
 pub use generated::Job;
+pub use periodic::Periodic;
 pub use worker::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
 
 use pgstrata_core::migrate::Module;

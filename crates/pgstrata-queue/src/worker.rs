@@ -75,12 +75,14 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// How often an idle executor looks for work when no notification arrives.
     pub poll_interval: Duration,
-    /// How often to promote due jobs and rescue expired leases.
+    /// How often to promote due jobs, rescue expired leases and enqueue periodic jobs.
     pub maintenance_interval: Duration,
     /// Listen for enqueue notifications (turn off behind a transaction-mode pooler).
     pub listen: bool,
     /// Name recorded on claimed jobs.
     pub name: String,
+    /// Cron schedules this worker enqueues (exactly once per period across all workers).
+    pub periodic: Vec<crate::Periodic>,
 }
 
 impl WorkerConfig {
@@ -94,6 +96,7 @@ impl WorkerConfig {
             maintenance_interval: Duration::from_secs(1),
             listen: true,
             name: format!("worker-{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()),
+            periodic: Vec::new(),
         }
     }
 }
@@ -167,6 +170,7 @@ impl Worker {
     async fn maintain(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         while !*shutdown.borrow() {
             let mut conn = self.pool.acquire().await?;
+            crate::periodic::enqueue_due(&mut conn, &self.config.periodic, chrono::Utc::now()).await?;
             let found = client::rescue(&mut conn).await? + client::promote_due(&mut conn).await?;
             drop(conn);
             if found > 0 {
