@@ -59,6 +59,25 @@ enum Command {
     },
     /// Migrate, seed and walk through what row-level security protects.
     Demo,
+    /// Inspect and maintain the job queue.
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueAction {
+    /// Jobs by queue and state, and how long the oldest ready job has waited.
+    Stats,
+    /// Bring back jobs whose lease expired (dead workers) and make due jobs available.
+    Rescue,
+    /// Delete finished jobs older than the retention.
+    Prune {
+        /// Retention in hours.
+        #[arg(long, default_value_t = 24)]
+        older_than_hours: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,9 +222,49 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             println!();
             return doctor(&mut conn, migrator).await;
         }
+        Command::Queue { action } => queue(&mut conn, action).await?,
         Command::Schema { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn queue(conn: &mut PgConnection, action: QueueAction) -> Result<(), AnyError> {
+    use pgstrata::queue::client;
+    match action {
+        QueueAction::Stats => {
+            let rows = client::stats(conn).await?;
+            println!(
+                "{:<20} {:<10} {:>10}  oldest ready job waited",
+                "queue", "state", "jobs"
+            );
+            for r in rows {
+                let waited = r
+                    .oldest_available_secs
+                    .map(|s| format!("{s:.1} s"))
+                    .unwrap_or_else(|| "-".into());
+                println!("{:<20} {:<10} {:>10}  {waited}", r.queue, r.state, r.jobs);
+            }
+        }
+        QueueAction::Rescue => {
+            let rescued = client::rescue(conn).await?;
+            let promoted = client::promote_due(conn).await?;
+            println!("rescued {rescued} job(s) with expired leases; made {promoted} due job(s) available");
+        }
+        QueueAction::Prune { older_than_hours } => {
+            let retention = std::time::Duration::from_secs(older_than_hours * 3600);
+            let mut total = 0;
+            // Bounded batches, so a large backlog never holds one long transaction.
+            loop {
+                let deleted = client::prune(conn, retention).await?;
+                total += deleted;
+                if deleted == 0 {
+                    break;
+                }
+            }
+            println!("pruned {total} finished job(s) older than {older_than_hours} h");
+        }
+    }
+    Ok(())
 }
 
 /// A target version means one module's version, so it needs exactly one module.

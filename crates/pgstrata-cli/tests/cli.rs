@@ -57,6 +57,25 @@ async fn migrate_up_doctor_down_to_zero_and_up_again() {
     let out = pgstrata(Some(&url), &["seed"]);
     assert!(out.status.success(), "{}", text(&out));
 
+    sqlx::raw_sql("SELECT queue.enqueue('mail'), queue.enqueue('mail'), queue.enqueue('report', p_queue => 'slow')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let out = pgstrata(Some(&url), &["queue", "stats"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let line = text(&out)
+        .lines()
+        .find(|l| l.starts_with("default"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(line.contains("available") && line.contains(" 2 "), "{}", text(&out));
+    let out = pgstrata(Some(&url), &["queue", "prune"]);
+    assert!(
+        out.status.success() && text(&out).contains("pruned 0"),
+        "{}",
+        text(&out)
+    );
+
     let out = pgstrata(Some(&url), &["migrate", "down", "--target", "0"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
