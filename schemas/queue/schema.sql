@@ -79,6 +79,9 @@ CREATE TABLE queue.periodic_runs (
     CONSTRAINT periodic_runs_pkey PRIMARY KEY (name, period_start)
 );
 
+-- Pruning old runs.
+CREATE INDEX periodic_runs_period_idx ON queue.periodic_runs (period_start);
+
 GRANT SELECT, INSERT, UPDATE, DELETE ON queue.jobs, queue.periodic_runs TO pgstrata_app;
 
 -- Wakes LISTENing workers once per inserting statement (NOTIFY is deduplicated per transaction
@@ -197,8 +200,8 @@ CREATE FUNCTION queue.claim(
     WITH RECURSIVE
     pivot AS (SELECT gen_random_uuid() AS at),
     after_pivot(k, n) AS (
-        SELECT (SELECT j.fair_key FROM queue.jobs j, pivot
-                 WHERE j.state = 'available' AND j.queue = p_queue AND j.fair_key >= pivot.at
+        SELECT (SELECT j.fair_key FROM queue.jobs j
+                 WHERE j.state = 'available' AND j.queue = p_queue AND j.fair_key >= (SELECT p.at FROM pivot p)
                  ORDER BY j.fair_key LIMIT 1), 1
         UNION ALL
         SELECT (SELECT j.fair_key FROM queue.jobs j
@@ -211,17 +214,18 @@ CREATE FUNCTION queue.claim(
                  WHERE j.state = 'available' AND j.queue = p_queue
                  ORDER BY j.fair_key LIMIT 1), 1
         UNION ALL
-        SELECT (SELECT j.fair_key FROM queue.jobs j, pivot
-                 WHERE j.state = 'available' AND j.queue = p_queue AND j.fair_key > b.k AND j.fair_key < pivot.at
+        SELECT (SELECT j.fair_key FROM queue.jobs j
+                 WHERE j.state = 'available' AND j.queue = p_queue AND j.fair_key > b.k
+                   AND j.fair_key < (SELECT p.at FROM pivot p)
                  ORDER BY j.fair_key LIMIT 1), b.n + 1
-          FROM before_pivot b, pivot
-         WHERE b.k IS NOT NULL AND b.k < pivot.at AND b.n < p_limit
+          FROM before_pivot b
+         WHERE b.k IS NOT NULL AND b.k < (SELECT p.at FROM pivot p) AND b.n < p_limit
     ),
     tenants AS MATERIALIZED (
         SELECT DISTINCT k FROM (
             (SELECT k, n FROM after_pivot WHERE k IS NOT NULL)
             UNION ALL
-            (SELECT k, n + p_limit FROM before_pivot, pivot WHERE k IS NOT NULL AND k < pivot.at)
+            (SELECT k, n + p_limit FROM before_pivot WHERE k IS NOT NULL AND k < (SELECT p.at FROM pivot p))
             ORDER BY n LIMIT p_limit
         ) visited
     ),

@@ -1,0 +1,84 @@
+//! The queue's hot statements at 1M jobs: claim, promote_due, rescue and prune each read their
+//! partial index and never scan the table. They are SQL functions, so their inner plans come
+//! from auto_explain (nested statements) through psql, as the application role.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use pgstrata_core::migrate::Migrator;
+use pgstrata_core::testing::{TestDb, psql_script};
+
+/// 1,000,000 ready jobs over 100 tenants and untenanted ones, 100,000 finished, 10,000 running
+/// with expired leases, 10,000 retryable and due.
+const SCALE_SQL: &str = r#"
+INSERT INTO queue.jobs (kind, tenant_id, payload)
+SELECT 'work', CASE WHEN k % 101 = 0 THEN NULL ELSE ('00000000-0000-7000-8000-' || lpad(to_hex(k % 100), 12, '0'))::uuid END,
+       jsonb_build_object('n', k)
+  FROM generate_series(1, 1000000) k;
+INSERT INTO queue.jobs (kind, state, attempt, finalized_at)
+SELECT 'done', 'completed', 1, now() - interval '3 days' FROM generate_series(1, 100000);
+INSERT INTO queue.jobs (kind, state, attempt, lease_expires_at, worker)
+SELECT 'stuck', 'running', 1, now() - interval '1 minute', 'gone' FROM generate_series(1, 10000);
+INSERT INTO queue.jobs (kind, state, attempt, run_at)
+SELECT 'again', 'retryable', 1, now() - interval '1 second' FROM generate_series(1, 10000);
+"#;
+
+/// (statement, the index its plan must use)
+const HOT: [(&str, &str); 4] = [
+    (
+        "SELECT count(*) FROM queue.claim('default', 50, 'w', interval '1 minute')",
+        "jobs_fetch_idx",
+    ),
+    ("SELECT queue.promote_due(1000)", "jobs_due_idx"),
+    ("SELECT queue.rescue(1000)", "jobs_lease_idx"),
+    ("SELECT queue.prune(interval '1 day', 10000)", "jobs_finalized_idx"),
+];
+
+#[tokio::test]
+async fn hot_statements_use_their_partial_indexes_at_a_million_jobs() {
+    let migrator = Migrator::new([&pgstrata_tenancy::MODULE, &pgstrata_queue::MODULE]).unwrap();
+    let db = TestDb::migrated(&migrator).await.unwrap();
+    sqlx::raw_sql(SCALE_SQL).execute(&db.admin).await.unwrap();
+    sqlx::raw_sql("VACUUM ANALYZE queue.jobs")
+        .execute(&db.admin)
+        .await
+        .unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../queries.md")).unwrap();
+    let section = doc.split("## queue").nth(1).expect("queries.md has a queue section");
+
+    let mut failures = Vec::new();
+    for (statement, index) in HOT {
+        let script = format!(
+            "LOAD 'auto_explain';
+             SET auto_explain.log_min_duration = 0;
+             SET auto_explain.log_nested_statements = on;
+             SET auto_explain.log_level = notice;
+             BEGIN;
+             SET LOCAL ROLE pgstrata_test_app;
+             {statement};
+             ROLLBACK;"
+        );
+        let (_, notices) = psql_script(&db.url().unwrap(), &script).unwrap();
+        // The plans of the function's own statement(s), not of the outer SELECT.
+        let inner: String = notices
+            .split("NOTICE:")
+            .filter(|plan| plan.contains("queue.jobs") && !plan.contains(statement))
+            .collect();
+        if std::env::var_os("PGSTRATA_PRINT_PLANS").is_some() {
+            println!("==== {statement}\n{inner}");
+        }
+        if !inner.contains(index) || inner.contains("Seq Scan on jobs") {
+            failures.push(format!(
+                "{statement}: expected {index} and no sequential scan:\n{inner}"
+            ));
+        }
+        // The skip scan must seek to the random pivot, not filter its way to it.
+        if index == "jobs_fetch_idx" && !inner.contains("(fair_key >= $") {
+            failures.push(format!("{statement}: the pivot is not an index condition:\n{inner}"));
+        }
+        if !section.contains(index) {
+            failures.push(format!("queries.md does not show {index}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    db.close().await.unwrap();
+}
