@@ -3,12 +3,14 @@
 //!
 //! ```text
 //! cargo run --release -p pgstrata-bench -- rbac
+//! cargo run --release -p pgstrata-bench -- queue
 //! ```
 //!
 //! It connects to `--database-url` / `DATABASE_URL` as a superuser (to create a scratch database
 //! and load data past RLS); without one it starts a throwaway PostgreSQL from the locally
 //! installed server binaries.
 
+mod queue;
 mod rbac;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +44,31 @@ enum Command {
     /// rbac.check latency and throughput at 10, 1,000 and 100,000 grants per tenant, beside a
     /// naive join-based check.
     Rbac,
+
+    /// Drain no-op jobs with pgstrata workers beside the seed single-statement SKIP LOCKED loop
+    /// and a raw batch loop; batch enqueue rate, enqueue-to-start latency with LISTEN/NOTIFY,
+    /// and claim latency with 10k vs 1M jobs in the backlog.
+    Queue {
+        /// Jobs drained by each subject.
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+
+        /// pgstrata workers (each with its own pool), and connections of each baseline loop.
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+
+        /// Executors per pgstrata worker (WorkerConfig::concurrency).
+        #[arg(long, default_value_t = 1)]
+        executors: usize,
+
+        /// Jobs per pgstrata claim and commit (WorkerConfig::batch_size).
+        #[arg(long, default_value_t = 200)]
+        batch_size: usize,
+
+        /// Keep the scratch database for inspection instead of dropping it.
+        #[arg(long)]
+        keep_database: bool,
+    },
 }
 
 #[tokio::main]
@@ -68,6 +95,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 url,
                 iterations: cli.iterations.max(1),
                 concurrency: cli.concurrency.max(1),
+            })
+            .await
+        }
+        Command::Queue {
+            jobs,
+            workers,
+            executors,
+            batch_size,
+            keep_database,
+        } => {
+            queue::run(&queue::Options {
+                url,
+                jobs: jobs.max(1),
+                workers: workers.max(1),
+                executors: executors.max(1),
+                batch_size: batch_size.clamp(1, 1000),
+                keep_database,
             })
             .await
         }

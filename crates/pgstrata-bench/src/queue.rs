@@ -1,0 +1,836 @@
+//! The queue bench: how fast `Worker`s drain no-op jobs, beside the seed document's
+//! single-statement `SKIP LOCKED` loop and a raw batch loop (the SQL limit, no handler dispatch),
+//! run with the same number of workers on the same database; plus the batch enqueue rate, the
+//! enqueue-to-start latency with LISTEN/NOTIFY, and `queue.claim` latency as the backlog grows
+//! from 10,000 to 1,000,000 ready jobs.
+//!
+//! Everything happens in a scratch database `pgstrata_bench_<pid>`, dropped at the end. Jobs are
+//! enqueued, claimed and completed by a LOGIN role that is only granted `pgstrata_app`; the
+//! superuser only loads the baselines' tables and the claim backlog, and counts.
+
+use pgstrata::queue::client::{self, NewJob};
+use pgstrata::queue::worker::{BoxFuture, HandlerError};
+use pgstrata::queue::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
+use pgstrata_core::sql::{trusted, trusted_as};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use std::error::Error;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What `main` passes in.
+#[derive(Debug)]
+pub struct Options {
+    pub url: String,
+    /// Jobs drained by each subject.
+    pub jobs: usize,
+    /// Workers (pgstrata) or looping connections (baselines).
+    pub workers: usize,
+    /// Executors per pgstrata worker.
+    pub executors: usize,
+    /// Jobs per pgstrata claim and commit.
+    pub batch_size: usize,
+    /// Keep the scratch database for inspection instead of dropping it.
+    pub keep_database: bool,
+}
+
+const DB_PREFIX: &str = "pgstrata_bench_";
+const APP_ROLE: &str = "pgstrata_bench_app";
+
+/// Jobs per `client::enqueue_many` call.
+const ENQUEUE_CHUNK: usize = 5_000;
+/// Jobs per claim of the raw batch loop.
+const RAW_BATCH: i64 = 50;
+/// How often the drain checks whether it is done.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+/// A drain slower than this is reported as an error rather than waited for.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Jobs enqueued one at a time for the enqueue-to-start latency, after a warm-up.
+const NOTIFY_JOBS: usize = 500;
+const NOTIFY_WARMUP: usize = 20;
+const NOTIFY_SPACING: Duration = Duration::from_millis(8);
+/// Long, so that an executor that misses a notification shows in the p99.
+const NOTIFY_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Claims measured per backlog size (after a warm-up), of CLAIM_LIMIT jobs each.
+const CLAIM_CALLS: usize = 500;
+const CLAIM_WARMUP: usize = 50;
+const CLAIM_LIMIT: i32 = 10;
+/// Tenants the claim backlog is spread over (the claim is fair across tenants).
+const CLAIM_TENANTS: i64 = 100;
+const CLAIM_QUEUE: &str = "bench_claim";
+/// Backlog sizes: ready jobs left in the queue after the measured claims.
+const BACKLOGS: [(&str, i64); 2] = [("10k", 10_000), ("1m", 1_000_000)];
+
+const DRAIN_QUEUE: &str = "default";
+const NOTIFY_QUEUE: &str = "bench_notify";
+
+const GOAL_RATIO: f64 = 8.0;
+const CLAIM_FLATNESS_GOAL: f64 = 1.5;
+const BASELINE_LABEL: &str = "seed single-statement SKIP LOCKED";
+
+/// The seed document's loop: claim one job in one statement, then complete it in another.
+const SEED_CLAIM_SQL: &str = "UPDATE bench.seed_jobs SET status = 'running' \
+     WHERE id = (SELECT id FROM bench.seed_jobs WHERE status = 'queued' ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1) \
+     RETURNING id";
+const SEED_COMPLETE_SQL: &str = "UPDATE bench.seed_jobs SET status = 'done' WHERE id = $1";
+
+/// The raw SQL limit: claim a batch in one CTE, complete it in one statement.
+const RAW_CLAIM_SQL: &str = "WITH c AS (SELECT id FROM bench.raw_jobs WHERE status = 'queued' \
+     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+     UPDATE bench.raw_jobs j SET status = 'running' FROM c WHERE j.id = c.id RETURNING j.id";
+const RAW_COMPLETE_SQL: &str = "UPDATE bench.raw_jobs SET status = 'done' WHERE id = ANY($1)";
+
+/// The baselines' tables, as the seed document has them, and the same shape for the raw loop.
+///
+/// They are vacuumed but never analyzed (nor auto-analyzed: autovacuum is off for them), which
+/// keeps their claims on the `(status, id)` index as in the reference pgbench runs. With fresh
+/// statistics (nearly every row queued) the planner walks the primary key instead, filtering
+/// out the done rows it passes, and the loops slow down quadratically as the table drains.
+const SETUP_SQL: &str = r#"
+CREATE SCHEMA bench;
+GRANT USAGE ON SCHEMA bench TO pgstrata_app;
+CREATE TABLE bench.seed_jobs (
+    id          bigserial PRIMARY KEY,
+    status      text NOT NULL DEFAULT 'queued',
+    payload     jsonb,
+    created_at  timestamptz DEFAULT now()
+) WITH (autovacuum_enabled = false);
+CREATE INDEX seed_jobs_status_id_idx ON bench.seed_jobs (status, id);
+CREATE TABLE bench.raw_jobs (
+    id          bigserial PRIMARY KEY,
+    status      text NOT NULL DEFAULT 'queued',
+    payload     jsonb,
+    created_at  timestamptz DEFAULT now()
+) WITH (autovacuum_enabled = false);
+CREATE INDEX raw_jobs_status_id_idx ON bench.raw_jobs (status, id);
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA bench TO pgstrata_app;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA bench TO pgstrata_app;
+"#;
+
+/// The drained job: its handler does nothing but count.
+#[derive(Debug, Serialize, Deserialize)]
+struct Noop {
+    n: i64,
+}
+
+impl JobKind for Noop {
+    const KIND: &'static str = "bench_noop";
+}
+
+#[derive(Debug)]
+struct NoopHandler {
+    ran: Arc<AtomicUsize>,
+}
+
+impl Handler<Noop> for NoopHandler {
+    fn handle<'a>(
+        &'a self,
+        _tx: &'a mut PgConnection,
+        _job: Noop,
+        _meta: &'a JobMeta,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        self.ran.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A job that carries when it was enqueued, in microseconds since `PingHandler::base`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Ping {
+    sent_us: u64,
+}
+
+impl JobKind for Ping {
+    const KIND: &'static str = "bench_ping";
+}
+
+#[derive(Debug)]
+struct PingHandler {
+    base: Instant,
+    latencies: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl Handler<Ping> for PingHandler {
+    fn handle<'a>(
+        &'a self,
+        _tx: &'a mut PgConnection,
+        job: Ping,
+        _meta: &'a JobMeta,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        let waited = self.base.elapsed().saturating_sub(Duration::from_micros(job.sent_us));
+        if let Ok(mut latencies) = self.latencies.lock() {
+            latencies.push(waited);
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// One drain: how long `jobs` took.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    seconds: f64,
+    per_s: f64,
+}
+
+impl Drain {
+    fn of(jobs: usize, took: Duration) -> Self {
+        let seconds = took.as_secs_f64();
+        Self {
+            seconds,
+            per_s: jobs as f64 / seconds,
+        }
+    }
+}
+
+/// Claim latency at one backlog size.
+#[derive(Debug, Clone)]
+struct ClaimLatency {
+    label: &'static str,
+    backlog: i64,
+    load_seconds: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+#[derive(Debug)]
+struct Results {
+    enqueue: Drain,
+    pgstrata: Drain,
+    seed: Drain,
+    raw: Drain,
+    notify: Vec<Duration>,
+    claims: Vec<ClaimLatency>,
+}
+
+/// The final JSON line; structs so that keys keep this order.
+#[derive(Debug, Serialize)]
+struct Summary {
+    bench: &'static str,
+    jobs: usize,
+    workers: usize,
+    ops_per_s: u64,
+    baseline: &'static str,
+    baseline_ops_per_s: u64,
+    ratio: f64,
+    raw_batch_ops_per_s: u64,
+    ratio_to_raw: f64,
+    enqueue_batch_per_s: u64,
+    notify_latency_ms: Percentiles,
+    claim_ms: ClaimMs,
+    batch_size: usize,
+    executors_per_worker: usize,
+    raw_batch_size: i64,
+    goal_ratio: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Percentiles {
+    p50: f64,
+    p99: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct ClaimMs {
+    #[serde(rename = "10k")]
+    k10: f64,
+    #[serde(rename = "1m")]
+    m1: f64,
+    ratio: f64,
+}
+
+/// Creates the scratch database, runs the bench in it, and drops it whatever happened.
+pub async fn run(opts: &Options) -> Result<(), Box<dyn Error>> {
+    let server = PgConnectOptions::from_str(&opts.url)?;
+    let mut admin = server.connect().await?;
+    let superuser: bool = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        .fetch_one(&mut admin)
+        .await?;
+    if !superuser {
+        return Err("the bench needs a superuser URL: it creates a database and loads data".into());
+    }
+    drop_stale_databases(&mut admin).await?;
+
+    let name = format!("{DB_PREFIX}{}", std::process::id());
+    trusted(format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await?;
+    eprintln!("Created database {name}.");
+    let outcome = bench(&server.clone().database(&name), opts).await;
+    if opts.keep_database {
+        admin.close().await?;
+        outcome?;
+        eprintln!("Kept database {name} (--keep-database): drop it when done.");
+        return Ok(());
+    }
+    // FORCE: a failed run may leave connections open.
+    let dropped = trusted(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await;
+    admin.close().await?;
+    outcome?;
+    dropped?;
+    eprintln!("Dropped database {name}.");
+    Ok(())
+}
+
+async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Error>> {
+    let admin = PgPoolOptions::new().max_connections(2).connect_with(db.clone()).await?;
+    pgstrata::Backend::all()?.migrate(&admin).await?;
+    create_app_role(&admin).await?;
+    sqlx::raw_sql(SETUP_SQL).execute(&admin).await?;
+    let app_db = db.clone().username(APP_ROLE).password(APP_ROLE);
+    let jobs = i64::try_from(opts.jobs)?;
+
+    // The baselines' jobs, loaded set-based (not measured).
+    eprintln!("Loading {} jobs into each baseline table...", opts.jobs);
+    for table in ["bench.seed_jobs", "bench.raw_jobs"] {
+        trusted(format!(
+            "INSERT INTO {table} (payload) SELECT jsonb_build_object('n', g) FROM generate_series(1, $1) AS g"
+        ))
+        .bind(jobs)
+        .execute(&admin)
+        .await?;
+    }
+
+    eprintln!("Enqueueing {} jobs with enqueue_many...", opts.jobs);
+    let enqueue = enqueue_drain_jobs(&app_db, opts.jobs).await?;
+
+    // Every subject starts from a vacuumed table and a checkpoint; queue.jobs from fresh
+    // statistics too (see SETUP_SQL for the baselines').
+    sqlx::query("VACUUM ANALYZE queue.jobs").execute(&admin).await?;
+    sqlx::query("VACUUM bench.seed_jobs, bench.raw_jobs")
+        .execute(&admin)
+        .await?;
+
+    eprintln!(
+        "Draining with {} pgstrata workers ({} executor(s) each, batch {})...",
+        opts.workers, opts.executors, opts.batch_size
+    );
+    sqlx::query("CHECKPOINT").execute(&admin).await?;
+    let pgstrata = drain_pgstrata(&admin, &app_db, opts, jobs).await?;
+
+    eprintln!("Draining with the seed loop on {} connections...", opts.workers);
+    sqlx::query("CHECKPOINT").execute(&admin).await?;
+    let seed = drain_loop(&app_db, opts.workers, Loop::Seed).await?;
+    check_done(&admin, "bench.seed_jobs", jobs).await?;
+
+    eprintln!("Draining with the raw batch loop on {} connections...", opts.workers);
+    sqlx::query("CHECKPOINT").execute(&admin).await?;
+    let raw = drain_loop(&app_db, opts.workers, Loop::RawBatch).await?;
+    check_done(&admin, "bench.raw_jobs", jobs).await?;
+
+    eprintln!("Measuring enqueue-to-start latency...");
+    let notify = notify_latency(&app_db, opts).await?;
+
+    let mut claims = Vec::new();
+    for (label, backlog) in BACKLOGS {
+        eprintln!("Measuring claim latency at {backlog} ready jobs...");
+        claims.push(claim_latency(&admin, &app_db, label, backlog).await?);
+    }
+    admin.close().await;
+
+    report(
+        &Results {
+            enqueue: Drain::of(opts.jobs, enqueue),
+            pgstrata: Drain::of(opts.jobs, pgstrata),
+            seed: Drain::of(opts.jobs, seed),
+            raw: Drain::of(opts.jobs, raw),
+            notify,
+            claims,
+        },
+        opts,
+    )?;
+    Ok(())
+}
+
+/// The LOGIN role the application side runs as: a member of `pgstrata_app` and nothing more.
+/// Roles are cluster-wide, so it is kept between runs (as the test suite keeps its own).
+async fn create_app_role(admin: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(
+        "DO $$ BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgstrata_bench_app') THEN
+                 CREATE ROLE pgstrata_bench_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
+                     PASSWORD 'pgstrata_bench_app' IN ROLE pgstrata_app;
+             END IF;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+    )
+    .execute(admin)
+    .await
+    .map(drop)
+}
+
+/// Drops scratch databases of bench runs that crashed (their process is gone). Like the test
+/// harness, this assumes the server's earlier clients ran on this machine.
+async fn drop_stale_databases(admin: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'pgstrata\\_bench\\_%'")
+            .fetch_all(&mut *admin)
+            .await?;
+    for name in names {
+        let pid = name.trim_start_matches(DB_PREFIX).parse::<u32>().ok();
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            eprintln!("Dropping {name}, left behind by an earlier run.");
+            trusted(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut *admin)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// A pool of the application role with every connection already open, so that connecting is
+/// not counted as working.
+async fn app_pool(app_db: &PgConnectOptions, size: usize) -> Result<PgPool, Box<dyn Error>> {
+    let pool = PgPoolOptions::new()
+        .max_connections(u32::try_from(size)?)
+        .connect_with(app_db.clone())
+        .await?;
+    let mut open = Vec::with_capacity(size);
+    for _ in 0..size {
+        open.push(pool.acquire().await?);
+    }
+    drop(open);
+    Ok(pool)
+}
+
+/// Enqueues the drained jobs as the application would, `ENQUEUE_CHUNK` per statement, each
+/// chunk committed on its own; returns how long it took.
+async fn enqueue_drain_jobs(app_db: &PgConnectOptions, jobs: usize) -> Result<Duration, Box<dyn Error>> {
+    let pool = app_pool(app_db, 1).await?;
+    let mut conn = pool.acquire().await?;
+    let started = Instant::now();
+    let mut n = 0i64;
+    let mut left = jobs;
+    while left > 0 {
+        let size = left.min(ENQUEUE_CHUNK);
+        let mut chunk = Vec::with_capacity(size);
+        for _ in 0..size {
+            n += 1;
+            chunk.push(NewJob::of(&Noop { n })?);
+        }
+        let ids = client::enqueue_many(&mut conn, &chunk).await?;
+        if ids.len() != size {
+            return Err(format!("enqueue_many returned {} ids for {size} jobs", ids.len()).into());
+        }
+        left -= size;
+    }
+    let took = started.elapsed();
+    drop(conn);
+    pool.close().await;
+    Ok(took)
+}
+
+/// Runs `workers` pgstrata workers, each with its own pool, until every job of the drain queue
+/// is completed; returns the wall time from starting them to the last completion seen.
+async fn drain_pgstrata(
+    admin: &PgPool,
+    app_db: &PgConnectOptions,
+    opts: &Options,
+    jobs: i64,
+) -> Result<Duration, Box<dyn Error>> {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let mut pools = Vec::with_capacity(opts.workers);
+    for _ in 0..opts.workers {
+        // Executors, the listener, maintenance and the batches' heartbeats.
+        pools.push(app_pool(app_db, opts.executors + 3).await?);
+    }
+    let (stop, stopped) = watch::channel(false);
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(opts.workers);
+    for pool in &pools {
+        let mut config = WorkerConfig::new(DRAIN_QUEUE);
+        config.concurrency = opts.executors;
+        config.batch_size = opts.batch_size;
+        let worker = Worker::new(pool.clone(), config)?.register::<Noop, _>(NoopHandler { ran: ran.clone() });
+        handles.push(tokio::spawn(worker.run(stopped.clone())));
+    }
+    let outcome = wait_completed(admin, &ran, jobs, started, &handles).await;
+    let took = started.elapsed();
+    let _ = stop.send(true);
+    for handle in handles {
+        handle.await??;
+    }
+    for pool in pools {
+        pool.close().await;
+    }
+    outcome?;
+    Ok(took)
+}
+
+/// Waits until `jobs` jobs of the drain queue are completed, looking every DRAIN_POLL. The
+/// count is only asked of the database once the handlers have run that many times, so that
+/// counting does not compete with the workers for the two cores.
+async fn wait_completed(
+    admin: &PgPool,
+    ran: &AtomicUsize,
+    jobs: i64,
+    started: Instant,
+    handles: &[JoinHandle<pgstrata::queue::Result<()>>],
+) -> Result<(), Box<dyn Error>> {
+    let target = usize::try_from(jobs)?;
+    loop {
+        tokio::time::sleep(DRAIN_POLL).await;
+        if ran.load(Ordering::Relaxed) >= target {
+            let done: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM queue.jobs WHERE queue = $1 AND state = 'completed'")
+                    .bind(DRAIN_QUEUE)
+                    .fetch_one(admin)
+                    .await?;
+            if done >= jobs {
+                return Ok(());
+            }
+        }
+        if handles.iter().any(JoinHandle::is_finished) {
+            return Err("a worker stopped before the queue was drained".into());
+        }
+        if started.elapsed() > DRAIN_TIMEOUT {
+            return Err(format!("the workers did not drain {jobs} jobs in {} s", DRAIN_TIMEOUT.as_secs()).into());
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loop {
+    /// One job per claim statement, then one completing statement.
+    Seed,
+    /// RAW_BATCH jobs per claim statement, then one completing statement.
+    RawBatch,
+}
+
+/// Runs `workers` connections looping over a baseline's claim and complete statements until
+/// nothing is left to claim; returns the wall time.
+async fn drain_loop(app_db: &PgConnectOptions, workers: usize, kind: Loop) -> Result<Duration, Box<dyn Error>> {
+    let pool = app_pool(app_db, workers).await?;
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = pool.acquire().await?;
+            let mut done = 0usize;
+            loop {
+                match kind {
+                    Loop::Seed => {
+                        let claimed: Option<i64> =
+                            sqlx::query_scalar(SEED_CLAIM_SQL).fetch_optional(&mut *conn).await?;
+                        let Some(id) = claimed else { break };
+                        sqlx::query(SEED_COMPLETE_SQL).bind(id).execute(&mut *conn).await?;
+                        done += 1;
+                    }
+                    Loop::RawBatch => {
+                        let ids: Vec<i64> = sqlx::query_scalar(RAW_CLAIM_SQL)
+                            .bind(RAW_BATCH)
+                            .fetch_all(&mut *conn)
+                            .await?;
+                        if ids.is_empty() {
+                            break;
+                        }
+                        sqlx::query(RAW_COMPLETE_SQL).bind(&ids).execute(&mut *conn).await?;
+                        done += ids.len();
+                    }
+                }
+            }
+            Ok::<usize, sqlx::Error>(done)
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await??;
+    }
+    let took = started.elapsed();
+    pool.close().await;
+    eprintln!("  {total} jobs in {:.2} s", took.as_secs_f64());
+    Ok(took)
+}
+
+/// Fails unless every job of a baseline table is done.
+async fn check_done(admin: &PgPool, table: &str, jobs: i64) -> Result<(), Box<dyn Error>> {
+    let (done,): (i64,) = trusted_as(format!("SELECT count(*) FROM {table} WHERE status = 'done'"))
+        .fetch_one(admin)
+        .await?;
+    if done != jobs {
+        return Err(format!("{table}: {done} of {jobs} jobs done").into());
+    }
+    Ok(())
+}
+
+/// With `workers` idle workers listening (polling only every 5 s), enqueues single jobs one at
+/// a time, each in its own committed statement, and records how long each waited from just
+/// before its enqueue to its handler starting.
+async fn notify_latency(app_db: &PgConnectOptions, opts: &Options) -> Result<Vec<Duration>, Box<dyn Error>> {
+    let base = Instant::now();
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(NOTIFY_JOBS + NOTIFY_WARMUP)));
+    let mut pools = Vec::with_capacity(opts.workers);
+    for _ in 0..opts.workers {
+        pools.push(app_pool(app_db, opts.executors + 3).await?);
+    }
+    let (stop, stopped) = watch::channel(false);
+    let mut handles = Vec::with_capacity(opts.workers);
+    for pool in &pools {
+        let mut config = WorkerConfig::new(NOTIFY_QUEUE);
+        config.concurrency = opts.executors;
+        config.batch_size = opts.batch_size;
+        config.poll_interval = NOTIFY_POLL_INTERVAL;
+        config.listen = true;
+        let worker = Worker::new(pool.clone(), config)?.register::<Ping, _>(PingHandler {
+            base,
+            latencies: latencies.clone(),
+        });
+        handles.push(tokio::spawn(worker.run(stopped.clone())));
+    }
+    let outcome = async {
+        // Let every worker connect its listener and every executor find the queue empty.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let producer = app_pool(app_db, 1).await?;
+        let mut conn = producer.acquire().await?;
+        // Warm-up (statement caches, the listeners), then forget it.
+        send_pings(&mut conn, base, NOTIFY_WARMUP).await?;
+        wait_for_pings(&latencies, NOTIFY_WARMUP).await?;
+        if let Ok(mut l) = latencies.lock() {
+            l.clear();
+        }
+        send_pings(&mut conn, base, NOTIFY_JOBS).await?;
+        drop(conn);
+        producer.close().await;
+        wait_for_pings(&latencies, NOTIFY_JOBS).await
+    }
+    .await;
+    let _ = stop.send(true);
+    for handle in handles {
+        handle.await??;
+    }
+    for pool in pools {
+        pool.close().await;
+    }
+    outcome?;
+    let mut samples = latencies.lock().map(|l| l.clone()).map_err(|e| e.to_string())?;
+    samples.sort_unstable();
+    Ok(samples)
+}
+
+/// Enqueues `count` pings one at a time, each in its own committed statement, NOTIFY_SPACING
+/// apart.
+async fn send_pings(conn: &mut PgConnection, base: Instant, count: usize) -> Result<(), Box<dyn Error>> {
+    for _ in 0..count {
+        let sent_us = u64::try_from(base.elapsed().as_micros())?;
+        client::enqueue(conn, &NewJob::of(&Ping { sent_us })?.queue(NOTIFY_QUEUE)).await?;
+        tokio::time::sleep(NOTIFY_SPACING).await;
+    }
+    Ok(())
+}
+
+/// Waits until `count` pings have started; a missed notification waits up to the poll
+/// interval, so stragglers are given that long.
+async fn wait_for_pings(latencies: &Mutex<Vec<Duration>>, count: usize) -> Result<(), Box<dyn Error>> {
+    let deadline = Instant::now() + NOTIFY_POLL_INTERVAL + Duration::from_secs(5);
+    loop {
+        let seen = latencies.lock().map(|l| l.len()).unwrap_or(0);
+        if seen >= count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("only {seen} of {count} notified jobs started in time").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Grows the claim queue's ready backlog (spread over CLAIM_TENANTS tenants) so that `backlog`
+/// jobs are left after the measured claims, then times sequential `queue.claim` calls of
+/// CLAIM_LIMIT jobs as the application role. Claimed jobs stay running.
+async fn claim_latency(
+    admin: &PgPool,
+    app_db: &PgConnectOptions,
+    label: &'static str,
+    backlog: i64,
+) -> Result<ClaimLatency, Box<dyn Error>> {
+    let claimed = i64::try_from((CLAIM_WARMUP + CLAIM_CALLS) * usize::try_from(CLAIM_LIMIT)?)?;
+    let available: i64 = sqlx::query_scalar("SELECT count(*) FROM queue.jobs WHERE queue = $1 AND state = 'available'")
+        .bind(CLAIM_QUEUE)
+        .fetch_one(admin)
+        .await?;
+    let add = (backlog + claimed - available).max(0);
+    let started = Instant::now();
+    sqlx::query(
+        "INSERT INTO queue.jobs (queue, kind, tenant_id, payload)
+         SELECT $1, 'bench_noop', md5('pgstrata-bench-claim-tenant-' || (g % $3))::uuid, jsonb_build_object('n', g)
+           FROM generate_series($4 + 1, $4 + $2) AS g",
+    )
+    .bind(CLAIM_QUEUE)
+    .bind(add)
+    .bind(CLAIM_TENANTS)
+    .bind(available)
+    .execute(admin)
+    .await?;
+    sqlx::query("VACUUM ANALYZE queue.jobs").execute(admin).await?;
+    let load_seconds = started.elapsed().as_secs_f64();
+
+    let pool = app_pool(app_db, 1).await?;
+    let mut conn = pool.acquire().await?;
+    let lease = Duration::from_secs(60);
+    for _ in 0..CLAIM_WARMUP {
+        client::claim(&mut conn, CLAIM_QUEUE, CLAIM_LIMIT, "w", lease).await?;
+    }
+    let mut samples = Vec::with_capacity(CLAIM_CALLS);
+    for _ in 0..CLAIM_CALLS {
+        let started = Instant::now();
+        let jobs = client::claim(&mut conn, CLAIM_QUEUE, CLAIM_LIMIT, "w", lease).await?;
+        samples.push(started.elapsed());
+        if jobs.len() != usize::try_from(CLAIM_LIMIT)? {
+            return Err(format!("a claim at {label} returned {} jobs", jobs.len()).into());
+        }
+    }
+    drop(conn);
+    pool.close().await;
+    samples.sort_unstable();
+    Ok(ClaimLatency {
+        label,
+        backlog,
+        load_seconds,
+        p50_ms: percentile_ms(&samples, 0.50),
+        p99_ms: percentile_ms(&samples, 0.99),
+    })
+}
+
+/// Nearest-rank percentile of sorted samples, in milliseconds.
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1].as_secs_f64() * 1000.0
+}
+
+fn round(x: f64, decimals: i32) -> f64 {
+    let f = 10f64.powi(decimals);
+    (x * f).round() / f
+}
+
+fn yes_no(ok: bool) -> &'static str {
+    if ok { "yes" } else { "no" }
+}
+
+fn report(r: &Results, opts: &Options) -> Result<(), serde_json::Error> {
+    let ratio = r.pgstrata.per_s / r.seed.per_s;
+    let ratio_to_raw = r.pgstrata.per_s / r.raw.per_s;
+    let notify_p50 = percentile_ms(&r.notify, 0.50);
+    let notify_p99 = percentile_ms(&r.notify, 0.99);
+    let claim_p50 = |label: &str| {
+        r.claims
+            .iter()
+            .find(|c| c.label == label)
+            .map_or(f64::NAN, |c| c.p50_ms)
+    };
+    let claim_ratio = claim_p50("1m") / claim_p50("10k");
+
+    println!();
+    println!(
+        "queue bench: {} no-op jobs per subject, {} workers, all run as a pgstrata_app login role",
+        opts.jobs, opts.workers
+    );
+    println!(
+        "pgstrata: {} Workers with {} executor(s) each, batch size {}, a typed no-op handler, \
+         claim + handler transaction + complete_many",
+        opts.workers, opts.executors, opts.batch_size
+    );
+    println!("seed loop: {SEED_CLAIM_SQL}; then {SEED_COMPLETE_SQL}");
+    println!("raw batch: {RAW_CLAIM_SQL} (LIMIT {RAW_BATCH}); then {RAW_COMPLETE_SQL}");
+    println!();
+    println!(
+        "{:<46} | {:>10} {:>9} {:>8}",
+        "drain (same database, same worker count)", "jobs/s", "seconds", "vs seed"
+    );
+    println!("{}", "-".repeat(78));
+    for (label, d) in [
+        ("pgstrata Worker", r.pgstrata),
+        ("seed single-statement SKIP LOCKED loop", r.seed),
+        ("raw batch limit (no handler dispatch)", r.raw),
+    ] {
+        println!(
+            "{:<46} | {:>10.0} {:>9.2} {:>7.2}x",
+            label,
+            d.per_s,
+            d.seconds,
+            d.per_s / r.seed.per_s
+        );
+    }
+    println!();
+    println!(
+        "pgstrata / seed loop = {ratio:.2}x (goal: at least {GOAL_RATIO}x): {}",
+        yes_no(ratio >= GOAL_RATIO)
+    );
+    println!("pgstrata / raw batch limit = {ratio_to_raw:.2}");
+    println!(
+        "batch enqueue (enqueue_many, {ENQUEUE_CHUNK} per statement): {:.0} jobs/s ({} jobs in {:.2} s)",
+        r.enqueue.per_s, opts.jobs, r.enqueue.seconds
+    );
+    println!(
+        "enqueue-to-start latency (LISTEN/NOTIFY, poll every {} s, {} idle workers, {} single jobs \
+         {} ms apart): p50 {notify_p50:.2} ms, p99 {notify_p99:.2} ms, max {:.2} ms",
+        NOTIFY_POLL_INTERVAL.as_secs(),
+        opts.workers,
+        r.notify.len(),
+        NOTIFY_SPACING.as_millis(),
+        percentile_ms(&r.notify, 1.0)
+    );
+    println!();
+    println!(
+        "queue.claim of {CLAIM_LIMIT} ({CLAIM_CALLS} sequential calls after {CLAIM_WARMUP} warm-up, \
+         backlog over {CLAIM_TENANTS} tenants):"
+    );
+    println!(
+        "{:>12} | {:>8} {:>8} | {:>12}",
+        "ready jobs", "p50 ms", "p99 ms", "load s"
+    );
+    println!("{}", "-".repeat(48));
+    for c in &r.claims {
+        println!(
+            "{:>12} | {:>8.3} {:>8.3} | {:>12.1}",
+            c.backlog, c.p50_ms, c.p99_ms, c.load_seconds
+        );
+    }
+    println!(
+        "claim p50 at 1m / at 10k = {claim_ratio:.2}x (goal: within {CLAIM_FLATNESS_GOAL}x): {}",
+        yes_no(claim_ratio <= CLAIM_FLATNESS_GOAL)
+    );
+
+    let summary = Summary {
+        bench: "queue",
+        jobs: opts.jobs,
+        workers: opts.workers,
+        ops_per_s: r.pgstrata.per_s.round() as u64,
+        baseline: BASELINE_LABEL,
+        baseline_ops_per_s: r.seed.per_s.round() as u64,
+        ratio: round(ratio, 2),
+        raw_batch_ops_per_s: r.raw.per_s.round() as u64,
+        ratio_to_raw: round(ratio_to_raw, 3),
+        enqueue_batch_per_s: r.enqueue.per_s.round() as u64,
+        notify_latency_ms: Percentiles {
+            p50: round(notify_p50, 3),
+            p99: round(notify_p99, 3),
+        },
+        claim_ms: ClaimMs {
+            k10: round(claim_p50("10k"), 4),
+            m1: round(claim_p50("1m"), 4),
+            ratio: round(claim_ratio, 3),
+        },
+        batch_size: opts.batch_size,
+        executors_per_worker: opts.executors,
+        raw_batch_size: RAW_BATCH,
+        goal_ratio: GOAL_RATIO,
+    };
+    let line = serde_json::to_string(&summary)?;
+    println!();
+    println!("{line}");
+    Ok(())
+}
