@@ -250,11 +250,12 @@ CREATE FUNCTION queue.claim(
          ORDER BY l.rank, l.priority, l.run_at, l.id
          LIMIT p_limit
     )
+    -- By id array, not a join: planned without the argument values, a join to picked can
+    -- become a merge join over the whole primary key, finished jobs included.
     UPDATE queue.jobs j
        SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), worker = p_worker,
            lease_expires_at = now() + p_lease
-      FROM picked
-     WHERE j.id = picked.id
+     WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked))
     RETURNING j.*
 $$;
 
@@ -276,10 +277,13 @@ $$;
 CREATE FUNCTION queue.complete_many(p_ids bigint[], p_attempts integer[]) RETURNS SETOF bigint
     LANGUAGE sql VOLATILE
     AS $$
+    -- Found by primary key; the attempt is matched per row. A join to unnest() let the planner
+    -- pick the lease index and rescan the array for every running job.
     UPDATE queue.jobs j
        SET state = 'completed', finalized_at = now(), lease_expires_at = NULL
-      FROM unnest(p_ids, p_attempts) AS c(id, attempt)
-     WHERE j.id = c.id AND j.state = 'running' AND j.attempt = c.attempt
+     WHERE j.id = ANY (p_ids)
+       AND j.attempt = p_attempts[array_position(p_ids, j.id)]
+       AND j.state = 'running'
     RETURNING j.id
 $$;
 
