@@ -12,6 +12,7 @@
 
 mod queue;
 mod rbac;
+mod scratch;
 
 use clap::{Parser, Subcommand};
 use pgstrata_core::server::ThrowawayServer;

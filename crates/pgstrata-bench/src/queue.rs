@@ -8,6 +8,7 @@
 //! enqueued, claimed and completed by a LOGIN role that is only granted `pgstrata_app`; the
 //! superuser only loads the baselines' tables and the claim backlog, and counts.
 
+use crate::scratch::{APP_ROLE, DB_PREFIX, create_app_role, drop_stale_databases, percentile_ms, round};
 use pgstrata::queue::client::{self, NewJob};
 use pgstrata::queue::worker::{BoxFuture, HandlerError};
 use pgstrata::queue::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
@@ -38,9 +39,6 @@ pub struct Options {
     /// Keep the scratch database for inspection instead of dropping it.
     pub keep_database: bool,
 }
-
-const DB_PREFIX: &str = "pgstrata_bench_";
-const APP_ROLE: &str = "pgstrata_bench_app";
 
 /// Jobs per `client::enqueue_many` call.
 const ENQUEUE_CHUNK: usize = 5_000;
@@ -347,44 +345,6 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
         },
         opts,
     )?;
-    Ok(())
-}
-
-/// The LOGIN role the application side runs as: a member of `pgstrata_app` and nothing more.
-/// Roles are cluster-wide, so it is kept between runs (as the test suite keeps its own).
-async fn create_app_role(admin: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql(
-        "DO $$ BEGIN
-             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgstrata_bench_app') THEN
-                 CREATE ROLE pgstrata_bench_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
-                     PASSWORD 'pgstrata_bench_app' IN ROLE pgstrata_app;
-             END IF;
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
-    )
-    .execute(admin)
-    .await
-    .map(drop)
-}
-
-/// Drops scratch databases of bench runs that crashed (their process is gone). Like the test
-/// harness, this assumes the server's earlier clients ran on this machine.
-async fn drop_stale_databases(admin: &mut PgConnection) -> Result<(), sqlx::Error> {
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'pgstrata\\_bench\\_%'")
-            .fetch_all(&mut *admin)
-            .await?;
-    for name in names {
-        let pid = name.trim_start_matches(DB_PREFIX).parse::<u32>().ok();
-        if let Some(pid) = pid
-            && pid != std::process::id()
-            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        {
-            eprintln!("Dropping {name}, left behind by an earlier run.");
-            trusted(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .execute(&mut *admin)
-                .await?;
-        }
-    }
     Ok(())
 }
 
@@ -700,20 +660,6 @@ async fn claim_latency(
         p50_ms: percentile_ms(&samples, 0.50),
         p99_ms: percentile_ms(&samples, 0.99),
     })
-}
-
-/// Nearest-rank percentile of sorted samples, in milliseconds.
-fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1].as_secs_f64() * 1000.0
-}
-
-fn round(x: f64, decimals: i32) -> f64 {
-    let f = 10f64.powi(decimals);
-    (x * f).round() / f
 }
 
 fn yes_no(ok: bool) -> &'static str {
