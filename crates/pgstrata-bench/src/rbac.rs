@@ -5,15 +5,13 @@
 //! loaded by the superuser (past RLS and the grant guard); checks run as a LOGIN role that is
 //! only granted `pgstrata_app`, so row-level security is part of every measured check.
 
-use crate::scratch::{APP_ROLE, DB_PREFIX, create_app_role, drop_stale_databases, percentile_ms, round};
+use crate::scratch::{APP_ROLE, Scratch, create_app_role, percentile_ms, round};
 use pgstrata::{DbError, TenantContext, TenantId, begin_tenant};
-use pgstrata_core::sql::trusted;
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use std::collections::BTreeMap;
 use std::error::Error;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -117,31 +115,9 @@ struct Row {
 
 /// Creates the scratch database, runs the bench in it, and drops it whatever happened.
 pub async fn run(opts: &Options) -> Result<(), Box<dyn Error>> {
-    let server = PgConnectOptions::from_str(&opts.url)?;
-    let mut admin = server.connect().await?;
-    let superuser: bool = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-        .fetch_one(&mut admin)
-        .await?;
-    if !superuser {
-        return Err("the bench needs a superuser URL: it creates a database and loads data past RLS".into());
-    }
-    drop_stale_databases(&mut admin).await?;
-
-    let name = format!("{DB_PREFIX}{}", std::process::id());
-    trusted(format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await?;
-    eprintln!("Created database {name}.");
-    let outcome = bench(&server.clone().database(&name), opts).await;
-    // FORCE: a failed run may leave connections open.
-    let dropped = trusted(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin)
-        .await;
-    admin.close().await?;
-    outcome?;
-    dropped?;
-    eprintln!("Dropped database {name}.");
-    Ok(())
+    let scratch = Scratch::create(&opts.url).await?;
+    let outcome = bench(&scratch.options(), opts).await;
+    scratch.finish(outcome, false).await
 }
 
 async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Error>> {

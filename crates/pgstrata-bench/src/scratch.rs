@@ -2,7 +2,10 @@
 //! crashed runs, and percentile arithmetic.
 
 use pgstrata_core::sql::trusted;
-use sqlx::{PgConnection, PgPool};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use std::error::Error;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Scratch databases are named `pgstrata_bench_<pid>`.
@@ -28,7 +31,7 @@ pub async fn create_app_role(admin: &PgPool) -> Result<(), sqlx::Error> {
 
 /// Drops scratch databases of bench runs that crashed (their process is gone). Like the test
 /// harness, this assumes the server's earlier clients ran on this machine.
-pub async fn drop_stale_databases(admin: &mut PgConnection) -> Result<(), sqlx::Error> {
+async fn drop_stale_databases(admin: &mut PgConnection) -> Result<(), sqlx::Error> {
     let names: Vec<String> =
         sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'pgstrata\\_bench\\_%'")
             .fetch_all(&mut *admin)
@@ -60,4 +63,58 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
 pub fn round(x: f64, decimals: i32) -> f64 {
     let f = 10f64.powi(decimals);
     (x * f).round() / f
+}
+
+/// A scratch database `pgstrata_bench_<pid>` on the server of a superuser URL.
+#[derive(Debug)]
+pub struct Scratch {
+    admin: PgConnection,
+    server: PgConnectOptions,
+    name: String,
+}
+
+impl Scratch {
+    /// Checks the URL is a superuser's (a bench creates a database and loads data past RLS),
+    /// drops databases of crashed runs, and creates this run's.
+    pub async fn create(url: &str) -> Result<Self, Box<dyn Error>> {
+        let server = PgConnectOptions::from_str(url)?;
+        let mut admin = server.connect().await?;
+        let superuser: bool = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(&mut admin)
+            .await?;
+        if !superuser {
+            return Err("the bench needs a superuser URL: it creates a database and loads data past RLS".into());
+        }
+        drop_stale_databases(&mut admin).await?;
+        let name = format!("{DB_PREFIX}{}", std::process::id());
+        trusted(format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await?;
+        eprintln!("Created database {name}.");
+        Ok(Self { admin, server, name })
+    }
+
+    /// Connect options for the scratch database as the superuser.
+    pub fn options(&self) -> PgConnectOptions {
+        self.server.clone().database(&self.name)
+    }
+
+    /// Drops the database (unless `keep`), then returns the bench's outcome.
+    pub async fn finish(mut self, outcome: Result<(), Box<dyn Error>>, keep: bool) -> Result<(), Box<dyn Error>> {
+        if keep {
+            self.admin.close().await?;
+            outcome?;
+            eprintln!("Kept database {} (--keep-database): drop it when done.", self.name);
+            return Ok(());
+        }
+        // FORCE: a failed run may leave connections open.
+        let dropped = trusted(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
+            .execute(&mut self.admin)
+            .await;
+        self.admin.close().await?;
+        outcome?;
+        dropped?;
+        eprintln!("Dropped database {}.", self.name);
+        Ok(())
+    }
 }
