@@ -66,6 +66,11 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         batch_size: usize,
 
+        /// Rounds of the three drains, each subject in a different order; the median round of
+        /// each is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+
         /// Keep the scratch database for inspection instead of dropping it.
         #[arg(long)]
         keep_database: bool,
@@ -104,6 +109,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             workers,
             executors,
             batch_size,
+            rounds,
             keep_database,
         } => {
             queue::run(&queue::Options {
@@ -112,6 +118,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 workers: workers.max(1),
                 executors: executors.max(1),
                 batch_size: batch_size.clamp(1, 1000),
+                rounds: rounds.max(1),
                 keep_database,
             })
             .await

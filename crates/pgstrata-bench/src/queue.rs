@@ -35,6 +35,8 @@ pub struct Options {
     pub executors: usize,
     /// Jobs per pgstrata claim and commit.
     pub batch_size: usize,
+    /// Rounds of the three drains; the median round of each is reported.
+    pub rounds: usize,
     /// Keep the scratch database for inspection instead of dropping it.
     pub keep_database: bool,
 }
@@ -170,7 +172,7 @@ impl Handler<Ping> for PingHandler {
 }
 
 /// One drain: how long `jobs` took.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Drain {
     seconds: f64,
     per_s: f64,
@@ -184,6 +186,34 @@ impl Drain {
             per_s: jobs as f64 / seconds,
         }
     }
+}
+
+/// The drained subjects, in the order of the first round.
+#[derive(Debug, Clone, Copy)]
+enum Subject {
+    Pgstrata,
+    Seed,
+    Raw,
+}
+
+impl Subject {
+    const ALL: [Subject; 3] = [Subject::Pgstrata, Subject::Seed, Subject::Raw];
+}
+
+/// One round: every subject drains the same number of jobs.
+#[derive(Debug, Clone, Copy, Default)]
+struct Round {
+    enqueue: Drain,
+    pgstrata: Drain,
+    seed: Drain,
+    raw: Drain,
+}
+
+/// The round with the median rate of one subject.
+fn median(rounds: &[Round], of: impl Fn(&Round) -> Drain) -> Drain {
+    let mut drains: Vec<Drain> = rounds.iter().map(of).collect();
+    drains.sort_by(|a, b| a.per_s.total_cmp(&b.per_s));
+    drains.get(drains.len() / 2).copied().unwrap_or_default()
 }
 
 /// Claim latency at one backlog size.
@@ -202,6 +232,7 @@ struct Results {
     pgstrata: Drain,
     seed: Drain,
     raw: Drain,
+    rounds: Vec<Round>,
     notify: Vec<Duration>,
     claims: Vec<ClaimLatency>,
 }
@@ -211,6 +242,7 @@ struct Results {
 struct Summary {
     bench: &'static str,
     jobs: usize,
+    rounds: usize,
     workers: usize,
     ops_per_s: u64,
     baseline: &'static str,
@@ -257,43 +289,64 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
     let app_db = db.clone().username(APP_ROLE).password(APP_ROLE);
     let jobs = i64::try_from(opts.jobs)?;
 
-    // The baselines' jobs, loaded set-based (not measured).
-    eprintln!("Loading {} jobs into each baseline table...", opts.jobs);
-    for table in ["bench.seed_jobs", "bench.raw_jobs"] {
-        trusted(format!(
-            "INSERT INTO {table} (payload) SELECT jsonb_build_object('n', g) FROM generate_series(1, $1) AS g"
-        ))
-        .bind(jobs)
-        .execute(&admin)
-        .await?;
+    // The subjects drain in turn, in a different order each round, and each reports its median
+    // round: on a shared two-core machine, one slow stretch then lands in one subject's round
+    // instead of deciding the ratio.
+    let mut rounds: Vec<Round> = Vec::with_capacity(opts.rounds);
+    for round in 0..opts.rounds {
+        eprintln!(
+            "Round {} of {}: loading {} jobs per subject...",
+            round + 1,
+            opts.rounds,
+            opts.jobs
+        );
+        sqlx::query("TRUNCATE queue.jobs, bench.seed_jobs, bench.raw_jobs")
+            .execute(&admin)
+            .await?;
+        // The baselines' jobs, loaded set-based (not measured).
+        for table in ["bench.seed_jobs", "bench.raw_jobs"] {
+            trusted(format!(
+                "INSERT INTO {table} (payload) SELECT jsonb_build_object('n', g) FROM generate_series(1, $1) AS g"
+            ))
+            .bind(jobs)
+            .execute(&admin)
+            .await?;
+        }
+        let enqueue = enqueue_drain_jobs(&app_db, opts.jobs).await?;
+        // Every subject starts from a vacuumed table and a checkpoint; queue.jobs from fresh
+        // statistics too (see SETUP_SQL for the baselines').
+        sqlx::query("VACUUM ANALYZE queue.jobs").execute(&admin).await?;
+        sqlx::query("VACUUM bench.seed_jobs, bench.raw_jobs")
+            .execute(&admin)
+            .await?;
+        let mut this = Round {
+            enqueue: Drain::of(opts.jobs, enqueue),
+            ..Round::default()
+        };
+        for subject in Subject::ALL.iter().cycle().skip(round % 3).take(3) {
+            sqlx::query("CHECKPOINT").execute(&admin).await?;
+            match subject {
+                Subject::Pgstrata => {
+                    eprintln!(
+                        "  draining with {} pgstrata workers ({} executor(s) each, batch {})...",
+                        opts.workers, opts.executors, opts.batch_size
+                    );
+                    this.pgstrata = Drain::of(opts.jobs, drain_pgstrata(&admin, &app_db, opts, jobs).await?);
+                }
+                Subject::Seed => {
+                    eprintln!("  draining with the seed loop on {} connections...", opts.workers);
+                    this.seed = Drain::of(opts.jobs, drain_loop(&app_db, opts.workers, Loop::Seed).await?);
+                    check_done(&admin, "bench.seed_jobs", jobs).await?;
+                }
+                Subject::Raw => {
+                    eprintln!("  draining with the raw batch loop on {} connections...", opts.workers);
+                    this.raw = Drain::of(opts.jobs, drain_loop(&app_db, opts.workers, Loop::RawBatch).await?);
+                    check_done(&admin, "bench.raw_jobs", jobs).await?;
+                }
+            }
+        }
+        rounds.push(this);
     }
-
-    eprintln!("Enqueueing {} jobs with enqueue_many...", opts.jobs);
-    let enqueue = enqueue_drain_jobs(&app_db, opts.jobs).await?;
-
-    // Every subject starts from a vacuumed table and a checkpoint; queue.jobs from fresh
-    // statistics too (see SETUP_SQL for the baselines').
-    sqlx::query("VACUUM ANALYZE queue.jobs").execute(&admin).await?;
-    sqlx::query("VACUUM bench.seed_jobs, bench.raw_jobs")
-        .execute(&admin)
-        .await?;
-
-    eprintln!(
-        "Draining with {} pgstrata workers ({} executor(s) each, batch {})...",
-        opts.workers, opts.executors, opts.batch_size
-    );
-    sqlx::query("CHECKPOINT").execute(&admin).await?;
-    let pgstrata = drain_pgstrata(&admin, &app_db, opts, jobs).await?;
-
-    eprintln!("Draining with the seed loop on {} connections...", opts.workers);
-    sqlx::query("CHECKPOINT").execute(&admin).await?;
-    let seed = drain_loop(&app_db, opts.workers, Loop::Seed).await?;
-    check_done(&admin, "bench.seed_jobs", jobs).await?;
-
-    eprintln!("Draining with the raw batch loop on {} connections...", opts.workers);
-    sqlx::query("CHECKPOINT").execute(&admin).await?;
-    let raw = drain_loop(&app_db, opts.workers, Loop::RawBatch).await?;
-    check_done(&admin, "bench.raw_jobs", jobs).await?;
 
     eprintln!("Measuring enqueue-to-start latency...");
     let notify = notify_latency(&app_db, opts).await?;
@@ -307,10 +360,11 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
 
     report(
         &Results {
-            enqueue: Drain::of(opts.jobs, enqueue),
-            pgstrata: Drain::of(opts.jobs, pgstrata),
-            seed: Drain::of(opts.jobs, seed),
-            raw: Drain::of(opts.jobs, raw),
+            enqueue: median(&rounds, |r| r.enqueue),
+            pgstrata: median(&rounds, |r| r.pgstrata),
+            seed: median(&rounds, |r| r.seed),
+            raw: median(&rounds, |r| r.raw),
+            rounds: rounds.clone(),
             notify,
             claims,
         },
@@ -664,8 +718,16 @@ fn report(r: &Results, opts: &Options) -> Result<(), serde_json::Error> {
     println!("raw batch: {RAW_CLAIM_SQL} (LIMIT {RAW_BATCH}); then {RAW_COMPLETE_SQL}");
     println!();
     println!(
+        "jobs/s per round (pgstrata / seed / raw): {}",
+        r.rounds
+            .iter()
+            .map(|x| format!("{:.0} / {:.0} / {:.0}", x.pgstrata.per_s, x.seed.per_s, x.raw.per_s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
         "{:<46} | {:>10} {:>9} {:>8}",
-        "drain (same database, same worker count)", "jobs/s", "seconds", "vs seed"
+        "drain, median of rounds (same worker count)", "jobs/s", "seconds", "vs seed"
     );
     println!("{}", "-".repeat(78));
     for (label, d) in [
@@ -724,6 +786,7 @@ fn report(r: &Results, opts: &Options) -> Result<(), serde_json::Error> {
     let summary = Summary {
         bench: "queue",
         jobs: opts.jobs,
+        rounds: opts.rounds,
         workers: opts.workers,
         ops_per_s: r.pgstrata.per_s.round() as u64,
         baseline: BASELINE_LABEL,

@@ -26,6 +26,9 @@ use pgstrata_core::migrate::Module;
 pub static MODULE: Module = Module {
     name: "queue",
     depends_on: &["tenancy"],
-    migrations: &[pgstrata_core::migration!("queue", 1, "queue")],
+    migrations: &[
+        pgstrata_core::migration!("queue", 1, "queue"),
+        pgstrata_core::migration!("queue", 2, "cheaper_per_job"),
+    ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/queue/seed.sql")),
 };

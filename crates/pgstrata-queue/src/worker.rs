@@ -15,8 +15,9 @@ use crate::generated::Job;
 use pgstrata_core::TenantContext;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgListener;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -187,21 +188,27 @@ impl Worker {
     /// One executor: claim a batch, run it, repeat; wait for a wake-up when the queue is empty.
     async fn execute(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let batch_size = self.config.batch_size.clamp(1, 1000) as i32;
+        let mut conn = Held::new(self.pool.clone());
         while !*shutdown.borrow() {
             // Registered before claiming, so a job enqueued meanwhile still wakes this executor.
             let woken = wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let mut conn = self.pool.acquire().await?;
-            let jobs = client::claim(
-                &mut conn,
+            let claimed = client::claim(
+                conn.get().await?,
                 &self.config.queue,
                 batch_size,
                 &self.config.name,
                 self.config.lease,
             )
-            .await?;
-            drop(conn);
+            .await;
+            let jobs = match claimed {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    conn.check().await;
+                    return Err(e);
+                }
+            };
             if jobs.is_empty() {
                 tokio::select! {
                     _ = woken => {}
@@ -210,12 +217,12 @@ impl Worker {
                 }
                 continue;
             }
-            self.run_batch(jobs, &shutdown).await?;
+            self.run_batch(&mut conn, jobs, &shutdown).await?;
         }
         Ok(())
     }
 
-    async fn run_batch(&self, jobs: Vec<Job>, shutdown: &watch::Receiver<bool>) -> Result<()> {
+    async fn run_batch(&self, conn: &mut Held, jobs: Vec<Job>, shutdown: &watch::Receiver<bool>) -> Result<()> {
         let metas: Vec<JobMeta> = jobs
             .iter()
             .map(|j| JobMeta {
@@ -233,16 +240,17 @@ impl Worker {
         let mut payloads: Vec<(Job, JobMeta)> = jobs.into_iter().zip(metas).collect();
         // Jobs not started when the stop arrives go back to the queue.
         if *shutdown.borrow() {
-            let mut conn = self.pool.acquire().await?;
+            let released = conn.get().await?;
             for (_, meta) in &payloads {
-                client::release(&mut conn, meta.id, meta.attempt).await?;
+                client::release(released, meta.id, meta.attempt).await?;
             }
             payloads.clear();
         }
-        if !payloads.is_empty() && !self.try_batch(&payloads).await {
+        if !payloads.is_empty() && !self.try_batch(conn, &payloads).await {
             // Something in the batch failed: run each job alone so one failure costs one job.
+            conn.check().await;
             for (job, meta) in &payloads {
-                self.run_alone(job, meta).await;
+                self.run_alone(conn, job, meta).await;
             }
         }
         let _ = stop_beat.send(true);
@@ -252,9 +260,9 @@ impl Worker {
 
     /// The fast path: every handler and the completions in one transaction. False when it was
     /// rolled back (a handler failed, or a job stopped being ours).
-    async fn try_batch(&self, jobs: &[(Job, JobMeta)]) -> bool {
+    async fn try_batch(&self, conn: &mut Held, jobs: &[(Job, JobMeta)]) -> bool {
         let attempt = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = conn.get().await?.begin().await?;
             let mut tenant = None;
             for (job, meta) in jobs {
                 if meta.tenant_id != tenant {
@@ -275,9 +283,9 @@ impl Worker {
     }
 
     /// The slow path: one job in its own transaction; a failure is recorded with its error.
-    async fn run_alone(&self, job: &Job, meta: &JobMeta) {
+    async fn run_alone(&self, conn: &mut Held, job: &Job, meta: &JobMeta) {
         let outcome = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = conn.get().await?.begin().await?;
             set_tenant(&mut tx, meta.tenant_id).await?;
             self.handle(&mut tx, job, meta).await?;
             if client::complete(&mut tx, meta.id, meta.attempt).await? {
@@ -287,10 +295,11 @@ impl Worker {
             Ok::<(), HandlerError>(())
         }
         .await;
-        if let Err(error) = outcome
-            && let Ok(mut conn) = self.pool.acquire().await
-        {
-            let _ = client::fail(&mut conn, meta.id, meta.attempt, &error.to_string()).await;
+        if let Err(error) = outcome {
+            conn.check().await;
+            if let Ok(failed) = conn.get().await {
+                let _ = client::fail(failed, meta.id, meta.attempt, &error.to_string()).await;
+            }
         }
     }
 
@@ -298,6 +307,39 @@ impl Worker {
         match self.handlers.get(job.kind.as_str()) {
             None => Err(format!("no handler registered for kind {:?} on this worker", job.kind).into()),
             Some(handler) => handler(tx, job.payload.clone(), meta).await,
+        }
+    }
+}
+
+/// An executor's connection, held across batches so that claiming and running a batch cost no
+/// pool round trips (the pool pings a connection when it is handed out and when it comes back).
+/// A connection that stops answering is closed and replaced on the next use.
+struct Held {
+    pool: PgPool,
+    conn: Option<PoolConnection<Postgres>>,
+}
+
+impl Held {
+    fn new(pool: PgPool) -> Self {
+        Self { pool, conn: None }
+    }
+
+    async fn get(&mut self) -> Result<&mut PgConnection> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.pool.acquire().await?,
+        };
+        Ok(&mut **self.conn.insert(conn))
+    }
+
+    /// After a failure: keeps the connection only if it still answers.
+    async fn check(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            if conn.ping().await.is_ok() {
+                self.conn = Some(conn);
+            } else {
+                conn.close_on_drop();
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The queue's hot statements at 1M jobs: claim, promote_due, rescue and prune each read their
-//! partial index and never scan the table. They are SQL functions, so their inner plans come
+//! The queue's hot statements at 1M jobs: claim, complete_many, promote_due, rescue and prune each
+//! read their index and never scan the table. They are SQL and PL/pgSQL functions, so their inner plans come
 //! from auto_explain (nested statements) through psql, as the application role.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -23,10 +23,14 @@ SELECT 'again', 'retryable', 1, now() - interval '1 second' FROM generate_series
 "#;
 
 /// (statement, the index its plan must use)
-const HOT: [(&str, &str); 4] = [
+const HOT: [(&str, &str); 5] = [
     (
         "SELECT count(*) FROM queue.claim('default', 50, 'w', interval '1 minute')",
         "jobs_fetch_idx",
+    ),
+    (
+        "SELECT count(*) FROM queue.complete_many(ARRAY[1, 2]::bigint[], ARRAY[1, 1])",
+        "jobs_pkey",
     ),
     ("SELECT queue.promote_due(1000)", "jobs_due_idx"),
     ("SELECT queue.rescue(1000)", "jobs_lease_idx"),

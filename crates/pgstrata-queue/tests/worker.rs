@@ -146,9 +146,13 @@ async fn handlers_run_in_the_jobs_tenant_context_and_shutdown_is_graceful() {
     client::enqueue(&mut conn, &NewJob::of(&Count { n: 2 }).unwrap())
         .await
         .unwrap();
-    client::enqueue(&mut conn, &NewJob::new("unknown_kind", serde_json::json!({})))
-        .await
-        .unwrap();
+    // One attempt, so its failure is final and the check below does not race its backoff.
+    client::enqueue(
+        &mut conn,
+        &NewJob::new("unknown_kind", serde_json::json!({})).max_attempts(1),
+    )
+    .await
+    .unwrap();
     drop(conn);
 
     let (stop, stopped) = watch::channel(false);
@@ -165,15 +169,18 @@ async fn handlers_run_in_the_jobs_tenant_context_and_shutdown_is_graceful() {
         .await
         .unwrap();
     assert_eq!(tenants, [(1, Some(tenant.0.to_string())), (2, None)]);
-    let states: Vec<(String, String)> = sqlx::query_as("SELECT kind, state FROM queue.jobs ORDER BY id")
-        .fetch_all(&db.admin)
-        .await
-        .unwrap();
+    let states: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT kind, state, coalesce(errors->0->>'error', '') FROM queue.jobs ORDER BY id")
+            .fetch_all(&db.admin)
+            .await
+            .unwrap();
+    let (kind, state, error) = &states[2];
     assert_eq!(
-        states[2],
-        ("unknown_kind".into(), "retryable".into()),
+        (kind.as_str(), state.as_str()),
+        ("unknown_kind", "discarded"),
         "no handler: failed, not lost"
     );
+    assert!(error.contains("no handler registered"), "{error}");
     let running: i64 = sqlx::query_scalar("SELECT count(*) FROM queue.jobs WHERE state = 'running'")
         .fetch_one(&db.admin)
         .await
