@@ -103,6 +103,9 @@ impl WorkerConfig {
 }
 
 /// A worker for one queue. Register handlers, then [`Worker::run`] until the shutdown signal.
+///
+/// Its pool needs `concurrency + 3` connections: one held by each executor, one for LISTEN, one
+/// for maintenance and one for the batches' heartbeats.
 pub struct Worker {
     pool: PgPool,
     config: WorkerConfig,
