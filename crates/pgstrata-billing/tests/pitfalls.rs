@@ -490,6 +490,26 @@ async fn failed_apply_is_recorded_and_a_redelivery_retries_it() {
         .await
         .unwrap();
     assert_eq!((status.as_str(), attempts), ("processed", 2));
+
+    // Or an operator retries every failed event at once.
+    let other = pgstrata_core::TenantId(uuid::Uuid::now_v7());
+    let customer = event(&lifecycle("f2", other), "03");
+    apply_expect(&mut conn, &customer, Outcome::Failed).await;
+    sqlx::query("INSERT INTO tenancy.tenants (id, slug, name) VALUES ($1, 'later-tenant', 'Later')")
+        .bind(other.0)
+        .execute(&db.admin)
+        .await
+        .unwrap();
+    let retried: i32 = sqlx::query_scalar("SELECT billing.retry_failed()")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(retried, 1);
+    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM billing.events WHERE status = 'failed'")
+        .fetch_one(&db.admin)
+        .await
+        .unwrap();
+    assert_eq!(failed, 0);
     drop(conn);
     sync.close().await;
     db.close().await.unwrap();
