@@ -131,12 +131,12 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
     let summary = Summary {
         bench: "billing",
         events: rates[0].1,
-        events_per_s_sequential: rates[0].2 as u64,
-        events_per_s_concurrent: rates[2].2 as u64,
+        events_per_s_sequential: rates[0].2.round() as u64,
+        events_per_s_concurrent: rates[2].2.round() as u64,
         concurrency: opts.concurrency,
         baseline: BASELINE_LABEL,
-        baseline_events_per_s_sequential: rates[1].2 as u64,
-        baseline_events_per_s_concurrent: rates[3].2 as u64,
+        baseline_events_per_s_sequential: rates[1].2.round() as u64,
+        baseline_events_per_s_concurrent: rates[3].2.round() as u64,
         ratio_sequential: round(rates[0].2 / rates[1].2, 3),
         ratio_concurrent: round(rates[2].2 / rates[3].2, 3),
     };

@@ -97,18 +97,28 @@ pub async fn process_webhook(
 ) -> Result<Processed> {
     verifier.verify(body, signature_header)?;
     let event: Value = serde_json::from_slice(body).map_err(|e| MalformedEvent(format!("body is not JSON: {e}")))?;
-    apply_event(conn, &event).await
+    let ids = check_event(&event)?;
+    // The body is valid JSON, hence UTF-8: bind it as received rather than serializing again.
+    let text = std::str::from_utf8(body).map_err(|e| MalformedEvent(format!("body is not UTF-8: {e}")))?;
+    let row: Row = sqlx::query_as(PROCESS_SQL).bind(text).fetch_one(conn).await?;
+    processed(ids, row)
 }
+
+const PROCESS_SQL: &str =
+    "SELECT outcome, tie, object_type, object_id, tenant_id, error FROM billing.process_event($1::jsonb)";
 
 /// Applies an event whose authenticity is established otherwise (fetched from Stripe's API,
 /// replayed from an archive, or verified by [`process_webhook`]).
 pub async fn apply_event(conn: &mut PgConnection, event: &Value) -> Result<Processed> {
-    let (event_id, event_type) = check_event(event)?;
-    let row: Row =
-        sqlx::query_as("SELECT outcome, tie, object_type, object_id, tenant_id, error FROM billing.process_event($1)")
-            .bind(sqlx::types::Json(event))
-            .fetch_one(conn)
-            .await?;
+    let ids = check_event(event)?;
+    let row: Row = sqlx::query_as(PROCESS_SQL)
+        .bind(sqlx::types::Json(event))
+        .fetch_one(conn)
+        .await?;
+    processed(ids, row)
+}
+
+fn processed((event_id, event_type): (String, String), row: Row) -> Result<Processed> {
     let outcome = Outcome::parse(&row.outcome).ok_or_else(|| {
         MalformedEvent(format!(
             "unexpected outcome {:?} from billing.process_event",
