@@ -4,12 +4,14 @@
 //! ```text
 //! cargo run --release -p pgstrata-bench -- rbac
 //! cargo run --release -p pgstrata-bench -- queue
+//! cargo run --release -p pgstrata-bench -- billing
 //! ```
 //!
 //! It connects to `--database-url` / `DATABASE_URL` as a superuser (to create a scratch database
 //! and load data past RLS); without one it starts a throwaway PostgreSQL from the locally
 //! installed server binaries.
 
+mod billing;
 mod queue;
 mod rbac;
 mod scratch;
@@ -75,6 +77,15 @@ enum Command {
         #[arg(long)]
         keep_database: bool,
     },
+
+    /// Stripe webhook deliveries per second through the billing module (signature, ledger,
+    /// guarded mirror), sequentially and on --concurrency connections, beside a naive
+    /// handler that upserts the payload with no ledger and no guard.
+    Billing {
+        /// Customers per measured run (each a 19-event subscription lifecycle).
+        #[arg(long, default_value_t = 300)]
+        customers: usize,
+    },
 }
 
 #[tokio::main]
@@ -120,6 +131,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 batch_size: batch_size.clamp(1, 1000),
                 rounds: rounds.max(1),
                 keep_database,
+            })
+            .await
+        }
+        Command::Billing { customers } => {
+            billing::run(&billing::Options {
+                url,
+                customers: customers.max(1),
+                concurrency: cli.concurrency.max(1),
             })
             .await
         }

@@ -29,6 +29,9 @@ pub use pgstrata_rbac as rbac;
 #[cfg(feature = "queue")]
 pub use pgstrata_queue as queue;
 
+#[cfg(feature = "billing")]
+pub use pgstrata_billing as billing;
+
 use pgstrata_core::migrate::Step;
 use sqlx::PgPool;
 
@@ -41,6 +44,8 @@ pub fn available_modules() -> Vec<&'static Module> {
         &pgstrata_rbac::MODULE,
         #[cfg(feature = "queue")]
         &pgstrata_queue::MODULE,
+        #[cfg(feature = "billing")]
+        &pgstrata_billing::MODULE,
     ]
 }
 

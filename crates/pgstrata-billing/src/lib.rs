@@ -1,0 +1,37 @@
+//! pgstrata-billing: a mirror of Stripe billing in PostgreSQL (schema `billing`) that no
+//! duplicate, late or out-of-order webhook can corrupt, and the access rules read from it.
+//!
+//! - [`webhook::process_webhook`]: one call per delivery. It verifies the `Stripe-Signature`
+//!   header ([`signature::Verifier`]), then `billing.process_event` claims the event id in the
+//!   ledger and applies the object in the same transaction, under a per-object guard that lets
+//!   only a greater state replace the mirrored one (see the migration for the order).
+//! - [`access`]: `has_feature` and `current_plan` per tenant, as the application role under
+//!   row-level security; `link_customer` ties a Stripe customer to the tenant in context.
+//!
+//! Webhook processing runs before any tenant is known: its functions are SECURITY DEFINER and
+//! executable only by the role `pgstrata_billing_sync` (see README.md for the setup).
+
+pub mod access;
+pub mod error;
+pub mod generated;
+pub mod signature;
+pub mod webhook;
+
+pub use access::{AccessRules, CurrentPlan, PlanItem, current_plan, has_feature, link_customer};
+pub use error::{Error, MalformedEvent, Result, SignatureError};
+pub use signature::Verifier;
+pub use webhook::{Outcome, Processed, Refetch, apply_event, apply_refetched, process_webhook, refetch_on_tie};
+
+use pgstrata_core::migrate::Module;
+
+/// Role whose members may run the webhook path (`billing.process_event` and friends).
+pub const SYNC_ROLE: &str = "pgstrata_billing_sync";
+
+/// The billing module: schema `billing`, depends on `tenancy` (tenants, the application role
+/// and the tenant context its policies read).
+pub static MODULE: Module = Module {
+    name: "billing",
+    depends_on: &["tenancy"],
+    migrations: &[pgstrata_core::migration!("billing", 1, "billing")],
+    seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/billing/seed.sql")),
+};

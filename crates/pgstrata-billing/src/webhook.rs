@@ -1,0 +1,241 @@
+//! Receiving Stripe events: verify, then claim and apply in one statement.
+
+use crate::error::{MalformedEvent, Result};
+use crate::signature::Verifier;
+use pgstrata_core::TenantId;
+use serde_json::Value;
+use sqlx::PgConnection;
+use std::future::Future;
+use uuid::Uuid;
+
+/// What happened to one delivered event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The event's object state is now mirrored.
+    Applied,
+    /// The mirror already holds a greater state of the object (a late event); recorded, no change.
+    Stale,
+    /// The event id was processed before: nothing done.
+    Duplicate,
+    /// A type the mirror does not handle; recorded in the ledger.
+    Ignored,
+    /// The event's customer is not linked to a tenant yet; kept in the ledger and applied when
+    /// the customer is linked (by its metadata or [`link_customer`](crate::link_customer)).
+    Deferred,
+    /// Applying raised an error, recorded on the ledger row; delivering the event again (or
+    /// `billing.retry_failed()`) retries it. Answer Stripe with a 5xx so that it redelivers.
+    Failed,
+}
+
+impl Outcome {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "applied" => Outcome::Applied,
+            "stale" => Outcome::Stale,
+            "duplicate" => Outcome::Duplicate,
+            "ignored" => Outcome::Ignored,
+            "deferred" => Outcome::Deferred,
+            "failed" => Outcome::Failed,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Stale => "stale",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Ignored => "ignored",
+            Outcome::Deferred => "deferred",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    /// Whether Stripe should be told to deliver the event again (HTTP 5xx).
+    pub fn should_retry(self) -> bool {
+        self == Outcome::Failed
+    }
+}
+
+/// The result of processing one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Processed {
+    pub event_id: String,
+    pub event_type: String,
+    pub outcome: Outcome,
+    /// The event met a mirrored state of the same second; the tie rule decided. See
+    /// [`refetch_on_tie`] to ask Stripe instead.
+    pub tie: bool,
+    /// `customer`, `product`, `price`, `subscription`, `invoice` or `entitlement_summary`;
+    /// `None` for an ignored type.
+    pub object_kind: Option<String>,
+    pub object_id: Option<String>,
+    pub tenant_id: Option<TenantId>,
+    /// Why applying failed ([`Outcome::Failed`]).
+    pub error: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    outcome: String,
+    tie: bool,
+    object_type: Option<String>,
+    object_id: Option<String>,
+    tenant_id: Option<Uuid>,
+    error: Option<String>,
+}
+
+/// Verifies a webhook delivery and applies its event: the raw body exactly as received and
+/// the `Stripe-Signature` header. A bad signature or a malformed body is an error and writes
+/// nothing. Runs one statement on `conn` (join a transaction of yours by passing it); the
+/// connection's role must be a member of `pgstrata_billing_sync`.
+pub async fn process_webhook(
+    conn: &mut PgConnection,
+    verifier: &Verifier,
+    body: &[u8],
+    signature_header: &str,
+) -> Result<Processed> {
+    verifier.verify(body, signature_header)?;
+    let event: Value = serde_json::from_slice(body).map_err(|e| MalformedEvent(format!("body is not JSON: {e}")))?;
+    let ids = check_event(&event)?;
+    // The body is valid JSON, hence UTF-8: bind it as received rather than serializing again.
+    let text = std::str::from_utf8(body).map_err(|e| MalformedEvent(format!("body is not UTF-8: {e}")))?;
+    let row: Row = sqlx::query_as(PROCESS_SQL).bind(text).fetch_one(conn).await?;
+    processed(ids, row)
+}
+
+const PROCESS_SQL: &str =
+    "SELECT outcome, tie, object_type, object_id, tenant_id, error FROM billing.process_event($1::jsonb)";
+
+/// Applies an event whose authenticity is established otherwise (fetched from Stripe's API,
+/// replayed from an archive, or verified by [`process_webhook`]).
+pub async fn apply_event(conn: &mut PgConnection, event: &Value) -> Result<Processed> {
+    let ids = check_event(event)?;
+    let row: Row = sqlx::query_as(PROCESS_SQL)
+        .bind(sqlx::types::Json(event))
+        .fetch_one(conn)
+        .await?;
+    processed(ids, row)
+}
+
+fn processed((event_id, event_type): (String, String), row: Row) -> Result<Processed> {
+    let outcome = Outcome::parse(&row.outcome).ok_or_else(|| {
+        MalformedEvent(format!(
+            "unexpected outcome {:?} from billing.process_event",
+            row.outcome
+        ))
+    })?;
+    Ok(Processed {
+        event_id,
+        event_type,
+        outcome,
+        tie: row.tie,
+        object_kind: row.object_type,
+        object_id: row.object_id,
+        tenant_id: row.tenant_id.map(TenantId),
+        error: row.error,
+    })
+}
+
+/// Checks the fields the ledger needs, naming the first one that is wrong.
+fn check_event(event: &Value) -> Result<(String, String), MalformedEvent> {
+    let obj = event
+        .as_object()
+        .ok_or_else(|| MalformedEvent("the body is not a JSON object".into()))?;
+    let id = obj
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty() && id.len() <= 255)
+        .ok_or_else(|| MalformedEvent("\"id\" must be a string of 1 to 255 characters".into()))?;
+    let ty = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| MalformedEvent(format!("event {id}: \"type\" must be a string")))?;
+    if obj.get("created").and_then(Value::as_i64).is_none() {
+        return Err(MalformedEvent(format!(
+            "event {id}: \"created\" must be a Unix timestamp"
+        )));
+    }
+    if !obj
+        .get("data")
+        .and_then(|d| d.get("object"))
+        .is_some_and(Value::is_object)
+    {
+        return Err(MalformedEvent(format!("event {id}: \"data.object\" must be an object")));
+    }
+    Ok((id.to_owned(), ty.to_owned()))
+}
+
+/// Fetches an object's current state from Stripe, for [`refetch_on_tie`]. Implement it with
+/// the Stripe client of your choice (e.g. `GET /v1/subscriptions/{id}`).
+pub trait Refetch {
+    /// The object as Stripe has it now, or `None` to keep the tie rule's choice.
+    fn refetch(&self, kind: &str, id: &str) -> impl Future<Output = Result<Option<Value>, String>> + Send;
+}
+
+/// When `processed` met a same-second tie, asks `hook` for the object's current state and
+/// applies it (stamped with the current time, so it outranks every event created before).
+/// Returns the outcome of that apply, or `None` when there was no tie or nothing was fetched.
+/// Call it after the event's transaction has committed: it makes a network request.
+pub async fn refetch_on_tie(
+    conn: &mut PgConnection,
+    processed: &Processed,
+    hook: &impl Refetch,
+) -> Result<Option<Outcome>> {
+    let (true, Some(kind), Some(id)) = (processed.tie, &processed.object_kind, &processed.object_id) else {
+        return Ok(None);
+    };
+    // An entitlement summary has no retrievable id of its own.
+    if kind == "entitlement_summary" {
+        return Ok(None);
+    }
+    let fetched = hook.refetch(kind, id).await.map_err(|reason| crate::Error::Refetch {
+        kind: kind.clone(),
+        id: id.clone(),
+        reason,
+    })?;
+    match fetched {
+        Some(object) => apply_refetched(conn, kind, &object).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Applies an object fetched from Stripe's API as its current state.
+pub async fn apply_refetched(conn: &mut PgConnection, kind: &str, object: &Value) -> Result<Outcome> {
+    let outcome: String = sqlx::query_scalar("SELECT outcome FROM billing.apply_refetched($1, $2)")
+        .bind(kind)
+        .bind(sqlx::types::Json(object))
+        .fetch_one(conn)
+        .await?;
+    Outcome::parse(&outcome)
+        .ok_or_else(|| MalformedEvent(format!("unexpected outcome {outcome:?} from billing.apply_refetched")).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn malformed_events_name_the_field() {
+        let cases = [
+            (json!([1]), "not a JSON object"),
+            (json!({"type": "x"}), "\"id\""),
+            (json!({"id": "evt_1", "created": 1}), "\"type\""),
+            (
+                json!({"id": "evt_1", "type": "x", "created": "yesterday"}),
+                "\"created\"",
+            ),
+            (
+                json!({"id": "evt_1", "type": "x", "created": 1, "data": {}}),
+                "\"data.object\"",
+            ),
+        ];
+        for (event, expected) in cases {
+            let err = check_event(&event).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(expected), "{event}: {err}");
+        }
+        let ok = json!({"id": "evt_1", "type": "x", "created": 1, "data": {"object": {}}});
+        assert_eq!(check_event(&ok).ok(), Some(("evt_1".into(), "x".into())));
+    }
+}

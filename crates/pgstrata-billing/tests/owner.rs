@@ -1,0 +1,90 @@
+//! The webhook path when the schema owner is not a superuser: forced RLS applies to the owner,
+//! so the SECURITY DEFINER entry points only write because they enter the resolved tenant's
+//! context first (D-026).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use pgstrata_billing::Outcome;
+use pgstrata_core::testing::TestDb;
+use sqlx::{ConnectOptions, Connection};
+
+#[tokio::test]
+async fn the_webhook_path_writes_under_rls_when_the_owner_is_not_a_superuser() {
+    let db = TestDb::new().await.unwrap();
+    sqlx::raw_sql(
+        "DO $$ BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgstrata_test_owner') THEN
+                 CREATE ROLE pgstrata_test_owner LOGIN NOSUPERUSER NOBYPASSRLS CREATEROLE PASSWORD 'pgstrata_test_owner';
+             END IF;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+    )
+    .execute(&db.admin)
+    .await
+    .unwrap();
+    pgstrata_core::sql::trusted(format!("ALTER DATABASE \"{}\" OWNER TO pgstrata_test_owner", db.name()))
+        .execute(&db.admin)
+        .await
+        .unwrap();
+    let owner = db
+        .admin_options()
+        .username("pgstrata_test_owner")
+        .password("pgstrata_test_owner");
+    let mut owner_conn = owner.connect().await.unwrap();
+    migrator().up(&mut owner_conn).await.unwrap();
+    let is_super: bool =
+        sqlx::query_scalar("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(&mut owner_conn)
+            .await
+            .unwrap();
+    assert!(!is_super);
+    sqlx::raw_sql(
+        "DO $$ BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgstrata_test_billing_sync') THEN
+                 CREATE ROLE pgstrata_test_billing_sync LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
+                     PASSWORD 'pgstrata_test_billing_sync' IN ROLE pgstrata_billing_sync;
+             END IF;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+    )
+    .execute(&db.admin)
+    .await
+    .unwrap();
+
+    let tenant = tenant(&db).await;
+    let sync = sync_pool(&db, 1).await;
+    let mut conn = sync.acquire().await.unwrap();
+    let events = lifecycle("ow", tenant);
+    // Subscription first (deferred, then replayed by the customer's link), then the rest.
+    apply_expect(&mut conn, &common::event(&events, "05"), Outcome::Deferred).await;
+    for (name, e) in &events {
+        let p = apply(&mut conn, e).await;
+        assert!(
+            matches!(p.outcome, Outcome::Applied | Outcome::Stale | Outcome::Duplicate),
+            "{name}: {:?} {:?}",
+            p.outcome,
+            p.error
+        );
+    }
+    let (status, items): (String, i64) = sqlx::query_as(
+        "SELECT s.status, (SELECT count(*) FROM billing.subscription_items i WHERE i.tenant_id = s.tenant_id) \
+           FROM billing.subscriptions s WHERE s.tenant_id = $1",
+    )
+    .bind(tenant.0)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), items), ("canceled", 1));
+
+    // The owner itself sees no tenant row without a context: the policies bound the definer too.
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM billing.subscriptions")
+        .fetch_one(&mut owner_conn)
+        .await
+        .unwrap();
+    assert_eq!(seen, 0);
+    owner_conn.close().await.unwrap();
+    drop(conn);
+    sync.close().await;
+    db.close().await.unwrap();
+}
