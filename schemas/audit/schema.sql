@@ -184,6 +184,15 @@ BEGIN
                        (v_start + interval '1 month')::timestamp AT TIME ZONE 'UTC');
         EXECUTE format('CREATE TRIGGER records_no_truncate BEFORE TRUNCATE ON audit.%I
                             FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change()', v_name);
+        -- An actor and a resource belong to one tenant. Without these statistics the planner
+        -- multiplies the selectivities, expects a handful of rows per month and sorts the
+        -- whole history of an actor instead of reading the months newest first and stopping
+        -- at the page size. Partitions are planned with their own statistics, hence per
+        -- partition (autovacuum's ANALYZE keeps them current).
+        EXECUTE format('CREATE STATISTICS audit.%I (dependencies, ndistinct)
+                            ON tenant_id, actor_id FROM audit.%I', v_name || '_actor_stats', v_name);
+        EXECUTE format('CREATE STATISTICS audit.%I (dependencies, ndistinct)
+                            ON tenant_id, resource_type, resource_id FROM audit.%I', v_name || '_resource_stats', v_name);
     END IF;
     RETURN v_name;
 END
