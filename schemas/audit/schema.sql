@@ -632,6 +632,15 @@ BEGIN
 END
 $$;
 
+-- Operator functions: not for every role (PostgreSQL grants EXECUTE to PUBLIC by default).
+-- Each would fail for the application role anyway (ownership, privileges, the RLS-bypass
+-- check); revoking says so up front.
+REVOKE EXECUTE ON FUNCTION audit.seal(integer), audit.verify(uuid),
+                           audit.maintain(integer, integer, timestamptz), audit.create_partition(date),
+                           audit.enable(regclass, text[], text[]), audit.disable(regclass),
+                           audit.enable_defaults()
+    FROM PUBLIC;
+
 GRANT EXECUTE ON FUNCTION audit.content(uuid, bigint, timestamptz, xid8, uuid, text, text, text, text, jsonb, jsonb, jsonb),
                           audit.link_hash(bytea, bigint, text)
     TO pgstrata_app;

@@ -116,6 +116,7 @@ struct Summary {
     chain: &'static str,
     seal_interval_ms: u64,
     max_unsealed_at_phase_end: i64,
+    seal_records_per_s: u64,
     retention_rows: i64,
     drop_partition_ms: f64,
     delete_ms: f64,
@@ -158,7 +159,10 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
             .await?;
         }
     }
-    seal_backlog(&admin).await?;
+    // The sealer's own rate, on the records the load wrote.
+    let started = Instant::now();
+    let backlog = seal_backlog(&admin).await?;
+    let seal_rate = backlog as f64 / started.elapsed().as_secs_f64();
     sqlx::raw_sql("VACUUM ANALYZE bench.plain, bench.audited, audit.records")
         .execute(&admin)
         .await?;
@@ -203,8 +207,8 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
         );
     }
     println!(
-        "chain on: sealer every {} ms; goal ratio <= {GOAL_RATIO}",
-        opts.seal_interval_ms
+        "chain on: sealer every {} ms; goal ratio <= {GOAL_RATIO}; the sealer alone chains {:.0} records/s",
+        opts.seal_interval_ms, seal_rate
     );
     println!(
         "retention of {} records: drop partition {:.1} ms, DELETE {:.1} ms ({:.0}x)",
@@ -229,6 +233,7 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
         chain: "sealed after commit by a concurrent Sealer",
         seal_interval_ms: opts.seal_interval_ms,
         max_unsealed_at_phase_end: update.max_unsealed.max(insert.max_unsealed),
+        seal_records_per_s: seal_rate.round() as u64,
         retention_rows: opts.retention_rows,
         drop_partition_ms: round(drop_ms, 2),
         delete_ms: round(delete_ms, 2),
@@ -337,10 +342,17 @@ async fn phase(app: &PgPool, tenants: &[Uuid], table: &str, op: Op, duration: Du
     Ok(total)
 }
 
-async fn seal_backlog(admin: &PgPool) -> Result<(), Box<dyn Error>> {
+/// Seals until nothing is left; returns how many records it sealed.
+async fn seal_backlog(admin: &PgPool) -> Result<i64, Box<dyn Error>> {
     let mut conn = admin.acquire().await?;
-    while chain::seal(&mut conn, 10_000).await? > 0 {}
-    Ok(())
+    let mut total = 0i64;
+    loop {
+        let n = chain::seal(&mut conn, 10_000).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += i64::from(n);
+    }
 }
 
 /// Loads two past months, deletes one with DELETE and drops the other with audit.maintain;
