@@ -470,27 +470,27 @@ GRANT EXECUTE ON FUNCTION audit.record(text, text, text, jsonb) TO pgstrata_app;
 -- ---------------------------------------------------------------------------------------------
 
 -- The chained content of a record: every column but the chain's own, as canonical jsonb text.
--- The time is rendered in UTC so the text does not depend on the session's TimeZone.
+-- The time is rendered in UTC so the text does not depend on the session's TimeZone. Names are
+-- qualified instead of SET search_path, which would keep the planner from inlining it.
 CREATE FUNCTION audit.content(
     p_tenant_id uuid, p_id bigint, p_occurred_at timestamptz, p_txid xid8, p_actor_id uuid,
     p_request_id text, p_action text, p_resource_type text, p_resource_id text,
     p_old_values jsonb, p_new_values jsonb, p_details jsonb
 ) RETURNS text
-    LANGUAGE sql IMMUTABLE
-    SET search_path = ''
+    LANGUAGE sql STABLE
     AS $$
-    SELECT jsonb_build_array(p_tenant_id, p_id, p_occurred_at AT TIME ZONE 'UTC', p_txid::text, p_actor_id,
+    SELECT pg_catalog.jsonb_build_array(p_tenant_id, p_id, p_occurred_at AT TIME ZONE 'UTC', p_txid::pg_catalog.text, p_actor_id,
                              p_request_id, p_action, p_resource_type, p_resource_id,
-                             p_old_values, p_new_values, p_details)::text
+                             p_old_values, p_new_values, p_details)::pg_catalog.text
 $$;
 
 -- hash(n) = sha256(hash(n-1) || seq as 8 bytes || content); the first link starts from 32 zero
 -- bytes.
 CREATE FUNCTION audit.link_hash(p_prev bytea, p_seq bigint, p_content text) RETURNS bytea
-    LANGUAGE sql IMMUTABLE
-    SET search_path = ''
+    LANGUAGE sql STABLE
     AS $$
-    SELECT sha256(p_prev || int8send(p_seq) || convert_to(p_content, 'UTF8'))
+    SELECT pg_catalog.sha256(p_prev OPERATOR(pg_catalog.||) pg_catalog.int8send(p_seq)
+                             OPERATOR(pg_catalog.||) pg_catalog.convert_to(p_content, 'UTF8'))
 $$;
 
 -- Sealing, verifying and cross-tenant maintenance read every tenant's records, so they must run
@@ -523,8 +523,12 @@ DECLARE
     v_tenant uuid;
     v_seq bigint;
     v_hash bytea;
-    v_next bytea;
-    v_n integer := 0;
+    v_tenants uuid[] := '{}';
+    v_times timestamptz[] := '{}';
+    v_ids bigint[] := '{}';
+    v_seqs bigint[] := '{}';
+    v_prevs bytea[] := '{}';
+    v_hashes bytea[] := '{}';
 BEGIN
     PERFORM audit.require_rls_bypass('audit.seal');
     IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -535,6 +539,8 @@ BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(hashtextextended('pgstrata.audit.seal', 0)) THEN
         RETURN 0;
     END IF;
+    -- The links are computed in order, one after the other (each hash needs the previous one);
+    -- the records are then updated in one statement.
     FOR v_rec IN
         SELECT b.*
           FROM (SELECT l.tenant_id, l.occurred_at, l.id,
@@ -547,10 +553,6 @@ BEGIN
          ORDER BY b.tenant_id, b.id
     LOOP
         IF v_tenant IS DISTINCT FROM v_rec.tenant_id THEN
-            IF v_tenant IS NOT NULL THEN
-                INSERT INTO audit.chain_heads AS h (tenant_id, seq, hash) VALUES (v_tenant, v_seq, v_hash)
-                ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, sealed_at = now();
-            END IF;
             v_tenant := v_rec.tenant_id;
             SELECT h.seq, h.hash INTO v_seq, v_hash FROM audit.chain_heads h WHERE h.tenant_id = v_tenant;
             IF NOT FOUND THEN
@@ -559,17 +561,28 @@ BEGIN
             END IF;
         END IF;
         v_seq := v_seq + 1;
-        v_next := audit.link_hash(v_hash, v_seq, v_rec.content);
-        UPDATE audit.records l SET seq = v_seq, prev_hash = v_hash, hash = v_next
-         WHERE l.tenant_id = v_rec.tenant_id AND l.occurred_at = v_rec.occurred_at AND l.id = v_rec.id;
-        v_hash := v_next;
-        v_n := v_n + 1;
+        v_tenants := v_tenants || v_rec.tenant_id;
+        v_times := v_times || v_rec.occurred_at;
+        v_ids := v_ids || v_rec.id;
+        v_seqs := v_seqs || v_seq;
+        v_prevs := v_prevs || v_hash;
+        v_hash := audit.link_hash(v_hash, v_seq, v_rec.content);
+        v_hashes := v_hashes || v_hash;
     END LOOP;
-    IF v_tenant IS NOT NULL THEN
-        INSERT INTO audit.chain_heads AS h (tenant_id, seq, hash) VALUES (v_tenant, v_seq, v_hash)
-        ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, sealed_at = now();
+    IF cardinality(v_ids) = 0 THEN
+        RETURN 0;
     END IF;
-    RETURN v_n;
+    UPDATE audit.records l SET seq = u.seq, prev_hash = u.prev_hash, hash = u.hash
+      FROM unnest(v_tenants, v_times, v_ids, v_seqs, v_prevs, v_hashes)
+               AS u(tenant_id, occurred_at, id, seq, prev_hash, hash)
+     WHERE l.tenant_id = u.tenant_id AND l.occurred_at = u.occurred_at AND l.id = u.id;
+    -- The last link of each tenant in this batch is its new head.
+    INSERT INTO audit.chain_heads AS h (tenant_id, seq, hash)
+    SELECT DISTINCT ON (u.tenant_id) u.tenant_id, u.seq, u.hash
+      FROM unnest(v_tenants, v_seqs, v_hashes) AS u(tenant_id, seq, hash)
+     ORDER BY u.tenant_id, u.seq DESC
+    ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, sealed_at = now();
+    RETURN cardinality(v_ids);
 END
 $$;
 

@@ -9,7 +9,7 @@
 //!   then sealed before the next phase so no subject pays for the other's backlog.
 //! - Retention: two past months of `--retention-rows` records each; one is removed with
 //!   `DELETE` (the append-only triggers switched off for it, as a table without partitions
-//!   would do), the other by `audit.maintain` dropping its partition.
+//!   would do) and then vacuumed, the other by `audit.maintain` dropping its partition.
 
 use crate::scratch::{APP_ROLE, Scratch, create_app_role, round};
 use pgstrata::audit::chain::{self, Sealer, SealerConfig};
@@ -120,7 +120,9 @@ struct Summary {
     retention_rows: i64,
     drop_partition_ms: f64,
     delete_ms: f64,
+    vacuum_after_delete_ms: f64,
     delete_over_drop: f64,
+    delete_and_vacuum_over_drop: f64,
 }
 
 /// Creates the scratch database, runs the bench in it, and drops it whatever happened.
@@ -188,7 +190,7 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
         "Retention: loading two past months of {} records each...",
         opts.retention_rows
     );
-    let (drop_ms, delete_ms) = retention(&admin, opts.retention_rows).await?;
+    let (drop_ms, delete_ms, vacuum_ms) = retention(&admin, opts.retention_rows).await?;
     admin.close().await;
 
     println!(
@@ -211,11 +213,12 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
         opts.seal_interval_ms, seal_rate
     );
     println!(
-        "retention of {} records: drop partition {:.1} ms, DELETE {:.1} ms ({:.0}x)",
+        "retention of {} records: drop partition {:.1} ms; DELETE {:.1} ms ({:.1}x), then VACUUM {:.1} ms",
         opts.retention_rows,
         drop_ms,
         delete_ms,
-        delete_ms / drop_ms
+        delete_ms / drop_ms,
+        vacuum_ms
     );
 
     let (update, insert) = (measured[0].1, measured[1].1);
@@ -237,7 +240,9 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
         retention_rows: opts.retention_rows,
         drop_partition_ms: round(drop_ms, 2),
         delete_ms: round(delete_ms, 2),
+        vacuum_after_delete_ms: round(vacuum_ms, 2),
         delete_over_drop: round(delete_ms / drop_ms, 1),
+        delete_and_vacuum_over_drop: round((delete_ms + vacuum_ms) / drop_ms, 1),
     };
     println!();
     println!("{}", serde_json::to_string(&summary)?);
@@ -356,8 +361,8 @@ async fn seal_backlog(admin: &PgPool) -> Result<i64, Box<dyn Error>> {
 }
 
 /// Loads two past months, deletes one with DELETE and drops the other with audit.maintain;
-/// returns (drop ms, delete ms).
-async fn retention(admin: &PgPool, rows: i64) -> Result<(f64, f64), Box<dyn Error>> {
+/// returns (drop ms, delete ms, vacuum after the delete ms).
+async fn retention(admin: &PgPool, rows: i64) -> Result<(f64, f64, f64), Box<dyn Error>> {
     let mut conn = admin.acquire().await?;
     for (month, start) in [
         ("2020-01-01", "2020-01-01 00:00+00"),
@@ -397,6 +402,13 @@ async fn retention(admin: &PgPool, rows: i64) -> Result<(f64, f64), Box<dyn Erro
     .rows_affected();
     tx.commit().await?;
     let delete_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // The space of deleted rows is only reusable after a vacuum, which a dropped partition
+    // does not need.
+    let started = Instant::now();
+    sqlx::raw_sql("VACUUM audit.records_p202002")
+        .execute(&mut *conn)
+        .await?;
+    let vacuum_ms = started.elapsed().as_secs_f64() * 1000.0;
     sqlx::raw_sql("DROP TABLE audit.records_p202002")
         .execute(&mut *conn)
         .await?;
@@ -413,5 +425,5 @@ async fn retention(admin: &PgPool, rows: i64) -> Result<(f64, f64), Box<dyn Erro
     if deleted != rows as u64 || dropped != ["records_p202001"] {
         return Err(format!("retention setup went wrong: deleted {deleted}, dropped {dropped:?}").into());
     }
-    Ok((drop_ms, delete_ms))
+    Ok((drop_ms, delete_ms, vacuum_ms))
 }
