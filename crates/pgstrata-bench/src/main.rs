@@ -5,12 +5,14 @@
 //! cargo run --release -p pgstrata-bench -- rbac
 //! cargo run --release -p pgstrata-bench -- queue
 //! cargo run --release -p pgstrata-bench -- billing
+//! cargo run --release -p pgstrata-bench -- audit
 //! ```
 //!
 //! It connects to `--database-url` / `DATABASE_URL` as a superuser (to create a scratch database
 //! and load data past RLS); without one it starts a throwaway PostgreSQL from the locally
 //! installed server binaries.
 
+mod audit;
 mod billing;
 mod queue;
 mod rbac;
@@ -86,6 +88,31 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         customers: usize,
     },
+
+    /// One-row update and insert transactions on a table with the audit trigger (chain on: a
+    /// sealer runs alongside) beside the same table without it; retention of a month by
+    /// dropping its partition beside DELETE.
+    Audit {
+        /// Seconds per measured phase; phases alternate between the two tables.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+
+        /// Phases per table and operation.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+
+        /// How often the sealer chains committed records during the audited phases.
+        #[arg(long, default_value_t = 1000)]
+        seal_interval_ms: u64,
+
+        /// Records in the month retired by each retention method.
+        #[arg(long, default_value_t = 1_000_000)]
+        retention_rows: i64,
+
+        /// Keep the scratch database for inspection instead of dropping it.
+        #[arg(long)]
+        keep_database: bool,
+    },
 }
 
 #[tokio::main]
@@ -139,6 +166,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 url,
                 customers: customers.max(1),
                 concurrency: cli.concurrency.max(1),
+            })
+            .await
+        }
+        Command::Audit {
+            seconds,
+            rounds,
+            seal_interval_ms,
+            retention_rows,
+            keep_database,
+        } => {
+            audit::run(&audit::Options {
+                url,
+                clients: cli.concurrency.max(1),
+                seconds,
+                rounds,
+                seal_interval_ms,
+                retention_rows: retention_rows.max(1),
+                keep_database,
             })
             .await
         }

@@ -64,6 +64,28 @@ enum Command {
         #[command(subcommand)]
         action: QueueAction,
     },
+    /// Maintain and check the audit log (run as the owner, with RLS bypassed for seal/verify).
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Create the next months' partitions and drop expired ones (defaults: audit.settings).
+    Maintain {
+        /// Months to create ahead of the current one.
+        #[arg(long)]
+        ahead: Option<i32>,
+        /// Months of history to keep.
+        #[arg(long)]
+        retention_months: Option<i32>,
+    },
+    /// Chain every committed, unsealed record into its tenant's hash chain.
+    Seal,
+    /// Recompute every chain; exits 1 and prints the first broken link of each broken chain.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,6 +245,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             return doctor(&mut conn, migrator).await;
         }
         Command::Queue { action } => queue(&mut conn, action).await?,
+        Command::Audit { action } => return audit(&mut conn, action).await,
         Command::Schema { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -265,6 +288,53 @@ async fn queue(conn: &mut PgConnection, action: QueueAction) -> Result<(), AnyEr
         }
     }
     Ok(())
+}
+
+async fn audit(conn: &mut PgConnection, action: AuditAction) -> Result<ExitCode, AnyError> {
+    use pgstrata::audit::{chain, partitions};
+    match action {
+        AuditAction::Maintain {
+            ahead,
+            retention_months,
+        } => {
+            let steps = partitions::maintain(conn, ahead, retention_months).await?;
+            if steps.is_empty() {
+                println!("audit partitions: nothing to do");
+            }
+            for s in steps {
+                println!("{} audit.{}", s.action, s.partition);
+            }
+        }
+        AuditAction::Seal => {
+            let mut total = 0;
+            // Bounded batches, each its own transaction.
+            loop {
+                let n = chain::seal(conn, 10_000).await?;
+                total += n;
+                if n < 10_000 {
+                    break;
+                }
+            }
+            println!("sealed {total} audit record(s)");
+        }
+        AuditAction::Verify => {
+            let broken = chain::verify(conn, None).await?;
+            for b in &broken {
+                println!(
+                    "tenant {} seq {} record {}: {}",
+                    b.tenant_id.0,
+                    b.seq,
+                    b.id.map_or("-".into(), |i| i.to_string()),
+                    b.problem
+                );
+            }
+            if !broken.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("audit chains: every sealed record is intact");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A target version means one module's version, so it needs exactly one module.
@@ -311,6 +381,9 @@ async fn doctor(conn: &mut PgConnection, migrator: &Migrator) -> Result<ExitCode
     let schemas: Vec<&str> = migrator.modules().iter().map(|m| m.name).collect();
     let reports = pgstrata::core::doctor::check_tables(conn, &schemas).await?;
     print!("{}", pgstrata::core::doctor::render(&reports));
+    for warning in pgstrata::core::doctor::partition_warnings(conn, &schemas).await? {
+        println!("warning: {warning}");
+    }
     ok &= !reports.is_empty() && reports.iter().all(|r| r.ok());
     println!("doctor: {}", if ok { "all checks passed" } else { "FAILED" });
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -179,3 +179,47 @@ async fn codegen_check_finds_the_checked_in_types_up_to_date() {
     std::fs::remove_dir_all(scratch).unwrap();
     db.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn audit_seal_verify_and_maintain() {
+    let db = TestDb::new().await.unwrap();
+    let url = db.url().unwrap();
+    for args in [&["migrate", "up"][..], &["seed"]] {
+        let out = pgstrata(Some(&url), args);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = pgstrata(Some(&url), &["audit", "seal"]);
+    assert!(out.status.success() && text(&out).contains("sealed "), "{}", text(&out));
+    let out = pgstrata(Some(&url), &["audit", "verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = pgstrata(Some(&url), &["audit", "maintain"]);
+    assert!(text(&out).contains("nothing to do"), "{}", text(&out));
+
+    // A record changed behind the triggers' back is named by verify.
+    let mut conn = db.admin_conn().await.unwrap();
+    sqlx::raw_sql(
+        "SET session_replication_role = replica;
+         UPDATE audit.records SET action = 'delete' WHERE seq = 2 AND action = 'insert';
+         RESET session_replication_role;",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let out = pgstrata(Some(&url), &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("seq 2 record"), "{}", text(&out));
+
+    // Doctor warns once the months ahead are gone.
+    sqlx::raw_sql("DO $$ DECLARE p text; BEGIN FOR p IN SELECT name FROM audit.partitions() WHERE lower_bound > now() LOOP EXECUTE format('DROP TABLE audit.%I', p); END LOOP; END $$")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let out = pgstrata(Some(&url), &["doctor"]);
+    assert!(
+        text(&out).contains("warning: audit.records has 0 partition(s)"),
+        "{}",
+        text(&out)
+    );
+    drop(conn);
+    db.close().await.unwrap();
+}

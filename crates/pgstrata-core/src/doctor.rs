@@ -8,6 +8,9 @@
 //! `tenant_id`. The **tenant root** (`tenancy.tenants`) is checked the same way on `id`.
 //! A **global** table has no `tenant_id` (or an optional one, as the job queue's, which
 //! workers read across tenants) and must not reference a tenant table.
+//!
+//! [`partition_warnings`] adds a warning (not a failure) for time-partitioned tables that are
+//! about to run out of partitions.
 
 use sqlx::PgConnection;
 use std::fmt;
@@ -239,4 +242,41 @@ pub fn render(reports: &[TableReport]) -> String {
         out.push_str(&format!("  - {p}\n"));
     }
     out
+}
+
+/// Fewer future partitions than this earns a warning.
+pub const MIN_FUTURE_PARTITIONS: i64 = 2;
+
+const PARTITIONS_SQL: &str = r#"
+SELECT format('%I.%I', n.nspname, c.relname) AS table,
+       count(*) FILTER (WHERE substring(pg_get_expr(pc.relpartbound, pc.oid) FROM 'FROM \(''([^'']+)''\)')::timestamptz > now())
+           AS future
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_partitioned_table pt ON pt.partrelid = c.oid AND pt.partstrat = 'r'
+  LEFT JOIN pg_inherits i ON i.inhparent = c.oid
+  LEFT JOIN pg_class pc ON pc.oid = i.inhrelid
+ WHERE n.nspname = ANY($1) AND c.relkind = 'p' AND NOT c.relispartition
+   AND (SELECT format_type(a.atttypid, NULL) FROM pg_attribute a
+         WHERE a.attrelid = c.oid AND a.attnum = pt.partattrs[0]) = 'timestamp with time zone'
+ GROUP BY 1
+ ORDER BY 1
+"#;
+
+/// Warnings for tables range-partitioned on a `timestamptz` that have fewer than
+/// [`MIN_FUTURE_PARTITIONS`] partitions starting after now: once the last one fills, every
+/// insert fails, so partitions must be created ahead (e.g. `pgstrata audit maintain`).
+pub async fn partition_warnings(conn: &mut PgConnection, schemas: &[&str]) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(PARTITIONS_SQL).bind(schemas).fetch_all(conn).await?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, future)| *future < MIN_FUTURE_PARTITIONS)
+        .map(|(table, future)| {
+            format!(
+                "{table} has {future} partition(s) starting after now (want at least {MIN_FUTURE_PARTITIONS}); \
+                 inserts fail once time runs past the last one: create partitions ahead \
+                 (for audit: `pgstrata audit maintain`)"
+            )
+        })
+        .collect())
 }

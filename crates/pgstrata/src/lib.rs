@@ -29,6 +29,8 @@ pub use pgstrata_rbac as rbac;
 #[cfg(feature = "queue")]
 pub use pgstrata_queue as queue;
 
+#[cfg(feature = "audit")]
+pub use pgstrata_audit as audit;
 #[cfg(feature = "billing")]
 pub use pgstrata_billing as billing;
 
@@ -46,6 +48,8 @@ pub fn available_modules() -> Vec<&'static Module> {
         &pgstrata_queue::MODULE,
         #[cfg(feature = "billing")]
         &pgstrata_billing::MODULE,
+        #[cfg(feature = "audit")]
+        &pgstrata_audit::MODULE,
     ]
 }
 
@@ -111,7 +115,17 @@ impl Backend {
     /// processes at once: one applies, the others wait and find nothing left to do.
     pub async fn migrate(&self, pool: &PgPool) -> Result<Vec<Step>, MigrateError> {
         let mut conn = pool.acquire().await.map_err(MigrateError::from)?;
-        self.migrator.up(&mut conn).await
+        let steps = self.migrator.up(&mut conn).await?;
+        // The audit migration audits the pgstrata tables that exist when it runs; a module
+        // enabled later (rbac after audit) is picked up here. Idempotent.
+        #[cfg(feature = "audit")]
+        if self.modules().iter().any(|m| m.name == "audit") {
+            sqlx::query("SELECT audit.enable_defaults()")
+                .execute(&mut *conn)
+                .await
+                .map_err(MigrateError::from)?;
+        }
+        Ok(steps)
     }
 }
 

@@ -1,0 +1,44 @@
+//! Monthly partitions of `audit.records`: created ahead, dropped whole when expired.
+
+use crate::error::Result;
+use sqlx::PgConnection;
+
+/// One step `maintain` took.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MaintainStep {
+    /// `created` or `dropped`.
+    pub action: String,
+    pub partition: String,
+}
+
+/// A partition and its bounds.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Partition {
+    pub name: String,
+    pub lower_bound: chrono::DateTime<chrono::Utc>,
+    pub upper_bound: chrono::DateTime<chrono::Utc>,
+}
+
+/// Creates the current month and `ahead` months after it (default: `audit.settings`, 3), and
+/// drops the partitions whose whole month is older than `retention_months` (default 12).
+/// Run as the owner of `audit.records`. Dropping takes a brief exclusive lock on the log.
+pub async fn maintain(
+    conn: &mut PgConnection,
+    ahead: Option<i32>,
+    retention_months: Option<i32>,
+) -> Result<Vec<MaintainStep>> {
+    Ok(sqlx::query_as("SELECT action, partition FROM audit.maintain($1, $2)")
+        .bind(ahead)
+        .bind(retention_months)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// The partitions, oldest first.
+pub async fn list(conn: &mut PgConnection) -> Result<Vec<Partition>> {
+    Ok(
+        sqlx::query_as("SELECT name, lower_bound, upper_bound FROM audit.partitions()")
+            .fetch_all(conn)
+            .await?,
+    )
+}

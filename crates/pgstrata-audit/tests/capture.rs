@@ -1,0 +1,376 @@
+//! What the capture trigger records, what it never records, and who may touch the records.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{code, fixture, invoice, tx};
+use pgstrata_audit::{AuditQuery, Event};
+use pgstrata_core::UserId;
+use uuid::Uuid;
+
+#[tokio::test]
+async fn actor_tenant_request_and_txid_are_captured() {
+    let f = fixture().await;
+    let actor = UserId(Uuid::now_v7());
+    let mut t = tx(&f.app, f.a, Some(actor), Some("req-7f3a")).await;
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO billing.invoices (tenant_id, number, amount) VALUES ($1, 'INV-1', 1200) RETURNING id",
+    )
+    .bind(f.a.0)
+    .fetch_one(&mut *t)
+    .await
+    .unwrap();
+    let txid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&mut *t)
+        .await
+        .unwrap();
+    let event = pgstrata_audit::capture::record(
+        &mut t,
+        &Event::new("invoice.sent", "invoice")
+            .resource_id(id.to_string())
+            .details(serde_json::json!({"to": "ap@example.com"})),
+    )
+    .await
+    .unwrap();
+    t.commit().await.unwrap();
+
+    let mut t = tx(&f.app, f.a, None, None).await;
+    let rows = AuditQuery::new(f.a)
+        .resource("billing.invoices", id.to_string())
+        .fetch(&mut t)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let r = &rows[0];
+    assert_eq!(r.tenant_id, f.a);
+    assert_eq!(r.actor_id, Some(actor.0));
+    assert_eq!(r.request_id.as_deref(), Some("req-7f3a"));
+    assert_eq!(r.txid, txid);
+    assert_eq!(r.action, "insert");
+    assert_eq!(r.new_values.as_ref().unwrap()["amount"], 1200);
+    assert_eq!(r.old_values, None);
+
+    // The application event went through the same table, with the same context.
+    let events = AuditQuery::new(f.a).action("invoice.sent").fetch(&mut t).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].id, event);
+    assert_eq!((events[0].txid, events[0].actor_id), (txid, Some(actor.0)));
+    assert_eq!(events[0].details.as_ref().unwrap()["to"], "ap@example.com");
+    // And the actor's question finds both.
+    let by_actor = AuditQuery::new(f.a).actor(actor).fetch(&mut t).await.unwrap();
+    assert_eq!(by_actor.len(), 2);
+    t.rollback().await.unwrap();
+
+    // A bad event name is refused before the database sees it; no tenant in context is refused.
+    let mut t = tx(&f.app, f.a, None, None).await;
+    let bad = pgstrata_audit::capture::record(&mut t, &Event::new("Invoice Sent", "invoice")).await;
+    assert!(
+        matches!(bad, Err(pgstrata_audit::Error::InvalidField { field: "action", .. })),
+        "{bad:?}"
+    );
+    t.rollback().await.unwrap();
+    let mut conn = f.app.acquire().await.unwrap();
+    let mut t = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let none = pgstrata_audit::capture::record(&mut t, &Event::new("user.login", "user")).await;
+    assert!(
+        matches!(
+            &none,
+            Err(pgstrata_audit::Error::Db(pgstrata_core::DbError::Forbidden { .. }))
+        ),
+        "{none:?}"
+    );
+    drop(t);
+    drop(conn);
+    f.app.close().await;
+    f.db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn update_records_only_changed_fields() {
+    let f = fixture().await;
+    let id = invoice(&f.app, f.a, "INV-2", 500).await;
+
+    let mut t = tx(&f.app, f.a, None, None).await;
+    sqlx::query(
+        "UPDATE billing.invoices SET amount = 750, status = 'sent', updated_at = now() + interval '1 s' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut *t)
+    .await
+    .unwrap();
+    // Only an ignored column changes: nothing is recorded.
+    sqlx::query("UPDATE billing.invoices SET updated_at = now() + interval '2 s' WHERE id = $1")
+        .bind(id)
+        .execute(&mut *t)
+        .await
+        .unwrap();
+    // A no-op update records nothing either.
+    sqlx::query("UPDATE billing.invoices SET amount = amount WHERE id = $1")
+        .bind(id)
+        .execute(&mut *t)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM billing.invoices WHERE id = $1")
+        .bind(id)
+        .execute(&mut *t)
+        .await
+        .unwrap();
+    t.commit().await.unwrap();
+
+    let mut t = tx(&f.app, f.a, None, None).await;
+    let rows = AuditQuery::new(f.a)
+        .resource("billing.invoices", id.to_string())
+        .fetch(&mut t)
+        .await
+        .unwrap();
+    let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["delete", "update", "insert"], "newest first");
+    let update = &rows[1];
+    assert_eq!(
+        update.old_values,
+        Some(serde_json::json!({"amount": 500, "status": "draft"}))
+    );
+    assert_eq!(
+        update.new_values,
+        Some(serde_json::json!({"amount": 750, "status": "sent"}))
+    );
+    // The ignored column is left out of the insert and delete images too.
+    assert!(rows[2].new_values.as_ref().unwrap().get("updated_at").is_none());
+    assert!(rows[0].old_values.as_ref().unwrap().get("updated_at").is_none());
+    assert_eq!(rows[0].old_values.as_ref().unwrap()["amount"], 750);
+    assert_eq!(rows[0].new_values, None);
+    t.rollback().await.unwrap();
+    f.app.close().await;
+    f.db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn redacted_columns_are_never_stored() {
+    let f = fixture().await;
+    let secret_1 = b"first-payment-token-secret".to_vec();
+    let secret_2 = b"second-payment-token-secret".to_vec();
+    let mut t = tx(&f.app, f.a, None, None).await;
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO billing.invoices (tenant_id, number, amount, pay_token_hash) VALUES ($1, 'INV-3', 10, sha256($2)) RETURNING id",
+    )
+    .bind(f.a.0)
+    .bind(&secret_1)
+    .fetch_one(&mut *t)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE billing.invoices SET pay_token_hash = sha256($2) WHERE id = $1")
+        .bind(id)
+        .bind(&secret_2)
+        .execute(&mut *t)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM billing.invoices WHERE id = $1")
+        .bind(id)
+        .execute(&mut *t)
+        .await
+        .unwrap();
+    t.commit().await.unwrap();
+
+    // Not in any column of any record, in any encoding jsonb would use.
+    let leaks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit.records r
+          WHERE r::text LIKE '%' || encode(sha256($1), 'hex') || '%'
+             OR r::text LIKE '%' || encode(sha256($2), 'hex') || '%'",
+    )
+    .bind(&secret_1)
+    .bind(&secret_2)
+    .fetch_one(&f.db.admin)
+    .await
+    .unwrap();
+    assert_eq!(leaks, 0);
+    let images: Vec<(String, Option<serde_json::Value>, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT action, old_values -> 'pay_token_hash', new_values -> 'pay_token_hash'
+           FROM audit.records WHERE resource_id = $1::text ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&f.db.admin)
+    .await
+    .unwrap();
+    let redacted = Some(serde_json::json!("[redacted]"));
+    assert_eq!(
+        images,
+        vec![
+            ("insert".into(), None, redacted.clone()),
+            ("update".into(), redacted.clone(), redacted.clone()),
+            ("delete".into(), redacted, None),
+        ],
+        "the change of a redacted column is recorded, its value is not"
+    );
+    f.app.close().await;
+    f.db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn app_role_update_delete_and_truncate_are_refused() {
+    let f = fixture().await;
+    invoice(&f.app, f.a, "INV-4", 10).await;
+    let partition: String =
+        sqlx::query_scalar("SELECT name FROM audit.partitions() WHERE lower_bound <= now() AND now() < upper_bound")
+            .fetch_one(&f.db.admin)
+            .await
+            .unwrap();
+    for statement in [
+        "UPDATE audit.records SET action = 'forged'".to_owned(),
+        "UPDATE audit.records SET hash = '\\x00', seq = 1, prev_hash = '\\x00'".to_owned(),
+        "DELETE FROM audit.records".to_owned(),
+        "TRUNCATE audit.records".to_owned(),
+        format!("TRUNCATE audit.{partition}"),
+        format!("DELETE FROM audit.{partition}"),
+        // Appending is allowed, but not writing who, when or the chain columns.
+        "INSERT INTO audit.records (tenant_id, action, resource_type, actor_id) VALUES (tenancy.current_tenant_id(), 'x', 'y', gen_random_uuid())".to_owned(),
+        "INSERT INTO audit.records (tenant_id, action, resource_type, occurred_at) VALUES (tenancy.current_tenant_id(), 'x', 'y', now() - interval '1 year')".to_owned(),
+        "INSERT INTO audit.records (tenant_id, action, resource_type, hash) VALUES (tenancy.current_tenant_id(), 'x', 'y', '\\x00')".to_owned(),
+        "UPDATE audit.chain_heads SET seq = 1".to_owned(),
+    ] {
+        let mut t = tx(&f.app, f.a, None, None).await;
+        let result = pgstrata_core::sql::trusted(statement.clone()).execute(&mut *t).await;
+        assert_eq!(code(result), "42501", "{statement}");
+        t.rollback().await.unwrap();
+    }
+
+    // The owner (here a superuser) is held to the same rule by the triggers.
+    let mut admin = f.db.admin_conn().await.unwrap();
+    for statement in [
+        "UPDATE audit.records SET action = 'forged'".to_owned(),
+        "DELETE FROM audit.records".to_owned(),
+        "TRUNCATE audit.records".to_owned(),
+        format!("TRUNCATE audit.{partition}"),
+    ] {
+        let result = pgstrata_core::sql::trusted(statement.clone()).execute(&mut admin).await;
+        assert_eq!(code(result), "42501", "{statement}");
+    }
+    // ...and the sealing update may set the chain columns once, never change them again.
+    common::seal_all(&f.db).await;
+    let result = sqlx::query("UPDATE audit.records SET hash = sha256('x')")
+        .execute(&mut admin)
+        .await;
+    assert_eq!(code(result), "42501");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.records WHERE action = 'insert'")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(count, 3, "two tenants and one invoice");
+    drop(admin);
+    f.app.close().await;
+    f.db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn tenant_b_never_reads_tenant_a_audit() {
+    let f = fixture().await;
+    let id = invoice(&f.app, f.a, "INV-A", 99).await;
+    invoice(&f.app, f.b, "INV-B", 1).await;
+    common::seal_all(&f.db).await;
+
+    let mut t = tx(&f.app, f.b, None, None).await;
+    let of_a: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.records WHERE tenant_id = $1")
+        .bind(f.a.0)
+        .fetch_one(&mut *t)
+        .await
+        .unwrap();
+    assert_eq!(of_a, 0);
+    let all: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT DISTINCT tenant_id FROM audit.records")
+        .fetch_all(&mut *t)
+        .await
+        .unwrap();
+    assert_eq!(all, vec![f.b.0], "B sees exactly its own records");
+    let asked = AuditQuery::new(f.a)
+        .resource("billing.invoices", id.to_string())
+        .fetch(&mut t)
+        .await
+        .unwrap();
+    assert!(asked.is_empty());
+    let heads: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM audit.chain_heads")
+        .fetch_all(&mut *t)
+        .await
+        .unwrap();
+    assert_eq!(heads, vec![f.b.0]);
+    // B cannot write into A's log either.
+    let forged =
+        sqlx::query("INSERT INTO audit.records (tenant_id, action, resource_type) VALUES ($1, 'user.login', 'user')")
+            .bind(f.a.0)
+            .execute(&mut *t)
+            .await;
+    assert_eq!(code(forged), "42501");
+    t.rollback().await.unwrap();
+
+    // Without a tenant in context: nothing at all.
+    let mut conn = f.app.acquire().await.unwrap();
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.records")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(visible, 0);
+    // Nor may the application role seal or verify across tenants.
+    let seal = pgstrata_audit::chain::seal(&mut conn, 10).await;
+    assert!(
+        matches!(
+            &seal,
+            Err(pgstrata_audit::Error::Db(pgstrata_core::DbError::Forbidden { .. }))
+        ),
+        "{seal:?}"
+    );
+    drop(conn);
+    f.app.close().await;
+    f.db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn keyset_pages_walk_a_history_without_gaps_or_repeats() {
+    let f = fixture().await;
+    let actor = UserId(Uuid::now_v7());
+    // Two transactions: within each, every record has the same occurred_at, so only the id
+    // tells the records apart and the cursor must carry both.
+    for round in 0..2 {
+        let mut t = tx(&f.app, f.a, Some(actor), None).await;
+        for i in 0..60 {
+            pgstrata_audit::capture::record(
+                &mut t,
+                &Event::new("doc.viewed", "doc").resource_id(format!("{round}-{i}")),
+            )
+            .await
+            .unwrap();
+        }
+        t.commit().await.unwrap();
+    }
+    let mut t = tx(&f.app, f.a, None, None).await;
+    let mut query = Some(AuditQuery::new(f.a).actor(actor).limit(50));
+    let mut seen: Vec<(chrono::DateTime<chrono::Utc>, i64)> = Vec::new();
+    let mut pages = Vec::new();
+    while let Some(q) = query {
+        let rows = q.fetch(&mut t).await.unwrap();
+        pages.push(rows.len());
+        seen.extend(rows.iter().map(|r| (r.occurred_at, r.id)));
+        query = q.next_page(&rows);
+    }
+    assert_eq!(pages, [50, 50, 20]);
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(seen, sorted, "newest first, each record once");
+
+    // A page size out of range and an empty time range are refused before any SQL runs.
+    let too_big = AuditQuery::new(f.a).limit(5000).fetch(&mut t).await;
+    assert!(matches!(too_big, Err(pgstrata_audit::Error::Page(_))), "{too_big:?}");
+    let now = chrono::Utc::now();
+    let empty = AuditQuery::new(f.a).between(Some(now), Some(now)).fetch(&mut t).await;
+    assert!(
+        matches!(
+            empty,
+            Err(pgstrata_audit::Error::InvalidField {
+                field: "time range",
+                ..
+            })
+        ),
+        "{empty:?}"
+    );
+    t.rollback().await.unwrap();
+    f.app.close().await;
+    f.db.close().await.unwrap();
+}
