@@ -4,41 +4,29 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use pgstrata_core::migrate::Migrator;
-use pgstrata_core::testing::{TestDb, psql_file};
-use pgstrata_core::{catalog, codegen};
-use std::path::PathBuf;
-
-fn repo_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
-}
+use pgstrata_core::testing::{Artefacts, TestDb};
 
 #[tokio::test]
 async fn schema_sql_and_generated_types_match_the_migrations() {
-    let on_disk = std::fs::read_to_string(repo_file("schemas/audit/schema.sql")).unwrap();
-    assert!(
-        on_disk == pgstrata_audit::MODULE.schema_sql(),
-        "schemas/audit/schema.sql is out of date: run `cargo run -p pgstrata-cli -- schema print audit > schemas/audit/schema.sql`"
-    );
     let migrator = Migrator::new([&pgstrata_tenancy::MODULE, &pgstrata_audit::MODULE]).unwrap();
-    let migrated = TestDb::migrated(&migrator).await.unwrap();
-    let copied = TestDb::new().await.unwrap();
-    for file in [
-        "schemas/tenancy/schema.sql",
-        "schemas/audit/schema.sql",
-        "schemas/tenancy/seed.sql",
-        "schemas/audit/seed.sql",
-    ] {
-        psql_file(&copied.url().unwrap(), &repo_file(file), true).unwrap();
+    let compared = Artefacts {
+        module: &pgstrata_audit::MODULE,
+        psql_files: &[
+            ("schemas/tenancy/schema.sql", true),
+            ("schemas/audit/schema.sql", true),
+            ("schemas/tenancy/seed.sql", true),
+            ("schemas/audit/seed.sql", true),
+        ],
+        schemas: &["audit", "tenancy"],
+        generated_rs: include_str!("../src/generated.rs"),
     }
-    let mut a = migrated.admin_conn().await.unwrap();
-    let mut b = copied.admin_conn().await.unwrap();
-    let from_migrations = catalog::snapshot(&mut a, &["audit", "tenancy"]).await.unwrap();
-    assert!(from_migrations.contains("records_resource_idx"));
-    assert!(from_migrations.contains("audit_capture"));
-    assert_eq!(
-        from_migrations,
-        catalog::snapshot(&mut b, &["audit", "tenancy"]).await.unwrap()
-    );
+    .check(&migrator)
+    .await
+    .unwrap();
+    assert!(compared.snapshot.contains("records_resource_idx"));
+    assert!(compared.snapshot.contains("audit_capture"));
+    let mut a = compared.migrated.admin_conn().await.unwrap();
+    let mut b = compared.copied.admin_conn().await.unwrap();
 
     // The seeds were audited: tenancy's writes and the login event, sealed into valid chains.
     let sealed: i32 = sqlx::query_scalar("SELECT audit.seal()")
@@ -59,15 +47,9 @@ async fn schema_sql_and_generated_types_match_the_migrations() {
         audited,
         ["tenancy.invitations", "tenancy.memberships", "tenancy.tenants"]
     );
-
-    let rendered = codegen::render_schema(&mut a, "audit").await.unwrap();
-    assert!(
-        rendered == include_str!("../src/generated.rs"),
-        "crates/pgstrata-audit/src/generated.rs is out of date: run `cargo run -p pgstrata-cli -- codegen`"
-    );
     drop((a, b));
-    migrated.close().await.unwrap();
-    copied.close().await.unwrap();
+    compared.migrated.close().await.unwrap();
+    compared.copied.close().await.unwrap();
 }
 
 #[tokio::test]

@@ -4,44 +4,27 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use pgstrata_core::migrate::Migrator;
-use pgstrata_core::testing::{TestDb, psql_file};
-use pgstrata_core::{catalog, codegen};
-use std::path::PathBuf;
-
-fn repo_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
-}
+use pgstrata_core::testing::{Artefacts, TestDb};
 
 #[tokio::test]
 async fn schema_sql_and_generated_types_match_the_migrations() {
-    let on_disk = std::fs::read_to_string(repo_file("schemas/billing/schema.sql")).unwrap();
-    assert!(
-        on_disk == pgstrata_billing::MODULE.schema_sql(),
-        "schemas/billing/schema.sql is out of date: run `cargo run -p pgstrata-cli -- schema print billing > schemas/billing/schema.sql`"
-    );
     let migrator = Migrator::new([&pgstrata_tenancy::MODULE, &pgstrata_billing::MODULE]).unwrap();
-    let migrated = TestDb::migrated(&migrator).await.unwrap();
-    let copied = TestDb::new().await.unwrap();
-    for file in [
-        "schemas/tenancy/schema.sql",
-        "schemas/billing/schema.sql",
-        "schemas/billing/seed.sql",
-    ] {
-        psql_file(&copied.url().unwrap(), &repo_file(file), false).unwrap();
+    let compared = Artefacts {
+        module: &pgstrata_billing::MODULE,
+        psql_files: &[
+            ("schemas/tenancy/schema.sql", false),
+            ("schemas/billing/schema.sql", false),
+            ("schemas/billing/seed.sql", false),
+        ],
+        schemas: &["billing"],
+        generated_rs: include_str!("../src/generated.rs"),
     }
-    let mut a = migrated.admin_conn().await.unwrap();
-    let mut b = copied.admin_conn().await.unwrap();
-    let from_migrations = catalog::snapshot(&mut a, &["billing"]).await.unwrap();
-    assert!(from_migrations.contains("events_deferred_idx"));
-    assert_eq!(from_migrations, catalog::snapshot(&mut b, &["billing"]).await.unwrap());
-    let rendered = codegen::render_schema(&mut a, "billing").await.unwrap();
-    assert!(
-        rendered == include_str!("../src/generated.rs"),
-        "crates/pgstrata-billing/src/generated.rs is out of date: run `cargo run -p pgstrata-cli -- codegen`"
-    );
-    drop((a, b));
-    migrated.close().await.unwrap();
-    copied.close().await.unwrap();
+    .check(&migrator)
+    .await
+    .unwrap();
+    assert!(compared.snapshot.contains("events_deferred_idx"));
+    compared.migrated.close().await.unwrap();
+    compared.copied.close().await.unwrap();
 }
 
 /// The doctor's tenancy rules hold for every billing table: tenant tables have forced RLS,

@@ -3,7 +3,7 @@
 //!
 //! Public so that applications can test their own code against pgstrata the same way.
 
-use crate::migrate::{MigrateError, Migrator};
+use crate::migrate::{MigrateError, Migrator, Module};
 use crate::server::{ServerError, ThrowawayServer};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
@@ -30,6 +30,10 @@ pub enum TestDbError {
     Db(#[from] sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] MigrateError),
+    #[error("psql failed: {0}")]
+    Psql(String),
+    #[error(transparent)]
+    Codegen(#[from] crate::codegen::CodegenError),
 }
 
 /// A database that exists for one test. Call [`TestDb::close`] at the end to drop it; a
@@ -161,6 +165,72 @@ pub fn psql_file(url: &str, file: &std::path::Path, single_transaction: bool) ->
         Ok(())
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The workspace root, where `schemas/` and `migrations/` live.
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A module's SQL artefacts, as its schema test checks them: `schemas/<module>/schema.sql` is
+/// what the migrations render, the files a team loads with psql give the catalog the
+/// migrations give, and the checked-in `generated.rs` is what codegen renders.
+#[derive(Debug)]
+pub struct Artefacts<'a> {
+    pub module: &'static Module,
+    /// Repo-relative files loaded with psql into an empty database, in order, each with
+    /// whether it runs as a single transaction.
+    pub psql_files: &'a [(&'a str, bool)],
+    /// Schemas whose catalogs are compared.
+    pub schemas: &'a [&'a str],
+    /// The crate's checked-in `generated.rs` (`include_str!`).
+    pub generated_rs: &'a str,
+}
+
+/// The two databases an [`Artefacts`] check compared, for the test's own further checks.
+#[derive(Debug)]
+pub struct Compared {
+    /// Migrated by the migrator.
+    pub migrated: TestDb,
+    /// Loaded from the psql files.
+    pub copied: TestDb,
+    /// The catalog snapshot both gave.
+    pub snapshot: String,
+}
+
+impl Artefacts<'_> {
+    /// Runs the three checks; panics naming the stale file and the command that renews it.
+    pub async fn check(&self, migrator: &Migrator) -> Result<Compared, TestDbError> {
+        let name = self.module.name;
+        let on_disk = std::fs::read_to_string(repo_root().join(format!("schemas/{name}/schema.sql")))
+            .map_err(|e| TestDbError::Psql(format!("schemas/{name}/schema.sql: {e}")))?;
+        assert!(
+            on_disk == self.module.schema_sql(),
+            "schemas/{name}/schema.sql is out of date: run \
+             `cargo run -p pgstrata-cli -- schema print {name} > schemas/{name}/schema.sql`"
+        );
+        let migrated = TestDb::migrated(migrator).await?;
+        let copied = TestDb::new().await?;
+        for (file, single_transaction) in self.psql_files {
+            psql_file(&copied.url()?, &repo_root().join(file), *single_transaction).map_err(TestDbError::Psql)?;
+        }
+        let mut a = migrated.admin_conn().await?;
+        let mut b = copied.admin_conn().await?;
+        let snapshot = crate::catalog::snapshot(&mut a, self.schemas).await?;
+        assert_eq!(snapshot, crate::catalog::snapshot(&mut b, self.schemas).await?);
+        let rendered = crate::codegen::render_schema(&mut a, name).await?;
+        assert!(
+            rendered == self.generated_rs,
+            "crates/pgstrata-{name}/src/generated.rs is out of date: run `cargo run -p pgstrata-cli -- codegen`"
+        );
+        a.close().await?;
+        b.close().await?;
+        Ok(Compared {
+            migrated,
+            copied,
+            snapshot,
+        })
     }
 }
 
