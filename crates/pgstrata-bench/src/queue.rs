@@ -294,39 +294,17 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
     // instead of deciding the ratio.
     let mut rounds: Vec<Round> = Vec::with_capacity(opts.rounds);
     for round in 0..opts.rounds {
-        eprintln!(
-            "Round {} of {}: loading {} jobs per subject...",
-            round + 1,
-            opts.rounds,
-            opts.jobs
-        );
-        sqlx::query("TRUNCATE queue.jobs, bench.seed_jobs, bench.raw_jobs")
-            .execute(&admin)
-            .await?;
-        // The baselines' jobs, loaded set-based (not measured).
-        for table in ["bench.seed_jobs", "bench.raw_jobs"] {
-            trusted(format!(
-                "INSERT INTO {table} (payload) SELECT jsonb_build_object('n', g) FROM generate_series(1, $1) AS g"
-            ))
-            .bind(jobs)
-            .execute(&admin)
-            .await?;
-        }
-        let enqueue = enqueue_drain_jobs(&app_db, opts.jobs).await?;
-        // Every subject starts from a vacuumed table and a checkpoint; queue.jobs from fresh
-        // statistics too (see SETUP_SQL for the baselines').
-        sqlx::query("VACUUM ANALYZE queue.jobs").execute(&admin).await?;
-        sqlx::query("VACUUM bench.seed_jobs, bench.raw_jobs")
-            .execute(&admin)
-            .await?;
-        let mut this = Round {
-            enqueue: Drain::of(opts.jobs, enqueue),
-            ..Round::default()
-        };
+        eprintln!("Round {} of {}: {} jobs per subject", round + 1, opts.rounds, opts.jobs);
+        let mut this = Round::default();
         for subject in Subject::ALL.iter().cycle().skip(round % 3).take(3) {
-            sqlx::query("CHECKPOINT").execute(&admin).await?;
+            // Each subject's table is loaded right before its drain, so that every drain starts
+            // from the same state: a fresh, vacuumed table in the cache, after a checkpoint.
             match subject {
                 Subject::Pgstrata => {
+                    sqlx::query("TRUNCATE queue.jobs").execute(&admin).await?;
+                    this.enqueue = Drain::of(opts.jobs, enqueue_drain_jobs(&app_db, opts.jobs).await?);
+                    sqlx::query("VACUUM ANALYZE queue.jobs").execute(&admin).await?;
+                    sqlx::query("CHECKPOINT").execute(&admin).await?;
                     eprintln!(
                         "  draining with {} pgstrata workers ({} executor(s) each, batch {})...",
                         opts.workers, opts.executors, opts.batch_size
@@ -334,11 +312,13 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
                     this.pgstrata = Drain::of(opts.jobs, drain_pgstrata(&admin, &app_db, opts, jobs).await?);
                 }
                 Subject::Seed => {
+                    load_baseline(&admin, "bench.seed_jobs", jobs).await?;
                     eprintln!("  draining with the seed loop on {} connections...", opts.workers);
                     this.seed = Drain::of(opts.jobs, drain_loop(&app_db, opts.workers, Loop::Seed).await?);
                     check_done(&admin, "bench.seed_jobs", jobs).await?;
                 }
                 Subject::Raw => {
+                    load_baseline(&admin, "bench.raw_jobs", jobs).await?;
                     eprintln!("  draining with the raw batch loop on {} connections...", opts.workers);
                     this.raw = Drain::of(opts.jobs, drain_loop(&app_db, opts.workers, Loop::RawBatch).await?);
                     check_done(&admin, "bench.raw_jobs", jobs).await?;
@@ -538,6 +518,21 @@ async fn drain_loop(app_db: &PgConnectOptions, workers: usize, kind: Loop) -> Re
     Ok(took)
 }
 
+/// Empties a baseline table and loads `jobs` queued jobs, set-based (not measured); vacuumed
+/// but not analyzed (see SETUP_SQL), then a checkpoint.
+async fn load_baseline(admin: &PgPool, table: &str, jobs: i64) -> Result<(), Box<dyn Error>> {
+    trusted(format!("TRUNCATE {table}")).execute(admin).await?;
+    trusted(format!(
+        "INSERT INTO {table} (payload) SELECT jsonb_build_object('n', g) FROM generate_series(1, $1) AS g"
+    ))
+    .bind(jobs)
+    .execute(admin)
+    .await?;
+    trusted(format!("VACUUM {table}")).execute(admin).await?;
+    sqlx::query("CHECKPOINT").execute(admin).await?;
+    Ok(())
+}
+
 /// Fails unless every job of a baseline table is done.
 async fn check_done(admin: &PgPool, table: &str, jobs: i64) -> Result<(), Box<dyn Error>> {
     let (done,): (i64,) = trusted_as(format!("SELECT count(*) FROM {table} WHERE status = 'done'"))
@@ -659,6 +654,9 @@ async fn claim_latency(
     .await?;
     sqlx::query("VACUUM ANALYZE queue.jobs").execute(admin).await?;
     let load_seconds = started.elapsed().as_secs_f64();
+    // The load wrote hundreds of MB of WAL: checkpoint now rather than in the middle of the
+    // measured claims, as before each drain.
+    sqlx::query("CHECKPOINT").execute(admin).await?;
 
     let pool = app_pool(app_db, 1).await?;
     let mut conn = pool.acquire().await?;
