@@ -9,14 +9,14 @@
 //! `pgstrata_billing_sync` only, in a scratch database dropped at the end.
 
 use crate::scratch::{Scratch, round};
+use pgstrata::TenantId;
 use pgstrata::billing::signature::sign;
-use pgstrata::billing::{Outcome, Verifier, process_webhook};
+use pgstrata::billing::{Outcome, Verifier, fixtures, process_webhook};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::error::Error;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,14 +71,14 @@ pub async fn run(opts: &Options) -> Result<(), Box<dyn Error>> {
 async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Error>> {
     let admin = PgPoolOptions::new().max_connections(2).connect_with(db.clone()).await?;
     pgstrata::Backend::all()?.migrate(&admin).await?;
+    pgstrata_core::testing::ensure_login_role(
+        &mut *admin.acquire().await?,
+        "pgstrata_bench_billing",
+        "IN ROLE pgstrata_billing_sync",
+    )
+    .await?;
     sqlx::raw_sql(
-        "DO $$ BEGIN
-             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgstrata_bench_billing') THEN
-                 CREATE ROLE pgstrata_bench_billing LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
-                     PASSWORD 'pgstrata_bench_billing' IN ROLE pgstrata_billing_sync;
-             END IF;
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
-         CREATE SCHEMA bench_naive;
+        "CREATE SCHEMA bench_naive;
          CREATE TABLE bench_naive.stripe_objects (id text PRIMARY KEY, type text NOT NULL, data jsonb NOT NULL,
                                                   updated_at timestamptz NOT NULL DEFAULT now());
          GRANT USAGE ON SCHEMA bench_naive TO pgstrata_bench_billing;
@@ -87,7 +87,7 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
     .execute(&admin)
     .await?;
 
-    let lifecycle = read_fixtures()?;
+    let lifecycle: Vec<Value> = fixtures::lifecycle()?.into_iter().map(|(_, event)| event).collect();
     let verifier = Verifier::new([SECRET])?.with_tolerance(Duration::from_secs(24 * 3600));
     let pool = PgPoolOptions::new()
         .max_connections(u32::try_from(opts.concurrency)?)
@@ -144,19 +144,6 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
     Ok(())
 }
 
-/// The billing crate's lifecycle fixtures, in Stripe's order.
-fn read_fixtures() -> Result<Vec<Value>, Box<dyn Error>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pgstrata-billing/tests/fixtures/lifecycle");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    files.sort();
-    files
-        .iter()
-        .map(|p| Ok(serde_json::from_str(&std::fs::read_to_string(p)?)?))
-        .collect()
-}
-
 /// One run of deliveries per customer: the lifecycle with ids suffixed `_{tag}_{n}` and the
 /// customer's metadata naming a new tenant, signed now.
 async fn deliveries(
@@ -180,54 +167,16 @@ async fn deliveries(
     )?;
     let mut out = Vec::with_capacity(customers);
     for (n, tenant) in tenants.iter().enumerate() {
-        let suffix = format!("_{tag}_{n}");
+        let copy = format!("{tag}_{n}");
         let mut run = Vec::with_capacity(lifecycle.len());
         for event in lifecycle {
-            let body = serde_json::to_vec(&retag(event, &suffix, &tenant.to_string()))?;
+            let body = serde_json::to_vec(&fixtures::retag(event, &copy, TenantId(*tenant)))?;
             let header = sign(SECRET, now, &body);
             run.push((body, header));
         }
         out.push(run);
     }
     Ok(out)
-}
-
-/// Id prefixes of Stripe objects in the fixtures.
-const PREFIXES: [&str; 9] = [
-    "evt_",
-    "cus_",
-    "sub_",
-    "si_",
-    "in_",
-    "prod_",
-    "price_",
-    "ent_test_",
-    "feat_",
-];
-const FIXTURE_TENANT: &str = "0193f2a4-6c1e-7b2d-9e4f-5a6b7c8d9e0f";
-
-fn retag(value: &Value, suffix: &str, tenant: &str) -> Value {
-    match value {
-        Value::String(s) if s == FIXTURE_TENANT => Value::String(tenant.to_owned()),
-        Value::String(s) => Value::String(
-            s.split_inclusive(['/', '?', '='])
-                .map(|part| {
-                    let (token, sep) = match part.strip_suffix(['/', '?', '=']) {
-                        Some(t) => (t, &part[t.len()..]),
-                        None => (part, ""),
-                    };
-                    if PREFIXES.iter().any(|p| token.starts_with(p)) {
-                        format!("{token}{suffix}{sep}")
-                    } else {
-                        part.to_owned()
-                    }
-                })
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(|v| retag(v, suffix, tenant)).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), retag(v, suffix, tenant))).collect()),
-        other => other.clone(),
-    }
 }
 
 /// Delivers every run on `workers` connections (runs dealt round-robin, each in order) and

@@ -16,17 +16,8 @@ pub const APP_ROLE: &str = "pgstrata_bench_app";
 /// The LOGIN role the application side runs as: a member of `pgstrata_app` and nothing more.
 /// Roles are cluster-wide, so it is kept between runs (as the test suite keeps its own).
 pub async fn create_app_role(admin: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql(
-        "DO $$ BEGIN
-             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgstrata_bench_app') THEN
-                 CREATE ROLE pgstrata_bench_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
-                     PASSWORD 'pgstrata_bench_app' IN ROLE pgstrata_app;
-             END IF;
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
-    )
-    .execute(admin)
-    .await
-    .map(drop)
+    let mut conn = admin.acquire().await?;
+    pgstrata_core::testing::ensure_login_role(&mut conn, APP_ROLE, "IN ROLE pgstrata_app").await
 }
 
 /// Drops scratch databases of bench runs that crashed (their process is gone). Like the test

@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod error;
+pub mod fixtures;
 pub mod generated;
 pub mod signature;
 pub mod webhook;

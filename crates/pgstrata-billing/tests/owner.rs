@@ -8,22 +8,17 @@ mod common;
 
 use common::*;
 use pgstrata_billing::Outcome;
-use pgstrata_core::testing::TestDb;
+use pgstrata_core::testing::{TestDb, ensure_login_role};
 use sqlx::{ConnectOptions, Connection};
 
 #[tokio::test]
 async fn the_webhook_path_writes_under_rls_when_the_owner_is_not_a_superuser() {
     let db = TestDb::new().await.unwrap();
-    sqlx::raw_sql(
-        "DO $$ BEGIN
-             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgstrata_test_owner') THEN
-                 CREATE ROLE pgstrata_test_owner LOGIN NOSUPERUSER NOBYPASSRLS CREATEROLE PASSWORD 'pgstrata_test_owner';
-             END IF;
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
-    )
-    .execute(&db.admin)
-    .await
-    .unwrap();
+    let mut admin = db.admin_conn().await.unwrap();
+    ensure_login_role(&mut admin, "pgstrata_test_owner", "CREATEROLE")
+        .await
+        .unwrap();
+    drop(admin);
     pgstrata_core::sql::trusted(format!("ALTER DATABASE \"{}\" OWNER TO pgstrata_test_owner", db.name()))
         .execute(&db.admin)
         .await
@@ -40,17 +35,7 @@ async fn the_webhook_path_writes_under_rls_when_the_owner_is_not_a_superuser() {
             .await
             .unwrap();
     assert!(!is_super);
-    sqlx::raw_sql(
-        "DO $$ BEGIN
-             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgstrata_test_billing_sync') THEN
-                 CREATE ROLE pgstrata_test_billing_sync LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
-                     PASSWORD 'pgstrata_test_billing_sync' IN ROLE pgstrata_billing_sync;
-             END IF;
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
-    )
-    .execute(&db.admin)
-    .await
-    .unwrap();
+    ensure_sync_login(&db).await;
 
     let tenant = tenant(&db).await;
     let sync = sync_pool(&db, 1).await;

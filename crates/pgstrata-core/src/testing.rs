@@ -281,6 +281,26 @@ async fn drop_database(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::
         .map(drop)
 }
 
+/// Creates the LOGIN role `name` (its password is its name; not a superuser, no BYPASSRLS)
+/// unless it exists, with `attributes` such as `IN ROLE pgstrata_app`. Roles are cluster-wide
+/// and concurrent test processes create the same ones, so a lost race is not an error.
+pub async fn ensure_login_role(conn: &mut PgConnection, name: &str, attributes: &str) -> Result<(), sqlx::Error> {
+    assert!(
+        name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+        "role names here are lowercase identifiers: {name:?}"
+    );
+    crate::sql::trusted(format!(
+        "DO $$ BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') THEN
+                 CREATE ROLE {name} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB PASSWORD '{name}' {attributes};
+             END IF;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+    ))
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
 /// Once per process: create the application roles, and drop databases left behind by test
 /// processes that no longer run.
 async fn prepare_server(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
@@ -294,16 +314,11 @@ async fn prepare_server(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
              IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgstrata_app') THEN
                  CREATE ROLE pgstrata_app NOLOGIN NOSUPERUSER NOBYPASSRLS;
              END IF;
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
-         DO $$ BEGIN
-             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgstrata_test_app') THEN
-                 CREATE ROLE pgstrata_test_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
-                     PASSWORD 'pgstrata_test_app' IN ROLE pgstrata_app;
-             END IF;
          EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;",
     )
     .execute(&mut *conn)
     .await?;
+    ensure_login_role(&mut *conn, APP_LOGIN_ROLE, "IN ROLE pgstrata_app").await?;
     let stale: Vec<String> =
         sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'pgstrata\\_test\\_%'")
             .fetch_all(&mut *conn)

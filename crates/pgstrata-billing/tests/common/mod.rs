@@ -2,18 +2,16 @@
 //! fixtures of a subscription lifecycle, made unique per test case by suffixing every id.
 #![allow(dead_code)]
 
+pub use pgstrata_billing::fixtures::retag;
 use pgstrata_billing::{Outcome, Processed};
 use pgstrata_core::migrate::Migrator;
-use pgstrata_core::testing::TestDb;
+use pgstrata_core::testing::{TestDb, ensure_login_role};
 use pgstrata_core::{TenantContext, TenantId};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
-use std::path::PathBuf;
 use uuid::Uuid;
 
-/// The tenant named in the fixtures' customer metadata.
-pub const FIXTURE_TENANT: &str = "0193f2a4-6c1e-7b2d-9e4f-5a6b7c8d9e0f";
 /// Login role the webhook path runs as in tests: a member of pgstrata_billing_sync only.
 pub const SYNC_LOGIN: &str = "pgstrata_test_billing_sync";
 
@@ -23,19 +21,16 @@ pub fn migrator() -> Migrator {
 
 pub async fn migrated_db() -> TestDb {
     let db = TestDb::migrated(&migrator()).await.unwrap();
-    // Cluster-wide and shared by concurrent test processes, hence the exception handler.
-    sqlx::raw_sql(
-        "DO $$ BEGIN
-             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgstrata_test_billing_sync') THEN
-                 CREATE ROLE pgstrata_test_billing_sync LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
-                     PASSWORD 'pgstrata_test_billing_sync' IN ROLE pgstrata_billing_sync;
-             END IF;
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
-    )
-    .execute(&db.admin)
-    .await
-    .unwrap();
+    ensure_sync_login(&db).await;
     db
+}
+
+/// The webhook path's login role (cluster-wide, kept between runs).
+pub async fn ensure_sync_login(db: &TestDb) {
+    let mut conn = db.admin_conn().await.unwrap();
+    ensure_login_role(&mut conn, SYNC_LOGIN, "IN ROLE pgstrata_billing_sync")
+        .await
+        .unwrap();
 }
 
 pub fn sync_options(db: &TestDb) -> PgConnectOptions {
@@ -62,76 +57,9 @@ pub async fn tenant(db: &TestDb) -> TenantId {
     TenantId(id)
 }
 
-fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
 /// The lifecycle's events in Stripe's order (the files are numbered in that order).
 pub fn lifecycle_files() -> Vec<(String, Value)> {
-    let mut files: Vec<_> = std::fs::read_dir(fixture_dir("lifecycle"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| {
-            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
-            let value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-            (name, value)
-        })
-        .collect()
-}
-
-/// Id prefixes of Stripe objects in the fixtures.
-const PREFIXES: [&str; 9] = [
-    "evt_",
-    "cus_",
-    "sub_",
-    "si_",
-    "in_",
-    "prod_",
-    "price_",
-    "ent_test_",
-    "feat_",
-];
-
-/// `value` with every Stripe id suffixed with `_{tag}` and the fixture tenant replaced, so that
-/// each case lives in its own objects and tenant.
-pub fn retag(value: &Value, tag: &str, tenant: TenantId) -> Value {
-    match value {
-        Value::String(s) if s == FIXTURE_TENANT => Value::String(tenant.0.to_string()),
-        Value::String(s) => Value::String(retag_str(s, tag)),
-        Value::Array(a) => Value::Array(a.iter().map(|v| retag(v, tag, tenant)).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), retag(v, tag, tenant))).collect()),
-        other => other.clone(),
-    }
-}
-
-/// Suffixes every id in a string, also inside URLs such as `/v1/customer/cus_x/entitlements`.
-fn retag_str(s: &str, tag: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    let mut token = String::new();
-    let flush = |token: &mut String, out: &mut String| {
-        out.push_str(token);
-        if PREFIXES.iter().any(|p| token.starts_with(p)) {
-            out.push('_');
-            out.push_str(tag);
-        }
-        token.clear();
-    };
-    for c in s.chars() {
-        if matches!(c, '/' | '?' | '=' | '&') {
-            flush(&mut token, &mut out);
-            out.push(c);
-        } else {
-            token.push(c);
-        }
-    }
-    flush(&mut token, &mut out);
-    out
+    pgstrata_billing::fixtures::lifecycle().unwrap()
 }
 
 /// The lifecycle for one case: (fixture name, event).
