@@ -117,9 +117,10 @@ impl Backend {
         let mut conn = pool.acquire().await.map_err(MigrateError::from)?;
         let steps = self.migrator.up(&mut conn).await?;
         // The audit migration audits the pgstrata tables that exist when it runs; a module
-        // enabled later (rbac after audit) is picked up here. Idempotent.
+        // migrated later (rbac after audit) is picked up here, by the run that migrated it. A
+        // run that applied nothing (every start-up after the first) does no work here.
         #[cfg(feature = "audit")]
-        if self.modules().iter().any(|m| m.name == "audit") {
+        if !steps.is_empty() && self.modules().iter().any(|m| m.name == "audit") {
             sqlx::query("SELECT audit.enable_defaults()")
                 .execute(&mut *conn)
                 .await
