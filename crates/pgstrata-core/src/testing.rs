@@ -15,7 +15,12 @@ use tokio::sync::Mutex;
 /// Login role the isolation tests connect as: granted `pgstrata_app`, and nothing else. Not a
 /// superuser, not an owner, no BYPASSRLS.
 pub const APP_LOGIN_ROLE: &str = "pgstrata_test_app";
-const APP_LOGIN_PASSWORD: &str = "pgstrata_test_app";
+/// Login role granted `pgstrata_worker` only: background work across tenants.
+pub const WORKER_LOGIN_ROLE: &str = "pgstrata_test_worker";
+/// Login role granted `pgstrata_operator` only: the fields only the business may change.
+pub const OPERATOR_LOGIN_ROLE: &str = "pgstrata_test_operator";
+/// Login role that owns a [`Owner::NonSuperuser`] install: CREATEROLE, nothing more.
+pub const OWNER_LOGIN_ROLE: &str = "pgstrata_test_owner";
 const DB_PREFIX: &str = "pgstrata_test_";
 
 /// What can go wrong while preparing a test database.
@@ -40,10 +45,27 @@ pub enum TestDbError {
 /// database left behind by a crashed test is dropped by the next test process.
 #[derive(Debug)]
 pub struct TestDb {
-    /// Pool connected as the server's admin user (owner of everything, bypasses RLS if superuser).
+    /// Pool connected as the server's admin user (a superuser: bypasses RLS, sets up fixtures).
     pub admin: PgPool,
     name: String,
     server: PgConnectOptions,
+    owner: Owner,
+}
+
+/// Who installs (and so owns) the schemas of a test database. SECURITY DEFINER functions run
+/// as this role, so every attack runs against both kinds of install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The server's admin user, as in most development setups.
+    Superuser,
+    /// [`OWNER_LOGIN_ROLE`]: owns the database, may create roles, nothing more; forced RLS
+    /// applies to it.
+    NonSuperuser,
+}
+
+impl Owner {
+    /// Both kinds, for tests that must hold on each.
+    pub const BOTH: [Owner; 2] = [Owner::Superuser, Owner::NonSuperuser];
 }
 
 static THROWAWAY: OnceLock<Result<(ThrowawayServer, String), String>> = OnceLock::new();
@@ -91,16 +113,58 @@ impl TestDb {
             .max_connections(10)
             .connect_with(server.clone().database(&name))
             .await?;
-        Ok(Self { admin, name, server })
+        Ok(Self {
+            admin,
+            name,
+            server,
+            owner: Owner::Superuser,
+        })
     }
 
-    /// Creates a database and migrates the given modules into it.
+    /// Creates a database and migrates the given modules into it, as the admin user.
     pub async fn migrated(migrator: &Migrator) -> Result<Self, TestDbError> {
-        let db = Self::new().await?;
-        let mut conn = db.admin.acquire().await?;
+        Self::migrated_by(migrator, Owner::Superuser).await
+    }
+
+    /// Creates a database owned by `owner` and migrates the given modules into it as that role.
+    pub async fn migrated_by(migrator: &Migrator, owner: Owner) -> Result<Self, TestDbError> {
+        let mut db = Self::new().await?;
+        if owner == Owner::NonSuperuser {
+            crate::sql::trusted(format!("ALTER DATABASE \"{}\" OWNER TO {OWNER_LOGIN_ROLE}", db.name))
+                .execute(&db.admin)
+                .await?;
+            db.owner = owner;
+        }
+        let mut conn = db.owner_options().connect().await?;
         migrator.up(&mut conn).await?;
-        drop(conn);
+        conn.close().await?;
         Ok(db)
+    }
+
+    /// Who installed this database's schemas.
+    pub fn owner(&self) -> Owner {
+        self.owner
+    }
+
+    /// Connect options as the role that installed the schemas (see [`Owner`]).
+    pub fn owner_options(&self) -> PgConnectOptions {
+        match self.owner {
+            Owner::Superuser => self.admin_options(),
+            Owner::NonSuperuser => self.login_options(OWNER_LOGIN_ROLE),
+        }
+    }
+
+    /// Connect options as one of the test login roles (whose password is its name).
+    pub fn login_options(&self, role: &str) -> PgConnectOptions {
+        self.admin_options().username(role).password(role)
+    }
+
+    /// A pool of `max` connections as one of the test login roles.
+    pub async fn pool_as(&self, role: &str, max: u32) -> Result<PgPool, TestDbError> {
+        Ok(PgPoolOptions::new()
+            .max_connections(max)
+            .connect_with(self.login_options(role))
+            .await?)
     }
 
     /// The database name.
@@ -120,17 +184,12 @@ impl TestDb {
 
     /// Connect options for this database as the unprivileged application role.
     pub fn app_options(&self) -> PgConnectOptions {
-        self.admin_options()
-            .username(APP_LOGIN_ROLE)
-            .password(APP_LOGIN_PASSWORD)
+        self.login_options(APP_LOGIN_ROLE)
     }
 
     /// A pool of `max` connections as the unprivileged application role.
     pub async fn app_pool(&self, max: u32) -> Result<PgPool, TestDbError> {
-        Ok(PgPoolOptions::new()
-            .max_connections(max)
-            .connect_with(self.app_options())
-            .await?)
+        self.pool_as(APP_LOGIN_ROLE, max).await
     }
 
     /// One connection as the admin user.
@@ -308,17 +367,26 @@ async fn prepare_server(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     if *prepared {
         return Ok(());
     }
-    // Roles are cluster-wide and other test processes do the same at the same time.
+    // Roles are cluster-wide and other test processes do the same at the same time. The
+    // group roles exist before any migration so that the login roles can be members of them.
     sqlx::raw_sql(
-        "DO $$ BEGIN
-             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgstrata_app') THEN
-                 CREATE ROLE pgstrata_app NOLOGIN NOSUPERUSER NOBYPASSRLS;
-             END IF;
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;",
+        "DO $$ DECLARE r text; BEGIN
+             FOREACH r IN ARRAY ARRAY['pgstrata_app', 'pgstrata_worker', 'pgstrata_operator'] LOOP
+                 BEGIN
+                     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+                         EXECUTE format('CREATE ROLE %I NOLOGIN NOSUPERUSER NOBYPASSRLS', r);
+                     END IF;
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+                 END;
+             END LOOP;
+         END $$;",
     )
     .execute(&mut *conn)
     .await?;
     ensure_login_role(&mut *conn, APP_LOGIN_ROLE, "IN ROLE pgstrata_app").await?;
+    ensure_login_role(&mut *conn, WORKER_LOGIN_ROLE, "IN ROLE pgstrata_worker").await?;
+    ensure_login_role(&mut *conn, OPERATOR_LOGIN_ROLE, "IN ROLE pgstrata_operator").await?;
+    ensure_login_role(&mut *conn, OWNER_LOGIN_ROLE, "CREATEROLE").await?;
     let stale: Vec<String> =
         sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'pgstrata\\_test\\_%'")
             .fetch_all(&mut *conn)

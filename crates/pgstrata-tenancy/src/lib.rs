@@ -23,6 +23,9 @@ use pgstrata_core::migrate::Module;
 pub static MODULE: Module = Module {
     name: "tenancy",
     depends_on: &[],
-    migrations: &[pgstrata_core::migration!("tenancy", 1, "tenancy")],
+    migrations: &[
+        pgstrata_core::migration!("tenancy", 1, "tenancy"),
+        pgstrata_core::migration!("tenancy", 2, "roles"),
+    ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/tenancy/seed.sql")),
 };
