@@ -99,7 +99,7 @@ async fn modules_are_ordered_by_dependency_and_missing_ones_are_named() {
 }
 
 #[tokio::test]
-async fn up_down_up_round_trip_leaves_only_the_migration_lease_behind() {
+async fn up_down_up_round_trip_leaves_nothing_behind() {
     let db = TestDb::new().await.unwrap();
     let mut conn = db.admin_conn().await.unwrap();
     let empty = catalog::user_objects(&mut conn).await.unwrap();
@@ -111,27 +111,11 @@ async fn up_down_up_round_trip_leaves_only_the_migration_lease_behind() {
         .unwrap();
     assert!(first.contains("relation gadgets.gadgets"));
 
-    // Down to 0 removes both modules, dependents first, and the history tables. The lease
-    // table stays: a migrator may be waiting on it.
+    // Down to 0 removes both modules, dependents first, the history tables and the lease.
     let reverted = both().down(&mut conn, None, 0).await.unwrap();
     let order: Vec<_> = reverted.iter().map(|s| (s.module, s.version)).collect();
     assert_eq!(order, [("widgets", 1), ("gadgets", 2), ("gadgets", 1)]);
-    let left: Vec<String> = catalog::user_objects(&mut conn)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|o| !empty.contains(o))
-        .collect();
-    assert_eq!(
-        left,
-        [
-            "relation pgstrata.migration_lock",
-            "relation pgstrata.migration_lock_pkey",
-            "schema pgstrata",
-            "type pgstrata.migration_lock",
-            "type pgstrata.migration_lock[]"
-        ]
-    );
+    assert_eq!(catalog::user_objects(&mut conn).await.unwrap(), empty);
     // Down again, with nothing applied, is a no-op.
     assert!(both().down(&mut conn, None, 0).await.unwrap().is_empty());
 

@@ -137,6 +137,7 @@ pub struct Tenant {
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
     pub deleted_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub domain: Option<String>,
 }
 
 /// Identifiers of `tenancy.tenants` for sea-query; `Table` is the table itself.
@@ -152,6 +153,7 @@ pub enum Tenants {
     CreatedAt,
     UpdatedAt,
     DeletedAt,
+    Domain,
 }
 
 impl Tenants {
@@ -174,6 +176,7 @@ impl Iden for Tenants {
             Tenants::CreatedAt => "created_at",
             Tenants::UpdatedAt => "updated_at",
             Tenants::DeletedAt => "deleted_at",
+            Tenants::Domain => "domain",
         }
     }
 }

@@ -365,6 +365,7 @@ impl Migrator {
             for module in selected.iter().rev() {
                 steps.extend(down_module(conn, module, target).await?);
             }
+            drop_history_schema_if_unused(conn).await?;
             Ok(steps)
         })
         .await
@@ -476,14 +477,8 @@ async fn with_lock<T>(
     let result = match take_lease(conn, &holder).await {
         Ok(()) => {
             let result = f(&mut *conn).await;
-            let released = sqlx::query(
-                "UPDATE pgstrata.migration_lock SET holder_pid = NULL, holder = NULL, taken_at = NULL
-                  WHERE holder = $1",
-            )
-            .bind(&holder)
-            .execute(&mut *conn)
-            .await;
-            result.and_then(|value| released.map(|_| value).map_err(MigrateError::from))
+            let released = release_lease(conn, &holder).await;
+            result.and_then(|value| released.map(|_| value))
         }
         Err(e) => Err(e),
     };
@@ -526,12 +521,46 @@ fn is_lost_create_race(e: &sqlx::Error) -> bool {
         .is_some_and(|c| matches!(c.as_ref(), "23505" | "42P07" | "42P06" | "42710"))
 }
 
+/// Frees the lease, unless the run removed the lease table with the last module.
+async fn release_lease(conn: &mut PgConnection, holder: &str) -> Result<(), MigrateError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('pgstrata.migration_lock') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    if exists {
+        sqlx::query(
+            "UPDATE pgstrata.migration_lock SET holder_pid = NULL, holder = NULL, taken_at = NULL
+              WHERE holder = $1",
+        )
+        .bind(holder)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// After the last module is removed, the history schema and its lease go too, so that a
+/// database migrated down to 0 holds nothing of pgstrata. A migrator waiting on the lease
+/// meanwhile finds the table gone and creates it again.
+async fn drop_history_schema_if_unused(conn: &mut PgConnection) -> Result<(), MigrateError> {
+    sqlx::raw_sql(
+        "DO $$ BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class
+                             WHERE relnamespace = 'pgstrata'::regnamespace
+                               AND relname NOT IN ('migration_lock', 'migration_lock_pkey'))
+             THEN DROP SCHEMA pgstrata CASCADE; END IF;
+         END $$",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Waits until this session holds the lease: free, or held by a session that no longer exists.
 /// Concurrent takers serialise on the row; the loser re-reads it, finds it held and waits.
 async fn take_lease(conn: &mut PgConnection, holder: &str) -> Result<(), MigrateError> {
     let mut pause = std::time::Duration::from_millis(20);
     loop {
-        let taken = sqlx::query(
+        let attempt = sqlx::query(
             "UPDATE pgstrata.migration_lock l
                 SET holder_pid = pg_catalog.pg_backend_pid(), holder = $1, taken_at = pg_catalog.now()
               WHERE l.id AND (l.holder IS NULL OR NOT EXISTS (
@@ -540,10 +569,16 @@ async fn take_lease(conn: &mut PgConnection, holder: &str) -> Result<(), Migrate
         )
         .bind(holder)
         .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        if taken == 1 {
-            return Ok(());
+        .await;
+        match attempt {
+            Ok(done) if done.rows_affected() == 1 => return Ok(()),
+            Ok(_) => {}
+            // The holder removed the last module and the lease with it.
+            Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P01") => {
+                ensure_lock_table(conn).await?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(std::time::Duration::from_millis(500));
