@@ -44,6 +44,10 @@ pub struct JobMeta {
     pub attempt: i32,
     pub max_attempts: i32,
     pub queue: String,
+    /// The tenant whose context the handler runs in. `Some`: the job may have been enqueued
+    /// by that tenant's request path, with any kind, queue and payload, so treat its payload as
+    /// that tenant's input. `None`: a system job, which only a `pgstrata_worker` role can
+    /// enqueue; a handler meant for system work checks for it.
     pub tenant_id: Option<pgstrata_core::TenantId>,
 }
 
