@@ -65,10 +65,8 @@ fn hot() -> Vec<(&'static str, &'static str, String, Vec<&'static str>)> {
         ),
         (
             "link-customer",
-            "pgstrata_test_app",
-            format!(
-                "SELECT set_config('app.tenant_id', '{TENANT}', true); SELECT billing.link_customer('cus_unlinked_17')"
-            ),
+            "pgstrata_billing_sync",
+            format!("SELECT billing.link_customer('cus_unlinked_17', '{TENANT}')"),
             vec!["customer_links_pkey", "events_deferred_idx"],
         ),
         (
