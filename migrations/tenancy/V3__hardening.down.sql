@@ -156,3 +156,6 @@ $$;
 
 ALTER FUNCTION tenancy.accept_invitation(text, uuid) SECURITY INVOKER;
 GRANT EXECUTE ON FUNCTION tenancy.accept_invitation(text, uuid) TO PUBLIC;
+COMMENT ON COLUMN tenancy.tenants.status IS NULL;
+COMMENT ON COLUMN tenancy.tenants.settings IS NULL;
+COMMENT ON COLUMN tenancy.tenants.deleted_at IS NULL;

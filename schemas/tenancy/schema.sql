@@ -830,3 +830,9 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Operator fields, marked so that `pgstrata doctor` fails if the application role can UPDATE them.
+COMMENT ON COLUMN tenancy.tenants.status IS 'operator field: active or suspended (suspended tenants read, never write)';
+COMMENT ON COLUMN tenancy.tenants.settings IS 'operator field: plan and limits the business configures';
+COMMENT ON COLUMN tenancy.tenants.domain IS 'operator field: verified host name the tenant is reached at';
+COMMENT ON COLUMN tenancy.tenants.deleted_at IS 'operator field: soft deletion (a deleted tenant''s context sees nothing)';

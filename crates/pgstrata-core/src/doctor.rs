@@ -287,3 +287,45 @@ pub async fn partition_warnings(conn: &mut PgConnection, schemas: &[&str]) -> Re
         })
         .collect())
 }
+
+/// The one `search_path` a SECURITY DEFINER function may run with: `pg_temp` explicitly last,
+/// so that the caller's temporary schema cannot shadow a relation or type name the function
+/// uses (an empty `search_path` still searches `pg_temp` first for those).
+pub const DEFINER_SEARCH_PATH: &str = "search_path=pg_catalog, pg_temp";
+
+const SECURITY_SQL: &str = r#"
+SELECT format('%s: SECURITY DEFINER without SET search_path = pg_catalog, pg_temp (the caller''s pg_temp could shadow its names)',
+              p.oid::regprocedure)
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = ANY($1) AND p.prosecdef
+   AND NOT coalesce($2 = ANY (p.proconfig), false)
+UNION ALL
+SELECT format('%s: SECURITY DEFINER and executable by PUBLIC; grant EXECUTE to the roles that need it',
+              p.oid::regprocedure)
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = ANY($1) AND p.prosecdef
+   AND EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
+UNION ALL
+SELECT format('%I.%I.%I is an operator field, but pgstrata_app may UPDATE it', n.nspname, c.relname, a.attname)
+  FROM pg_attribute a
+  JOIN pg_class c ON c.oid = a.attrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
+   AND col_description(c.oid, a.attnum) LIKE 'operator field%'
+   AND to_regrole('pgstrata_app') IS NOT NULL
+   AND has_column_privilege('pgstrata_app', c.oid, a.attnum, 'UPDATE')
+ORDER BY 1
+"#;
+
+/// Static security rules read from the catalog (design.md, Security): every SECURITY DEFINER
+/// function pins [`DEFINER_SEARCH_PATH`] and is not executable by PUBLIC, and the application
+/// role cannot UPDATE a column whose comment marks it as an operator field. Each problem is
+/// one line naming the object.
+pub async fn security_problems(conn: &mut PgConnection, schemas: &[&str]) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(SECURITY_SQL)
+        .bind(schemas)
+        .bind(DEFINER_SEARCH_PATH)
+        .fetch_all(conn)
+        .await
+}

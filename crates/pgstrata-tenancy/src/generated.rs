@@ -131,12 +131,16 @@ pub struct Tenant {
     pub id: uuid::Uuid,
     pub slug: String,
     pub name: String,
+    /// operator field: active or suspended (suspended tenants read, never write)
     pub status: String,
+    /// operator field: plan and limits the business configures
     pub settings: serde_json::Value,
     pub version: i64,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// operator field: soft deletion (a deleted tenant's context sees nothing)
     pub deleted_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// operator field: verified host name the tenant is reached at
     pub domain: Option<String>,
 }
 
