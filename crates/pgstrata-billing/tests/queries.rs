@@ -67,7 +67,7 @@ fn hot() -> Vec<(&'static str, &'static str, String, Vec<&'static str>)> {
             "link-customer",
             "pgstrata_billing_sync",
             format!("SELECT billing.link_customer('cus_unlinked_17', '{TENANT}')"),
-            vec!["customer_links_pkey", "events_deferred_idx"],
+            vec!["tenants_pkey", "customer_links_pkey", "events_deferred_idx"],
         ),
         (
             "has-feature",

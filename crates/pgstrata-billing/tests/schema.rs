@@ -47,6 +47,11 @@ async fn every_billing_table_passes_the_doctor() {
         "{}",
         pgstrata_core::doctor::render(&reports)
     );
+    // And the static security rules (definer search_path, no PUBLIC execute).
+    let problems = pgstrata_core::doctor::security_problems(&mut conn, &["billing"])
+        .await
+        .unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
     drop(conn);
     db.close().await.unwrap();
 }
