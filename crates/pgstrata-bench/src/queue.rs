@@ -717,7 +717,8 @@ fn report(r: &Results, opts: &Options) -> Result<(), serde_json::Error> {
 
     println!();
     println!(
-        "queue bench: {} no-op jobs per subject, {} workers, all run as a pgstrata_app login role",
+        "queue bench: {} no-op jobs per subject, {} workers; jobs enqueued by a pgstrata_app login \
+         role in a tenant transaction and run by a pgstrata_worker one (baselines: pgstrata_app)",
         opts.jobs, opts.workers
     );
     println!(
