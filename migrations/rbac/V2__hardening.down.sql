@@ -181,7 +181,7 @@ $$;
 
 DROP FUNCTION rbac.authorize_change(uuid, text[], timestamptz[], text[], text[]);
 DROP FUNCTION rbac.closure_patterns(uuid, text[], text);
-DROP FUNCTION rbac.resolve(uuid, text, uuid, text, text, boolean);
+DROP FUNCTION rbac.resolve(uuid, text, uuid, text, text, boolean, boolean);
 DROP FUNCTION rbac.role_closure(uuid, text[]);
 DROP FUNCTION rbac.lock_role_graph(uuid);
 DROP TABLE rbac.role_graph_locks;

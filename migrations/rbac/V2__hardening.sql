@@ -151,14 +151,17 @@ $$;
 
 -- Every statement that applies to a principal in a tenant, with where it came from and until
 -- when. p_all_scopes takes the grants of every scope (the guards ask what an actor holds
--- anywhere); otherwise tenant-wide ones and those on the given resource.
+-- anywhere); otherwise tenant-wide ones and those on the given resource. p_paths: explain's
+-- role paths (rbac.role_closure); without them (check, the guards) the same breadth-first walk
+-- runs inline and carries only the roles, one index probe of role_parents_pkey per level.
 CREATE FUNCTION rbac.resolve(
     p_tenant uuid,
     p_principal_type text,
     p_principal_id uuid,
     p_resource_type text,
     p_resource_id text,
-    p_all_scopes boolean
+    p_all_scopes boolean,
+    p_paths boolean
 ) RETURNS TABLE (grant_id uuid, role_path text[], permission text, effect text, resource_type text,
                  resource_id text, expires_at timestamptz)
     LANGUAGE plpgsql STABLE
@@ -167,6 +170,7 @@ CREATE FUNCTION rbac.resolve(
     AS $$
 #variable_conflict use_column
 BEGIN
+    IF p_paths THEN
     RETURN QUERY
     WITH applied AS MATERIALIZED (
         SELECT g.id, g.role_key, g.permission, g.effect, g.resource_type, g.resource_id, g.expires_at
@@ -202,6 +206,70 @@ BEGIN
       JOIN (SELECT x.role_key, x.permission, x.effect FROM rbac.role_permissions x WHERE x.tenant_id = p_tenant
             UNION ALL
             SELECT s.role_key, s.permission, s.effect FROM rbac.system_role_permissions s) rp ON rp.role_key = c.key;
+    ELSE
+        RETURN QUERY
+        WITH RECURSIVE
+    applied AS MATERIALIZED (
+        SELECT g.id, g.role_key, g.permission, g.effect, g.resource_type, g.resource_id, g.expires_at
+          FROM rbac.grants g
+         WHERE g.tenant_id = p_tenant AND g.principal_type = p_principal_type AND g.principal_id = p_principal_id
+           AND (g.expires_at IS NULL OR g.expires_at > pg_catalog.now())
+           AND (g.resource_type IS NULL OR p_all_scopes
+                OR (g.resource_type = p_resource_type AND g.resource_id = p_resource_id))
+        UNION ALL
+        SELECT g.id, g.role_key, g.permission, g.effect, g.resource_type, g.resource_id, g.expires_at
+          FROM rbac.group_members gm
+          JOIN rbac.grants g ON g.tenant_id = p_tenant AND g.principal_type = 'group' AND g.principal_id = gm.group_id
+         WHERE gm.tenant_id = p_tenant AND gm.principal_type = p_principal_type AND gm.principal_id = p_principal_id
+           AND (g.expires_at IS NULL OR g.expires_at > pg_catalog.now())
+           AND (g.resource_type IS NULL OR p_all_scopes
+                OR (g.resource_type = p_resource_type AND g.resource_id = p_resource_id))
+        UNION ALL
+        SELECT NULL::pg_catalog.uuid, m.role, NULL::pg_catalog.text, 'allow'::pg_catalog.text,
+               NULL::pg_catalog.text, NULL::pg_catalog.text, NULL::pg_catalog.timestamptz
+          FROM tenancy.memberships m
+         WHERE p_principal_type = 'user' AND m.tenant_id = p_tenant AND m.user_id = p_principal_id
+    ),
+    bfs(root, depth, keys, seen) AS (
+        SELECT r.k, 0, ARRAY[r.k], ARRAY[r.k]
+          FROM (SELECT DISTINCT a.role_key AS k FROM applied a WHERE a.role_key IS NOT NULL) r
+        UNION ALL
+        SELECT b.root, b.depth + 1, n.keys, b.seen || n.keys
+          FROM bfs b
+         CROSS JOIN LATERAL (
+                SELECT ARRAY(
+                    SELECT DISTINCT e.parent_key
+                      FROM (SELECT rp.parent_key FROM rbac.role_parents rp
+                             WHERE rp.tenant_id = p_tenant AND rp.role_key = ANY (b.keys)
+                            UNION ALL
+                            SELECT sp.parent_key FROM rbac.system_role_parents sp
+                             WHERE sp.role_key = ANY (b.keys)) e
+                     WHERE NOT e.parent_key = ANY (b.seen)) AS keys
+                -- OFFSET 0 keeps the level's probe a subquery run once per level (pulled up,
+                -- it would run once for the CASE below and once for the output).
+                OFFSET 0) n
+         WHERE CASE
+                   WHEN pg_catalog.cardinality(n.keys) = 0 THEN false
+                   WHEN b.depth >= rbac.max_role_depth()
+                       THEN rbac.role_graph_limit('inheritance deeper than the limit', rbac.max_role_depth())
+                   WHEN pg_catalog.cardinality(b.seen) + pg_catalog.cardinality(n.keys) > rbac.max_roles() + 100
+                       THEN rbac.role_graph_limit('more roles reachable than the limit', rbac.max_roles())
+                   ELSE true
+               END
+    ),
+    closure AS (
+        SELECT b.root, u.k AS key, NULL::pg_catalog.text[] AS role_path FROM bfs b, unnest(b.keys) u(k)
+    )
+    SELECT a.id, NULL::pg_catalog.text[], a.permission, a.effect, a.resource_type, a.resource_id, a.expires_at
+      FROM applied a WHERE a.permission IS NOT NULL
+    UNION ALL
+    SELECT a.id, c.role_path, rp.permission, rp.effect, a.resource_type, a.resource_id, a.expires_at
+      FROM applied a
+      JOIN closure c ON c.root = a.role_key
+      JOIN (SELECT x.role_key, x.permission, x.effect FROM rbac.role_permissions x WHERE x.tenant_id = p_tenant
+            UNION ALL
+            SELECT s.role_key, s.permission, s.effect FROM rbac.system_role_permissions s) rp ON rp.role_key = c.key;
+    END IF;
 END
 $$;
 
@@ -220,7 +288,7 @@ BEGIN
     RETURN QUERY
     SELECT s.grant_id, s.role_path, s.permission, s.effect, s.resource_type, s.resource_id
       FROM rbac.resolve(tenancy.current_tenant_id(), p_principal_type, p_principal_id,
-                        p_resource_type, p_resource_id, false) s;
+                        p_resource_type, p_resource_id, false, true) s;
 END
 $$;
 
@@ -244,7 +312,7 @@ BEGIN
     SELECT coalesce(bool_or(s.effect = 'allow'), false), coalesce(bool_or(s.effect = 'deny'), false)
       INTO v_allow, v_deny
       FROM rbac.resolve(tenancy.current_tenant_id(), p_principal_type, p_principal_id,
-                        p_resource_type, p_resource_id, false) s
+                        p_resource_type, p_resource_id, false, false) s
      WHERE rbac.covers(s.permission, p_permission);
     RETURN v_allow AND NOT v_deny;
 END
@@ -304,7 +372,7 @@ BEGIN
     END IF;
     WITH s AS MATERIALIZED (
         SELECT r.permission, r.effect, r.resource_type, r.expires_at
-          FROM rbac.resolve(p_tenant, 'user', v_actor, NULL, NULL, true) r
+          FROM rbac.resolve(p_tenant, 'user', v_actor, NULL, NULL, true, false) r
     ),
     wanted(kind, pattern, until) AS (
         SELECT 'confer', w.p, w.u FROM unnest(p_confer, p_until) w(p, u) WHERE w.p IS NOT NULL
@@ -622,6 +690,11 @@ BEGIN
     IF TG_OP = 'UPDATE' AND (NEW.tenant_id, NEW.user_id, NEW.role) IS NOT DISTINCT FROM (OLD.tenant_id, OLD.user_id, OLD.role) THEN
         RETURN NEW;
     END IF;
+    -- A role that does not exist (yet) would be filled by whoever creates it later.
+    IF TG_OP <> 'DELETE' AND NOT rbac.role_exists(NEW.tenant_id, NEW.role) THEN
+        RAISE EXCEPTION 'role % does not exist', NEW.role
+            USING ERRCODE = '23503', CONSTRAINT = 'memberships_role_exists';
+    END IF;
     IF TG_OP <> 'INSERT' THEN
         v_lift := rbac.closure_patterns(OLD.tenant_id, ARRAY[OLD.role], 'deny');
     END IF;
@@ -654,6 +727,10 @@ BEGIN
            IS NOT DISTINCT FROM (OLD.tenant_id, OLD.role, OLD.email, OLD.token_hash, OLD.expires_at, 'pending') THEN
         RETURN NEW;
     END IF;
+    IF NOT rbac.role_exists(NEW.tenant_id, NEW.role) THEN
+        RAISE EXCEPTION 'role % does not exist', NEW.role
+            USING ERRCODE = '23503', CONSTRAINT = 'invitations_role_exists';
+    END IF;
     v_confer := rbac.closure_patterns(NEW.tenant_id, ARRAY[NEW.role], 'allow');
     PERFORM rbac.authorize_change(NEW.tenant_id, v_confer, array_fill(NULL::timestamptz, ARRAY[cardinality(v_confer)]),
                                   '{}', '{}');
@@ -671,7 +748,7 @@ REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA rbac FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     rbac.max_role_depth(), rbac.max_roles(), rbac.max_role_edges(), rbac.role_graph_limit(text, integer),
     rbac.overlaps(text, text), rbac.acts_as_owner(oid), rbac.lock_role_graph(uuid),
-    rbac.role_closure(uuid, text[]), rbac.resolve(uuid, text, uuid, text, text, boolean),
+    rbac.role_closure(uuid, text[]), rbac.resolve(uuid, text, uuid, text, text, boolean, boolean),
     rbac.closure_patterns(uuid, text[], text), rbac.authorize_change(uuid, text[], timestamptz[], text[], text[])
     TO pgstrata_app;
 

@@ -357,6 +357,21 @@ async fn updating_ones_own_membership_or_an_invitation_to_owner_is_refused() {
         assert!(refused_escalation(&err), "{owner:?}: {err}");
         tx.rollback().await.unwrap();
 
+        // Nor to a role no one has defined yet (it would be filled by whoever creates it).
+        let mut tx = env.as_member().await;
+        let err = exec(
+            &mut tx,
+            "UPDATE tenancy.memberships SET role = 'billing_admin' WHERE user_id = $1",
+            &[a.member.0],
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Db(pgstrata_core::DbError::MissingReference { .. })),
+            "{owner:?}: {err}"
+        );
+        tx.rollback().await.unwrap();
+
         // A new invitation to owner, through the function and directly.
         let mut tx = env.as_member().await;
         let err = sqlx::query("SELECT * FROM tenancy.create_invitation('mallory@evil.example', 'owner')")
@@ -565,4 +580,84 @@ async fn a_graph_loaded_past_the_limits_fails_checks_with_a_typed_error() {
     assert!(matches!(&err, Error::RoleGraphLimit { .. }), "{err}");
     tx.rollback().await.unwrap();
     env.close().await;
+}
+
+/// Class 1 for rbac: every function that runs a query pins `search_path = pg_catalog, pg_temp`,
+/// none is SECURITY DEFINER, none is executable by PUBLIC.
+#[tokio::test]
+async fn rbac_functions_pin_search_path_and_are_not_executable_by_public() {
+    for owner in Owner::BOTH {
+        let env = Env::new(owner).await;
+        let rows: Vec<(String, bool, Option<Vec<String>>, bool)> = sqlx::query_as(
+            "SELECT p.proname::text, p.prosecdef, p.proconfig::text[],
+                    EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                             WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
+               FROM pg_proc p WHERE p.pronamespace = 'rbac'::regnamespace ORDER BY 1",
+        )
+        .fetch_all(&env.app)
+        .await
+        .unwrap();
+        assert!(rows.len() > 20, "{rows:?}");
+        // Pure expressions over their arguments: no relation or type names to shadow.
+        let pure = [
+            "covers",
+            "is_pattern",
+            "overlaps",
+            "max_role_depth",
+            "max_roles",
+            "max_role_edges",
+        ];
+        for (name, definer, config, public) in rows {
+            assert!(!public, "{owner:?}: PUBLIC may execute rbac.{name}");
+            assert!(!definer, "{owner:?}: rbac.{name} is SECURITY DEFINER");
+            if !pure.contains(&name.as_str()) {
+                let pinned = config
+                    .unwrap_or_default()
+                    .contains(&"search_path=pg_catalog, pg_temp".to_string());
+                assert!(pinned, "{owner:?}: rbac.{name} does not pin search_path");
+            }
+        }
+        env.close().await;
+    }
+}
+
+/// The pg_temp trick against rbac's guards: the caller shadows `text`, `uuid` and `timestamptz`
+/// with domains whose CHECK runs its own code (which refuses to go on if it ever runs as anyone
+/// but the caller), and tables with rbac's names; the guards never run that code as another
+/// role nor read those tables, and still refuse the escalation.
+#[tokio::test]
+async fn pg_temp_shadows_do_not_reach_the_guards() {
+    for owner in Owner::BOTH {
+        let env = Env::new(owner).await;
+        let a = &env.org;
+        let mut tx = env.as_member().await;
+        sqlx::raw_sql(
+            "CREATE FUNCTION pg_temp.pwn(v anyelement) RETURNS boolean LANGUAGE plpgsql AS
+                 $$ BEGIN
+                        IF current_user <> session_user THEN
+                            RAISE EXCEPTION 'pwned: the caller''s code ran as %', current_user;
+                        END IF;
+                        RETURN true;
+                    END $$;
+             CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.pwn(VALUE));
+             CREATE DOMAIN pg_temp.uuid AS pg_catalog.uuid CHECK (pg_temp.pwn(VALUE));
+             CREATE DOMAIN pg_temp.timestamptz AS pg_catalog.timestamptz CHECK (pg_temp.pwn(VALUE));
+             CREATE TEMP TABLE grants (tenant_id pg_catalog.uuid, permission pg_catalog.text);
+             CREATE TEMP TABLE memberships (tenant_id pg_catalog.uuid, user_id pg_catalog.uuid, role pg_catalog.text);",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let someone = Principal::api_key(Uuid::now_v7());
+        admin::grant(&mut tx, a.id, &NewGrant::allow(someone, "invoice:read"))
+            .await
+            .unwrap();
+        admin::create_role(&mut tx, a.id, "mine", "").await.unwrap();
+        let err = admin::add_role_permission(&mut tx, a.id, "mine", "*", Effect::Allow)
+            .await
+            .unwrap_err();
+        assert!(refused_escalation(&err), "{owner:?}: {err}");
+        tx.rollback().await.unwrap();
+        env.close().await;
+    }
 }

@@ -725,7 +725,12 @@ async fn run_sequence(app: &PgPool, admin: &PgPool, ops: &[(usize, Op)]) -> Resu
                             | Error::RoleExists { .. }
                             | Error::UnknownRole { .. }
                             | Error::GrantNotFound
-                    ) || matches!(&e, Error::Db(pgstrata_core::DbError::Conflict { .. })),
+                    ) || matches!(
+                        &e,
+                        Error::Db(
+                            pgstrata_core::DbError::Conflict { .. } | pgstrata_core::DbError::MissingReference { .. }
+                        )
+                    ),
                     "unexpected refusal of {:?}: {}",
                     op,
                     e
