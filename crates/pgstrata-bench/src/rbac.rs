@@ -1,5 +1,7 @@
 //! The rbac bench: `rbac.check` latency and throughput as a tenant grows from 10 to 100,000
-//! grants, beside a naive join-based check run the same way on the same connections.
+//! grants, beside a naive join-based check run the same way on the same connections; and the
+//! check's latency through a 20-level diamond-shaped role hierarchy (2^20 paths from bottom to
+//! top), which resolution must walk visiting each role once.
 //!
 //! Everything happens in a scratch database `pgstrata_bench_<pid>`, dropped at the end. Data is
 //! loaded by the superuser (past RLS and the grant guard); checks run as a LOGIN role that is
@@ -68,6 +70,14 @@ const fn case(
     }
 }
 
+/// Levels of the diamond: two roles per level, each inheriting from both roles of the next.
+const DIAMOND_LEVELS: i32 = 20;
+/// Goal for a check through the diamond.
+const DIAMOND_GOAL_P50_MS: f64 = 1.0;
+/// What the diamond's user is asked, cycling, with the correct answer: the top role's allow,
+/// reached through 20 levels, and a permission nothing in the diamond gives.
+const DIAMOND_CASES: [(&str, bool); 2] = [("res9:delete", true), ("res9:export", false)];
+
 const CHECK_SQL: &str = "SELECT rbac.check('user', $1, $2, $3, $4)";
 
 /// The check a team writes first. It ignores denies, wildcards, inheritance, scopes and expiry:
@@ -103,6 +113,18 @@ struct Summary {
     baseline_checks_per_s: BTreeMap<String, u64>,
     flatness_p50_100k_over_10: f64,
     goal_p50_ms: f64,
+    diamond_levels: i32,
+    diamond_p50_ms: f64,
+    diamond_p99_ms: f64,
+    diamond_goal_p50_ms: f64,
+}
+
+/// The diamond's measurement.
+#[derive(Debug, Clone)]
+struct Diamond {
+    p50_ms: f64,
+    p99_ms: f64,
+    answers: Vec<bool>,
 }
 
 /// Both subjects at one tenant size.
@@ -166,10 +188,12 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
             baseline,
         });
     }
+    eprintln!("Measuring the {DIAMOND_LEVELS}-level diamond...");
+    let diamond = measure_diamond(&app, opts).await?;
     app.close().await;
     admin.close().await;
 
-    report(&rows, opts, load_time, (tenants, users, grants))?;
+    report(&rows, &diamond, opts, load_time, (tenants, users, grants))?;
     Ok(())
 }
 
@@ -257,6 +281,22 @@ UNION ALL
 SELECT tenant_id, 'user', user_id, 'member', NULL FROM bench_users WHERE t > 3;
 
 DROP TABLE bench_users;
+
+-- A 20-level diamond in neighbour tenant 4: dx<l> and dy<l> each inherit from dx<l+1> and
+-- dy<l+1>; dx20 holds res9:delete; one user holds dx0 (2^20 paths lead from it to dx20).
+INSERT INTO tenancy.users (id, email, display_name)
+VALUES (md5('pgstrata-bench-user-diamond')::uuid, 'diamond@t4.bench.test', 'Diamond');
+INSERT INTO rbac.roles (tenant_id, key, description)
+SELECT md5('pgstrata-bench-tenant-4')::uuid, s || l, 'diamond level ' || l
+  FROM generate_series(0, 20) AS l, unnest(ARRAY['dx', 'dy']) AS s;
+INSERT INTO rbac.role_permissions (tenant_id, role_key, permission)
+VALUES (md5('pgstrata-bench-tenant-4')::uuid, 'dx20', 'res9:delete');
+INSERT INTO rbac.role_parents (tenant_id, role_key, parent_key)
+SELECT md5('pgstrata-bench-tenant-4')::uuid, a || l, b || (l + 1)
+  FROM generate_series(0, 19) AS l, unnest(ARRAY['dx', 'dy']) AS a, unnest(ARRAY['dx', 'dy']) AS b
+ ORDER BY l DESC;
+INSERT INTO rbac.grants (tenant_id, principal_type, principal_id, role_key)
+VALUES (md5('pgstrata-bench-tenant-4')::uuid, 'user', md5('pgstrata-bench-user-diamond')::uuid, 'dx0');
 "#;
 
 async fn load(admin: &PgPool) -> Result<(), sqlx::Error> {
@@ -346,6 +386,48 @@ async fn measure(
     })
 }
 
+/// Latency of checks through the diamond, on one connection in one transaction.
+async fn measure_diamond(app: &PgPool, opts: &Options) -> Result<Diamond, Box<dyn Error>> {
+    let tenant: Uuid = sqlx::query_scalar("SELECT md5('pgstrata-bench-tenant-4')::uuid")
+        .fetch_one(app)
+        .await?;
+    let user: Uuid = sqlx::query_scalar("SELECT md5('pgstrata-bench-user-diamond')::uuid")
+        .fetch_one(app)
+        .await?;
+    let mut tx = begin_tenant(app, &TenantContext::tenant(TenantId(tenant))).await?;
+    let ask = |permission: &'static str| {
+        sqlx::query_scalar::<_, bool>(CHECK_SQL)
+            .bind(user)
+            .bind(permission)
+            .bind(None::<&str>)
+            .bind(None::<&str>)
+    };
+    let mut answers = Vec::new();
+    for (permission, _) in DIAMOND_CASES {
+        answers.push(ask(permission).fetch_one(&mut *tx).await?);
+    }
+    for i in 0..WARMUP {
+        ask(DIAMOND_CASES[i % DIAMOND_CASES.len()].0)
+            .fetch_one(&mut *tx)
+            .await?;
+    }
+    let mut samples = Vec::with_capacity(opts.iterations);
+    for i in 0..opts.iterations {
+        let started = Instant::now();
+        ask(DIAMOND_CASES[i % DIAMOND_CASES.len()].0)
+            .fetch_one(&mut *tx)
+            .await?;
+        samples.push(started.elapsed());
+    }
+    tx.rollback().await?;
+    samples.sort_unstable();
+    Ok(Diamond {
+        p50_ms: percentile_ms(&samples, 0.50),
+        p99_ms: percentile_ms(&samples, 0.99),
+        answers,
+    })
+}
+
 /// Checks per second with `concurrency` connections asking back to back for THROUGHPUT_TIME,
 /// each in its own transaction with the tenant set.
 async fn throughput(
@@ -385,6 +467,7 @@ fn verdict(allowed: bool) -> &'static str {
 
 fn report(
     rows: &[Row],
+    diamond: &Diamond,
     opts: &Options,
     load_time: Duration,
     (tenants, users, grants): (i64, i64, i64),
@@ -492,6 +575,37 @@ fn report(
         }
     );
 
+    let diamond_right = DIAMOND_CASES
+        .iter()
+        .zip(&diamond.answers)
+        .all(|((_, expected), got)| expected == got);
+    println!();
+    println!(
+        "diamond: {DIAMOND_LEVELS} levels, 2^{DIAMOND_LEVELS} paths: check p50 {:.4} ms, p99 {:.4} ms \
+         (goal p50 < {DIAMOND_GOAL_P50_MS} ms: {}); answers {} (expected {})",
+        diamond.p50_ms,
+        diamond.p99_ms,
+        if diamond.p50_ms < DIAMOND_GOAL_P50_MS {
+            "met"
+        } else {
+            "missed"
+        },
+        diamond
+            .answers
+            .iter()
+            .map(|a| verdict(*a))
+            .collect::<Vec<_>>()
+            .join("/"),
+        DIAMOND_CASES
+            .iter()
+            .map(|(_, e)| verdict(*e))
+            .collect::<Vec<_>>()
+            .join("/"),
+    );
+    if !diamond_right {
+        println!("  WARNING: pgstrata gave an unexpected answer through the diamond");
+    }
+
     // Keys of the per-size maps sort as "10" < "1000" < "100000", the order wanted.
     let ms = |f: fn(&Row) -> f64| rows.iter().map(|r| (r.grants.to_string(), round(f(r), 4))).collect();
     let per_s = |f: fn(&Row) -> f64| {
@@ -509,6 +623,10 @@ fn report(
         baseline_checks_per_s: per_s(|r| r.baseline.checks_per_s),
         flatness_p50_100k_over_10: round(flatness, 3),
         goal_p50_ms: GOAL_P50_MS,
+        diamond_levels: DIAMOND_LEVELS,
+        diamond_p50_ms: round(diamond.p50_ms, 4),
+        diamond_p99_ms: round(diamond.p99_ms, 4),
+        diamond_goal_p50_ms: DIAMOND_GOAL_P50_MS,
     };
     let line = serde_json::to_string(&summary)?;
     println!();

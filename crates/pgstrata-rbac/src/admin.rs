@@ -1,6 +1,8 @@
 //! Changing who may do what: custom roles, their permissions and parents, grants, groups.
-//! Operations run in the current tenant context; granting also needs an acting user
-//! (`app.actor_id`) who holds what is granted (the database refuses escalation).
+//! Operations run in the current tenant context and need an acting user (`app.actor_id`) who
+//! holds, tenant-wide and without a deny, what the change confers, for as long as it confers it
+//! ([`Error::EscalationRefused`], [`Error::OutlivesActor`]), and what a deny it removes restricts
+//! ([`Error::DenyRemovalRefused`]). The database enforces this for every client.
 
 use crate::error::{Error, Result};
 use crate::generated::{Grant, Grants, RoleParents, RolePermissions, Roles};
@@ -111,6 +113,39 @@ pub async fn add_role_permission(
         })?
         .to_owned();
     execute(conn, sql::build(&stmt), role_errors(key)).await.map(drop)
+}
+
+/// Removes an allow or deny pattern from a custom role; removing a deny needs the acting user
+/// to hold what it denies ([`Error::DenyRemovalRefused`]). Returns whether it was there.
+pub async fn remove_role_permission(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    key: &str,
+    permission: &str,
+    effect: Effect,
+) -> Result<bool> {
+    let built = sql::build(
+        Query::delete()
+            .from_table(RolePermissions::qualified())
+            .and_where(Expr::col(RolePermissions::TenantId).eq(tenant.0))
+            .and_where(Expr::col(RolePermissions::RoleKey).eq(key))
+            .and_where(Expr::col(RolePermissions::Permission).eq(permission))
+            .and_where(Expr::col(RolePermissions::Effect).eq(effect.as_str())),
+    );
+    Ok(execute(conn, built, Error::from).await? > 0)
+}
+
+/// Removes an inheritance edge; refused if `parent` carries denies the acting user does not
+/// cover. Returns whether it was there.
+pub async fn remove_role_parent(conn: &mut PgConnection, tenant: TenantId, key: &str, parent: &str) -> Result<bool> {
+    let built = sql::build(
+        Query::delete()
+            .from_table(RoleParents::qualified())
+            .and_where(Expr::col(RoleParents::TenantId).eq(tenant.0))
+            .and_where(Expr::col(RoleParents::RoleKey).eq(key))
+            .and_where(Expr::col(RoleParents::ParentKey).eq(parent)),
+    );
+    Ok(execute(conn, built, Error::from).await? > 0)
 }
 
 /// Makes `key` inherit everything `parent` has; refused with [`Error::Cycle`] if `parent`

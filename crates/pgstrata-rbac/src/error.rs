@@ -33,6 +33,17 @@ pub enum Error {
     #[error("escalation refused: the acting user does not hold {missing}, so it cannot grant it")]
     EscalationRefused { missing: String },
 
+    #[error(
+        "escalation refused: the acting user holds {pattern} only for a shorter time, so it cannot grant it for longer"
+    )]
+    OutlivesActor { pattern: String },
+
+    #[error("deny removal refused: the acting user does not hold {pattern}, so it cannot lift a deny on it")]
+    DenyRemovalRefused { pattern: String },
+
+    #[error("role graph limit reached: {message}")]
+    RoleGraphLimit { message: String },
+
     #[error("the same grant already exists")]
     DuplicateGrant,
 
@@ -55,11 +66,26 @@ impl From<DbError> for Error {
         match &e {
             DbError::Conflict { constraint, .. } if constraint == "grants_unique" => Error::DuplicateGrant,
             DbError::Forbidden { code, message } if code == pgstrata_core::error::sqlstate::FORBIDDEN => {
-                match message.split_once("does not hold ") {
-                    Some((_, rest)) => Error::EscalationRefused {
-                        missing: rest.split(',').next().unwrap_or(rest).to_owned(),
-                    },
-                    None => Error::Db(e),
+                let pattern = |after: &str| {
+                    message
+                        .split_once(after)
+                        .map(|(_, rest)| rest.split([',', ' ']).next().unwrap_or(rest).to_owned())
+                };
+                if message.starts_with("deny removal refused") {
+                    match pattern("does not hold ") {
+                        Some(pattern) => Error::DenyRemovalRefused { pattern },
+                        None => Error::Db(e),
+                    }
+                } else if message.contains(" only until ") {
+                    match pattern(" holds ") {
+                        Some(pattern) => Error::OutlivesActor { pattern },
+                        None => Error::Db(e),
+                    }
+                } else {
+                    match pattern("does not hold ") {
+                        Some(missing) => Error::EscalationRefused { missing },
+                        None => Error::Db(e),
+                    }
                 }
             }
             DbError::Other(sqlx::Error::Database(db)) if db.code().as_deref() == Some(CYCLE) => Error::Cycle {
@@ -68,6 +94,11 @@ impl From<DbError> for Error {
                     .trim_start_matches("role inheritance would form a cycle: ")
                     .to_owned(),
             },
+            DbError::Other(sqlx::Error::Database(db)) if db.code().as_deref() == Some(ROLE_GRAPH_LIMIT) => {
+                Error::RoleGraphLimit {
+                    message: db.message().trim_start_matches("role graph limit: ").to_owned(),
+                }
+            }
             _ => Error::Db(e),
         }
     }
@@ -75,5 +106,10 @@ impl From<DbError> for Error {
 
 /// SQLSTATE raised when a new inheritance edge would close a cycle.
 pub const CYCLE: &str = "PS422";
+
+/// SQLSTATE raised when a tenant's role graph would pass (or, when resolving, has passed) its
+/// limits: [`MAX_ROLE_DEPTH`](crate::MAX_ROLE_DEPTH), [`MAX_ROLES`](crate::MAX_ROLES),
+/// [`MAX_ROLE_EDGES`](crate::MAX_ROLE_EDGES).
+pub const ROLE_GRAPH_LIMIT: &str = "PS413";
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

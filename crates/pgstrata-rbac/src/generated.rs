@@ -148,6 +148,35 @@ impl Iden for Permissions {
     }
 }
 
+/// A row of `rbac.role_graph_locks`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct RoleGraphLock {
+    pub tenant_id: pgstrata_core::TenantId,
+}
+
+/// Identifiers of `rbac.role_graph_locks` for sea-query; `Table` is the table itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleGraphLocks {
+    Table,
+    TenantId,
+}
+
+impl RoleGraphLocks {
+    /// The schema-qualified table, for `from`, `into_table` and `table`.
+    pub fn qualified() -> (RbacSchema, RoleGraphLocks) {
+        (RbacSchema, RoleGraphLocks::Table)
+    }
+}
+
+impl Iden for RoleGraphLocks {
+    fn unquoted(&self) -> &str {
+        match self {
+            RoleGraphLocks::Table => "role_graph_locks",
+            RoleGraphLocks::TenantId => "tenant_id",
+        }
+    }
+}
+
 /// A row of `rbac.role_parents`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct RoleParent {

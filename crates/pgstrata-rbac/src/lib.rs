@@ -11,7 +11,11 @@
 //! 2. any matching `deny` wins; else any matching `allow` allows; else denied.
 //!
 //! Patterns are `resource:action`, where either part may be `*`, or `*` alone.
-//! Granting is guarded in the database: the acting user must hold what it grants.
+//! Every change of authorization data is guarded in the database (roles, their permissions and
+//! parents, groups, grants, and tenancy's membership and invitation roles): the acting user must
+//! hold, tenant-wide and without a deny, what the change confers, for as long as it confers it,
+//! and must hold what a deny restricts to remove the deny. A tenant's role graph is bounded
+//! ([`MAX_ROLE_DEPTH`], [`MAX_ROLES`], [`MAX_ROLE_EDGES`]).
 
 pub mod admin;
 pub mod authz;
@@ -32,9 +36,19 @@ use uuid::Uuid;
 pub static MODULE: Module = Module {
     name: "rbac",
     depends_on: &["tenancy"],
-    migrations: &[pgstrata_core::migration!("rbac", 1, "rbac")],
+    migrations: &[
+        pgstrata_core::migration!("rbac", 1, "rbac"),
+        pgstrata_core::migration!("rbac", 2, "hardening"),
+    ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/rbac/seed.sql")),
 };
+
+/// Longest chain of inheritance edges a tenant's role graph may hold (`rbac.max_role_depth()`).
+pub const MAX_ROLE_DEPTH: u32 = 32;
+/// Custom roles a tenant may define (`rbac.max_roles()`).
+pub const MAX_ROLES: u32 = 1000;
+/// Inheritance edges a tenant's custom roles may hold (`rbac.max_role_edges()`).
+pub const MAX_ROLE_EDGES: u32 = 4000;
 
 /// What kind of principal holds grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 mod common;
 
 use chrono::{Duration, Utc};
+use pgstrata_core::testing::TestDb;
 use pgstrata_core::{TenantContext, TenantId, UserId};
 use pgstrata_rbac::admin::{self, NewGrant};
 use pgstrata_rbac::{Effect, Error, Principal, Resource, check, effective_permissions, explain, principals_with};
@@ -30,7 +31,7 @@ impl Org {
     }
 }
 
-async fn org(app: &PgPool, slug: &str) -> Org {
+async fn org(db: &TestDb, app: &PgPool, slug: &str) -> Org {
     let new_user = |who: &str| NewUser {
         email: format!("{who}@{slug}.example"),
         display_name: who.into(),
@@ -43,15 +44,14 @@ async fn org(app: &PgPool, slug: &str) -> Org {
             .unwrap()
             .id,
     );
-    let mut tx = pgstrata_core::begin_tenant(app, &TenantContext::tenant(id))
-        .await
-        .unwrap();
+    // Members other than the founder join by invitation; the fixture adds one directly.
+    let mut tx = db.admin.begin().await.unwrap();
     memberships::add(&mut tx, id, member, "member").await.unwrap();
     tx.commit().await.unwrap();
     Org { id, owner, member }
 }
 
-async fn setup() -> (pgstrata_core::testing::TestDb, PgPool) {
+async fn setup() -> (TestDb, PgPool) {
     let db = common::migrated_db().await;
     sqlx::raw_sql(
         "INSERT INTO rbac.permissions (key) VALUES
@@ -67,7 +67,7 @@ async fn setup() -> (pgstrata_core::testing::TestDb, PgPool) {
 #[tokio::test]
 async fn a_deny_on_an_inherited_role_beats_a_direct_allow() {
     let (db, app) = setup().await;
-    let a = org(&app, "acme").await;
+    let a = org(&db, &app, "acme").await;
     let user = Principal::user(a.member.0);
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
     admin::create_role(&mut tx, a.id, "restricted", "").await.unwrap();
@@ -115,7 +115,7 @@ async fn a_deny_on_an_inherited_role_beats_a_direct_allow() {
 #[tokio::test]
 async fn a_scoped_deny_does_not_deny_other_resources() {
     let (db, app) = setup().await;
-    let a = org(&app, "acme").await;
+    let a = org(&db, &app, "acme").await;
     let key = Principal::api_key(uuid::Uuid::now_v7());
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
     admin::grant(&mut tx, a.id, &NewGrant::allow(key, "invoice:*"))
@@ -155,7 +155,7 @@ async fn a_scoped_deny_does_not_deny_other_resources() {
 #[tokio::test]
 async fn expired_grants_do_not_count() {
     let (db, app) = setup().await;
-    let a = org(&app, "acme").await;
+    let a = org(&db, &app, "acme").await;
     let temp = Principal::api_key(uuid::Uuid::now_v7());
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
     admin::grant(
@@ -186,7 +186,7 @@ async fn expired_grants_do_not_count() {
 #[tokio::test]
 async fn a_cycle_in_role_inheritance_is_rejected() {
     let (db, app) = setup().await;
-    let a = org(&app, "acme").await;
+    let a = org(&db, &app, "acme").await;
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
     for key in ["a", "b", "c"] {
         admin::create_role(&mut tx, a.id, key, "").await.unwrap();
@@ -219,7 +219,7 @@ async fn a_cycle_in_role_inheritance_is_rejected() {
 #[tokio::test]
 async fn granting_what_one_does_not_hold_is_refused() {
     let (db, app) = setup().await;
-    let a = org(&app, "acme").await;
+    let a = org(&db, &app, "acme").await;
     let someone = Principal::api_key(uuid::Uuid::now_v7());
 
     // The member (member -> viewer: *:read, *:create, *:update) may pass on what it holds...
@@ -275,7 +275,7 @@ async fn granting_what_one_does_not_hold_is_refused() {
 #[tokio::test]
 async fn group_grants_reach_members_only_while_they_are_members() {
     let (db, app) = setup().await;
-    let a = org(&app, "acme").await;
+    let a = org(&db, &app, "acme").await;
     let group = uuid::Uuid::now_v7();
     let key = Principal::api_key(uuid::Uuid::now_v7());
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
@@ -299,8 +299,8 @@ async fn group_grants_reach_members_only_while_they_are_members() {
 #[tokio::test]
 async fn tenant_a_grants_never_answer_for_tenant_b() {
     let (db, app) = setup().await;
-    let a = org(&app, "acme").await;
-    let b = org(&app, "bravo").await;
+    let a = org(&db, &app, "acme").await;
+    let b = org(&db, &app, "bravo").await;
     let key = Principal::api_key(uuid::Uuid::now_v7());
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
     admin::grant(&mut tx, a.id, &NewGrant::allow(key, "*")).await.unwrap();
@@ -352,7 +352,7 @@ async fn tenant_a_grants_never_answer_for_tenant_b() {
 #[tokio::test]
 async fn the_check_works_inside_a_row_level_policy() {
     let (db, app) = setup().await;
-    let a = org(&app, "acme").await;
+    let a = org(&db, &app, "acme").await;
     sqlx::raw_sql(
         "CREATE TABLE public.invoices (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
          ALTER TABLE public.invoices ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;

@@ -44,6 +44,8 @@ pub struct GrantSpec {
     pub target: Target,
     pub resource: Option<(String, String)>,
     pub expired: bool,
+    /// Minutes from now until it expires; `None`: until revoked.
+    pub until: Option<u32>,
 }
 
 impl GrantSpec {
@@ -79,23 +81,38 @@ impl World {
             .or_else(|| self.custom_roles.get(key).cloned())
     }
 
-    /// Every path from `key` up through parents, with each role's statements.
-    fn expand(&self, path: Vec<String>, out: &mut Vec<Stmt>) {
-        let Some(key) = path.last() else { return };
-        let Some(role) = self.role(key) else { return };
-        for (pattern, effect) in &role.permissions {
-            out.push(Stmt {
-                role_path: Some(path.clone()),
-                pattern: pattern.clone(),
-                effect: *effect,
-            });
-        }
-        for parent in &role.parents {
-            if !path.contains(parent) {
-                let mut next = path.clone();
-                next.push(parent.clone());
-                self.expand(next, out);
+    /// The roles reachable from `root` (itself included), each visited once, breadth-first,
+    /// each with one shortest path: among the paths of the level before, the smallest one
+    /// (compared as `a>b>c`, bytewise). Every role's statements carry that path.
+    fn expand(&self, root: &str, out: &mut Vec<Stmt>) {
+        let mut seen: BTreeSet<String> = BTreeSet::from([root.to_string()]);
+        let mut frontier: Vec<(String, String)> = vec![(root.to_string(), root.to_string())];
+        while !frontier.is_empty() {
+            let mut next: BTreeMap<String, String> = BTreeMap::new();
+            for (key, path) in &frontier {
+                let Some(role) = self.role(key) else { continue };
+                for (pattern, effect) in &role.permissions {
+                    out.push(Stmt {
+                        role_path: Some(path.split('>').map(str::to_string).collect()),
+                        pattern: pattern.clone(),
+                        effect: *effect,
+                    });
+                }
+                for parent in &role.parents {
+                    if seen.contains(parent) {
+                        continue;
+                    }
+                    next.entry(parent.clone())
+                        .and_modify(|p| {
+                            if path < p {
+                                *p = path.clone();
+                            }
+                        })
+                        .or_insert_with(|| path.clone());
+                }
             }
+            seen.extend(next.keys().cloned());
+            frontier = next.into_iter().map(|(k, p)| (k.clone(), format!("{p}>{k}"))).collect();
         }
     }
 
@@ -111,6 +128,11 @@ impl World {
 
     /// The statements that apply to `p` on `resource` (None: tenant-wide).
     pub fn statements(&self, p: P, resource: Option<&(String, String)>) -> Vec<Stmt> {
+        self.statements_at(p, resource, 0)
+    }
+
+    /// The statements that apply `minutes` from now.
+    pub fn statements_at(&self, p: P, resource: Option<&(String, String)>, minutes: u32) -> Vec<Stmt> {
         let mut holders = vec![p];
         for (group, member) in &self.group_members {
             if *member == p {
@@ -123,7 +145,8 @@ impl World {
                 None => true,
                 Some(r) => Some(r) == resource,
             };
-            if !holders.contains(&g.principal) || g.expired || !in_scope {
+            let lapsed = g.expired || g.until.is_some_and(|u| u <= minutes);
+            if !holders.contains(&g.principal) || lapsed || !in_scope {
                 continue;
             }
             match &g.target {
@@ -132,13 +155,13 @@ impl World {
                     pattern: pattern.clone(),
                     effect: *effect,
                 }),
-                Target::Role(key) => self.expand(vec![key.clone()], &mut out),
+                Target::Role(key) => self.expand(key, &mut out),
             }
         }
         if p.0 == "user" {
             for (user, role) in &self.memberships {
                 if *user == p.1 {
-                    self.expand(vec![role.clone()], &mut out);
+                    self.expand(role, &mut out);
                 }
             }
         }
@@ -146,8 +169,13 @@ impl World {
     }
 
     pub fn check(&self, p: P, permission: &str, resource: Option<&(String, String)>) -> bool {
+        self.check_at(p, permission, resource, 0)
+    }
+
+    /// The check `minutes` from now (grants that expire before then no longer count).
+    pub fn check_at(&self, p: P, permission: &str, resource: Option<&(String, String)>, minutes: u32) -> bool {
         let matching: Vec<Stmt> = self
-            .statements(p, resource)
+            .statements_at(p, resource, minutes)
             .into_iter()
             .filter(|s| covers(&s.pattern, permission))
             .collect();
