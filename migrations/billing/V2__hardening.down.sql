@@ -1,5 +1,5 @@
 -- Reverts billing V2: V1's entry points and link sources come back. The pinned search_path
--- stays on every function that had one (V1's bodies run unchanged under it): going back to
+-- stays on every function (V1's bodies run unchanged under it): going back to
 -- search_path = '' would reopen the hole V2 closed. Links made by the sync role or by a
 -- checkout session become 'explicit' and 'metadata', V1's names for them.
 
@@ -8,6 +8,7 @@ DROP FUNCTION billing.named_tenant(text, jsonb);
 
 CREATE OR REPLACE FUNCTION billing.event_kind(p_type text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT CASE
         WHEN p_type IN ('customer.created', 'customer.updated', 'customer.deleted') THEN 'customer'
@@ -25,6 +26,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION billing.object_customer(p_kind text, p_object jsonb) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT CASE p_kind
         WHEN 'customer' THEN p_object ->> 'id'

@@ -15,11 +15,6 @@
 --    last). With search_path = '' PostgreSQL still resolved type names in the caller's
 --    temporary schema first, so a caller's pg_temp.uuid domain whose CHECK called its own
 --    function ran that function as the owner inside the SECURITY DEFINER entry points.
---    The exception (D-046): the one-expression IMMUTABLE SQL helpers ts, ref, state_rank,
---    event_kind, object_customer and grants_access name only pg_catalog built-ins and billing's
---    own functions, and are inlined into their caller's statement, so they are parsed under the
---    caller's path (pinned in every function that runs as the owner). A SET clause would stop
---    the inlining: measured, it cut concurrent webhook throughput by more than half.
 -- 3. Replaying a customer's deferred events skips events another transaction holds (a
 --    redelivery of that event, which applies it itself once the link commits): the replay no
 --    longer waits for a ledger row while holding the link row that the redelivery waits for.
@@ -39,14 +34,19 @@ COMMENT ON COLUMN billing.customer_links.source IS
     'metadata: the customer''s metadata.tenant_id; checkout: a completed checkout session''s metadata.tenant_id or client_reference_id; sync: billing.link_customer(customer, tenant) by the sync role; explicit: linked before billing V2 by the tenant in context (unverified)';
 
 -- ---------------------------------------------------------------------------------------------
--- Every function pins search_path (bodies that do not change; the inlined helpers excepted)
+-- Every function pins search_path (bodies that do not change)
 -- ---------------------------------------------------------------------------------------------
 
+ALTER FUNCTION billing.ts(jsonb) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION billing.ref(jsonb) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION billing.state_rank(text, text, boolean) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION billing.refuse_stale() SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION billing.apply_object(text, jsonb, boolean, timestamptz, text, uuid) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION billing.process_event(jsonb) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION billing.apply_refetched(text, jsonb) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION billing.retry_failed(integer) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION billing.grants_access(text, timestamptz, timestamptz, interval, timestamptz)
+    SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION billing.tenant_has_feature(uuid, text, interval, timestamptz) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION billing.tenant_current_plan(uuid, interval, timestamptz) SET search_path = pg_catalog, pg_temp;
 
@@ -56,6 +56,7 @@ ALTER FUNCTION billing.tenant_current_plan(uuid, interval, timestamptz) SET sear
 
 CREATE OR REPLACE FUNCTION billing.event_kind(p_type text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT CASE
         WHEN p_type IN ('customer.created', 'customer.updated', 'customer.deleted') THEN 'customer'
@@ -75,6 +76,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION billing.object_customer(p_kind text, p_object jsonb) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT CASE p_kind
         WHEN 'customer' THEN p_object ->> 'id'

@@ -127,7 +127,7 @@ async fn v2_reports_the_links_any_tenant_could_have_made() {
     db.close().await.unwrap();
 }
 
-/// V2's down migration brings V1's entry points back (with the pinned search_path kept) and
+/// Down to V1 (V3 then V2) brings V1's entry points back (with the pinned search_path kept) and
 /// renames the new link sources; up again restores V2.
 #[tokio::test]
 async fn v2_down_and_up_again() {

@@ -8,6 +8,7 @@
 
 pub mod error;
 mod exec;
+pub mod fixtures;
 pub mod generated;
 pub mod invitations;
 pub mod memberships;
