@@ -42,6 +42,7 @@ pub static MODULE: Module = Module {
     migrations: &[
         pgstrata_core::migration!("billing", 1, "billing"),
         pgstrata_core::migration!("billing", 2, "hardening"),
+        pgstrata_core::migration!("billing", 3, "inline_helpers"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/billing/seed.sql")),
 };

@@ -583,23 +583,56 @@ async fn definer_functions_do_not_run_the_callers_pg_temp_types_as_the_owner() {
     }
 }
 
-/// The static rules behind the attack above, for every function of the schema: the pinned
-/// search_path with pg_temp last, no SECURITY DEFINER function executable by PUBLIC.
+/// The SQL helpers left without a SET clause so that they are inlined into their caller's
+/// statement (and parsed under its pinned path): one-expression IMMUTABLE SQL functions that
+/// name only built-ins and billing's own functions (D-046).
+const INLINED_HELPERS: [&str; 6] = [
+    "billing.event_kind(text)",
+    "billing.grants_access(text,timestamp with time zone,timestamp with time zone,interval,timestamp with time zone)",
+    "billing.object_customer(text,jsonb)",
+    "billing.ref(jsonb)",
+    "billing.state_rank(text,text,boolean)",
+    "billing.ts(jsonb)",
+];
+
+/// The static rules behind the attack above: every billing function pins the search_path with
+/// pg_temp last, but for the inlined helpers, which must stay inlinable (IMMUTABLE SQL, no SET,
+/// not SECURITY DEFINER); no SECURITY DEFINER function is executable by PUBLIC.
 #[tokio::test]
 async fn every_billing_function_pins_search_path_and_no_definer_is_public() {
     for owner in Owner::BOTH {
         let db = migrated_db_by(owner).await;
-        let wrong: Vec<String> = sqlx::query_scalar(
-            "SELECT p.oid::regprocedure::text || ' ' || coalesce(array_to_string(p.proconfig, ','), 'no search_path')
+        let rows: Vec<(String, bool, bool, bool, bool)> = sqlx::query_as(
+            "SELECT p.oid::regprocedure::text,
+                    coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false),
+                    p.proconfig IS NULL AND p.prolang = (SELECT l.oid FROM pg_language l WHERE l.lanname = 'sql') AND p.provolatile = 'i',
+                    p.prosecdef,
+                    has_function_privilege('public', p.oid, 'EXECUTE')
                FROM pg_proc p
               WHERE p.pronamespace = 'billing'::regnamespace
-                AND (p.proconfig IS NULL OR NOT ('search_path=pg_catalog, pg_temp' = ANY (p.proconfig))
-                     OR (p.prosecdef AND has_function_privilege('public', p.oid, 'EXECUTE')))",
+              ORDER BY 1",
         )
         .fetch_all(&db.admin)
         .await
         .unwrap();
-        assert!(wrong.is_empty(), "{owner:?}: {wrong:#?}");
+        assert!(rows.len() > 15, "{rows:?}");
+        for (function, pinned, inlinable, definer, public) in rows {
+            if INLINED_HELPERS.contains(&function.as_str()) {
+                assert!(
+                    inlinable && !definer,
+                    "{owner:?}: {function} must stay an inlinable SQL helper"
+                );
+            } else {
+                assert!(
+                    pinned,
+                    "{owner:?}: {function} does not pin search_path = pg_catalog, pg_temp"
+                );
+            }
+            assert!(
+                !(definer && public),
+                "{owner:?}: {function} is SECURITY DEFINER and PUBLIC"
+            );
+        }
         db.close().await.unwrap();
     }
 }
