@@ -20,7 +20,7 @@ pub mod partitions;
 pub mod query;
 
 pub use capture::{Event, TableOptions};
-pub use chain::{BrokenLink, Sealer, SealerConfig};
+pub use chain::{BrokenLink, Sealer, SealerConfig, SealerStats, Unsealed};
 pub use error::{Error, Result};
 pub use generated::Record;
 pub use partitions::{MaintainStep, Partition};
@@ -33,6 +33,9 @@ use pgstrata_core::migrate::Module;
 pub static MODULE: Module = Module {
     name: "audit",
     depends_on: &["tenancy"],
-    migrations: &[pgstrata_core::migration!("audit", 1, "audit")],
+    migrations: &[
+        pgstrata_core::migration!("audit", 1, "audit"),
+        pgstrata_core::migration!("audit", 2, "hardening"),
+    ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/audit/seed.sql")),
 };
