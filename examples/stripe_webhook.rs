@@ -11,6 +11,12 @@
 //!
 //! In production the endpoint connects as its own LOGIN role that is granted
 //! `pgstrata_billing_sync` (and nothing else); the migration owner is only needed to migrate.
+//!
+//! Customers reach their tenant through the events themselves: create each Stripe customer
+//! with `metadata.tenant_id` (or put it on the Checkout Session, as `metadata.tenant_id` or
+//! `client_reference_id`). Server code that creates a customer without it links it with
+//! `pgstrata::billing::link_customer(&mut conn, customer_id, tenant)` on a connection of this
+//! role; the application's request path cannot link.
 
 use pgstrata::billing::{Error, Outcome, Verifier, process_webhook};
 use pgstrata::{Backend, DbError};

@@ -5,10 +5,12 @@
 //! from 10,000 to 1,000,000 ready jobs.
 //!
 //! Everything happens in a scratch database `pgstrata_bench_<pid>`, dropped at the end. Jobs are
-//! enqueued, claimed and completed by a LOGIN role that is only granted `pgstrata_app`; the
-//! superuser only loads the baselines' tables and the claim backlog, and counts.
+//! enqueued by a LOGIN role that is only granted `pgstrata_app`, in a tenant transaction as the
+//! request path would; they are claimed and completed by a LOGIN role that is only granted
+//! `pgstrata_worker`. The baselines' loops run as the application role. The superuser only loads
+//! the baselines' tables and the claim backlog, and counts.
 
-use crate::scratch::{APP_ROLE, Scratch, create_app_role, percentile_ms, round};
+use crate::scratch::{APP_ROLE, Scratch, WORKER_ROLE, create_app_role, create_worker_role, percentile_ms, round};
 use pgstrata::queue::client::{self, NewJob};
 use pgstrata::queue::worker::{BoxFuture, HandlerError};
 use pgstrata::queue::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
@@ -285,8 +287,10 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
     let admin = PgPoolOptions::new().max_connections(2).connect_with(db.clone()).await?;
     pgstrata::Backend::all()?.migrate(&admin).await?;
     create_app_role(&admin).await?;
+    create_worker_role(&admin).await?;
     sqlx::raw_sql(SETUP_SQL).execute(&admin).await?;
     let app_db = db.clone().username(APP_ROLE).password(APP_ROLE);
+    let worker_db = db.clone().username(WORKER_ROLE).password(WORKER_ROLE);
     let jobs = i64::try_from(opts.jobs)?;
 
     // The subjects drain in turn, in a different order each round, and each reports its median
@@ -309,7 +313,7 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
                         "  draining with {} pgstrata workers ({} executor(s) each, batch {})...",
                         opts.workers, opts.executors, opts.batch_size
                     );
-                    this.pgstrata = Drain::of(opts.jobs, drain_pgstrata(&admin, &app_db, opts, jobs).await?);
+                    this.pgstrata = Drain::of(opts.jobs, drain_pgstrata(&admin, &worker_db, opts, jobs).await?);
                 }
                 Subject::Seed => {
                     load_baseline(&admin, "bench.seed_jobs", jobs).await?;
@@ -329,12 +333,12 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
     }
 
     eprintln!("Measuring enqueue-to-start latency...");
-    let notify = notify_latency(&app_db, opts).await?;
+    let notify = notify_latency(&app_db, &worker_db, opts).await?;
 
     let mut claims = Vec::new();
     for (label, backlog) in BACKLOGS {
         eprintln!("Measuring claim latency at {backlog} ready jobs...");
-        claims.push(claim_latency(&admin, &app_db, label, backlog).await?);
+        claims.push(claim_latency(&admin, &worker_db, label, backlog).await?);
     }
     admin.close().await;
 
@@ -353,8 +357,8 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
     Ok(())
 }
 
-/// A pool of the application role with every connection already open, so that connecting is
-/// not counted as working.
+/// A pool of a login role with every connection already open, so that connecting is not
+/// counted as working.
 async fn app_pool(app_db: &PgConnectOptions, size: usize) -> Result<PgPool, Box<dyn Error>> {
     let pool = PgPoolOptions::new()
         .max_connections(u32::try_from(size)?)
@@ -368,11 +372,15 @@ async fn app_pool(app_db: &PgConnectOptions, size: usize) -> Result<PgPool, Box<
     Ok(pool)
 }
 
+/// The tenant the application enqueues for.
+fn bench_tenant() -> pgstrata::TenantContext {
+    pgstrata::TenantContext::tenant(pgstrata::TenantId(uuid::Uuid::from_u128(0x7067_7374_7261_7461)))
+}
+
 /// Enqueues the drained jobs as the application would, `ENQUEUE_CHUNK` per statement, each
-/// chunk committed on its own; returns how long it took.
+/// chunk in its own tenant transaction; returns how long it took.
 async fn enqueue_drain_jobs(app_db: &PgConnectOptions, jobs: usize) -> Result<Duration, Box<dyn Error>> {
     let pool = app_pool(app_db, 1).await?;
-    let mut conn = pool.acquire().await?;
     let started = Instant::now();
     let mut n = 0i64;
     let mut left = jobs;
@@ -383,14 +391,15 @@ async fn enqueue_drain_jobs(app_db: &PgConnectOptions, jobs: usize) -> Result<Du
             n += 1;
             chunk.push(NewJob::of(&Noop { n })?);
         }
-        let ids = client::enqueue_many(&mut conn, &chunk).await?;
+        let mut tx = pgstrata::begin_tenant(&pool, &bench_tenant()).await?;
+        let ids = client::enqueue_many(&mut tx, &chunk).await?;
+        tx.commit().await?;
         if ids.len() != size {
             return Err(format!("enqueue_many returned {} ids for {size} jobs", ids.len()).into());
         }
         left -= size;
     }
     let took = started.elapsed();
-    drop(conn);
     pool.close().await;
     Ok(took)
 }
@@ -399,7 +408,7 @@ async fn enqueue_drain_jobs(app_db: &PgConnectOptions, jobs: usize) -> Result<Du
 /// is completed; returns the wall time from starting them to the last completion seen.
 async fn drain_pgstrata(
     admin: &PgPool,
-    app_db: &PgConnectOptions,
+    worker_db: &PgConnectOptions,
     opts: &Options,
     jobs: i64,
 ) -> Result<Duration, Box<dyn Error>> {
@@ -407,7 +416,7 @@ async fn drain_pgstrata(
     let mut pools = Vec::with_capacity(opts.workers);
     for _ in 0..opts.workers {
         // Executors, the listener, maintenance and the batches' heartbeats.
-        pools.push(app_pool(app_db, opts.executors + 3).await?);
+        pools.push(app_pool(worker_db, opts.executors + 3).await?);
     }
     let (stop, stopped) = watch::channel(false);
     let started = Instant::now();
@@ -547,12 +556,16 @@ async fn check_done(admin: &PgPool, table: &str, jobs: i64) -> Result<(), Box<dy
 /// With `workers` idle workers listening (polling only every 5 s), enqueues single jobs one at
 /// a time, each in its own committed statement, and records how long each waited from just
 /// before its enqueue to its handler starting.
-async fn notify_latency(app_db: &PgConnectOptions, opts: &Options) -> Result<Vec<Duration>, Box<dyn Error>> {
+async fn notify_latency(
+    app_db: &PgConnectOptions,
+    worker_db: &PgConnectOptions,
+    opts: &Options,
+) -> Result<Vec<Duration>, Box<dyn Error>> {
     let base = Instant::now();
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(NOTIFY_JOBS + NOTIFY_WARMUP)));
     let mut pools = Vec::with_capacity(opts.workers);
     for _ in 0..opts.workers {
-        pools.push(app_pool(app_db, opts.executors + 3).await?);
+        pools.push(app_pool(worker_db, opts.executors + 3).await?);
     }
     let (stop, stopped) = watch::channel(false);
     let mut handles = Vec::with_capacity(opts.workers);
@@ -572,15 +585,13 @@ async fn notify_latency(app_db: &PgConnectOptions, opts: &Options) -> Result<Vec
         // Let every worker connect its listener and every executor find the queue empty.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let producer = app_pool(app_db, 1).await?;
-        let mut conn = producer.acquire().await?;
         // Warm-up (statement caches, the listeners), then forget it.
-        send_pings(&mut conn, base, NOTIFY_WARMUP).await?;
+        send_pings(&producer, base, NOTIFY_WARMUP).await?;
         wait_for_pings(&latencies, NOTIFY_WARMUP).await?;
         if let Ok(mut l) = latencies.lock() {
             l.clear();
         }
-        send_pings(&mut conn, base, NOTIFY_JOBS).await?;
-        drop(conn);
+        send_pings(&producer, base, NOTIFY_JOBS).await?;
         producer.close().await;
         wait_for_pings(&latencies, NOTIFY_JOBS).await
     }
@@ -598,12 +609,14 @@ async fn notify_latency(app_db: &PgConnectOptions, opts: &Options) -> Result<Vec
     Ok(samples)
 }
 
-/// Enqueues `count` pings one at a time, each in its own committed statement, NOTIFY_SPACING
+/// Enqueues `count` pings one at a time, each in its own tenant transaction, NOTIFY_SPACING
 /// apart.
-async fn send_pings(conn: &mut PgConnection, base: Instant, count: usize) -> Result<(), Box<dyn Error>> {
+async fn send_pings(producer: &PgPool, base: Instant, count: usize) -> Result<(), Box<dyn Error>> {
     for _ in 0..count {
         let sent_us = u64::try_from(base.elapsed().as_micros())?;
-        client::enqueue(conn, &NewJob::of(&Ping { sent_us })?.queue(NOTIFY_QUEUE)).await?;
+        let mut tx = pgstrata::begin_tenant(producer, &bench_tenant()).await?;
+        client::enqueue(&mut tx, &NewJob::of(&Ping { sent_us })?.queue(NOTIFY_QUEUE)).await?;
+        tx.commit().await?;
         tokio::time::sleep(NOTIFY_SPACING).await;
     }
     Ok(())
@@ -627,10 +640,10 @@ async fn wait_for_pings(latencies: &Mutex<Vec<Duration>>, count: usize) -> Resul
 
 /// Grows the claim queue's ready backlog (spread over CLAIM_TENANTS tenants) so that `backlog`
 /// jobs are left after the measured claims, then times sequential `queue.claim` calls of
-/// CLAIM_LIMIT jobs as the application role. Claimed jobs stay running.
+/// CLAIM_LIMIT jobs as the worker role. Claimed jobs stay running.
 async fn claim_latency(
     admin: &PgPool,
-    app_db: &PgConnectOptions,
+    worker_db: &PgConnectOptions,
     label: &'static str,
     backlog: i64,
 ) -> Result<ClaimLatency, Box<dyn Error>> {
@@ -658,7 +671,7 @@ async fn claim_latency(
     // measured claims, as before each drain.
     sqlx::query("CHECKPOINT").execute(admin).await?;
 
-    let pool = app_pool(app_db, 1).await?;
+    let pool = app_pool(worker_db, 1).await?;
     let mut conn = pool.acquire().await?;
     let lease = Duration::from_secs(60);
     for _ in 0..CLAIM_WARMUP {
@@ -704,7 +717,8 @@ fn report(r: &Results, opts: &Options) -> Result<(), serde_json::Error> {
 
     println!();
     println!(
-        "queue bench: {} no-op jobs per subject, {} workers, all run as a pgstrata_app login role",
+        "queue bench: {} no-op jobs per subject, {} workers; jobs enqueued by a pgstrata_app login \
+         role in a tenant transaction and run by a pgstrata_worker one (baselines: pgstrata_app)",
         opts.jobs, opts.workers
     );
     println!(

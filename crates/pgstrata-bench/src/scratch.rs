@@ -1,5 +1,5 @@
-//! What every bench shares: the application login role, cleanup of scratch databases left by
-//! crashed runs, and percentile arithmetic.
+//! What every bench shares: the application and worker login roles, cleanup of scratch
+//! databases left by crashed runs, and percentile arithmetic.
 
 use pgstrata_core::sql::trusted;
 use sqlx::postgres::PgConnectOptions;
@@ -18,6 +18,16 @@ pub const APP_ROLE: &str = "pgstrata_bench_app";
 pub async fn create_app_role(admin: &PgPool) -> Result<(), sqlx::Error> {
     let mut conn = admin.acquire().await?;
     pgstrata_core::testing::ensure_login_role(&mut conn, APP_ROLE, "IN ROLE pgstrata_app").await
+}
+
+/// The login role queue workers run as.
+pub const WORKER_ROLE: &str = "pgstrata_bench_worker";
+
+/// The LOGIN role the workers run as: a member of `pgstrata_worker` and nothing more. Kept
+/// between runs, like [`APP_ROLE`].
+pub async fn create_worker_role(admin: &PgPool) -> Result<(), sqlx::Error> {
+    let mut conn = admin.acquire().await?;
+    pgstrata_core::testing::ensure_login_role(&mut conn, WORKER_ROLE, "IN ROLE pgstrata_worker").await
 }
 
 /// Drops scratch databases of bench runs that crashed (their process is gone). Like the test

@@ -122,15 +122,3 @@ pub async fn current_plan(
     }
     Ok(plan)
 }
-
-/// Links a Stripe customer to the tenant in the transaction's context (call it right after
-/// creating the customer in Stripe) and applies the customer's deferred events; returns how
-/// many. A customer linked to another tenant is refused ([`DbError::Forbidden`]).
-///
-/// [`DbError::Forbidden`]: pgstrata_core::DbError::Forbidden
-pub async fn link_customer(conn: &mut PgConnection, customer_id: &str) -> Result<i32> {
-    Ok(sqlx::query_scalar("SELECT billing.link_customer($1)")
-        .bind(customer_id)
-        .fetch_one(conn)
-        .await?)
-}

@@ -59,6 +59,7 @@ impl Iden for ActiveEntitlements {
 pub struct CustomerLink {
     pub customer_id: String,
     pub tenant_id: Option<pgstrata_core::TenantId>,
+    /// metadata: the customer's metadata.tenant_id; checkout: a completed checkout session's metadata.tenant_id or client_reference_id; sync: billing.link_customer(customer, tenant) by the sync role; explicit: linked before billing V2 by the tenant in context (unverified)
     pub source: Option<String>,
     pub linked_at: Option<chrono::DateTime<chrono::Utc>>,
     pub created_at: chrono::DateTime<chrono::Utc>,

@@ -6,7 +6,11 @@
 //!   ledger and applies the object in the same transaction, under a per-object guard that lets
 //!   only a greater state replace the mirrored one (see the migration for the order).
 //! - [`access`]: `has_feature` and `current_plan` per tenant, as the application role under
-//!   row-level security; `link_customer` ties a Stripe customer to the tenant in context.
+//!   row-level security.
+//! - A Stripe customer is linked to a tenant by a signed source (the customer's, or a completed
+//!   checkout session's, `metadata.tenant_id` or the session's `client_reference_id`, arriving
+//!   through a verified webhook) or by [`link_customer`] on a connection of the sync role; the
+//!   application role cannot link.
 //!
 //! Webhook processing runs before any tenant is known: its functions are SECURITY DEFINER and
 //! executable only by the role `pgstrata_billing_sync` (see README.md for the setup).
@@ -18,10 +22,12 @@ pub mod generated;
 pub mod signature;
 pub mod webhook;
 
-pub use access::{AccessRules, CurrentPlan, PlanItem, current_plan, has_feature, link_customer};
+pub use access::{AccessRules, CurrentPlan, PlanItem, current_plan, has_feature};
 pub use error::{Error, MalformedEvent, Result, SignatureError};
 pub use signature::Verifier;
-pub use webhook::{Outcome, Processed, Refetch, apply_event, apply_refetched, process_webhook, refetch_on_tie};
+pub use webhook::{
+    Outcome, Processed, Refetch, apply_event, apply_refetched, link_customer, process_webhook, refetch_on_tie,
+};
 
 use pgstrata_core::migrate::Module;
 
@@ -33,6 +39,9 @@ pub const SYNC_ROLE: &str = "pgstrata_billing_sync";
 pub static MODULE: Module = Module {
     name: "billing",
     depends_on: &["tenancy"],
-    migrations: &[pgstrata_core::migration!("billing", 1, "billing")],
+    migrations: &[
+        pgstrata_core::migration!("billing", 1, "billing"),
+        pgstrata_core::migration!("billing", 2, "hardening"),
+    ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/billing/seed.sql")),
 };

@@ -20,7 +20,8 @@ pub enum Outcome {
     /// A type the mirror does not handle; recorded in the ledger.
     Ignored,
     /// The event's customer is not linked to a tenant yet; kept in the ledger and applied when
-    /// the customer is linked (by its metadata or [`link_customer`](crate::link_customer)).
+    /// the customer is linked (by its or a checkout session's metadata, or by
+    /// [`link_customer`](crate::link_customer)).
     Deferred,
     /// Applying raised an error, recorded on the ledger row; delivering the event again (or
     /// `billing.retry_failed()`) retries it. Answer Stripe with a 5xx so that it redelivers.
@@ -111,10 +112,10 @@ const PROCESS_SQL: &str =
 /// replayed from an archive, or verified by [`process_webhook`]).
 pub async fn apply_event(conn: &mut PgConnection, event: &Value) -> Result<Processed> {
     let ids = check_event(event)?;
-    let row: Row = sqlx::query_as(PROCESS_SQL)
-        .bind(sqlx::types::Json(event))
-        .fetch_one(conn)
-        .await?;
+    // Bound as text like process_webhook's body: both share one prepared statement per
+    // connection, whose parameter type is set by its first use.
+    let text = serde_json::to_string(event).map_err(|e| MalformedEvent(format!("event is not serializable: {e}")))?;
+    let row: Row = sqlx::query_as(PROCESS_SQL).bind(text).fetch_one(conn).await?;
     processed(ids, row)
 }
 
@@ -209,6 +210,28 @@ pub async fn apply_refetched(conn: &mut PgConnection, kind: &str, object: &Value
         .await?;
     Outcome::parse(&outcome)
         .ok_or_else(|| MalformedEvent(format!("unexpected outcome {outcome:?} from billing.apply_refetched")).into())
+}
+
+/// Links a Stripe customer to `tenant` and applies the customer's deferred events; returns how
+/// many. For the server code that has just created the customer through Stripe's API on behalf
+/// of `tenant`: the connection's role must be a member of `pgstrata_billing_sync` (the
+/// application's request path cannot link; see `billing.link_customer(text, uuid)`). Prefer
+/// setting `metadata.tenant_id` when creating the customer: the webhook then links it.
+///
+/// Errors: a customer linked to another tenant is [`DbError::Forbidden`] (the message does not
+/// name that tenant); an unknown or deleted tenant is [`DbError::NotFound`]; an empty or
+/// overlong customer id is [`DbError::InvalidInput`]. Linking again to the same tenant is not
+/// an error.
+///
+/// [`DbError::Forbidden`]: pgstrata_core::DbError::Forbidden
+/// [`DbError::NotFound`]: pgstrata_core::DbError::NotFound
+/// [`DbError::InvalidInput`]: pgstrata_core::DbError::InvalidInput
+pub async fn link_customer(conn: &mut PgConnection, customer_id: &str, tenant: TenantId) -> Result<i32> {
+    Ok(sqlx::query_scalar("SELECT billing.link_customer($1, $2)")
+        .bind(customer_id)
+        .bind(tenant.0)
+        .fetch_one(conn)
+        .await?)
 }
 
 #[cfg(test)]

@@ -113,3 +113,112 @@ async fn a_lifecycle_delivered_concurrently_ends_in_the_in_order_mirror() {
     sync.close().await;
     db.close().await.unwrap();
 }
+
+/// Waits until the backend `pid` waits for a lock.
+async fn until_blocked(admin: &PgPool, pid: i32) {
+    for _ in 0..500 {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT coalesce(bool_or(wait_event_type = 'Lock'), false) FROM pg_stat_activity WHERE pid = $1",
+        )
+        .bind(pid)
+        .fetch_one(admin)
+        .await
+        .unwrap();
+        if waiting {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("backend {pid} never waited for a lock");
+}
+
+/// Issue 18: a redelivery of a deferred event holds its ledger row and waits for the
+/// customer's link row, while the call that links the customer (customer.created carrying
+/// metadata.tenant_id, or the sync role's link_customer) holds the link row and replays the
+/// deferred events. The replay used to wait for the redelivery's ledger row: a deadlock (one of
+/// them failed with 40P01). Forced here in that exact order: the linker is held between its
+/// link and its replay by a lock on the tenant row (its customer insert checks that key), the
+/// redelivery starts, and the lock goes. Both must now finish without error, the event applied
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redelivered_deferred_event_racing_the_link_does_not_deadlock() {
+    let db = migrated_db().await;
+    let sync = sync_pool(&db, 2).await;
+    for (tag, by_call) in [("dl1", false), ("dl2", true)] {
+        let tenant = tenant(&db).await;
+        let mut events = lifecycle(tag, tenant);
+        if by_call {
+            for (_, e) in events.iter_mut() {
+                if e["type"] == "customer.created" {
+                    e["data"]["object"]["metadata"] = serde_json::json!({});
+                }
+            }
+        }
+        let customer = event(&events, "03")["data"]["object"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let deferred = event(&events, "05");
+        let mut setup = sync.acquire().await.unwrap();
+        apply_expect(&mut setup, &deferred, Outcome::Deferred).await;
+        drop(setup);
+
+        let mut gate = db.admin.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM tenancy.tenants WHERE id = $1 FOR UPDATE")
+            .bind(tenant.0)
+            .execute(&mut *gate)
+            .await
+            .unwrap();
+        let mut linker_conn = sync.acquire().await.unwrap().detach();
+        let mut redelivery_conn = sync.acquire().await.unwrap().detach();
+        let pid = async |c: &mut sqlx::PgConnection| -> i32 {
+            sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(c)
+                .await
+                .unwrap()
+        };
+        let (linker_pid, redelivery_pid) = (pid(&mut linker_conn).await, pid(&mut redelivery_conn).await);
+
+        let created = event(&events, "03");
+        let linker = tokio::spawn(async move {
+            let r = if by_call {
+                pgstrata_billing::link_customer(&mut linker_conn, &customer, tenant)
+                    .await
+                    .map(|n| format!("linked, {n} replayed"))
+            } else {
+                pgstrata_billing::apply_event(&mut linker_conn, &created)
+                    .await
+                    .map(|p| format!("{:?} {:?}", p.outcome, p.error))
+            };
+            r.map_err(|e| e.to_string())
+        });
+        until_blocked(&db.admin, linker_pid).await;
+        let redelivery = tokio::spawn(async move {
+            pgstrata_billing::apply_event(&mut redelivery_conn, &deferred)
+                .await
+                .map(|p| (p.outcome, p.error))
+                .map_err(|e| e.to_string())
+        });
+        until_blocked(&db.admin, redelivery_pid).await;
+        gate.commit().await.unwrap();
+
+        let linked = linker.await.unwrap();
+        let redelivered = redelivery.await.unwrap();
+        assert!(
+            linked
+                .as_ref()
+                .is_ok_and(|s| s.starts_with("Applied None") || s.starts_with("linked")),
+            "{tag}: {linked:?}"
+        );
+        assert_eq!(redelivered, Ok((Outcome::Applied, None)), "{tag}");
+        let (status, attempts): (String, i32) =
+            sqlx::query_as("SELECT status, attempts FROM billing.events WHERE id = $1")
+                .bind(event(&events, "05")["id"].as_str().unwrap())
+                .fetch_one(&db.admin)
+                .await
+                .unwrap();
+        assert_eq!((status.as_str(), attempts), ("processed", 2), "{tag}");
+    }
+    sync.close().await;
+    db.close().await.unwrap();
+}

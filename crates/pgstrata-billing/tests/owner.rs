@@ -8,34 +8,19 @@ mod common;
 
 use common::*;
 use pgstrata_billing::Outcome;
-use pgstrata_core::testing::{TestDb, ensure_login_role};
+use pgstrata_core::testing::Owner;
 use sqlx::{ConnectOptions, Connection};
 
 #[tokio::test]
 async fn the_webhook_path_writes_under_rls_when_the_owner_is_not_a_superuser() {
-    let db = TestDb::new().await.unwrap();
-    let mut admin = db.admin_conn().await.unwrap();
-    ensure_login_role(&mut admin, "pgstrata_test_owner", "CREATEROLE")
-        .await
-        .unwrap();
-    drop(admin);
-    pgstrata_core::sql::trusted(format!("ALTER DATABASE \"{}\" OWNER TO pgstrata_test_owner", db.name()))
-        .execute(&db.admin)
-        .await
-        .unwrap();
-    let owner = db
-        .admin_options()
-        .username("pgstrata_test_owner")
-        .password("pgstrata_test_owner");
-    let mut owner_conn = owner.connect().await.unwrap();
-    migrator().up(&mut owner_conn).await.unwrap();
+    let db = migrated_db_by(Owner::NonSuperuser).await;
+    let mut owner_conn = db.owner_options().connect().await.unwrap();
     let is_super: bool =
         sqlx::query_scalar("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
             .fetch_one(&mut owner_conn)
             .await
             .unwrap();
     assert!(!is_super);
-    ensure_sync_login(&db).await;
 
     let tenant = tenant(&db).await;
     let sync = sync_pool(&db, 1).await;

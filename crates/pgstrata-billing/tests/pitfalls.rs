@@ -89,12 +89,11 @@ async fn invoice_before_its_subscription_creates_a_placeholder() {
 }
 
 /// Events of a customer whose tenant is not known yet are kept and applied when the customer
-/// is linked: by the customer's metadata, or explicitly by the application.
+/// is linked: by the customer's metadata, or explicitly by the sync role.
 #[tokio::test]
 async fn events_before_the_customer_link_are_deferred_then_applied() {
     let db = migrated_db().await;
     let sync = sync_pool(&db, 1).await;
-    let app = db.app_pool(1).await.unwrap();
     let mut conn = sync.acquire().await.unwrap();
 
     // Linked by metadata: customer.created arrives after the subscription's events.
@@ -120,9 +119,10 @@ async fn events_before_the_customer_link_are_deferred_then_applied() {
     apply_expect(&mut conn, &customer, Outcome::Deferred).await;
     apply_expect(&mut conn, &event(&ev, "05"), Outcome::Deferred).await;
     let cus = customer["data"]["object"]["id"].as_str().unwrap().to_owned();
-    let mut tx = app_tx(&app, tenant_b).await;
-    let replayed = pgstrata_billing::link_customer(&mut tx, &cus).await.unwrap();
-    tx.commit().await.unwrap();
+    // By the server code that created the customer, as the sync role (the app role cannot).
+    let replayed = pgstrata_billing::link_customer(&mut conn, &cus, tenant_b)
+        .await
+        .unwrap();
     assert_eq!(replayed, 2);
     assert_eq!(status_of(&db.admin, &sub_id(&ev)).await.0, "trialing");
     let email: Option<String> = sqlx::query_scalar("SELECT email FROM billing.customers WHERE id = $1")
@@ -133,16 +133,15 @@ async fn events_before_the_customer_link_are_deferred_then_applied() {
     assert_eq!(email.as_deref(), Some("billing@acme.example"));
 
     // A linked customer never moves to another tenant.
-    let mut tx = app_tx(&app, tenant_a).await;
-    let err = pgstrata_billing::link_customer(&mut tx, &cus).await.unwrap_err();
+    let err = pgstrata_billing::link_customer(&mut conn, &cus, tenant_a)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, Error::Db(pgstrata_core::DbError::Forbidden { .. })),
         "{err}"
     );
-    drop(tx);
     drop(conn);
     sync.close().await;
-    app.close().await;
     db.close().await.unwrap();
 }
 

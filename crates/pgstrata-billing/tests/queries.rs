@@ -65,11 +65,9 @@ fn hot() -> Vec<(&'static str, &'static str, String, Vec<&'static str>)> {
         ),
         (
             "link-customer",
-            "pgstrata_test_app",
-            format!(
-                "SELECT set_config('app.tenant_id', '{TENANT}', true); SELECT billing.link_customer('cus_unlinked_17')"
-            ),
-            vec!["customer_links_pkey", "events_deferred_idx"],
+            "pgstrata_billing_sync",
+            format!("SELECT billing.link_customer('cus_unlinked_17', '{TENANT}')"),
+            vec!["tenants_pkey", "customer_links_pkey", "events_deferred_idx"],
         ),
         (
             "has-feature",

@@ -391,6 +391,11 @@ async fn doctor(conn: &mut PgConnection, migrator: &Migrator) -> Result<ExitCode
         }
     }
     ok &= !reports.is_empty() && reports.iter().all(|r| r.ok());
+    let security = pgstrata::core::doctor::security_problems(conn, &schemas).await?;
+    for problem in &security {
+        println!("security: {problem}");
+    }
+    ok &= security.is_empty();
     println!("doctor: {}", if ok { "all checks passed" } else { "FAILED" });
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -97,6 +97,24 @@ async fn migrate_up_doctor_down_to_zero_and_up_again() {
     let out = pgstrata(Some(&url), &["doctor"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("tenancy.invitations: forced"), "{}", text(&out));
+
+    // So does a definer function that the caller's pg_temp could hijack, or that PUBLIC may run.
+    sqlx::raw_sql(
+        "ALTER TABLE tenancy.invitations FORCE ROW LEVEL SECURITY;
+         CREATE FUNCTION tenancy.hijackable() RETURNS int LANGUAGE sql SECURITY DEFINER
+             SET search_path = '' AS 'SELECT 1';",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let out = pgstrata(Some(&url), &["doctor"]);
+    assert_eq!(out.status.code(), Some(1));
+    for problem in [
+        "security: tenancy.hijackable(): SECURITY DEFINER without SET search_path = pg_catalog, pg_temp",
+        "security: tenancy.hijackable(): SECURITY DEFINER and executable by PUBLIC",
+    ] {
+        assert!(text(&out).contains(problem), "{}", text(&out));
+    }
     drop(conn);
     db.close().await.unwrap();
 }

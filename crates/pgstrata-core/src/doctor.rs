@@ -3,9 +3,12 @@
 //!
 //! A **tenant table** has a `tenant_id NOT NULL` column; it must have RLS enabled and forced, a policy
 //! for all commands whose USING and WITH CHECK compare `tenant_id` to
-//! `tenancy.current_tenant_id()`, no permissive policy that skips that test, a primary key and
+//! `tenancy.current_tenant_id()`, no permissive policy for the request path (`PUBLIC` or
+//! `pgstrata_app`) that skips that test (policies for other roles, such as the worker's, are
+//! each module's explicit grants across tenants), a primary key and
 //! unique indexes led by `tenant_id`, and foreign keys to other tenant tables that carry
-//! `tenant_id`. The **tenant root** (`tenancy.tenants`) is checked the same way on `id`.
+//! `tenant_id`. The **tenant root** (`tenancy.tenants`) is checked the same way on `id`, against
+//! the raw context `tenancy.context_tenant_id()` (the row a new tenant inserts does not exist yet).
 //! A **global** table has no `tenant_id` (or an optional one, as the job queue's, which
 //! workers read across tenants) and must not reference a tenant table.
 //!
@@ -16,9 +19,10 @@ use sqlx::PgConnection;
 use std::fmt;
 
 const TENANT_HELPER: &str = "tenancy.current_tenant_id()";
+const ROOT_HELPER: &str = "tenancy.context_tenant_id()";
 
-/// A policy as `(command, permissive, USING, WITH CHECK)`.
-type PolicyFacts = (String, bool, Option<String>, Option<String>);
+/// A policy as `(command, permissive, USING, WITH CHECK, roles)`.
+type PolicyFacts = (String, bool, Option<String>, Option<String>, Vec<String>);
 
 /// Catalog facts about one table.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -44,7 +48,7 @@ SELECT n.nspname AS schema, c.relname AS table,
        EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'
                   AND a.attnotnull AND NOT a.attisdropped) AS has_tenant_id,
        c.relrowsecurity AS rls, c.relforcerowsecurity AS forced,
-       coalesce((SELECT jsonb_agg(jsonb_build_array(p.cmd, p.permissive = 'PERMISSIVE', p.qual, p.with_check))
+       coalesce((SELECT jsonb_agg(jsonb_build_array(p.cmd, p.permissive = 'PERMISSIVE', p.qual, p.with_check, p.roles))
                    FROM pg_policies p WHERE p.schemaname = n.nspname AND p.tablename = c.relname),
                 '[]'::jsonb) AS policies,
        (SELECT a.attname::text FROM pg_index i JOIN pg_attribute a
@@ -159,19 +163,22 @@ fn evaluate(t: &TableFacts) -> TableReport {
             checks,
         };
     }
+    let helper = if is_root { ROOT_HELPER } else { TENANT_HELPER };
     let guards = |expr: &Option<String>| {
         expr.as_deref()
-            .is_some_and(|e| e.contains(TENANT_HELPER) && e.contains(&format!("{key} = ")))
+            .is_some_and(|e| e.contains(helper) && e.contains(&format!("{key} = ")))
     };
+    let for_request_path = |roles: &Vec<String>| roles.iter().any(|r| r == "public" || r == "pgstrata_app");
     let policies = &t.policies.0;
-    let has_all_policy = policies
-        .iter()
-        .any(|(cmd, permissive, using, with_check)| cmd == "ALL" && *permissive && guards(using) && guards(with_check));
+    let has_all_policy = policies.iter().any(|(cmd, permissive, using, with_check, roles)| {
+        cmd == "ALL" && *permissive && guards(using) && guards(with_check) && for_request_path(roles)
+    });
     let unguarded: Vec<&str> = policies
         .iter()
-        .filter(|(_, permissive, using, with_check)| {
-            *permissive && !(guards(using) || using.is_none())
-                || *permissive && !(guards(with_check) || with_check.is_none())
+        .filter(|(_, permissive, using, with_check, roles)| {
+            *permissive
+                && for_request_path(roles)
+                && (!(guards(using) || using.is_none()) || !(guards(with_check) || with_check.is_none()))
         })
         .map(|(cmd, ..)| cmd.as_str())
         .collect();
@@ -182,11 +189,11 @@ fn evaluate(t: &TableFacts) -> TableReport {
     checks.push(check("policy", has_all_policy && unguarded.is_empty(), || {
         if has_all_policy {
             format!(
-                "permissive policies for {} do not test {key} against {TENANT_HELPER}",
+                "permissive policies for {} do not test {key} against {helper}",
                 unguarded.join(", ")
             )
         } else {
-            format!("no policy FOR ALL with USING and WITH CHECK on {key} = (SELECT {TENANT_HELPER})")
+            format!("no policy FOR ALL with USING and WITH CHECK on {key} = (SELECT {helper})")
         }
     }));
     checks.push(check("pk", t.pk_first.as_deref() == Some(key), || match &t.pk_first {
@@ -279,4 +286,46 @@ pub async fn partition_warnings(conn: &mut PgConnection, schemas: &[&str]) -> Re
             )
         })
         .collect())
+}
+
+/// The one `search_path` a SECURITY DEFINER function may run with: `pg_temp` explicitly last,
+/// so that the caller's temporary schema cannot shadow a relation or type name the function
+/// uses (an empty `search_path` still searches `pg_temp` first for those).
+pub const DEFINER_SEARCH_PATH: &str = "search_path=pg_catalog, pg_temp";
+
+const SECURITY_SQL: &str = r#"
+SELECT format('%s: SECURITY DEFINER without SET search_path = pg_catalog, pg_temp (the caller''s pg_temp could shadow its names)',
+              p.oid::regprocedure)
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = ANY($1) AND p.prosecdef
+   AND NOT coalesce($2 = ANY (p.proconfig), false)
+UNION ALL
+SELECT format('%s: SECURITY DEFINER and executable by PUBLIC; grant EXECUTE to the roles that need it',
+              p.oid::regprocedure)
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = ANY($1) AND p.prosecdef
+   AND EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
+UNION ALL
+SELECT format('%I.%I.%I is an operator field, but pgstrata_app may UPDATE it', n.nspname, c.relname, a.attname)
+  FROM pg_attribute a
+  JOIN pg_class c ON c.oid = a.attrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
+   AND col_description(c.oid, a.attnum) LIKE 'operator field%'
+   AND to_regrole('pgstrata_app') IS NOT NULL
+   AND has_column_privilege('pgstrata_app', c.oid, a.attnum, 'UPDATE')
+ORDER BY 1
+"#;
+
+/// Static security rules read from the catalog (design.md, Security): every SECURITY DEFINER
+/// function pins [`DEFINER_SEARCH_PATH`] and is not executable by PUBLIC, and the application
+/// role cannot UPDATE a column whose comment marks it as an operator field. Each problem is
+/// one line naming the object.
+pub async fn security_problems(conn: &mut PgConnection, schemas: &[&str]) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(SECURITY_SQL)
+        .bind(schemas)
+        .bind(DEFINER_SEARCH_PATH)
+        .fetch_all(conn)
+        .await
 }

@@ -1,6 +1,6 @@
 //! pgstrata-core: what every pgstrata module shares.
 //!
-//! - [`migrate`]: the migration engine (refinery over sqlx, per-module history, advisory lock,
+//! - [`migrate`]: the migration engine (refinery over sqlx, per-module history, migration lease,
 //!   down migrations).
 //! - [`context`]: transaction-local tenant and actor context.
 //! - [`error`]: SQLSTATE-to-meaning mapping.

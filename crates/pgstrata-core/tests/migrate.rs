@@ -111,11 +111,13 @@ async fn up_down_up_round_trip_leaves_nothing_behind() {
         .unwrap();
     assert!(first.contains("relation gadgets.gadgets"));
 
-    // Down to 0 removes both modules, dependents first, and the history tables.
+    // Down to 0 removes both modules, dependents first, the history tables and the lease.
     let reverted = both().down(&mut conn, None, 0).await.unwrap();
     let order: Vec<_> = reverted.iter().map(|s| (s.module, s.version)).collect();
     assert_eq!(order, [("widgets", 1), ("gadgets", 2), ("gadgets", 1)]);
     assert_eq!(catalog::user_objects(&mut conn).await.unwrap(), empty);
+    // Down again, with nothing applied, is a no-op.
+    assert!(both().down(&mut conn, None, 0).await.unwrap().is_empty());
 
     both().up(&mut conn).await.unwrap();
     let again = catalog::snapshot(&mut conn, &["gadgets", "widgets", "pgstrata"])
@@ -279,5 +281,98 @@ async fn seed_runs_in_dependency_order() {
         .unwrap();
     assert_eq!(widgets, 1);
     conn.close().await.unwrap();
+    db.close().await.unwrap();
+}
+
+/// Class 6 of the hardening: the migration lock is a lease only the owner can take. A role
+/// with no privileges cannot hold it (not through the old advisory key, not by locking its
+/// row), and a lease left by a session that died is taken over.
+#[tokio::test]
+async fn no_other_role_can_hold_the_migration_lock_and_a_dead_holders_lease_is_taken_over() {
+    use pgstrata_core::testing::{Owner, ensure_login_role};
+    for owner in Owner::BOTH {
+        let db = TestDb::migrated_by(&Migrator::new([&GADGETS]).unwrap(), owner)
+            .await
+            .unwrap();
+        let mut admin = db.admin_conn().await.unwrap();
+        ensure_login_role(&mut admin, "pgstrata_test_nobody", "").await.unwrap();
+        let mut nobody = sqlx::PgConnection::connect_with(&db.login_options("pgstrata_test_nobody"))
+            .await
+            .unwrap();
+        // The key the migrator used to take: held, it no longer stalls anything.
+        sqlx::query("SELECT pg_advisory_lock(8099569398821516385)")
+            .execute(&mut nobody)
+            .await
+            .unwrap();
+        let mut tx = nobody.begin().await.unwrap();
+        let err = sqlx::query("SELECT 1 FROM pgstrata.migration_lock FOR UPDATE")
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+        assert_eq!(err.as_database_error().unwrap().code().as_deref(), Some("42501"));
+        tx.rollback().await.unwrap();
+
+        // A lease whose session is gone (pid reused or not, its application_name differs).
+        sqlx::query(
+            "UPDATE pgstrata.migration_lock SET holder_pid = pg_backend_pid(), holder = 'pgstrata migrate gone'",
+        )
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        let mut conn = sqlx::PgConnection::connect_with(&db.owner_options()).await.unwrap();
+        let steps = Migrator::new([&GADGETS, &WIDGETS])
+            .unwrap()
+            .up(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(steps.len(), 1, "widgets V1 applied while another role held the old key");
+        let holder: Option<String> = sqlx::query_scalar("SELECT holder FROM pgstrata.migration_lock")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(holder, None, "the lease is released after the run");
+        let name: String = sqlx::query_scalar("SELECT current_setting('application_name')")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert!(!name.starts_with("pgstrata migrate"), "the session's name is restored");
+        conn.close().await.unwrap();
+        nobody.close().await.unwrap();
+        admin.close().await.unwrap();
+        db.close().await.unwrap();
+    }
+}
+
+/// A live holder is waited for, not taken over.
+#[tokio::test]
+async fn a_live_lease_is_waited_for() {
+    let db = TestDb::migrated(&Migrator::new([&GADGETS]).unwrap()).await.unwrap();
+    let mut holder = db.admin_conn().await.unwrap();
+    sqlx::raw_sql(
+        "SELECT set_config('application_name', 'pgstrata migrate held', false);
+         UPDATE pgstrata.migration_lock SET holder_pid = pg_backend_pid(), holder = 'pgstrata migrate held'",
+    )
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    let options = db.admin_options();
+    let waiting = tokio::spawn(async move {
+        let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
+        Migrator::new([&GADGETS, &WIDGETS])
+            .unwrap()
+            .up(&mut conn)
+            .await
+            .unwrap()
+            .len()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "the run waits while the lease's session lives");
+    let widgets: bool = sqlx::query_scalar("SELECT to_regnamespace('widgets') IS NOT NULL")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    assert!(!widgets);
+    holder.close().await.unwrap();
+    assert_eq!(waiting.await.unwrap(), 1, "applied once the holder's session ended");
     db.close().await.unwrap();
 }

@@ -28,7 +28,8 @@ pub struct NewJob {
     pub max_attempts: i32,
     /// At most one unfinished job per key and queue; enqueueing again returns the existing one.
     pub unique_key: Option<String>,
-    /// The handler runs in this tenant's context.
+    /// The handler runs in this tenant's context. `None`: the tenant of the enqueueing
+    /// transaction's context (none: a system job, which only a worker may enqueue).
     pub tenant_id: Option<TenantId>,
 }
 
@@ -113,6 +114,12 @@ fn interval(d: Duration) -> f64 {
 }
 
 /// Enqueues a job in the caller's transaction; it becomes visible to workers at commit.
+///
+/// The job belongs to the tenant of the transaction's context unless [`NewJob::tenant`] names
+/// one; naming another tenant than the context's is refused ([`pgstrata_core::DbError::Forbidden`]).
+/// The application role (`pgstrata_app`) always enqueues in a `begin_tenant` transaction, for
+/// that tenant; a worker (`pgstrata_worker`) may enqueue for a tenant it names, or with no
+/// tenant in context and none named, a system job no tenant sees.
 pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<JobId> {
     job.validate()?;
     Ok(
@@ -130,7 +137,8 @@ pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<JobId> {
     )
 }
 
-/// Enqueues many jobs of one queue in one statement (no unique keys), returning their ids.
+/// Enqueues many jobs in one statement (no unique keys), returning their ids in order. The
+/// tenant rule of [`enqueue`] applies to each job.
 pub async fn enqueue_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<JobId>> {
     for job in jobs {
         job.validate()?;
@@ -148,25 +156,23 @@ pub async fn enqueue_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Ve
     let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
     let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
     let tenants: Vec<Option<uuid::Uuid>> = jobs.iter().map(|j| j.tenant_id.map(|t| t.0)).collect();
-    Ok(sqlx::query_scalar(
-        "INSERT INTO queue.jobs (kind, payload, queue, priority, run_at, state, max_attempts, tenant_id)
-         SELECT k, p, q, pr, coalesce(r, now()), CASE WHEN r > now() THEN 'scheduled' ELSE 'available' END, m, t
-           FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::smallint[], $5::timestamptz[], $6::int[], $7::uuid[])
-                AS u(k, p, q, pr, r, m, t)
-         RETURNING id",
+    Ok(
+        sqlx::query_scalar("SELECT queue.enqueue_many($1, $2, $3, $4, $5, $6, $7)")
+            .bind(kinds)
+            .bind(payloads)
+            .bind(queues)
+            .bind(priorities)
+            .bind(run_ats)
+            .bind(max_attempts)
+            .bind(tenants)
+            .fetch_all(conn)
+            .await?,
     )
-    .bind(kinds)
-    .bind(payloads)
-    .bind(queues)
-    .bind(priorities)
-    .bind(run_ats)
-    .bind(max_attempts)
-    .bind(tenants)
-    .fetch_all(conn)
-    .await?)
 }
 
-/// Claims up to `limit` ready jobs of `queue` for `worker`, under a lease.
+/// Claims up to `limit` (1 to 1000) ready jobs of `queue` for `worker`, under a lease of more
+/// than zero and at most a day (out of range: [`pgstrata_core::DbError::InvalidInput`], 22023).
+/// Worker role only, as are the other transitions below except [`cancel`] and [`retry`].
 pub async fn claim(
     conn: &mut PgConnection,
     queue: &str,
@@ -237,7 +243,7 @@ pub async fn fail(conn: &mut PgConnection, id: JobId, attempt: i32, error: &str)
         .await?)
 }
 
-/// Extends the lease of a job still running in `attempt`.
+/// Extends the lease of a job still running in `attempt` (lease bounds as [`claim`]'s).
 pub async fn heartbeat(conn: &mut PgConnection, id: JobId, attempt: i32, lease: Duration) -> Result<bool> {
     Ok(
         sqlx::query_scalar("SELECT queue.heartbeat($1, $2, make_interval(secs => $3))")
@@ -263,7 +269,8 @@ pub async fn rescue(conn: &mut PgConnection) -> Result<i32> {
     Ok(sqlx::query_scalar("SELECT queue.rescue()").fetch_one(conn).await?)
 }
 
-/// Cancels an unfinished job.
+/// Cancels an unfinished job. The application role cancels only its context tenant's jobs
+/// that no worker holds (false for a running one); a worker cancels any unfinished job.
 pub async fn cancel(conn: &mut PgConnection, id: JobId) -> Result<bool> {
     Ok(sqlx::query_scalar("SELECT queue.cancel($1)")
         .bind(id.0)
@@ -271,7 +278,7 @@ pub async fn cancel(conn: &mut PgConnection, id: JobId) -> Result<bool> {
         .await?)
 }
 
-/// Puts a discarded or cancelled job back in line.
+/// Puts a discarded or cancelled job back in line (the application role: its own tenant's).
 pub async fn retry(conn: &mut PgConnection, id: JobId) -> Result<bool> {
     Ok(sqlx::query_scalar("SELECT queue.retry($1)")
         .bind(id.0)
@@ -279,7 +286,8 @@ pub async fn retry(conn: &mut PgConnection, id: JobId) -> Result<bool> {
         .await?)
 }
 
-/// Deletes finished jobs older than `older_than`; returns how many.
+/// Deletes finished jobs older than `older_than` (at least a minute; shorter:
+/// [`pgstrata_core::DbError::InvalidInput`], 22023), up to 10,000 per call; returns how many.
 pub async fn prune(conn: &mut PgConnection, older_than: Duration) -> Result<i32> {
     Ok(sqlx::query_scalar("SELECT queue.prune(make_interval(secs => $1))")
         .bind(interval(older_than))
@@ -297,7 +305,8 @@ pub struct QueueStats {
     pub oldest_available_secs: Option<f64>,
 }
 
-/// Jobs by queue and state, and the wait of the oldest ready job.
+/// Jobs by queue and state, and the wait of the oldest ready job: every job for a worker, the
+/// context tenant's for the application role.
 pub async fn stats(conn: &mut PgConnection) -> Result<Vec<QueueStats>> {
     Ok(sqlx::query_as(
         "SELECT queue, state, jobs, extract(epoch FROM oldest_available_age)::float8 AS oldest_available_secs
@@ -307,7 +316,7 @@ pub async fn stats(conn: &mut PgConnection) -> Result<Vec<QueueStats>> {
     .await?)
 }
 
-/// A job by id.
+/// A job by id (`None` when it does not exist or the caller may not see it).
 pub async fn get(conn: &mut PgConnection, id: JobId) -> Result<Option<Job>> {
     Ok(sqlx::query_as("SELECT * FROM queue.jobs WHERE id = $1")
         .bind(id.0)

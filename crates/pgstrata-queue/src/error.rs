@@ -21,6 +21,12 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    #[error(
+        "role {role} does not hold pgstrata_worker: a worker's pool must log in as a role granted \
+         pgstrata_worker (GRANT pgstrata_worker TO {role})"
+    )]
+    NotWorker { role: String },
+
     #[error(transparent)]
     Db(#[from] DbError),
 }

@@ -6,6 +6,16 @@
 //! the lease alive with heartbeats, retries failures with exponential backoff and jitter, and
 //! rescues jobs whose worker died. Every transition is a SQL function that names the state and
 //! attempt it expects, so a stale worker changes nothing.
+//!
+//! # Roles
+//!
+//! The request path (a login role holding `pgstrata_app`, in a `begin_tenant` transaction)
+//! enqueues, reads, cancels and retries only the jobs of the tenant in its context: the tenant
+//! comes from the context, and naming another is refused. Forced row-level security enforces
+//! it, so jobs of other tenants and jobs without a tenant are invisible to it. Claiming,
+//! completing, failing, heartbeating, rescuing, promoting, pruning and cron belong to
+//! `pgstrata_worker`: the [`Worker`]'s pool must log in as a role that holds it (and that the
+//! request path does not hold). SECURITY.md lists what each role may do.
 
 pub mod client;
 pub mod error;
@@ -29,6 +39,7 @@ pub static MODULE: Module = Module {
     migrations: &[
         pgstrata_core::migration!("queue", 1, "queue"),
         pgstrata_core::migration!("queue", 2, "cheaper_per_job"),
+        pgstrata_core::migration!("queue", 3, "hardening"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/queue/seed.sql")),
 };

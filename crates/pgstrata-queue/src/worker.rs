@@ -10,7 +10,7 @@
 //! exactly once per completed job; effects outside the database may repeat (at-least-once).
 
 use crate::client::{self, JobId};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::generated::Job;
 use pgstrata_core::TenantContext;
 use serde::Serialize;
@@ -44,6 +44,10 @@ pub struct JobMeta {
     pub attempt: i32,
     pub max_attempts: i32,
     pub queue: String,
+    /// The tenant whose context the handler runs in. `Some`: the job may have been enqueued
+    /// by that tenant's request path, with any kind, queue and payload, so treat its payload as
+    /// that tenant's input. `None`: a system job, which only a `pgstrata_worker` role can
+    /// enqueue; a handler meant for system work checks for it.
     pub tenant_id: Option<pgstrata_core::TenantId>,
 }
 
@@ -104,7 +108,13 @@ impl WorkerConfig {
 
 /// A worker for one queue. Register handlers, then [`Worker::run`] until the shutdown signal.
 ///
-/// Its pool needs `concurrency + 3` connections: one held by each executor, one for LISTEN, one
+/// Its pool must log in as a role that holds `pgstrata_worker` (claiming, completing, rescuing,
+/// promoting and cron are that role's; the application's request path must not hold it), or
+/// [`Worker::run`] refuses with [`Error::NotWorker`]. Handlers run on the same connections, in
+/// their job's tenant context: a handler that writes tenant tables needs that login role to hold
+/// `pgstrata_app` too, whose policies then keep it inside the job's tenant.
+///
+/// The pool needs `concurrency + 3` connections: one held by each executor, one for LISTEN, one
 /// for maintenance and one for the batches' heartbeats.
 pub struct Worker {
     pool: PgPool,
@@ -149,6 +159,13 @@ impl Worker {
     /// Runs until `shutdown` turns true: then stops claiming, lets started jobs finish and
     /// returns. Jobs claimed but not yet started are released back to the queue.
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<()> {
+        let (role, is_worker): (String, bool) =
+            sqlx::query_as("SELECT current_user::text, pg_catalog.pg_has_role('pgstrata_worker', 'USAGE')")
+                .fetch_one(&self.pool)
+                .await?;
+        if !is_worker {
+            return Err(Error::NotWorker { role });
+        }
         let worker = Arc::new(self);
         let wake = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();

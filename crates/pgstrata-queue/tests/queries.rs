@@ -1,6 +1,6 @@
 //! The queue's hot statements at 1M jobs: claim, complete_many, promote_due, rescue and prune each
 //! read their index and never scan the table. They are SQL and PL/pgSQL functions, so their inner plans come
-//! from auto_explain (nested statements) through psql, as the application role.
+//! from auto_explain (nested statements) through psql, as the worker role.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -57,7 +57,7 @@ async fn hot_statements_use_their_partial_indexes_at_a_million_jobs() {
              SET auto_explain.log_nested_statements = on;
              SET auto_explain.log_level = notice;
              BEGIN;
-             SET LOCAL ROLE pgstrata_test_app;
+             SET LOCAL ROLE pgstrata_test_worker;
              {statement};
              ROLLBACK;"
         );

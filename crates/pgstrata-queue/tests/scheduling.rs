@@ -4,7 +4,7 @@
 
 use pgstrata_core::TenantId;
 use pgstrata_core::migrate::Migrator;
-use pgstrata_core::testing::TestDb;
+use pgstrata_core::testing::{TestDb, WORKER_LOGIN_ROLE};
 use pgstrata_queue::client::{self, NewJob};
 use pgstrata_queue::{Periodic, periodic};
 use std::time::Duration;
@@ -33,13 +33,13 @@ async fn three_concurrent_schedulers_enqueue_each_period_exactly_once() {
     ];
     let mut schedulers = Vec::new();
     for _ in 0..3 {
-        let app = db.app_pool(1).await.unwrap();
+        let workers = db.pool_as(WORKER_LOGIN_ROLE, 1).await.unwrap();
         let schedules = schedules.clone();
         schedulers.push(tokio::spawn(async move {
             let mut created = 0;
             let until = tokio::time::Instant::now() + Duration::from_millis(3500);
             while tokio::time::Instant::now() < until {
-                let mut conn = app.acquire().await.unwrap();
+                let mut conn = workers.acquire().await.unwrap();
                 created += periodic::enqueue_due(&mut conn, &schedules, chrono::Utc::now())
                     .await
                     .unwrap()
@@ -79,9 +79,9 @@ async fn three_concurrent_schedulers_enqueue_each_period_exactly_once() {
 #[tokio::test]
 async fn a_heavy_tenant_does_not_starve_a_light_one() {
     let db = setup().await;
-    let app = db.app_pool(2).await.unwrap();
+    let workers = db.pool_as(WORKER_LOGIN_ROLE, 2).await.unwrap();
     let (heavy, light) = (TenantId::new(), TenantId::new());
-    let mut conn = app.acquire().await.unwrap();
+    let mut conn = workers.acquire().await.unwrap();
     // The heavy tenant's 5,000 jobs are all older than the light tenant's 10.
     let heavy_jobs: Vec<NewJob> = (0..5_000)
         .map(|n| NewJob::new("import", serde_json::json!({ "n": n })).tenant(heavy))
@@ -114,6 +114,6 @@ async fn a_heavy_tenant_does_not_starve_a_light_one() {
         "the heavy tenant still had most of its backlog: {heavy_left}"
     );
     drop(conn);
-    app.close().await;
+    workers.close().await;
     db.close().await.unwrap();
 }

@@ -1,10 +1,10 @@
-//! The queue's state machine through the client operations, as the application role: guarded
+//! The queue's state machine through the client operations, as the worker role: guarded
 //! transitions, backoff, discard, manual retry, cancel, unique keys, rescue, pruning, stats.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use pgstrata_core::migrate::Migrator;
-use pgstrata_core::testing::TestDb;
+use pgstrata_core::testing::{TestDb, WORKER_LOGIN_ROLE};
 use pgstrata_queue::client::{self, JobId, NewJob};
 use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
@@ -12,8 +12,8 @@ use std::time::Duration;
 async fn setup() -> (TestDb, PgPool) {
     let migrator = Migrator::new([&pgstrata_tenancy::MODULE, &pgstrata_queue::MODULE]).unwrap();
     let db = TestDb::migrated(&migrator).await.unwrap();
-    let app = db.app_pool(4).await.unwrap();
-    (db, app)
+    let workers = db.pool_as(WORKER_LOGIN_ROLE, 4).await.unwrap();
+    (db, workers)
 }
 
 async fn state(conn: &mut PgConnection, id: JobId) -> (String, i32) {
@@ -25,8 +25,8 @@ const SECOND: Duration = Duration::from_secs(1);
 
 #[tokio::test]
 async fn a_stale_worker_changes_nothing_after_a_rescue() {
-    let (db, app) = setup().await;
-    let mut conn = app.acquire().await.unwrap();
+    let (db, workers) = setup().await;
+    let mut conn = workers.acquire().await.unwrap();
     let id = client::enqueue(&mut conn, &NewJob::new("work", serde_json::json!({})))
         .await
         .unwrap();
@@ -57,14 +57,14 @@ async fn a_stale_worker_changes_nothing_after_a_rescue() {
     assert_eq!(client::rescue(&mut conn).await.unwrap(), 0);
     assert!(!client::complete(&mut conn, id, 2).await.unwrap());
     drop(conn);
-    app.close().await;
+    workers.close().await;
     db.close().await.unwrap();
 }
 
 #[tokio::test]
 async fn failures_back_off_exponentially_then_discard_and_a_manual_retry_revives() {
-    let (db, app) = setup().await;
-    let mut conn = app.acquire().await.unwrap();
+    let (db, workers) = setup().await;
+    let mut conn = workers.acquire().await.unwrap();
     let id = client::enqueue(&mut conn, &NewJob::new("flaky", serde_json::json!({})).max_attempts(4))
         .await
         .unwrap();
@@ -105,14 +105,14 @@ async fn failures_back_off_exponentially_then_discard_and_a_manual_retry_revives
     assert_eq!(claimed[0].attempt, 5);
     assert!(client::complete(&mut conn, id, 5).await.unwrap());
     drop(conn);
-    app.close().await;
+    workers.close().await;
     db.close().await.unwrap();
 }
 
 #[tokio::test]
 async fn cancel_unique_keys_scheduled_jobs_and_pruning() {
-    let (db, app) = setup().await;
-    let mut conn = app.acquire().await.unwrap();
+    let (db, workers) = setup().await;
+    let mut conn = workers.acquire().await.unwrap();
 
     let first = client::enqueue(
         &mut conn,
@@ -197,14 +197,14 @@ async fn cancel_unique_keys_scheduled_jobs_and_pruning() {
         .unwrap_err();
     assert!(matches!(err, pgstrata_queue::Error::InvalidQueue(_)), "{err}");
     drop(conn);
-    app.close().await;
+    workers.close().await;
     db.close().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_terminated_workers_job_comes_back_after_its_lease_and_a_heartbeating_one_does_not() {
-    let (db, app) = setup().await;
-    let mut conn = app.acquire().await.unwrap();
+    let (db, workers) = setup().await;
+    let mut conn = workers.acquire().await.unwrap();
     let dead = client::enqueue(&mut conn, &NewJob::new("dead", serde_json::json!({})))
         .await
         .unwrap();
@@ -213,7 +213,7 @@ async fn a_terminated_workers_job_comes_back_after_its_lease_and_a_heartbeating_
         .unwrap();
 
     // The dying worker claims on its own connection, which is then terminated mid-job.
-    let mut doomed = <PgConnection as sqlx::Connection>::connect_with(&db.app_options())
+    let mut doomed = <PgConnection as sqlx::Connection>::connect_with(&db.login_options(WORKER_LOGIN_ROLE))
         .await
         .unwrap();
     let claimed = client::claim(&mut doomed, "default", 1, "doomed", Duration::from_millis(500))
@@ -266,6 +266,6 @@ async fn a_terminated_workers_job_comes_back_after_its_lease_and_a_heartbeating_
     assert!(client::complete(&mut conn, dead, 2).await.unwrap());
     assert!(client::complete(&mut conn, slow, 1).await.unwrap());
     drop(conn);
-    app.close().await;
+    workers.close().await;
     db.close().await.unwrap();
 }

@@ -6,7 +6,7 @@
 
 use pgstrata_core::TenantId;
 use pgstrata_core::migrate::Migrator;
-use pgstrata_core::testing::TestDb;
+use pgstrata_core::testing::{TestDb, WORKER_LOGIN_ROLE};
 use pgstrata_queue::client::{self, NewJob};
 use pgstrata_queue::worker::{BoxFuture, HandlerError};
 use pgstrata_queue::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
@@ -56,7 +56,7 @@ async fn setup() -> TestDb {
     let db = TestDb::migrated(&migrator).await.unwrap();
     sqlx::raw_sql(
         "CREATE TABLE public.executions (job_id bigint NOT NULL, n bigint NOT NULL, tenant text);
-         GRANT SELECT, INSERT ON public.executions TO pgstrata_app;",
+         GRANT SELECT, INSERT ON public.executions TO pgstrata_worker;",
     )
     .execute(&db.admin)
     .await
@@ -76,8 +76,8 @@ fn config() -> WorkerConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_workers_drain_twenty_thousand_jobs_exactly_once() {
     let db = setup().await;
-    let app = db.app_pool(4).await.unwrap();
-    let mut conn = app.acquire().await.unwrap();
+    let producer = db.pool_as(WORKER_LOGIN_ROLE, 1).await.unwrap();
+    let mut conn = producer.acquire().await.unwrap();
     for chunk in (0..20_000i64).collect::<Vec<_>>().chunks(5_000) {
         let jobs: Vec<NewJob> = chunk.iter().map(|n| NewJob::of(&Count { n: *n }).unwrap()).collect();
         client::enqueue_many(&mut conn, &jobs).await.unwrap();
@@ -88,7 +88,7 @@ async fn eight_workers_drain_twenty_thousand_jobs_exactly_once() {
     let mut workers = Vec::new();
     for _ in 0..8 {
         // Each worker has its own pool: its own connections.
-        let pool = db.app_pool(10).await.unwrap();
+        let pool = db.pool_as(WORKER_LOGIN_ROLE, 10).await.unwrap();
         let worker = Worker::new(pool, config()).unwrap().register::<Count, _>(Record);
         workers.push(tokio::spawn(worker.run(stopped.clone())));
     }
@@ -130,7 +130,7 @@ async fn eight_workers_drain_twenty_thousand_jobs_exactly_once() {
         retried, 200,
         "the planned failures were retried, and their first attempt's effects rolled back"
     );
-    app.close().await;
+    producer.close().await;
     db.close().await.unwrap();
 }
 
@@ -138,11 +138,23 @@ async fn eight_workers_drain_twenty_thousand_jobs_exactly_once() {
 async fn handlers_run_in_the_jobs_tenant_context_and_shutdown_is_graceful() {
     let db = setup().await;
     let app = db.app_pool(4).await.unwrap();
+    let system = db.pool_as(WORKER_LOGIN_ROLE, 1).await.unwrap();
     let tenant = TenantId::new();
-    let mut conn = app.acquire().await.unwrap();
-    client::enqueue(&mut conn, &NewJob::of(&Count { n: 1 }).unwrap().tenant(tenant))
+    let mut admin = db.admin_conn().await.unwrap();
+    pgstrata_tenancy::fixtures::insert_tenants(&mut admin, &[tenant])
         .await
         .unwrap();
+    drop(admin);
+    // The request path enqueues in its tenant's transaction; the job takes the tenant from it.
+    let mut tx = pgstrata_core::begin_tenant(&app, &pgstrata_core::TenantContext::tenant(tenant))
+        .await
+        .unwrap();
+    client::enqueue(&mut tx, &NewJob::of(&Count { n: 1 }).unwrap())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // System work (no tenant) comes from the worker side.
+    let mut conn = system.acquire().await.unwrap();
     client::enqueue(&mut conn, &NewJob::of(&Count { n: 2 }).unwrap())
         .await
         .unwrap();
@@ -156,7 +168,7 @@ async fn handlers_run_in_the_jobs_tenant_context_and_shutdown_is_graceful() {
     drop(conn);
 
     let (stop, stopped) = watch::channel(false);
-    let worker = Worker::new(db.app_pool(4).await.unwrap(), config())
+    let worker = Worker::new(db.pool_as(WORKER_LOGIN_ROLE, 11).await.unwrap(), config())
         .unwrap()
         .register::<Count, _>(Record);
     let handle = tokio::spawn(worker.run(stopped));
@@ -187,5 +199,6 @@ async fn handlers_run_in_the_jobs_tenant_context_and_shutdown_is_graceful() {
         .unwrap();
     assert_eq!(running, 0, "nothing is left claimed after shutdown");
     app.close().await;
+    system.close().await;
     db.close().await.unwrap();
 }

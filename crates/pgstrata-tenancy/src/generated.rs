@@ -131,12 +131,17 @@ pub struct Tenant {
     pub id: uuid::Uuid,
     pub slug: String,
     pub name: String,
+    /// operator field: active or suspended (suspended tenants read, never write)
     pub status: String,
+    /// operator field: plan and limits the business configures
     pub settings: serde_json::Value,
     pub version: i64,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// operator field: soft deletion (a deleted tenant's context sees nothing)
     pub deleted_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// operator field: verified host name the tenant is reached at
+    pub domain: Option<String>,
 }
 
 /// Identifiers of `tenancy.tenants` for sea-query; `Table` is the table itself.
@@ -152,6 +157,7 @@ pub enum Tenants {
     CreatedAt,
     UpdatedAt,
     DeletedAt,
+    Domain,
 }
 
 impl Tenants {
@@ -174,6 +180,7 @@ impl Iden for Tenants {
             Tenants::CreatedAt => "created_at",
             Tenants::UpdatedAt => "updated_at",
             Tenants::DeletedAt => "deleted_at",
+            Tenants::Domain => "domain",
         }
     }
 }

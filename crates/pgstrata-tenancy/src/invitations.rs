@@ -23,9 +23,8 @@ use uuid::Uuid;
 pub struct NewInvitation {
     pub email: String,
     pub role: String,
-    /// How long the token stays valid.
+    /// How long the token stays valid (at most 90 days). The sender is always the actor.
     pub ttl: Duration,
-    pub invited_by: Option<UserId>,
 }
 
 impl NewInvitation {
@@ -35,7 +34,6 @@ impl NewInvitation {
             email: email.into(),
             role: "member".into(),
             ttl: Duration::from_secs(7 * 24 * 3600),
-            invited_by: None,
         }
     }
 }
@@ -72,26 +70,24 @@ pub async fn invite(conn: &mut PgConnection, tenant: TenantId, new: &NewInvitati
         });
     }
     let email = new.email.clone();
-    let (id, token): (Uuid, String) = sqlx::query_as(
-        "SELECT invitation_id, token FROM tenancy.create_invitation($1, $2, make_interval(secs => $3), $4)",
-    )
-    .bind(&new.email)
-    .bind(&new.role)
-    .bind(new.ttl.as_secs_f64())
-    .bind(new.invited_by.map(|u| u.0))
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| {
-        exec::map_err(e, |db| match db {
-            DbError::Conflict { constraint, .. } if constraint == "invitations_pending_email_key" => {
-                Some(Error::InvitationPending { email: email.clone() })
-            }
-            DbError::MissingReference { constraint, .. } if constraint == "invitations_tenant_fkey" => {
-                Some(Error::UnknownTenant(tenant))
-            }
-            _ => None,
-        })
-    })?;
+    let (id, token): (Uuid, String) =
+        sqlx::query_as("SELECT invitation_id, token FROM tenancy.create_invitation($1, $2, make_interval(secs => $3))")
+            .bind(&new.email)
+            .bind(&new.role)
+            .bind(new.ttl.as_secs_f64())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| {
+                exec::map_err(e, |db| match db {
+                    DbError::Conflict { constraint, .. } if constraint == "invitations_pending_email_key" => {
+                        Some(Error::InvitationPending { email: email.clone() })
+                    }
+                    DbError::MissingReference { constraint, .. } if constraint == "invitations_tenant_fkey" => {
+                        Some(Error::UnknownTenant(tenant))
+                    }
+                    _ => None,
+                })
+            })?;
     Ok((get(conn, tenant, id).await?, token))
 }
 

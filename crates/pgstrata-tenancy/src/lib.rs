@@ -8,6 +8,7 @@
 
 pub mod error;
 mod exec;
+pub mod fixtures;
 pub mod generated;
 pub mod invitations;
 pub mod memberships;
@@ -26,6 +27,7 @@ pub static MODULE: Module = Module {
     migrations: &[
         pgstrata_core::migration!("tenancy", 1, "tenancy"),
         pgstrata_core::migration!("tenancy", 2, "roles"),
+        pgstrata_core::migration!("tenancy", 3, "hardening"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/tenancy/seed.sql")),
 };

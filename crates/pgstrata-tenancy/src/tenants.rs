@@ -34,12 +34,12 @@ impl TenantStatus {
     }
 }
 
-/// A tenant to create.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A tenant to create. Status, settings and domain start at their defaults: they are the
+/// operator's to change (`pgstrata_operator`), not the request path's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewTenant {
     pub slug: String,
     pub name: String,
-    pub settings: serde_json::Value,
 }
 
 impl NewTenant {
@@ -47,17 +47,30 @@ impl NewTenant {
         Self {
             slug: slug.into(),
             name: name.into(),
-            settings: serde_json::json!({}),
         }
     }
 }
 
-/// Fields to change; `None` leaves a field as it is.
+/// Fields to change; `None` leaves a field as it is. The application role may change `name`
+/// only; `status` and `settings` need a connection holding `pgstrata_operator` (else
+/// [`DbError::Forbidden`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TenantChanges {
     pub name: Option<String>,
     pub status: Option<TenantStatus>,
     pub settings: Option<serde_json::Value>,
+}
+
+/// A tenant the acting user belongs to, found before any tenant context is open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct ActorTenant {
+    pub tenant_id: TenantId,
+    pub slug: String,
+    pub name: String,
+    pub status: String,
+    pub domain: Option<String>,
+    /// The actor's role in it.
+    pub role: String,
 }
 
 /// Which tenants to list (within what RLS lets the connection see).
@@ -84,21 +97,15 @@ fn named(slug: &str) -> impl Fn(&DbError) -> Option<Error> + '_ {
 /// use pgstrata_core::TenantId;
 /// let id = TenantId("0190b6a0-0000-7000-8000-000000000001".parse().unwrap());
 /// let (sql, _values) = insert(id, &NewTenant::new("acme", "Acme")).unwrap();
-/// assert_eq!(sql, r#"INSERT INTO "tenancy"."tenants" ("id", "slug", "name", "settings") VALUES ($1, $2, $3, $4) RETURNING *"#);
+/// assert_eq!(sql, r#"INSERT INTO "tenancy"."tenants" ("id", "slug", "name") VALUES ($1, $2, $3) RETURNING *"#);
 /// ```
 pub fn insert(id: TenantId, new: &NewTenant) -> Result<Built> {
     validate::slug(&new.slug)?;
     validate::name("name", &new.name, true)?;
-    validate::settings(&new.settings)?;
     let stmt = Query::insert()
         .into_table(Tenants::qualified())
-        .columns([Tenants::Id, Tenants::Slug, Tenants::Name, Tenants::Settings])
-        .values([
-            id.0.into(),
-            new.slug.clone().into(),
-            new.name.clone().into(),
-            new.settings.clone().into(),
-        ])
+        .columns([Tenants::Id, Tenants::Slug, Tenants::Name])
+        .values([id.0.into(), new.slug.clone().into(), new.name.clone().into()])
         .map_err(|e| Error::InvalidField {
             field: "tenant",
             reason: e.to_string(),
@@ -254,7 +261,8 @@ pub async fn update_tenant(
     .await
 }
 
-/// Soft-deletes the tenant if it is still at `expected_version`.
+/// Soft-deletes the tenant if it is still at `expected_version`. An operator's decision: the
+/// connection must hold `pgstrata_operator`. A deleted tenant's context sees nothing.
 pub async fn soft_delete(conn: &mut PgConnection, id: TenantId, expected_version: i64) -> Result<Tenant> {
     exec::versioned(
         conn,
@@ -267,7 +275,8 @@ pub async fn soft_delete(conn: &mut PgConnection, id: TenantId, expected_version
     .await
 }
 
-/// Restores a soft-deleted tenant; `SlugTaken` if a live tenant has its slug now.
+/// Restores a soft-deleted tenant; `SlugTaken` if a live tenant has its slug now. Needs
+/// `pgstrata_operator`, like [`soft_delete`].
 pub async fn restore(conn: &mut PgConnection, id: TenantId, expected_version: i64) -> Result<Tenant> {
     let slug = get(conn, id).await?.slug;
     exec::versioned(
@@ -279,4 +288,22 @@ pub async fn restore(conn: &mut PgConnection, id: TenantId, expected_version: i6
         named(&slug),
     )
     .await
+}
+
+/// The live tenants the acting user (the context's actor) belongs to, with its role in each.
+/// Needs no tenant context: this is how an application finds the tenants to offer a user
+/// before it opens one (`tenancy.actor_tenants()`).
+pub async fn actor_tenants(conn: &mut PgConnection) -> Result<Vec<ActorTenant>> {
+    Ok(sqlx::query_as("SELECT * FROM tenancy.actor_tenants()")
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
+/// The tenant behind a slug or a domain, if the acting user belongs to it; `None` otherwise,
+/// whether or not such a tenant exists (`tenancy.resolve_tenant(text)`).
+pub async fn resolve(conn: &mut PgConnection, slug_or_domain: &str) -> Result<Option<ActorTenant>> {
+    Ok(sqlx::query_as("SELECT * FROM tenancy.resolve_tenant($1)")
+        .bind(slug_or_domain)
+        .fetch_optional(&mut *conn)
+        .await?)
 }

@@ -6,7 +6,8 @@
 mod common;
 
 use common::{admin_count, migrated_db, org};
-use pgstrata_core::{Page, TenantContext, TenantId, UserId};
+use pgstrata_core::testing::OPERATOR_LOGIN_ROLE;
+use pgstrata_core::{DbError, Page, TenantContext, TenantId, UserId};
 use pgstrata_tenancy::Error;
 use pgstrata_tenancy::invitations::{self, NewInvitation};
 use pgstrata_tenancy::memberships::{self, MembershipFilter};
@@ -25,11 +26,16 @@ async fn a_soft_deleted_tenants_slug_can_be_taken_again_and_restore_respects_it(
         .unwrap_err();
     assert!(matches!(&err, Error::SlugTaken { slug } if slug == "acme"), "{err}");
 
+    // Deleting is the operator's decision; the tenant itself cannot.
     let mut tx = pgstrata_core::begin_tenant(&app, &first.ctx()).await.unwrap();
-    let deleted = tenants::soft_delete(&mut tx, first.id, 1).await.unwrap();
+    let err = tenants::soft_delete(&mut tx, first.id, 1).await.unwrap_err();
+    assert!(matches!(&err, Error::Db(DbError::Forbidden { .. })), "{err}");
+    tx.rollback().await.unwrap();
+    let operator = db.pool_as(OPERATOR_LOGIN_ROLE, 2).await.unwrap();
+    let mut op = operator.acquire().await.unwrap();
+    let deleted = tenants::soft_delete(&mut op, first.id, 1).await.unwrap();
     assert!(deleted.deleted_at.is_some());
     assert_eq!(deleted.version, 2);
-    tx.commit().await.unwrap();
 
     let second = tenants::create_tenant(&app, &NewTenant::new("acme", "Acme II"), None)
         .await
@@ -37,21 +43,15 @@ async fn a_soft_deleted_tenants_slug_can_be_taken_again_and_restore_respects_it(
     assert_ne!(second.id, first.id.0);
 
     // Restoring the first one would give two live "acme": refused, nothing changed.
-    let mut tx = pgstrata_core::begin_tenant(&app, &first.ctx()).await.unwrap();
-    let err = tenants::restore(&mut tx, first.id, 2).await.unwrap_err();
+    let err = tenants::restore(&mut op, first.id, 2).await.unwrap_err();
     assert!(matches!(&err, Error::SlugTaken { .. }), "{err}");
-    tx.rollback().await.unwrap();
 
     // Once the second one is gone, the first comes back.
-    let mut tx = pgstrata_core::begin_tenant(&app, &TenantContext::tenant(TenantId(second.id)))
-        .await
-        .unwrap();
-    tenants::soft_delete(&mut tx, TenantId(second.id), 1).await.unwrap();
-    tx.commit().await.unwrap();
-    let mut tx = pgstrata_core::begin_tenant(&app, &first.ctx()).await.unwrap();
-    let restored = tenants::restore(&mut tx, first.id, 2).await.unwrap();
+    tenants::soft_delete(&mut op, TenantId(second.id), 1).await.unwrap();
+    let restored = tenants::restore(&mut op, first.id, 2).await.unwrap();
     assert!(restored.deleted_at.is_none());
-    tx.commit().await.unwrap();
+    drop(op);
+    operator.close().await;
     assert_eq!(
         admin_count(&db, "SELECT count(*) FROM tenancy.tenants WHERE slug = 'acme'").await,
         2
@@ -284,16 +284,18 @@ async fn keyset_pages_cover_every_row_once() {
         )
         .await
         .unwrap();
-        let mut tx = pgstrata_core::begin_tenant(&app, &a.ctx()).await.unwrap();
-        memberships::add(
-            &mut tx,
-            a.id,
-            UserId(u.id),
-            if i % 2 == 0 { "member" } else { "viewer" },
-        )
-        .await
-        .unwrap();
+        // Each user joins in its own context; the owner makes every other one a viewer.
+        let ctx = TenantContext::tenant(a.id).with_actor(UserId(u.id));
+        let mut tx = pgstrata_core::begin_tenant(&app, &ctx).await.unwrap();
+        let joined = memberships::add(&mut tx, a.id, UserId(u.id), "member").await.unwrap();
         tx.commit().await.unwrap();
+        if i % 2 == 1 {
+            let mut tx = pgstrata_core::begin_tenant(&app, &a.ctx()).await.unwrap();
+            memberships::update_role(&mut tx, a.id, joined.id, 1, "viewer")
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
         expected.push(UserId(u.id));
     }
     let mut tx = pgstrata_core::begin_tenant(&app, &a.ctx()).await.unwrap();
@@ -372,16 +374,18 @@ async fn bad_input_gets_a_typed_error_and_writes_nothing() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InvalidField { field: "name", .. }), "{err}");
-    let mut new = NewTenant::new("fine", "Fine");
-    new.settings = serde_json::json!([1, 2]);
-    let err = tenants::create_tenant(&app, &new, None).await.unwrap_err();
+    let changes = tenants::TenantChanges {
+        settings: Some(serde_json::json!([1, 2])),
+        ..Default::default()
+    };
+    let err = tenants::update(TenantId::new(), 1, &changes).unwrap_err();
     assert!(matches!(err, Error::InvalidField { field: "settings", .. }), "{err}");
 
     // The database enforces the same rule for writers that bypass the crate.
     let mut tx = pgstrata_core::begin_tenant(&app, &TenantContext::tenant(TenantId::new()))
         .await
         .unwrap();
-    let err = sqlx::query("INSERT INTO tenancy.tenants (id, slug, name) VALUES (tenancy.current_tenant_id(), $1, 'x')")
+    let err = sqlx::query("INSERT INTO tenancy.tenants (id, slug, name) VALUES (tenancy.context_tenant_id(), $1, 'x')")
         .bind("a".repeat(64))
         .execute(&mut *tx)
         .await
@@ -393,21 +397,18 @@ async fn bad_input_gets_a_typed_error_and_writes_nothing() {
     );
     tx.rollback().await.unwrap();
 
-    // Unknown tenant: a membership or invitation for a tenant that does not exist.
+    // Unknown tenant: a tenant that does not exist is not active, so nothing is written in it.
     let ghost = TenantId::new();
-    let mut tx = pgstrata_core::begin_tenant(&app, &TenantContext::tenant(ghost))
-        .await
-        .unwrap();
+    let ghost_ctx = TenantContext::tenant(ghost).with_actor(a.owner);
+    let mut tx = pgstrata_core::begin_tenant(&app, &ghost_ctx).await.unwrap();
     let err = memberships::add(&mut tx, ghost, a.owner, "member").await.unwrap_err();
-    assert!(matches!(err, Error::UnknownTenant(t) if t == ghost), "{err}");
+    assert!(matches!(err, Error::Db(DbError::Forbidden { .. })), "{err}");
     tx.rollback().await.unwrap();
-    let mut tx = pgstrata_core::begin_tenant(&app, &TenantContext::tenant(ghost))
-        .await
-        .unwrap();
+    let mut tx = pgstrata_core::begin_tenant(&app, &ghost_ctx).await.unwrap();
     let err = invitations::invite(&mut tx, ghost, &NewInvitation::member("x@example.com"))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::UnknownTenant(_)), "{err}");
+    assert!(matches!(err, Error::Db(DbError::Forbidden { .. })), "{err}");
     tx.rollback().await.unwrap();
 
     // Bad email, bad role, page size out of range, duplicate email (case-insensitive).
@@ -431,7 +432,8 @@ async fn bad_input_gets_a_typed_error_and_writes_nothing() {
     .await
     .unwrap_err();
     assert!(matches!(err, Error::EmailTaken { .. }), "{err}");
-    let mut tx = pgstrata_core::begin_tenant(&app, &a.ctx()).await.unwrap();
+    let member_ctx = TenantContext::tenant(a.id).with_actor(a.member);
+    let mut tx = pgstrata_core::begin_tenant(&app, &member_ctx).await.unwrap();
     let err = memberships::add(&mut tx, a.id, a.member, "Super User")
         .await
         .unwrap_err();

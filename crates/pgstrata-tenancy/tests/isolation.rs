@@ -72,7 +72,7 @@ async fn every_tenant_table_and_every_verb_is_isolated() {
         );
 
         // UPDATE of B's rows changes nothing; moving A's rows to B is refused.
-        let sql = format!("UPDATE {table} SET updated_at = now() WHERE {key} = $1");
+        let sql = format!("UPDATE {table} SET version = version WHERE {key} = $1");
         let done = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(b.id.0)
             .execute(&mut *tx)

@@ -2,7 +2,7 @@
 //!
 //! Each module is a Postgres schema with its own migrations, enabled by a cargo feature and
 //! re-exported here (`pgstrata::tenancy`). [`Backend`] layers the enabled modules and migrates
-//! them in dependency order, under one advisory lock, so every app instance can call it at
+//! them in dependency order, under one migration lease, so every app instance can call it at
 //! startup:
 //!
 //! ```no_run

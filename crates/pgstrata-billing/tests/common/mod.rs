@@ -137,3 +137,38 @@ pub async fn app_tx(app: &PgPool, tenant: TenantId) -> sqlx::Transaction<'static
         .await
         .unwrap()
 }
+
+/// A database whose schemas `owner` installed, with the sync login role.
+pub async fn migrated_db_by(owner: pgstrata_core::testing::Owner) -> TestDb {
+    let db = TestDb::migrated_by(&migrator(), owner).await.unwrap();
+    ensure_sync_login(&db).await;
+    db
+}
+
+/// The lifecycle's customer id for a case.
+pub fn customer_id(events: &[(String, Value)]) -> String {
+    event(events, "03")["data"]["object"]["id"].as_str().unwrap().to_owned()
+}
+
+/// A `checkout.session.completed` event for `customer`, naming a tenant the way the caller
+/// chose (`metadata` and `client_reference_id` as given, `Value::Null` to leave one out).
+pub fn checkout_completed(id: &str, customer: &str, metadata: Value, client_reference_id: Value) -> Value {
+    serde_json::json!({
+        "id": id,
+        "object": "event",
+        "api_version": "2025-03-31.basil",
+        "type": "checkout.session.completed",
+        "created": 1_764_547_200,
+        "livemode": false,
+        "data": {"object": {
+            "id": format!("cs_test_{id}"),
+            "object": "checkout.session",
+            "mode": "subscription",
+            "status": "complete",
+            "payment_status": "paid",
+            "customer": customer,
+            "client_reference_id": client_reference_id,
+            "metadata": if metadata.is_null() { serde_json::json!({}) } else { metadata },
+        }}
+    })
+}

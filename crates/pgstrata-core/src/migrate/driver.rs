@@ -2,7 +2,7 @@
 //!
 //! refinery discovers, orders and checksums migrations but ships no sqlx driver; this is that
 //! driver. It wraps a borrowed `PgConnection` (a local type, because of the orphan rule) so the
-//! runner can use the very connection that holds the migration advisory lock.
+//! runner can use the very connection that holds the migration lease.
 
 use refinery_core::Migration;
 use refinery_core::traits::r#async::{AsyncMigrate, AsyncQuery, AsyncTransaction};

@@ -4,8 +4,9 @@
 //!   `V{n}__{name}.down.sql`, embedded at compile time with [`migration!`](crate::migration).
 //! - refinery orders, checksums and applies the up files through [`driver`]; each module has
 //!   its own history table `pgstrata.<module>_history`, so modules version independently.
-//! - A whole run (every module, up or down) holds one PostgreSQL advisory lock, so N app
-//!   instances starting at once apply each migration exactly once.
+//! - A whole run (every module, up or down) holds the migration lease, a row of
+//!   `pgstrata.migration_lock` that only the schemas' owner may update, so N app instances
+//!   starting at once apply each migration exactly once and no other role can block them.
 //! - Down runs the `.down.sql` files newest first and removes each history row in the same
 //!   transaction; target 0 removes the module and its history table.
 
@@ -17,9 +18,6 @@ use refinery_core::{Runner, Target};
 use sqlx::{Connection, PgConnection};
 use std::collections::BTreeSet;
 use std::fmt;
-
-/// Advisory lock key held for a whole migration run: "pgstrata" in ASCII.
-pub const MIGRATION_LOCK_KEY: i64 = 0x7067_7374_7261_7461;
 
 /// Schema that holds the per-module history tables.
 pub const HISTORY_SCHEMA: &str = "pgstrata";
@@ -367,7 +365,7 @@ impl Migrator {
             for module in selected.iter().rev() {
                 steps.extend(down_module(conn, module, target).await?);
             }
-            drop_history_schema_if_empty(conn).await?;
+            drop_history_schema_if_unused(conn).await?;
             Ok(steps)
         })
         .await
@@ -455,25 +453,136 @@ fn validate_module(m: &Module) -> Result<(), MigrateError> {
     Ok(())
 }
 
-/// Runs `f` while holding the migration advisory lock on `conn`. The lock is session-level
-/// (it must outlive the per-migration transactions) and is released on every path; if the
-/// connection dies, PostgreSQL releases it.
+/// Runs `f` while holding the migration lease on `conn`, and releases it on every path.
+///
+/// The lease is the one row of `pgstrata.migration_lock`. Only roles that may UPDATE it (the
+/// owner; PUBLIC has no privilege on the table or its schema) can take it, unlike an advisory
+/// lock key, which any role can take to stall every migration. A lease outlives the run's
+/// per-migration transactions; it is held by this session's `application_name`, which is set
+/// to a unique value for the run, so a lease whose session has ended (the process died) is
+/// taken over instead of waited for, even if another session reuses its pid.
 async fn with_lock<T>(
     conn: &mut PgConnection,
     f: impl AsyncFnOnce(&mut PgConnection) -> Result<T, MigrateError>,
 ) -> Result<T, MigrateError> {
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(MIGRATION_LOCK_KEY)
+    ensure_lock_table(conn).await?;
+    let previous_name: String = sqlx::query_scalar("SELECT current_setting('application_name')")
+        .fetch_one(&mut *conn)
+        .await?;
+    let holder = format!("pgstrata migrate {}", uuid::Uuid::now_v7().simple());
+    sqlx::query("SELECT set_config('application_name', $1, false)")
+        .bind(&holder)
         .execute(&mut *conn)
         .await?;
-    let result = f(&mut *conn).await;
-    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(MIGRATION_LOCK_KEY)
+    let result = match take_lease(conn, &holder).await {
+        Ok(()) => {
+            let result = f(&mut *conn).await;
+            let released = release_lease(conn, &holder).await;
+            result.and_then(|value| released.map(|_| value))
+        }
+        Err(e) => Err(e),
+    };
+    let restored = sqlx::query("SELECT set_config('application_name', $1, false)")
+        .bind(&previous_name)
         .execute(&mut *conn)
         .await;
     let value = result?;
-    unlocked?;
+    restored?;
     Ok(value)
+}
+
+/// Creates the history schema and the lease row unless they exist. Two migrators may race to
+/// create them: the loser's duplicate-object error means the other one did it.
+async fn ensure_lock_table(conn: &mut PgConnection) -> Result<(), MigrateError> {
+    const CREATE: &str = "CREATE SCHEMA IF NOT EXISTS pgstrata;
+        CREATE TABLE IF NOT EXISTS pgstrata.migration_lock (
+            id         boolean     NOT NULL DEFAULT true PRIMARY KEY CHECK (id),
+            holder_pid integer,
+            holder     text,
+            taken_at   timestamptz
+        );
+        COMMENT ON TABLE pgstrata.migration_lock IS
+            'The migration lease: one row, updatable only by the schemas'' owner. citus: local';
+        INSERT INTO pgstrata.migration_lock (id) VALUES (true) ON CONFLICT (id) DO NOTHING;";
+    for attempt in 0..3 {
+        match sqlx::raw_sql(CREATE).execute(&mut *conn).await {
+            Ok(_) => return Ok(()),
+            Err(e) if attempt < 2 && is_lost_create_race(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn is_lost_create_race(e: &sqlx::Error) -> bool {
+    // unique_violation on the catalogs, duplicate_table, duplicate_schema, duplicate_object
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| matches!(c.as_ref(), "23505" | "42P07" | "42P06" | "42710"))
+}
+
+/// Frees the lease, unless the run removed the lease table with the last module.
+async fn release_lease(conn: &mut PgConnection, holder: &str) -> Result<(), MigrateError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('pgstrata.migration_lock') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    if exists {
+        sqlx::query(
+            "UPDATE pgstrata.migration_lock SET holder_pid = NULL, holder = NULL, taken_at = NULL
+              WHERE holder = $1",
+        )
+        .bind(holder)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// After the last module is removed, the history schema and its lease go too, so that a
+/// database migrated down to 0 holds nothing of pgstrata. A migrator waiting on the lease
+/// meanwhile finds the table gone and creates it again.
+async fn drop_history_schema_if_unused(conn: &mut PgConnection) -> Result<(), MigrateError> {
+    sqlx::raw_sql(
+        "DO $$ BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class
+                             WHERE relnamespace = 'pgstrata'::regnamespace
+                               AND relname NOT IN ('migration_lock', 'migration_lock_pkey'))
+             THEN DROP SCHEMA pgstrata CASCADE; END IF;
+         END $$",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Waits until this session holds the lease: free, or held by a session that no longer exists.
+/// Concurrent takers serialise on the row; the loser re-reads it, finds it held and waits.
+async fn take_lease(conn: &mut PgConnection, holder: &str) -> Result<(), MigrateError> {
+    let mut pause = std::time::Duration::from_millis(20);
+    loop {
+        let attempt = sqlx::query(
+            "UPDATE pgstrata.migration_lock l
+                SET holder_pid = pg_catalog.pg_backend_pid(), holder = $1, taken_at = pg_catalog.now()
+              WHERE l.id AND (l.holder IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM pg_catalog.pg_stat_activity a
+                     WHERE a.pid = l.holder_pid AND a.application_name = l.holder))",
+        )
+        .bind(holder)
+        .execute(&mut *conn)
+        .await;
+        match attempt {
+            Ok(done) if done.rows_affected() == 1 => return Ok(()),
+            Ok(_) => {}
+            // The holder removed the last module and the lease with it.
+            Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P01") => {
+                ensure_lock_table(conn).await?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(500));
+    }
 }
 
 async fn history_exists(conn: &mut PgConnection, module: &Module) -> Result<bool, MigrateError> {
@@ -622,17 +731,4 @@ async fn down_module(conn: &mut PgConnection, module: &'static Module, target: i
         crate::sql::trusted(drop).execute(&mut *conn).await?;
     }
     Ok(steps)
-}
-
-async fn drop_history_schema_if_empty(conn: &mut PgConnection) -> Result<(), MigrateError> {
-    sqlx::raw_sql(
-        "DO $$ BEGIN
-             IF to_regnamespace('pgstrata') IS NOT NULL
-                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE relnamespace = 'pgstrata'::regnamespace)
-             THEN DROP SCHEMA pgstrata; END IF;
-         END $$",
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }

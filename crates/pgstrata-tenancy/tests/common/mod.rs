@@ -60,14 +60,18 @@ pub async fn org(app: &PgPool, slug: &str) -> Org {
         .await
         .unwrap();
     let id = TenantId(tenant.id);
-    let mut tx = pgstrata_core::begin_tenant(app, &TenantContext::tenant(id))
+    // The member joins in its own context (a membership needs the user's consent).
+    let mut tx = pgstrata_core::begin_tenant(app, &TenantContext::tenant(id).with_actor(UserId(member.id)))
         .await
         .unwrap();
     pgstrata_tenancy::memberships::add(&mut tx, id, UserId(member.id), "member")
         .await
         .unwrap();
-    let mut new = NewInvitation::member(format!("invitee@{slug}.example"));
-    new.invited_by = Some(UserId(owner.id));
+    tx.commit().await.unwrap();
+    let mut tx = pgstrata_core::begin_tenant(app, &TenantContext::tenant(id).with_actor(UserId(owner.id)))
+        .await
+        .unwrap();
+    let new = NewInvitation::member(format!("invitee@{slug}.example"));
     let (invitation, token) = invitations::invite(&mut tx, id, &new).await.unwrap();
     let filter = pgstrata_tenancy::memberships::MembershipFilter {
         user_id: Some(UserId(owner.id)),
