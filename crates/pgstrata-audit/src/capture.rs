@@ -26,7 +26,9 @@ impl TableOptions {
 
 /// Audits every insert, update and delete of `table` (`schema.table`), replacing earlier
 /// options. Runs `audit.enable`, which creates a trigger: call it as the table's owner, e.g. in
-/// a migration. Unknown columns and tables without a primary key are refused.
+/// a migration (a role other than the audit schema's owner also needs `EXECUTE` on
+/// `audit.capture()`, which is not granted to PUBLIC). Unknown columns and tables without a
+/// primary key are refused.
 pub async fn enable(conn: &mut PgConnection, table: &str, options: &TableOptions) -> Result<()> {
     sqlx::query("SELECT audit.enable($1::text::regclass, $2, $3)")
         .bind(table)
@@ -128,7 +130,8 @@ impl Event {
 }
 
 /// Records `event` in the current tenant, inside the caller's transaction (set the tenant
-/// context first; the actor and request id are read from it). Returns the record's id.
+/// context first; the actor and request id are read from it). The record's `origin` is
+/// `event`: it can never pass for a captured change. Returns the record's id.
 pub async fn record(conn: &mut PgConnection, event: &Event) -> Result<i64> {
     event.validate()?;
     let id = sqlx::query_scalar("SELECT audit.record($1, $2, $3, $4)")

@@ -4,8 +4,9 @@
 //!   and delete is recorded with its tenant, actor (`app.actor_id`), request (`app.request_id`)
 //!   and transaction id; updates keep only the columns that changed. [`capture::record`] writes an
 //!   application event (`user.login`) into the same log, in the caller's transaction.
-//! - The application role can read its tenant's records and append; nobody changes or removes
-//!   one (privileges and triggers); months are dropped whole by [`partitions::maintain`].
+//! - The application role can read its tenant's records; only the capture trigger (origin
+//!   `capture`) and `audit.record` (origin `event`) write them; nobody changes or removes one
+//!   (privileges and triggers); months are dropped whole by [`partitions::maintain`].
 //! - Records are written unsealed; [`chain::seal`] (or a [`chain::Sealer`] running every few
 //!   seconds) chains committed records per tenant with SHA-256, and [`chain::verify`] returns
 //!   the first broken link of each tenant's chain.
