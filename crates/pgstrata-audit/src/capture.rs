@@ -26,7 +26,9 @@ impl TableOptions {
 
 /// Audits every insert, update and delete of `table` (`schema.table`), replacing earlier
 /// options. Runs `audit.enable`, which creates a trigger: call it as the table's owner, e.g. in
-/// a migration. Unknown columns and tables without a primary key are refused.
+/// a migration (a role other than the audit schema's owner also needs `EXECUTE` on
+/// `audit.capture()`, which is not granted to PUBLIC). Unknown columns and tables without a
+/// primary key are refused.
 pub async fn enable(conn: &mut PgConnection, table: &str, options: &TableOptions) -> Result<()> {
     sqlx::query("SELECT audit.enable($1::text::regclass, $2, $3)")
         .bind(table)
@@ -45,6 +47,15 @@ pub async fn disable(conn: &mut PgConnection, table: &str) -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// The cap on an event's `details`, in bytes of JSON text (`audit.record` refuses larger ones
+/// with 22023, `DETAIL: field=details`).
+pub const MAX_DETAILS_BYTES: usize = 65_536;
+
+/// The cap on a captured change's `old_values` and `new_values`, each, in bytes of jsonb: a
+/// write to an audited table whose recorded values are larger is refused (22023), so large
+/// columns should be ignored with [`TableOptions::ignore`].
+pub const MAX_VALUES_BYTES: usize = 1_048_576;
 
 /// An application event, e.g. `user.login` on a `user`.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,18 +102,36 @@ impl Event {
                 ),
             });
         }
-        if self.resource_type.is_empty() || self.resource_type.len() > 200 {
+        if self.resource_type.is_empty() || self.resource_type.chars().count() > 200 {
             return Err(Error::InvalidField {
                 field: "resource_type",
                 reason: "1 to 200 characters".into(),
             });
+        }
+        if self.resource_id.as_ref().is_some_and(|id| id.chars().count() > 500) {
+            return Err(Error::InvalidField {
+                field: "resource_id",
+                reason: "at most 500 characters".into(),
+            });
+        }
+        // The database measures its own JSON text, which may differ by a few spaces; this
+        // catches the real mistakes early, the database has the last word.
+        if let Some(details) = &self.details {
+            let bytes = details.to_string().len();
+            if bytes > MAX_DETAILS_BYTES {
+                return Err(Error::InvalidField {
+                    field: "details",
+                    reason: format!("{bytes} bytes of JSON, at most {MAX_DETAILS_BYTES}"),
+                });
+            }
         }
         Ok(())
     }
 }
 
 /// Records `event` in the current tenant, inside the caller's transaction (set the tenant
-/// context first; the actor and request id are read from it). Returns the record's id.
+/// context first; the actor and request id are read from it). The record's `origin` is
+/// `event`: it can never pass for a captured change. Returns the record's id.
 pub async fn record(conn: &mut PgConnection, event: &Event) -> Result<i64> {
     event.validate()?;
     let id = sqlx::query_scalar("SELECT audit.record($1, $2, $3, $4)")
@@ -127,5 +156,7 @@ mod tests {
             assert!(Event::new(bad, "user").validate().is_err(), "{bad:?}");
         }
         assert!(Event::new("user.login", "").validate().is_err());
+        let big = serde_json::json!({ "blob": "x".repeat(super::MAX_DETAILS_BYTES) });
+        assert!(Event::new("user.login", "user").details(big).validate().is_err());
     }
 }

@@ -2,19 +2,23 @@
 //!
 //! Writers never hash or lock: the capture trigger inserts records unsealed. `audit.seal` takes
 //! the committed, unsealed records (those of open transactions are invisible to it and wait
-//! for the next round), and under one advisory lock appends them to their tenant's chain:
+//! for the next round), and holding the row lock of `audit.seal_locks` (which only the owner may
+//! lock) appends them to their tenant's chain: `seq` from 1 per tenant,
 //! `hash = sha256(prev_hash || seq || content)`. A record is tamper-evident once sealed, so the
-//! delay is bounded by the sealer's interval. Sealing and verifying read every tenant, so they
-//! run as a role that row-level security does not filter (a superuser or BYPASSRLS).
+//! delay is bounded by the sealer's interval. `audit.seal`, `audit.maintain` and
+//! `audit.verify` are SECURITY DEFINER entry points: seal and maintain for `pgstrata_worker`,
+//! verify and [`unsealed`] for `pgstrata_worker` and `pgstrata_operator`. Each chain is anchored
+//! at both ends (seq 1 or the retention checkpoint, and the chain head), so verify reports
+//! records removed anywhere, including all of them.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use pgstrata_core::TenantId;
 use sqlx::{PgConnection, PgPool};
 use std::future::Future;
 use std::time::Duration;
 
-/// Seals up to `limit` committed records; returns how many. Returns 0 while another sealer
-/// holds the lock.
+/// Seals up to `limit` committed records; returns how many. Run it as `pgstrata_worker` (or the
+/// owner). While another sealer holds the lock it fails at once with [`Error::SealerBusy`].
 pub async fn seal(conn: &mut PgConnection, limit: i32) -> Result<i32> {
     Ok(sqlx::query_scalar("SELECT audit.seal($1)")
         .bind(limit.max(1))
@@ -44,6 +48,22 @@ pub async fn verify(conn: &mut PgConnection, tenant: Option<TenantId>) -> Result
     )
 }
 
+/// Records still waiting for the sealer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Unsealed {
+    pub unsealed: i64,
+    /// The oldest one's `occurred_at` (its transaction's start).
+    pub oldest: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// How many committed records are not sealed yet, and since when: when the oldest is older
+/// than a few seal intervals, no sealer is running or something blocks it.
+pub async fn unsealed(conn: &mut PgConnection) -> Result<Unsealed> {
+    Ok(sqlx::query_as("SELECT unsealed, oldest FROM audit.unsealed()")
+        .fetch_one(conn)
+        .await?)
+}
+
 /// How often and how much the [`Sealer`] seals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SealerConfig {
@@ -63,6 +83,17 @@ impl Default for SealerConfig {
     }
 }
 
+/// What a [`Sealer`] did until it stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SealerStats {
+    /// Records sealed.
+    pub sealed: u64,
+    /// Rounds in which another sealer held the lock ([`Error::SealerBusy`]).
+    pub blocked_rounds: u64,
+    /// Rounds that failed otherwise (a lost connection, missing privileges).
+    pub failed_rounds: u64,
+}
+
 /// Seals in the background: a round every `interval`, until `shutdown` completes.
 #[derive(Debug, Clone)]
 pub struct Sealer {
@@ -71,12 +102,14 @@ pub struct Sealer {
 }
 
 impl Sealer {
-    /// `pool` must connect as a role that bypasses row-level security.
+    /// `pool` connects as a role holding `pgstrata_worker`.
     pub fn new(pool: PgPool, config: SealerConfig) -> Self {
         Self { pool, config }
     }
 
-    /// One round: seals batches until one comes back short. Returns the records sealed.
+    /// One round: seals batches until one comes back short. Returns the records sealed, or
+    /// [`Error::SealerBusy`] when another sealer holds the lock (records sealed by this round's
+    /// earlier batches stay sealed).
     pub async fn round(&self) -> Result<u64> {
         let mut total = 0u64;
         loop {
@@ -89,19 +122,38 @@ impl Sealer {
         }
     }
 
-    /// Runs rounds until `shutdown` completes. A failed round (a lost connection) is retried
-    /// at the next tick, so the loop only ends on shutdown; returns the records sealed.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> u64 {
-        let mut total = 0u64;
+    /// Runs rounds until `shutdown` completes. A failed round is retried at the next tick, so
+    /// the loop only ends on shutdown; blocked and failed rounds are counted in the returned
+    /// stats. Use [`Sealer::run_reporting`] to see each error as it happens.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> SealerStats {
+        self.run_reporting(shutdown, |_| {}).await
+    }
+
+    /// [`Sealer::run`], calling `on_error` with every failed round's error (log it: a sealer
+    /// that keeps getting [`Error::SealerBusy`] is not sealing).
+    pub async fn run_reporting(
+        self,
+        shutdown: impl Future<Output = ()>,
+        mut on_error: impl FnMut(&Error),
+    ) -> SealerStats {
+        let mut stats = SealerStats::default();
         let mut tick = tokio::time::interval(self.config.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                _ = &mut shutdown => return total,
+                _ = &mut shutdown => return stats,
                 _ = tick.tick() => {
-                    if let Ok(n) = self.round().await {
-                        total += n;
+                    match self.round().await {
+                        Ok(n) => stats.sealed += n,
+                        Err(e) => {
+                            if matches!(e, Error::SealerBusy { .. }) {
+                                stats.blocked_rounds += 1;
+                            } else {
+                                stats.failed_rounds += 1;
+                            }
+                            on_error(&e);
+                        }
                     }
                 }
             }

@@ -51,6 +51,47 @@ impl Iden for ChainHeads {
     }
 }
 
+/// A row of `audit.checkpoints`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct Checkpoint {
+    pub tenant_id: pgstrata_core::TenantId,
+    pub first_seq: i64,
+    pub prev_hash: Vec<u8>,
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+    pub reason: String,
+}
+
+/// Identifiers of `audit.checkpoints` for sea-query; `Table` is the table itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoints {
+    Table,
+    TenantId,
+    FirstSeq,
+    PrevHash,
+    RecordedAt,
+    Reason,
+}
+
+impl Checkpoints {
+    /// The schema-qualified table, for `from`, `into_table` and `table`.
+    pub fn qualified() -> (AuditSchema, Checkpoints) {
+        (AuditSchema, Checkpoints::Table)
+    }
+}
+
+impl Iden for Checkpoints {
+    fn unquoted(&self) -> &str {
+        match self {
+            Checkpoints::Table => "checkpoints",
+            Checkpoints::TenantId => "tenant_id",
+            Checkpoints::FirstSeq => "first_seq",
+            Checkpoints::PrevHash => "prev_hash",
+            Checkpoints::RecordedAt => "recorded_at",
+            Checkpoints::Reason => "reason",
+        }
+    }
+}
+
 /// A row of `audit.records`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct Record {
@@ -69,6 +110,8 @@ pub struct Record {
     pub seq: Option<i64>,
     pub prev_hash: Option<Vec<u8>>,
     pub hash: Option<Vec<u8>>,
+    /// capture: written by the capture trigger; event: written by audit.record(); NULL: before audit V2
+    pub origin: Option<String>,
 }
 
 /// Identifiers of `audit.records` for sea-query; `Table` is the table itself.
@@ -90,6 +133,7 @@ pub enum Records {
     Seq,
     PrevHash,
     Hash,
+    Origin,
 }
 
 impl Records {
@@ -118,6 +162,36 @@ impl Iden for Records {
             Records::Seq => "seq",
             Records::PrevHash => "prev_hash",
             Records::Hash => "hash",
+            Records::Origin => "origin",
+        }
+    }
+}
+
+/// A row of `audit.seal_locks`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct SealLock {
+    pub singleton: bool,
+}
+
+/// Identifiers of `audit.seal_locks` for sea-query; `Table` is the table itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealLocks {
+    Table,
+    Singleton,
+}
+
+impl SealLocks {
+    /// The schema-qualified table, for `from`, `into_table` and `table`.
+    pub fn qualified() -> (AuditSchema, SealLocks) {
+        (AuditSchema, SealLocks::Table)
+    }
+}
+
+impl Iden for SealLocks {
+    fn unquoted(&self) -> &str {
+        match self {
+            SealLocks::Table => "seal_locks",
+            SealLocks::Singleton => "singleton",
         }
     }
 }

@@ -4,8 +4,9 @@
 //!   and delete is recorded with its tenant, actor (`app.actor_id`), request (`app.request_id`)
 //!   and transaction id; updates keep only the columns that changed. [`capture::record`] writes an
 //!   application event (`user.login`) into the same log, in the caller's transaction.
-//! - The application role can read its tenant's records and append; nobody changes or removes
-//!   one (privileges and triggers); months are dropped whole by [`partitions::maintain`].
+//! - The application role can read its tenant's records; only the capture trigger (origin
+//!   `capture`) and `audit.record` (origin `event`) write them; nobody changes or removes one
+//!   (privileges and triggers); months are dropped whole by [`partitions::maintain`].
 //! - Records are written unsealed; [`chain::seal`] (or a [`chain::Sealer`] running every few
 //!   seconds) chains committed records per tenant with SHA-256, and [`chain::verify`] returns
 //!   the first broken link of each tenant's chain.
@@ -20,7 +21,7 @@ pub mod partitions;
 pub mod query;
 
 pub use capture::{Event, TableOptions};
-pub use chain::{BrokenLink, Sealer, SealerConfig};
+pub use chain::{BrokenLink, Sealer, SealerConfig, SealerStats, Unsealed};
 pub use error::{Error, Result};
 pub use generated::Record;
 pub use partitions::{MaintainStep, Partition};
@@ -33,6 +34,9 @@ use pgstrata_core::migrate::Module;
 pub static MODULE: Module = Module {
     name: "audit",
     depends_on: &["tenancy"],
-    migrations: &[pgstrata_core::migration!("audit", 1, "audit")],
+    migrations: &[
+        pgstrata_core::migration!("audit", 1, "audit"),
+        pgstrata_core::migration!("audit", 2, "hardening"),
+    ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/audit/seed.sql")),
 };

@@ -6,7 +6,8 @@ use sqlx::PgConnection;
 /// One step `maintain` took.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct MaintainStep {
-    /// `created` or `dropped`.
+    /// `created`, `dropped`, or `kept_unsealed` (an expired month that still holds unsealed
+    /// records: run a sealer, then maintain again; later months wait for it).
     pub action: String,
     pub partition: String,
 }
@@ -21,7 +22,9 @@ pub struct Partition {
 
 /// Creates the current month and `ahead` months after it (default: `audit.settings`, 3), and
 /// drops the partitions whose whole month is older than `retention_months` (default 12).
-/// Run as the owner of `audit.records`. Dropping takes a brief exclusive lock on the log.
+/// Run as `pgstrata_worker` (or the owner). Before a month is dropped, each tenant's chain
+/// checkpoint moves past it, so `verify` stays clean. Dropping takes a brief exclusive lock on
+/// the log, waiting at most 5 s for it.
 pub async fn maintain(
     conn: &mut PgConnection,
     ahead: Option<i32>,

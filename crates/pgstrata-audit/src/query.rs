@@ -34,6 +34,9 @@ pub struct AuditRecord {
     pub details: Option<serde_json::Value>,
     /// Position in the tenant's chain; `None` until sealed.
     pub seq: Option<i64>,
+    /// `capture` (the row trigger) or `event` (`audit.record`); `None` for records written
+    /// before audit V2.
+    pub origin: Option<String>,
 }
 
 /// Where the previous page ended.
@@ -129,7 +132,7 @@ impl AuditQuery {
     /// let (sql, _) = AuditQuery::new(t).resource("billing.invoices", "42").limit(20).build().unwrap();
     /// assert_eq!(
     ///     sql,
-    ///     r#"SELECT "tenant_id", "id", "occurred_at", "txid"::text::bigint AS "txid", "actor_id", "request_id", "action", "resource_type", "resource_id", "old_values", "new_values", "details", "seq" FROM "audit"."records" WHERE "tenant_id" = $1 AND "resource_type" = $2 AND "resource_id" = $3 ORDER BY "occurred_at" DESC, "id" DESC LIMIT $4"#
+    ///     r#"SELECT "tenant_id", "id", "occurred_at", "txid"::text::bigint AS "txid", "actor_id", "request_id", "action", "resource_type", "resource_id", "old_values", "new_values", "details", "seq", "origin" FROM "audit"."records" WHERE "tenant_id" = $1 AND "resource_type" = $2 AND "resource_id" = $3 ORDER BY "occurred_at" DESC, "id" DESC LIMIT $4"#
     /// );
     /// ```
     pub fn build(&self) -> Result<Built> {
@@ -157,6 +160,7 @@ impl AuditQuery {
                 Records::NewValues,
                 Records::Details,
                 Records::Seq,
+                Records::Origin,
             ])
             .from((AuditSchema, Records::Table))
             .and_where(Expr::col(Records::TenantId).eq(self.tenant.0));

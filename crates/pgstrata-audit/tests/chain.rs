@@ -85,7 +85,7 @@ async fn superuser_tampering_is_located_by_verify() {
     sqlx::query(
         "UPDATE audit.records l SET hash = audit.link_hash(l.prev_hash, l.seq,
              audit.content(l.tenant_id, l.id, l.occurred_at, l.txid, l.actor_id, l.request_id, l.action,
-                           l.resource_type, l.resource_id, l.old_values, l.new_values, l.details))
+                           l.resource_type, l.resource_id, l.old_values, l.new_values, l.details, l.origin))
           WHERE l.id = $1",
     )
     .bind(victim)
@@ -229,8 +229,9 @@ async fn sealer_loop_seals_within_its_interval() {
     }
     assert_eq!(unsealed, 0);
     stop_tx.send(()).unwrap();
-    let sealed = handle.await.unwrap();
-    assert_eq!(sealed, 4, "two tenants and two invoices");
+    let stats = handle.await.unwrap();
+    assert_eq!(stats.sealed, 4, "two tenants and two invoices");
+    assert_eq!((stats.blocked_rounds, stats.failed_rounds), (0, 0), "{stats:?}");
     f.app.close().await;
     f.db.close().await.unwrap();
 }

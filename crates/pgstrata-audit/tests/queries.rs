@@ -68,6 +68,10 @@ fn hot_queries(doc: &str) -> Vec<HotQuery> {
 /// tenants; each tenant has 10 actors and 500 resources of its own. Fixed dates, so the
 /// queries in queries.md hit the same months whenever the test runs.
 const SCALE_SQL: &str = r#"
+-- The tenants exist: a context naming a tenant that does not is no tenant at all.
+INSERT INTO tenancy.tenants (id, slug, name)
+SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(k), 12, '0'))::uuid, 'scale-' || k, 'Scale ' || k
+  FROM generate_series(0, 99) k;
 SELECT audit.create_partition(m::date) FROM generate_series('2026-08-01'::date, '2026-11-01', interval '1 month') m;
 INSERT INTO audit.records (tenant_id, occurred_at, actor_id, request_id, action, resource_type, resource_id, new_values)
 SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(k % 100), 12, '0'))::uuid,

@@ -360,8 +360,9 @@ async fn seal_backlog(admin: &PgPool) -> Result<i64, Box<dyn Error>> {
     }
 }
 
-/// Loads two past months, deletes one with DELETE and drops the other with audit.maintain;
-/// returns (drop ms, delete ms, vacuum after the delete ms).
+/// Loads two past months, deletes one with DELETE and drops the other with audit.maintain
+/// (which first moves each tenant's chain checkpoint past the month); returns (drop ms,
+/// delete ms, vacuum after the delete ms).
 async fn retention(admin: &PgPool, rows: i64) -> Result<(f64, f64, f64), Box<dyn Error>> {
     let mut conn = admin.acquire().await?;
     for (month, start) in [
@@ -372,11 +373,15 @@ async fn retention(admin: &PgPool, rows: i64) -> Result<(f64, f64, f64), Box<dyn
             .bind(month)
             .execute(&mut *conn)
             .await?;
-        // Spread over 28 days, in the shape the capture trigger writes.
+        // Spread over 28 days, in the shape the capture trigger writes, already sealed (an
+        // expired month is; maintenance keeps a month with unsealed records). The links are
+        // stand-ins: sealing 1M records for real would take minutes and is measured above.
         sqlx::query(
-            "INSERT INTO audit.records (tenant_id, occurred_at, actor_id, action, resource_type, resource_id, old_values, new_values)
+            "INSERT INTO audit.records (tenant_id, occurred_at, actor_id, action, resource_type, resource_id, old_values,
+                                        new_values, origin, seq, prev_hash, hash)
              SELECT t.id, $1::timestamptz + (k * (interval '28 days' / $2)), gen_random_uuid(), 'update',
-                    'bench.audited', k::text, jsonb_build_object('amount', k), jsonb_build_object('amount', k + 1)
+                    'bench.audited', k::text, jsonb_build_object('amount', k), jsonb_build_object('amount', k + 1),
+                    'capture', k, sha256(int8send(k - 1)), sha256(int8send(k))
                FROM generate_series(1, $2) k
               CROSS JOIN LATERAL (SELECT id FROM tenancy.tenants ORDER BY id LIMIT 1) t",
         )

@@ -64,7 +64,8 @@ enum Command {
         #[command(subcommand)]
         action: QueueAction,
     },
-    /// Maintain and check the audit log (run as the owner, with RLS bypassed for seal/verify).
+    /// Maintain and check the audit log (seal and maintain as pgstrata_worker or the owner; verify
+    /// as pgstrata_worker, pgstrata_operator or the owner).
     Audit {
         #[command(subcommand)]
         action: AuditAction,
@@ -384,6 +385,11 @@ async fn doctor(conn: &mut PgConnection, migrator: &Migrator) -> Result<ExitCode
     for warning in pgstrata::core::doctor::partition_warnings(conn, &schemas).await? {
         println!("warning: {warning}");
     }
+    if schemas.contains(&"audit") {
+        for warning in audit_warnings(conn).await? {
+            println!("warning: {warning}");
+        }
+    }
     ok &= !reports.is_empty() && reports.iter().all(|r| r.ok());
     let security = pgstrata::core::doctor::security_problems(conn, &schemas).await?;
     for problem in &security {
@@ -392,6 +398,45 @@ async fn doctor(conn: &mut PgConnection, migrator: &Migrator) -> Result<ExitCode
     ok &= security.is_empty();
     println!("doctor: {}", if ok { "all checks passed" } else { "FAILED" });
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Records older than this and still unsealed mean no sealer is running (or something blocks
+/// it): twelve of the `Sealer`'s default 5 s intervals.
+const UNSEALED_WARNING_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Doctor's audit checks: committed records left unsealed past a few seal intervals.
+async fn audit_warnings(conn: &mut PgConnection) -> Result<Vec<String>, AnyError> {
+    let installed: bool = sqlx::query_scalar("SELECT to_regprocedure('audit.unsealed()') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !installed {
+        return Ok(vec![]);
+    }
+    let unsealed = match pgstrata::audit::chain::unsealed(conn).await {
+        Ok(u) => u,
+        Err(pgstrata::audit::Error::Db(pgstrata::core::DbError::Forbidden { .. })) => {
+            return Ok(vec![
+                "audit: this role may not count unsealed records (connect as the owner, pgstrata_worker or pgstrata_operator)"
+                    .into(),
+            ]);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let limit = UNSEALED_WARNING_AFTER.as_secs();
+    Ok(match unsealed.oldest {
+        Some(oldest) if now.saturating_sub(u64::try_from(oldest.timestamp()).unwrap_or(0)) > limit => vec![format!(
+            "audit: {} record(s) are not sealed yet, the oldest written at {} (over {} s ago): is a sealer running? \
+             Run `pgstrata audit seal` or a `Sealer` as pgstrata_worker; a sealer that keeps failing with \
+             SealerBusy is blocked by another",
+            unsealed.unsealed,
+            oldest.to_rfc3339(),
+            UNSEALED_WARNING_AFTER.as_secs()
+        )],
+        _ => vec![],
+    })
 }
 
 /// Migrates a scratch database on the same server, renders every module, drops the scratch.

@@ -206,8 +206,27 @@ async fn audit_seal_verify_and_maintain() {
         let out = pgstrata(Some(&url), args);
         assert!(out.status.success(), "{}", text(&out));
     }
+    // A record left unsealed past a few seal intervals: doctor warns until a sealer runs.
+    let mut conn = db.admin_conn().await.unwrap();
+    sqlx::raw_sql(
+        "SELECT audit.create_partition((now() - interval '5 minutes')::date);
+         INSERT INTO audit.records (tenant_id, occurred_at, action, resource_type, origin)
+         SELECT id, now() - interval '5 minutes', 'user.login', 'user', 'event' FROM tenancy.tenants LIMIT 1;",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let out = pgstrata(Some(&url), &["doctor"]);
+    assert!(
+        text(&out).contains("warning: audit: ") && text(&out).contains("not sealed yet"),
+        "{}",
+        text(&out)
+    );
+    drop(conn);
     let out = pgstrata(Some(&url), &["audit", "seal"]);
     assert!(out.status.success() && text(&out).contains("sealed "), "{}", text(&out));
+    let out = pgstrata(Some(&url), &["doctor"]);
+    assert!(!text(&out).contains("not sealed yet"), "{}", text(&out));
     let out = pgstrata(Some(&url), &["audit", "verify"]);
     assert!(out.status.success(), "{}", text(&out));
     let out = pgstrata(Some(&url), &["audit", "maintain"]);

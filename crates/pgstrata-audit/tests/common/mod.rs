@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use pgstrata_core::migrate::Migrator;
-use pgstrata_core::testing::TestDb;
+use pgstrata_core::testing::{Owner, TestDb};
 use pgstrata_core::{TenantContext, TenantId, UserId, begin_tenant};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -44,7 +44,12 @@ pub fn migrator() -> Migrator {
 /// Migrated database, `billing.invoices` audited (updated_at ignored, pay_token_hash redacted),
 /// tenants A and B, and a pool as the unprivileged application role.
 pub async fn fixture() -> Fixture {
-    let db = TestDb::migrated(&migrator()).await.unwrap();
+    fixture_by(Owner::Superuser).await
+}
+
+/// [`fixture`], with the schemas installed by `owner`.
+pub async fn fixture_by(owner: Owner) -> Fixture {
+    let db = TestDb::migrated_by(&migrator(), owner).await.unwrap();
     sqlx::raw_sql(INVOICES_SQL).execute(&db.admin).await.unwrap();
     let mut conn = db.admin.acquire().await.unwrap();
     let options = pgstrata_audit::TableOptions::default()
