@@ -51,6 +51,7 @@ COMMENT ON FUNCTION tenancy.current_tenant_id() IS
 GRANT EXECUTE ON FUNCTION tenancy.current_tenant_id() TO PUBLIC;
 DROP FUNCTION tenancy.context_tenant_id();
 
+REVOKE SELECT ON tenancy.tenants FROM pgstrata_worker;
 DROP POLICY operator_all ON tenancy.tenants;
 REVOKE SELECT, UPDATE (status, settings, domain, deleted_at, version) ON tenancy.tenants FROM pgstrata_operator;
 REVOKE UPDATE (name, version) ON tenancy.tenants FROM pgstrata_app;

@@ -444,32 +444,40 @@ COMMENT ON FUNCTION tenancy.context_tenant_id() IS
 
 -- Every module's policies read current_tenant_id(), so this one change makes a deleted tenant's
 -- context see and write nothing in every module: the context of a tenant that does not exist
--- or is deleted is no tenant at all. SECURITY DEFINER so that the tenants row is read by the
--- owner, past the policies that call this function. It runs once per statement (policies wrap
--- it in a sub-SELECT): one primary-key probe.
+-- or is deleted is no tenant at all. It runs as the caller (a definer's GUC switch costs every
+-- statement): the tenants row it reads is visible through tenants' own policy, which keys on
+-- the raw context, so there is no recursion; every pgstrata role may SELECT tenants. It runs
+-- once per statement (policies wrap it in a sub-SELECT): one primary-key probe. PL/pgSQL, not
+-- SQL: a SQL function that reads a table is planned again in every statement that calls it,
+-- while PL/pgSQL keeps the probe's plan for the session.
 CREATE OR REPLACE FUNCTION tenancy.current_tenant_id() RETURNS uuid
-    LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
     AS $$
-    SELECT t.id FROM tenancy.tenants t
-     WHERE t.id = tenancy.context_tenant_id() AND t.deleted_at IS NULL
+BEGIN
+    RETURN (SELECT t.id FROM tenancy.tenants t
+             WHERE t.id = tenancy.context_tenant_id() AND t.deleted_at IS NULL);
+END
 $$;
 COMMENT ON FUNCTION tenancy.current_tenant_id() IS
     'Tenant of the current transaction (app.tenant_id, else request.jwt.claims ->> tenant_id) if it exists and is not deleted; NULL otherwise';
 
 -- Whether the tenant in context may be written: live and active. A suspended tenant reads.
 CREATE FUNCTION tenancy.current_tenant_active() RETURNS boolean
-    LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT EXISTS (SELECT 1 FROM tenancy.tenants t
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM tenancy.tenants t
                     WHERE t.id = tenancy.context_tenant_id() AND t.deleted_at IS NULL
-                      AND t.status = 'active')
+                      AND t.status = 'active');
+END
 $$;
 COMMENT ON FUNCTION tenancy.current_tenant_active() IS
     'Whether the tenant in context is live and active (its rows may be written)';
 
-REVOKE EXECUTE ON FUNCTION tenancy.current_tenant_id(), tenancy.current_tenant_active() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION tenancy.current_tenant_active() FROM PUBLIC;
+-- The worker runs handlers in a job's tenant context: it reads that tenant's row, no other.
+GRANT SELECT ON tenancy.tenants TO pgstrata_worker;
 GRANT EXECUTE ON FUNCTION tenancy.context_tenant_id(), tenancy.current_tenant_id(), tenancy.current_tenant_active()
     TO pgstrata_app, pgstrata_worker, pgstrata_operator;
 
