@@ -1,6 +1,6 @@
 -- Reverts billing V2: V1's entry points and link sources come back. The pinned search_path
 -- stays on every function (V1's bodies run unchanged under it): going back to
--- search_path = '' would reopen the hole V2 closed. Links made by the sync role or by a
+-- an empty search_path would reopen the hole V2 closed. Links made by the sync role or by a
 -- checkout session become 'explicit' and 'metadata', V1's names for them.
 
 DROP FUNCTION billing.link_customer(text, uuid);

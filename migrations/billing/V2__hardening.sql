@@ -12,7 +12,7 @@
 --    The application role's billing.link_customer(customer) refuses (42501) and says what to
 --    do instead. A customer linked to another tenant is refused without naming that tenant.
 -- 2. Every function of the schema pins search_path = pg_catalog, pg_temp (pg_temp explicitly
---    last). With search_path = '' PostgreSQL still resolved type names in the caller's
+--    last). With an empty search_path PostgreSQL still resolved type names in the caller's
 --    temporary schema first, so a caller's pg_temp.uuid domain whose CHECK called its own
 --    function ran that function as the owner inside the SECURITY DEFINER entry points.
 -- 3. Replaying a customer's deferred events skips events another transaction holds (a
