@@ -8,7 +8,7 @@ use pgstrata_core::migrate::Migrator;
 use pgstrata_core::testing::{TestDb, ensure_login_role};
 use pgstrata_core::{TenantContext, TenantId};
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -34,16 +34,12 @@ pub async fn ensure_sync_login(db: &TestDb) {
 }
 
 pub fn sync_options(db: &TestDb) -> PgConnectOptions {
-    db.admin_options().username(SYNC_LOGIN).password(SYNC_LOGIN)
+    db.login_options(SYNC_LOGIN)
 }
 
 /// A pool of the webhook path's role.
 pub async fn sync_pool(db: &TestDb, max: u32) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(max)
-        .connect_with(sync_options(db))
-        .await
-        .unwrap()
+    db.pool_as(SYNC_LOGIN, max).await.unwrap()
 }
 
 /// A tenant, created by the admin.
