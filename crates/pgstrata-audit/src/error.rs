@@ -27,13 +27,14 @@ pub enum Error {
 }
 
 /// The fields the database refuses by name (SQLSTATE 22023, `DETAIL: field=<name>`).
-const CHECKED_FIELDS: [&str; 6] = [
+const CHECKED_FIELDS: [&str; 7] = [
     "details",
     "old_values",
     "new_values",
     "action",
     "resource_type",
     "resource_id",
+    "request_id",
 ];
 
 impl From<DbError> for Error {

@@ -374,3 +374,147 @@ async fn keyset_pages_walk_a_history_without_gaps_or_repeats() {
     f.app.close().await;
     f.db.close().await.unwrap();
 }
+
+/// The update diff compares the columns audit.enable listed without a query; a column added
+/// later, and every column of a trigger attached before that list existed, still take part.
+#[tokio::test]
+async fn columns_the_trigger_was_not_told_about_are_still_compared() {
+    let f = fixture().await;
+    let id = invoice(&f.app, f.a, "INV-5", 100).await;
+    sqlx::raw_sql(
+        "ALTER TABLE billing.invoices ADD COLUMN due_on date;
+         UPDATE billing.invoices SET due_on = '2027-01-31'",
+    )
+    .execute(&f.db.admin)
+    .await
+    .unwrap();
+    let mut t = tx(&f.app, f.a, None, None).await;
+    sqlx::query("UPDATE billing.invoices SET due_on = '2027-02-28', amount = 120 WHERE id = $1")
+        .bind(id)
+        .execute(&mut *t)
+        .await
+        .unwrap();
+    t.commit().await.unwrap();
+
+    // A trigger as audit V2 attached it: four arguments, no column list.
+    sqlx::raw_sql(
+        "DROP TRIGGER audit_capture ON billing.invoices;
+         CREATE TRIGGER audit_capture AFTER INSERT OR UPDATE OR DELETE ON billing.invoices
+             FOR EACH ROW EXECUTE FUNCTION audit.capture('column', '{id}', '{updated_at}', '{pay_token_hash}')",
+    )
+    .execute(&f.db.admin)
+    .await
+    .unwrap();
+    let mut t = tx(&f.app, f.a, None, None).await;
+    sqlx::query(
+        "UPDATE billing.invoices SET status = 'sent', pay_token_hash = '\\x01', updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut *t)
+    .await
+    .unwrap();
+    t.commit().await.unwrap();
+
+    let images: Vec<(Option<serde_json::Value>, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT old_values, new_values FROM audit.records
+          WHERE resource_id = $1::text AND action = 'update' ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&f.db.admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        images,
+        vec![
+            // The owner's backfill of the new column is a change like any other.
+            (
+                Some(serde_json::json!({"due_on": null})),
+                Some(serde_json::json!({"due_on": "2027-01-31"}))
+            ),
+            (
+                Some(serde_json::json!({"amount": 100, "due_on": "2027-01-31"})),
+                Some(serde_json::json!({"amount": 120, "due_on": "2027-02-28"}))
+            ),
+            (
+                Some(serde_json::json!({"status": "draft", "pay_token_hash": "[redacted]"})),
+                Some(serde_json::json!({"status": "sent", "pay_token_hash": "[redacted]"}))
+            ),
+        ]
+    );
+    f.app.close().await;
+    f.db.close().await.unwrap();
+}
+
+/// The limits the log's CHECK constraints held before audit V3 are the writers' now: a clear
+/// 22023 naming the field, and nothing written.
+#[tokio::test]
+async fn the_writers_refuse_what_the_log_does_not_keep() {
+    let f = fixture().await;
+    let long_request = "r".repeat(201);
+    let mut t = tx(&f.app, f.a, None, Some(&long_request)).await;
+    let captured = sqlx::query("INSERT INTO billing.invoices (tenant_id, number, amount) VALUES ($1, 'INV-6', 1)")
+        .bind(f.a.0)
+        .execute(&mut *t)
+        .await;
+    let err = captured.expect_err("a 201-character request id is refused");
+    let db = err.as_database_error().unwrap();
+    assert_eq!(db.code().as_deref(), Some("22023"));
+    assert!(db.message().contains("app.request_id"), "{}", db.message());
+    t.rollback().await.unwrap();
+
+    let mut t = tx(&f.app, f.a, None, Some(&long_request)).await;
+    let event = pgstrata_audit::capture::record(&mut t, &Event::new("user.login", "user")).await;
+    assert!(
+        matches!(
+            &event,
+            Err(pgstrata_audit::Error::InvalidField {
+                field: "request_id",
+                ..
+            })
+        ),
+        "{event:?}"
+    );
+    t.rollback().await.unwrap();
+
+    // A table whose key is longer than a record may name.
+    sqlx::raw_sql(
+        "CREATE TABLE billing.notes (tenant_id uuid NOT NULL, code text NOT NULL, PRIMARY KEY (tenant_id, code));
+         ALTER TABLE billing.notes ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE billing.notes FORCE ROW LEVEL SECURITY;
+         CREATE POLICY tenant_isolation ON billing.notes USING (tenant_id = (SELECT tenancy.current_tenant_id()));
+         GRANT SELECT, INSERT ON billing.notes TO pgstrata_app;
+         SELECT audit.enable('billing.notes');",
+    )
+    .execute(&f.db.admin)
+    .await
+    .unwrap();
+    let mut t = tx(&f.app, f.a, None, None).await;
+    let long_key = sqlx::query("INSERT INTO billing.notes (tenant_id, code) VALUES ($1, repeat('k', 501))")
+        .bind(f.a.0)
+        .execute(&mut *t)
+        .await;
+    let err = long_key.expect_err("a 501-character key is refused");
+    let db = err.as_database_error().unwrap();
+    assert_eq!(
+        (db.code().as_deref(), db.message().contains("key")),
+        (Some("22023"), true)
+    );
+    t.rollback().await.unwrap();
+
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.records WHERE tenant_id = $1")
+        .bind(f.a.0)
+        .fetch_one(&f.db.admin)
+        .await
+        .unwrap();
+    assert_eq!(written, 1, "only the tenant's own creation is recorded");
+
+    // The sealing update sets all three chain columns or none: half a link is refused.
+    let mut admin = f.db.admin_conn().await.unwrap();
+    let half = sqlx::query("UPDATE audit.records SET hash = sha256('x'), seq = 1")
+        .execute(&mut admin)
+        .await;
+    assert_eq!(code(half), "42501");
+    drop(admin);
+    f.app.close().await;
+    f.db.close().await.unwrap();
+}
