@@ -1,11 +1,13 @@
 //! The per-tenant hash chain: sealing committed records, verifying the chains.
 //!
 //! Writers never hash or lock: the capture trigger inserts records unsealed. `audit.seal` takes
-//! the committed, unsealed records (those of open transactions are invisible to it and wait
-//! for the next round), and holding the row lock of `audit.seal_locks` (which only the owner may
-//! lock) appends them to their tenant's chain: `seq` from 1 per tenant,
-//! `hash = sha256(prev_hash || seq || content)`. A record is tamper-evident once sealed, so the
-//! delay is bounded by the sealer's interval. `audit.seal`, `audit.maintain` and
+//! the records of transactions that have ended before every running one began writing, in
+//! (txid, id) order from where the last round stopped (so a record committed late is never
+//! skipped; a long writing transaction only delays sealing), and holding the row lock of
+//! `audit.seal_locks` (which only the owner may lock) appends them to their tenant's chain:
+//! `seq` from 1 per tenant, `hash = sha256(prev_hash || seq || content)`. The links are appended
+//! to `audit.seals`, one row per tenant and month per round; records are written once and never
+//! updated (`audit.links` shows each record's link). `audit.seal`, `audit.maintain` and
 //! `audit.verify` are SECURITY DEFINER entry points: seal and maintain for `pgstrata_worker`,
 //! verify and [`unsealed`] for `pgstrata_worker` and `pgstrata_operator`. Each chain is anchored
 //! at both ends (seq 1 or the retention checkpoint, and the chain head), so verify reports
@@ -57,7 +59,8 @@ pub struct Unsealed {
 }
 
 /// How many committed records are not sealed yet, and since when: when the oldest is older
-/// than a few seal intervals, no sealer is running or something blocks it.
+/// than a few seal intervals, no sealer is running or something holds it back (a writing
+/// transaction open anywhere in the cluster delays sealing until it ends).
 pub async fn unsealed(conn: &mut PgConnection) -> Result<Unsealed> {
     Ok(sqlx::query_as("SELECT unsealed, oldest FROM audit.unsealed()")
         .fetch_one(conn)

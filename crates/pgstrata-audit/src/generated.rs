@@ -171,6 +171,8 @@ impl Iden for Records {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct SealLock {
     pub singleton: bool,
+    pub after_txid: i64,
+    pub after_id: i64,
 }
 
 /// Identifiers of `audit.seal_locks` for sea-query; `Table` is the table itself.
@@ -178,6 +180,8 @@ pub struct SealLock {
 pub enum SealLocks {
     Table,
     Singleton,
+    AfterTxid,
+    AfterId,
 }
 
 impl SealLocks {
@@ -192,6 +196,55 @@ impl Iden for SealLocks {
         match self {
             SealLocks::Table => "seal_locks",
             SealLocks::Singleton => "singleton",
+            SealLocks::AfterTxid => "after_txid",
+            SealLocks::AfterId => "after_id",
+        }
+    }
+}
+
+/// A row of `audit.seals`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct Seal {
+    pub tenant_id: pgstrata_core::TenantId,
+    pub first_seq: i64,
+    pub month: chrono::DateTime<chrono::Utc>,
+    pub prev_hash: Vec<u8>,
+    pub record_ids: Vec<i64>,
+    pub hashes: Vec<Vec<u8>>,
+    pub sealed_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Identifiers of `audit.seals` for sea-query; `Table` is the table itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seals {
+    Table,
+    TenantId,
+    FirstSeq,
+    Month,
+    PrevHash,
+    RecordIds,
+    Hashes,
+    SealedAt,
+}
+
+impl Seals {
+    /// The schema-qualified table, for `from`, `into_table` and `table`.
+    pub fn qualified() -> (AuditSchema, Seals) {
+        (AuditSchema, Seals::Table)
+    }
+}
+
+impl Iden for Seals {
+    fn unquoted(&self) -> &str {
+        match self {
+            Seals::Table => "seals",
+            Seals::TenantId => "tenant_id",
+            Seals::FirstSeq => "first_seq",
+            Seals::Month => "month",
+            Seals::PrevHash => "prev_hash",
+            Seals::RecordIds => "record_ids",
+            Seals::Hashes => "hashes",
+            Seals::SealedAt => "sealed_at",
         }
     }
 }

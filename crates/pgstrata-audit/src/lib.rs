@@ -37,7 +37,7 @@ pub static MODULE: Module = Module {
     migrations: &[
         pgstrata_core::migration!("audit", 1, "audit"),
         pgstrata_core::migration!("audit", 2, "hardening"),
-        pgstrata_core::migration!("audit", 3, "cheaper_capture"),
+        pgstrata_core::migration!("audit", 3, "lighter_writes"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/audit/seed.sql")),
 };

@@ -32,8 +32,6 @@ pub struct AuditRecord {
     pub old_values: Option<serde_json::Value>,
     pub new_values: Option<serde_json::Value>,
     pub details: Option<serde_json::Value>,
-    /// Position in the tenant's chain; `None` until sealed.
-    pub seq: Option<i64>,
     /// `capture` (the row trigger) or `event` (`audit.record`); `None` for records written
     /// before audit V2.
     pub origin: Option<String>,
@@ -132,7 +130,7 @@ impl AuditQuery {
     /// let (sql, _) = AuditQuery::new(t).resource("billing.invoices", "42").limit(20).build().unwrap();
     /// assert_eq!(
     ///     sql,
-    ///     r#"SELECT "tenant_id", "id", "occurred_at", "txid"::text::bigint AS "txid", "actor_id", "request_id", "action", "resource_type", "resource_id", "old_values", "new_values", "details", "seq", "origin" FROM "audit"."records" WHERE "tenant_id" = $1 AND "resource_type" = $2 AND "resource_id" = $3 ORDER BY "occurred_at" DESC, "id" DESC LIMIT $4"#
+    ///     r#"SELECT "tenant_id", "id", "occurred_at", "txid"::text::bigint AS "txid", "actor_id", "request_id", "action", "resource_type", "resource_id", "old_values", "new_values", "details", "origin" FROM "audit"."records" WHERE "tenant_id" = $1 AND "resource_type" = $2 AND "resource_id" = $3 ORDER BY "occurred_at" DESC, "id" DESC LIMIT $4"#
     /// );
     /// ```
     pub fn build(&self) -> Result<Built> {
@@ -159,7 +157,6 @@ impl AuditQuery {
                 Records::OldValues,
                 Records::NewValues,
                 Records::Details,
-                Records::Seq,
                 Records::Origin,
             ])
             .from((AuditSchema, Records::Table))

@@ -227,6 +227,11 @@ async fn app_role_update_delete_and_truncate_are_refused() {
         "INSERT INTO audit.records (tenant_id, action, resource_type, occurred_at) VALUES (tenancy.current_tenant_id(), 'x', 'y', now() - interval '1 year')".to_owned(),
         "INSERT INTO audit.records (tenant_id, action, resource_type, hash) VALUES (tenancy.current_tenant_id(), 'x', 'y', '\\x00')".to_owned(),
         "UPDATE audit.chain_heads SET seq = 1".to_owned(),
+        // The chain's links: no role but the sealer writes them.
+        "INSERT INTO audit.seals (tenant_id, first_seq, month, prev_hash, record_ids, hashes) VALUES (tenancy.current_tenant_id(), 1, now(), '\\x00', '{1}', '{\\x00}')".to_owned(),
+        "UPDATE audit.seals SET hashes = '{}'".to_owned(),
+        "DELETE FROM audit.seals".to_owned(),
+        "TRUNCATE audit.seals".to_owned(),
     ] {
         let mut t = tx(&f.app, f.a, None, None).await;
         let result = pgstrata_core::sql::trusted(statement.clone()).execute(&mut *t).await;
@@ -245,8 +250,17 @@ async fn app_role_update_delete_and_truncate_are_refused() {
         let result = pgstrata_core::sql::trusted(statement.clone()).execute(&mut admin).await;
         assert_eq!(code(result), "42501", "{statement}");
     }
-    // ...and the sealing update may set the chain columns once, never change them again.
+    // ...the seals likewise, while their month exists...
     common::seal_all(&f.db).await;
+    for statement in [
+        "UPDATE audit.seals SET hashes = hashes",
+        "DELETE FROM audit.seals",
+        "TRUNCATE audit.seals",
+    ] {
+        let result = sqlx::raw_sql(statement).execute(&mut admin).await;
+        assert_eq!(code(result), "42501", "{statement}");
+    }
+    // ...and the chain columns of the records may be set once, never changed again.
     let result = sqlx::query("UPDATE audit.records SET hash = sha256('x')")
         .execute(&mut admin)
         .await;
@@ -291,6 +305,17 @@ async fn tenant_b_never_reads_tenant_a_audit() {
         .await
         .unwrap();
     assert_eq!(heads, vec![f.b.0]);
+    for chain_table in ["audit.seals", "audit.links"] {
+        let tenants: Vec<uuid::Uuid> =
+            pgstrata_core::sql::trusted(format!("SELECT DISTINCT tenant_id FROM {chain_table}"))
+                .fetch_all(&mut *t)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| sqlx::Row::get(r, 0))
+                .collect();
+        assert_eq!(tenants, vec![f.b.0], "{chain_table}");
+    }
     // B cannot write into A's log either.
     let forged =
         sqlx::query("INSERT INTO audit.records (tenant_id, action, resource_type) VALUES ($1, 'user.login', 'user')")

@@ -10,10 +10,12 @@ use pgstrata_core::TenantId;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Every record of `tenant` sealed, seq 1..n without gaps, and verify finds nothing.
+/// Every record of `tenant` sealed, seq 1..n without gaps.
 async fn assert_chain_complete(db: &pgstrata_core::testing::TestDb, tenant: TenantId) -> i64 {
     let (n, sealed, max_seq, distinct): (i64, i64, Option<i64>, i64) = sqlx::query_as(
-        "SELECT count(*), count(hash), max(seq), count(DISTINCT seq) FROM audit.records WHERE tenant_id = $1",
+        "SELECT count(*), count(k.seq), max(k.seq), count(DISTINCT k.seq)
+           FROM audit.records r LEFT JOIN audit.links k ON k.tenant_id = r.tenant_id AND k.id = r.id
+          WHERE r.tenant_id = $1",
     )
     .bind(tenant.0)
     .fetch_one(&db.admin)
@@ -38,7 +40,7 @@ async fn superuser_tampering_is_located_by_verify() {
 
     // A superuser edits A's 5th record past the triggers.
     let (victim, victim_seq): (i64, i64) =
-        sqlx::query_as("SELECT id, seq FROM audit.records WHERE tenant_id = $1 AND seq = 5")
+        sqlx::query_as("SELECT id, seq FROM audit.links WHERE tenant_id = $1 AND seq = 5")
             .bind(f.a.0)
             .fetch_one(&mut admin)
             .await
@@ -53,7 +55,7 @@ async fn superuser_tampering_is_located_by_verify() {
         .await
         .unwrap();
     // ...and deletes B's 3rd.
-    sqlx::query("DELETE FROM audit.records WHERE tenant_id = $1 AND seq = 3")
+    sqlx::query("DELETE FROM audit.records WHERE id = (SELECT id FROM audit.links WHERE tenant_id = $1 AND seq = 3)")
         .bind(f.b.0)
         .execute(&mut admin)
         .await
@@ -77,16 +79,19 @@ async fn superuser_tampering_is_located_by_verify() {
     assert_eq!(of_b.seq, 4, "the link after the gap: {of_b:?}");
     assert_eq!(of_b.problem, "records 3 to 3 are missing");
 
-    // A record re-hashed to match its new content breaks the next link instead.
+    // A link re-hashed in its seal to match the new content: the next link breaks instead.
     sqlx::raw_sql("SET session_replication_role = replica")
         .execute(&mut admin)
         .await
         .unwrap();
     sqlx::query(
-        "UPDATE audit.records l SET hash = audit.link_hash(l.prev_hash, l.seq,
-             audit.content(l.tenant_id, l.id, l.occurred_at, l.txid, l.actor_id, l.request_id, l.action,
-                           l.resource_type, l.resource_id, l.old_values, l.new_values, l.details, l.origin))
-          WHERE l.id = $1",
+        "UPDATE audit.seals s
+            SET hashes[k.seq - s.first_seq + 1] = audit.link_hash(k.prev_hash, k.seq,
+                    audit.content(l.tenant_id, l.id, l.occurred_at, l.txid, l.actor_id, l.request_id, l.action,
+                                  l.resource_type, l.resource_id, l.old_values, l.new_values, l.details, l.origin))
+           FROM audit.links k JOIN audit.records l ON l.tenant_id = k.tenant_id AND l.id = k.id
+          WHERE l.id = $1 AND s.tenant_id = k.tenant_id
+            AND k.seq BETWEEN s.first_seq AND s.first_seq + cardinality(s.record_ids) - 1",
     )
     .bind(victim)
     .execute(&mut admin)
@@ -98,8 +103,10 @@ async fn superuser_tampering_is_located_by_verify() {
         .unwrap();
     let broken = chain::verify(&mut admin, Some(f.a)).await.unwrap();
     assert_eq!(broken.len(), 1, "{broken:?}");
+    // Inside a seal the next link is computed from this one's hash, so the next link no
+    // longer matches (across seals, its prev_hash would not).
     assert_eq!(broken[0].seq, victim_seq + 1);
-    assert_eq!(broken[0].problem, "prev_hash is not the previous record's hash");
+    assert_eq!(broken[0].problem, "content does not match its hash");
     drop(admin);
     f.app.close().await;
     f.db.close().await.unwrap();
@@ -178,17 +185,19 @@ async fn chain_stays_valid_under_8_concurrent_writers() {
     // Tenant creation, the first invoice, then every committed update and insert (+ the slow one).
     assert_eq!(assert_chain_complete(&f.db, f.a).await, 2 + per_tenant as i64 + 1);
     assert_eq!(assert_chain_complete(&f.db, f.b).await, 2 + per_tenant as i64);
-    let slow_seq: i64 = sqlx::query_scalar("SELECT seq FROM audit.records WHERE request_id = 'slow'")
-        .fetch_one(&f.db.admin)
-        .await
-        .unwrap();
+    let slow_seq: i64 = sqlx::query_scalar(
+        "SELECT k.seq FROM audit.links k JOIN audit.records r ON r.id = k.id WHERE r.request_id = 'slow'",
+    )
+    .fetch_one(&f.db.admin)
+    .await
+    .unwrap();
     assert!(slow_seq > 1);
     let mut admin = f.db.admin_conn().await.unwrap();
     assert_eq!(chain::verify(&mut admin, None).await.unwrap(), vec![]);
     // The heads are the last links.
     let heads: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM audit.chain_heads h JOIN audit.records r
-            ON r.tenant_id = h.tenant_id AND r.seq = h.seq AND r.hash = h.hash",
+        "SELECT count(*) FROM audit.chain_heads h JOIN audit.links k
+            ON k.tenant_id = h.tenant_id AND k.seq = h.seq AND k.hash = h.hash",
     )
     .fetch_one(&mut admin)
     .await
@@ -218,7 +227,7 @@ async fn sealer_loop_seals_within_its_interval() {
     // Wait (bounded) for the record to be sealed by the loop, not by the test.
     let mut unsealed = 1i64;
     for _ in 0..100 {
-        unsealed = sqlx::query_scalar("SELECT count(*) FROM audit.records WHERE hash IS NULL")
+        unsealed = sqlx::query_scalar("SELECT unsealed FROM audit.unsealed()")
             .fetch_one(&f.db.admin)
             .await
             .unwrap();
@@ -232,6 +241,171 @@ async fn sealer_loop_seals_within_its_interval() {
     let stats = handle.await.unwrap();
     assert_eq!(stats.sealed, 4, "two tenants and two invoices");
     assert_eq!((stats.blocked_rounds, stats.failed_rounds), (0, 0), "{stats:?}");
+    f.app.close().await;
+    f.db.close().await.unwrap();
+}
+
+/// Sealing appends links beside the records: no record is rewritten (its tuple, xmin
+/// included, is the one the writer inserted), and the records' own chain columns stay empty.
+#[tokio::test]
+async fn sealing_never_rewrites_a_record() {
+    let f = fixture().await;
+    for i in 0..5 {
+        invoice(&f.app, f.a, &format!("A-{i}"), i).await;
+    }
+    let before: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, xmin::text || '/' || ctid::text FROM audit.records ORDER BY id")
+            .fetch_all(&f.db.admin)
+            .await
+            .unwrap();
+    assert_eq!(seal_all(&f.db).await, before.len() as i64);
+    let after: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, xmin::text || '/' || ctid::text FROM audit.records ORDER BY id")
+            .fetch_all(&f.db.admin)
+            .await
+            .unwrap();
+    assert_eq!(before, after);
+    let own_columns: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.records WHERE hash IS NOT NULL")
+        .fetch_one(&f.db.admin)
+        .await
+        .unwrap();
+    assert_eq!(own_columns, 0);
+    assert_chain_complete(&f.db, f.a).await;
+    let mut admin = f.db.admin_conn().await.unwrap();
+    assert_eq!(chain::verify(&mut admin, None).await.unwrap(), vec![]);
+    drop(admin);
+    f.app.close().await;
+    f.db.close().await.unwrap();
+}
+
+/// An install sealed by audit V2 (chain columns on the records) moves to V3 with records
+/// still unsealed: they are sealed into audit.seals, each chain goes on from its V2 head, and
+/// verify walks both. Going back down writes the seals into the records again.
+#[tokio::test]
+async fn chains_sealed_before_v3_go_on_across_the_upgrade_and_back() {
+    use pgstrata_core::testing::TestDb;
+    let migrator = common::migrator();
+    let db = TestDb::new().await.unwrap();
+    let mut admin = db.admin_conn().await.unwrap();
+    migrator.up_to(&mut admin, None, Some(2)).await.unwrap();
+    migrator.up_to(&mut admin, Some("audit"), Some(2)).await.unwrap();
+    let tenant = TenantId(uuid::Uuid::now_v7());
+    sqlx::query("INSERT INTO tenancy.tenants (id, slug, name) VALUES ($1, 'upgrade', 'Upgrade')")
+        .bind(tenant.0)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    event(&mut admin, tenant, "v2.sealed").await;
+    chain::seal(&mut admin, 100).await.unwrap();
+    event(&mut admin, tenant, "v2.unsealed").await;
+    let v2_head: i64 = sqlx::query_scalar("SELECT seq FROM audit.chain_heads WHERE tenant_id = $1")
+        .bind(tenant.0)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(v2_head, 2, "the tenant's creation and one event");
+
+    migrator.up(&mut admin).await.unwrap();
+    event(&mut admin, tenant, "v3.event").await;
+    sqlx::raw_sql("RESET app.tenant_id").execute(&mut admin).await.unwrap();
+    assert_eq!(chain::seal(&mut admin, 100).await.unwrap(), 2);
+    let links: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT k.seq, r.action FROM audit.links k JOIN audit.records r ON r.id = k.id
+          WHERE k.tenant_id = $1 ORDER BY k.seq",
+    )
+    .bind(tenant.0)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        links,
+        vec![
+            (1, "insert".to_owned()),
+            (2, "v2.sealed".to_owned()),
+            (3, "v2.unsealed".to_owned()),
+            (4, "v3.event".to_owned())
+        ]
+    );
+    assert_eq!(chain::verify(&mut admin, None).await.unwrap(), vec![]);
+
+    migrator.down(&mut admin, Some("audit"), 2).await.unwrap();
+    let (sealed, max_seq): (i64, Option<i64>) =
+        sqlx::query_as("SELECT count(hash), max(seq) FROM audit.records WHERE tenant_id = $1")
+            .bind(tenant.0)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    assert_eq!((sealed, max_seq), (4, Some(4)));
+    assert_eq!(chain::verify(&mut admin, None).await.unwrap(), vec![]);
+    drop(admin);
+    db.close().await.unwrap();
+}
+
+/// An application event in `tenant`, recorded on a session-level context.
+async fn event(admin: &mut sqlx::PgConnection, tenant: TenantId, action: &str) {
+    sqlx::query("SELECT set_config('app.tenant_id', $1, false), audit.record($2, 'thing')")
+        .bind(tenant.0.to_string())
+        .bind(action)
+        .execute(admin)
+        .await
+        .unwrap();
+}
+
+/// The sealer's horizon: a writing transaction still open in this database holds back every
+/// record after it (sealing it later would put it behind the sealer's position), while one
+/// open in another database of the same server does not.
+#[tokio::test]
+async fn an_open_transaction_holds_back_sealing_only_in_its_own_database() {
+    use sqlx::Connection;
+    let f = fixture().await;
+    let elsewhere_url =
+        pgstrata_core::testing::with_database(&pgstrata_core::testing::server_url().unwrap(), "postgres");
+    let mut elsewhere = sqlx::PgConnection::connect(&elsewhere_url).await.unwrap();
+    let mut other_db_tx = elsewhere.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *other_db_tx)
+        .await
+        .unwrap();
+    seal_all(&f.db).await;
+    invoice(&f.app, f.a, "after-other-db", 1).await;
+    seal_all(&f.db).await; // would not return while the other database's transaction is open
+
+    // Now one in this database: an invoice written, not committed.
+    let mut open = tx(&f.app, f.a, None, Some("open")).await;
+    sqlx::query("INSERT INTO billing.invoices (tenant_id, number, amount) VALUES ($1, 'open', 1)")
+        .bind(f.a.0)
+        .execute(&mut *open)
+        .await
+        .unwrap();
+    invoice(&f.app, f.a, "committed-later", 2).await;
+    let mut conn = f.db.admin.acquire().await.unwrap();
+    assert_eq!(
+        chain::seal(&mut conn, 100).await.unwrap(),
+        0,
+        "held back by the open transaction"
+    );
+    assert_eq!(chain::unsealed(&mut conn).await.unwrap().unsealed, 1);
+    open.commit().await.unwrap();
+    seal_all(&f.db).await;
+    // Both sealed, the older transaction's record first.
+    let numbers: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT r.new_values -> 'number' FROM audit.links k JOIN audit.records r ON r.id = k.id
+          WHERE r.tenant_id = $1 AND r.resource_type = 'billing.invoices' ORDER BY k.seq",
+    )
+    .bind(f.a.0)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        numbers,
+        vec![
+            serde_json::json!("after-other-db"),
+            serde_json::json!("open"),
+            serde_json::json!("committed-later")
+        ]
+    );
+    other_db_tx.rollback().await.unwrap();
+    drop(conn);
     f.app.close().await;
     f.db.close().await.unwrap();
 }
