@@ -236,7 +236,8 @@ async fn audit_seal_verify_and_maintain() {
     let mut conn = db.admin_conn().await.unwrap();
     sqlx::raw_sql(
         "SET session_replication_role = replica;
-         UPDATE audit.records SET action = 'delete' WHERE seq = 2 AND action = 'insert';
+         UPDATE audit.records SET action = 'delete'
+          WHERE action = 'insert' AND id IN (SELECT id FROM audit.links WHERE seq = 2);
          RESET session_replication_role;",
     )
     .execute(&mut conn)
