@@ -169,6 +169,8 @@ pub struct EntitlementSummary {
     pub last_event_created: chrono::DateTime<chrono::Utc>,
     pub last_event_id: String,
     pub synced_at: chrono::DateTime<chrono::Utc>,
+    /// The summary that won listed only part of the entitlements (has_more): none was removed
+    pub incomplete: bool,
 }
 
 /// Identifiers of `billing.entitlement_summaries` for sea-query; `Table` is the table itself.
@@ -183,6 +185,7 @@ pub enum EntitlementSummaries {
     LastEventCreated,
     LastEventId,
     SyncedAt,
+    Incomplete,
 }
 
 impl EntitlementSummaries {
@@ -204,6 +207,7 @@ impl Iden for EntitlementSummaries {
             EntitlementSummaries::LastEventCreated => "last_event_created",
             EntitlementSummaries::LastEventId => "last_event_id",
             EntitlementSummaries::SyncedAt => "synced_at",
+            EntitlementSummaries::Incomplete => "incomplete",
         }
     }
 }
@@ -216,6 +220,7 @@ pub struct Event {
     pub created: chrono::DateTime<chrono::Utc>,
     pub api_version: Option<String>,
     pub livemode: bool,
+    /// processed (applied or stale), ignored (type not mirrored), deferred (no tenant yet), failed (retried when delivered again), rejected (a state the mirror does not take; see error)
     pub status: String,
     pub object_type: Option<String>,
     pub object_id: Option<String>,
@@ -227,6 +232,8 @@ pub struct Event {
     pub payload: serde_json::Value,
     pub received_at: chrono::DateTime<chrono::Utc>,
     pub processed_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The object carried a list Stripe cut short (has_more): fetch it to complete the mirror
+    pub incomplete: bool,
 }
 
 /// Identifiers of `billing.events` for sea-query; `Table` is the table itself.
@@ -249,6 +256,7 @@ pub enum Events {
     Payload,
     ReceivedAt,
     ProcessedAt,
+    Incomplete,
 }
 
 impl Events {
@@ -278,6 +286,7 @@ impl Iden for Events {
             Events::Payload => "payload",
             Events::ReceivedAt => "received_at",
             Events::ProcessedAt => "processed_at",
+            Events::Incomplete => "incomplete",
         }
     }
 }
@@ -305,6 +314,13 @@ pub struct Invoice {
     pub last_event_created: chrono::DateTime<chrono::Utc>,
     pub last_event_id: String,
     pub synced_at: chrono::DateTime<chrono::Utc>,
+    pub number: Option<String>,
+    pub total: Option<i64>,
+    pub due_date: Option<chrono::DateTime<chrono::Utc>>,
+    pub finalized_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub paid_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub voided_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub marked_uncollectible_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Identifiers of `billing.invoices` for sea-query; `Table` is the table itself.
@@ -331,6 +347,13 @@ pub enum Invoices {
     LastEventCreated,
     LastEventId,
     SyncedAt,
+    Number,
+    Total,
+    DueDate,
+    FinalizedAt,
+    PaidAt,
+    VoidedAt,
+    MarkedUncollectibleAt,
 }
 
 impl Invoices {
@@ -364,6 +387,13 @@ impl Iden for Invoices {
             Invoices::LastEventCreated => "last_event_created",
             Invoices::LastEventId => "last_event_id",
             Invoices::SyncedAt => "synced_at",
+            Invoices::Number => "number",
+            Invoices::Total => "total",
+            Invoices::DueDate => "due_date",
+            Invoices::FinalizedAt => "finalized_at",
+            Invoices::PaidAt => "paid_at",
+            Invoices::VoidedAt => "voided_at",
+            Invoices::MarkedUncollectibleAt => "marked_uncollectible_at",
         }
     }
 }
@@ -420,6 +450,9 @@ pub struct Price {
     pub last_event_created: chrono::DateTime<chrono::Utc>,
     pub last_event_id: String,
     pub synced_at: chrono::DateTime<chrono::Utc>,
+    pub billing_scheme: Option<String>,
+    pub tiers_mode: Option<String>,
+    pub tiers: Option<serde_json::Value>,
 }
 
 /// Identifiers of `billing.prices` for sea-query; `Table` is the table itself.
@@ -443,6 +476,9 @@ pub enum Prices {
     LastEventCreated,
     LastEventId,
     SyncedAt,
+    BillingScheme,
+    TiersMode,
+    Tiers,
 }
 
 impl Prices {
@@ -473,6 +509,9 @@ impl Iden for Prices {
             Prices::LastEventCreated => "last_event_created",
             Prices::LastEventId => "last_event_id",
             Prices::SyncedAt => "synced_at",
+            Prices::BillingScheme => "billing_scheme",
+            Prices::TiersMode => "tiers_mode",
+            Prices::Tiers => "tiers",
         }
     }
 }
@@ -630,6 +669,11 @@ pub struct Subscription {
     pub last_event_created: chrono::DateTime<chrono::Utc>,
     pub last_event_id: String,
     pub synced_at: chrono::DateTime<chrono::Utc>,
+    pub latest_invoice_id: Option<String>,
+    pub pause_behavior: Option<String>,
+    pub pause_resumes_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The state that won listed only part of the items (has_more): none was removed
+    pub items_incomplete: bool,
 }
 
 /// Identifiers of `billing.subscriptions` for sea-query; `Table` is the table itself.
@@ -656,6 +700,10 @@ pub enum Subscriptions {
     LastEventCreated,
     LastEventId,
     SyncedAt,
+    LatestInvoiceId,
+    PauseBehavior,
+    PauseResumesAt,
+    ItemsIncomplete,
 }
 
 impl Subscriptions {
@@ -689,6 +737,10 @@ impl Iden for Subscriptions {
             Subscriptions::LastEventCreated => "last_event_created",
             Subscriptions::LastEventId => "last_event_id",
             Subscriptions::SyncedAt => "synced_at",
+            Subscriptions::LatestInvoiceId => "latest_invoice_id",
+            Subscriptions::PauseBehavior => "pause_behavior",
+            Subscriptions::PauseResumesAt => "pause_resumes_at",
+            Subscriptions::ItemsIncomplete => "items_incomplete",
         }
     }
 }

@@ -43,6 +43,7 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("billing", 1, "billing"),
         pgstrata_core::migration!("billing", 2, "hardening"),
         pgstrata_core::migration!("billing", 3, "inline_helpers"),
+        pgstrata_core::migration!("billing", 4, "current_shapes"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/billing/seed.sql")),
 };

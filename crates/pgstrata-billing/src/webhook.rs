@@ -26,6 +26,10 @@ pub enum Outcome {
     /// Applying raised an error, recorded on the ledger row; delivering the event again (or
     /// `billing.retry_failed()`) retries it. Answer Stripe with a 5xx so that it redelivers.
     Failed,
+    /// A state the mirror does not take (a period ending before it starts, a live subscription
+    /// that has ended, an object naming no customer): recorded with the reason in `error`,
+    /// never applied. Delivering it again changes nothing, so answer Stripe with a 2xx.
+    Rejected,
 }
 
 impl Outcome {
@@ -37,6 +41,7 @@ impl Outcome {
             "ignored" => Outcome::Ignored,
             "deferred" => Outcome::Deferred,
             "failed" => Outcome::Failed,
+            "rejected" => Outcome::Rejected,
             _ => return None,
         })
     }
@@ -49,6 +54,7 @@ impl Outcome {
             Outcome::Ignored => "ignored",
             Outcome::Deferred => "deferred",
             Outcome::Failed => "failed",
+            Outcome::Rejected => "rejected",
         }
     }
 
@@ -67,12 +73,16 @@ pub struct Processed {
     /// The event met a mirrored state of the same second; the tie rule decided. See
     /// [`refetch_on_tie`] to ask Stripe instead.
     pub tie: bool,
+    /// The object carried a list Stripe cut short (`has_more` on a subscription's items or an
+    /// entitlement summary): the listed rows were applied and none removed. [`refetch_on_tie`]
+    /// fetches the whole object.
+    pub incomplete: bool,
     /// `customer`, `product`, `price`, `subscription`, `invoice` or `entitlement_summary`;
     /// `None` for an ignored type.
     pub object_kind: Option<String>,
     pub object_id: Option<String>,
     pub tenant_id: Option<TenantId>,
-    /// Why applying failed ([`Outcome::Failed`]).
+    /// Why applying failed ([`Outcome::Failed`]) or was refused ([`Outcome::Rejected`]).
     pub error: Option<String>,
 }
 
@@ -80,6 +90,7 @@ pub struct Processed {
 struct Row {
     outcome: String,
     tie: bool,
+    incomplete: bool,
     object_type: Option<String>,
     object_id: Option<String>,
     tenant_id: Option<Uuid>,
@@ -106,7 +117,7 @@ pub async fn process_webhook(
 }
 
 const PROCESS_SQL: &str =
-    "SELECT outcome, tie, object_type, object_id, tenant_id, error FROM billing.process_event($1::jsonb)";
+    "SELECT outcome, tie, incomplete, object_type, object_id, tenant_id, error FROM billing.process_event($1::jsonb)";
 
 /// Applies an event whose authenticity is established otherwise (fetched from Stripe's API,
 /// replayed from an archive, or verified by [`process_webhook`]).
@@ -131,6 +142,7 @@ fn processed((event_id, event_type): (String, String), row: Row) -> Result<Proce
         event_type,
         outcome,
         tie: row.tie,
+        incomplete: row.incomplete,
         object_kind: row.object_type,
         object_id: row.object_id,
         tenant_id: row.tenant_id.map(TenantId),
@@ -168,26 +180,34 @@ fn check_event(event: &Value) -> Result<(String, String), MalformedEvent> {
 }
 
 /// Fetches an object's current state from Stripe, for [`refetch_on_tie`]. Implement it with
-/// the Stripe client of your choice (e.g. `GET /v1/subscriptions/{id}`).
+/// the Stripe client of your choice (e.g. `GET /v1/subscriptions/{id}` with every page of its
+/// items). For `entitlement_summary` the id is the customer's: return
+/// `{"customer": id, "entitlements": {"data": [...every page...], "has_more": false}}`.
 pub trait Refetch {
-    /// The object as Stripe has it now, or `None` to keep the tie rule's choice.
+    /// The object as Stripe has it now, or `None` to keep what the mirror has.
     fn refetch(&self, kind: &str, id: &str) -> impl Future<Output = Result<Option<Value>, String>> + Send;
 }
 
-/// When `processed` met a same-second tie, asks `hook` for the object's current state and
-/// applies it (stamped with the current time, so it outranks every event created before).
-/// Returns the outcome of that apply, or `None` when there was no tie or nothing was fetched.
+/// When `processed` met a same-second tie or was incomplete, asks `hook` for the object's
+/// current state and applies it (stamped with the current time, so it outranks every event
+/// created before). Returns the outcome of that apply, or `None` when there was nothing to
+/// fetch or nothing was fetched.
 /// Call it after the event's transaction has committed: it makes a network request.
 pub async fn refetch_on_tie(
     conn: &mut PgConnection,
     processed: &Processed,
     hook: &impl Refetch,
 ) -> Result<Option<Outcome>> {
-    let (true, Some(kind), Some(id)) = (processed.tie, &processed.object_kind, &processed.object_id) else {
+    let (true, Some(kind), Some(id)) = (
+        processed.tie || processed.incomplete,
+        &processed.object_kind,
+        &processed.object_id,
+    ) else {
         return Ok(None);
     };
-    // An entitlement summary has no retrievable id of its own.
-    if kind == "entitlement_summary" {
+    // An entitlement summary is fetched by listing the customer's entitlements: worth it for
+    // a cut-short list, not for a tie (whose rule already chose).
+    if kind == "entitlement_summary" && !processed.incomplete {
         return Ok(None);
     }
     let fetched = hook.refetch(kind, id).await.map_err(|reason| crate::Error::Refetch {
