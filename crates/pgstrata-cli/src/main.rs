@@ -367,7 +367,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             .iter()
             .find(|m| m.name == module)
             .ok_or_else(|| Failure::Usage(format!("unknown module {module:?}")))?;
-        print!("{}", m.schema_sql()?);
+        print!("{}", m.schema_sql());
         return Ok(ExitCode::SUCCESS);
     }
 

@@ -265,7 +265,7 @@ impl Artefacts<'_> {
         let on_disk = std::fs::read_to_string(repo_root().join(format!("schemas/{name}/schema.sql")))
             .map_err(|e| TestDbError::Psql(format!("schemas/{name}/schema.sql: {e}")))?;
         assert!(
-            on_disk == self.module.schema_sql()?,
+            on_disk == self.module.schema_sql(),
             "schemas/{name}/schema.sql is out of date: run \
              `cargo run -p pgstrata-cli -- schema print {name} > schemas/{name}/schema.sql`"
         );

@@ -621,7 +621,7 @@ async fn schema_sql_records_the_history_so_the_migrator_can_upgrade_it() {
         migrations: GADGETS.migrations.split_at(1).0,
         seed: "",
     };
-    pgstrata_core::sql::raw(&GADGETS_V1.schema_sql().unwrap())
+    pgstrata_core::sql::raw(&GADGETS_V1.schema_sql())
         .execute(&mut conn)
         .await
         .unwrap();
