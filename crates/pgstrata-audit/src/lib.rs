@@ -34,6 +34,8 @@ use pgstrata_core::migrate::Module;
 pub static MODULE: Module = Module {
     name: "audit",
     depends_on: &["tenancy"],
+    // Audits the tables of modules migrated after audit (rbac); every path that migrates runs it.
+    after_migrate: Some("SELECT audit.enable_defaults()"),
     migrations: &[
         pgstrata_core::migration!("audit", 1, "audit"),
         pgstrata_core::migration!("audit", 2, "hardening"),

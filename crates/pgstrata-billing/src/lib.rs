@@ -39,6 +39,7 @@ pub const SYNC_ROLE: &str = "pgstrata_billing_sync";
 pub static MODULE: Module = Module {
     name: "billing",
     depends_on: &["tenancy"],
+    after_migrate: None,
     migrations: &[
         pgstrata_core::migration!("billing", 1, "billing"),
         pgstrata_core::migration!("billing", 2, "hardening"),

@@ -1,32 +1,55 @@
 //! `pgstrata`: the operator's command line.
 //!
-//! Every command connects to `--database-url` / `DATABASE_URL`; without one it starts a
-//! throwaway PostgreSQL from the locally installed server binaries and says so.
+//! Every command connects to `--database-url` / `DATABASE_URL` and exits 2 without one: a
+//! deploy script that lost its variable must fail, not migrate a scratch server. Only `demo`
+//! (and `codegen`, which works on a scratch database of its own) start a throwaway PostgreSQL
+//! from the local server binaries when no URL is given.
 
 mod demo;
 
-use clap::{Parser, Subcommand};
-use pgstrata::core::migrate::MigrationState;
+use clap::{Args, Parser, Subcommand};
+use pgstrata::core::connect::DatabaseUrl;
+use pgstrata::core::migrate::{DownTo, LockWait, MigrationState, PlannedStep, Removal};
 use pgstrata::core::server::ThrowawayServer;
-use pgstrata::{Backend, Migrator};
+use pgstrata::{Backend, MigrateError, Migrator};
 use sqlx::{Connection, PgConnection};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+const EXIT_CODES: &str = "Exit codes:
+  0  success (also: nothing to do)
+  1  a check failed: doctor, migrate status (DIVERGENT or MISSING), codegen --check, audit verify
+  2  usage: bad arguments, no database URL, an invalid URL, an unknown module
+  3  refused as unsafe: removing a module without --yes, removing a module another applied
+     module depends on, a target below 0, a transaction pooler's URL (pgbouncer=true)
+  4  cannot connect (refused, authentication, --connect-timeout)
+  5  timed out waiting for the migration lock (--lock-timeout)
+  6  the work failed in the database (a migration, a statement)";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "pgstrata",
     version,
-    about = "Migrate, check and seed the pgstrata PostgreSQL modules"
+    about = "Migrate, check and seed the pgstrata PostgreSQL modules",
+    after_help = EXIT_CODES
 )]
 struct Cli {
-    /// PostgreSQL URL; without it a throwaway server is started for this command.
+    /// PostgreSQL URL (postgres:// or postgresql://). Required by every command that touches a
+    /// database, except `demo` and `codegen`, which start a throwaway server without it.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
 
-    /// Modules to work on (comma-separated); default: every module in this build.
+    /// Modules to work on (comma-separated); `migrate up` adds the modules they depend on.
+    /// Default: every module in this build.
     #[arg(long, value_delimiter = ',', global = true)]
     modules: Vec<String>,
+
+    /// Seconds to wait for the connection to the database.
+    #[arg(long, global = true, default_value_t = 10, value_name = "SECS")]
+    connect_timeout: u64,
 
     #[command(subcommand)]
     command: Command,
@@ -42,13 +65,17 @@ enum Command {
     /// Load the demo data of every module (idempotent).
     Seed,
     /// Check every tenant table against the isolation rules; exits 1 on any failure.
-    Doctor,
+    Doctor {
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a module's consolidated schema (what schemas/<module>/schema.sql holds).
     Schema {
         #[command(subcommand)]
         action: SchemaAction,
     },
-    /// Regenerate each module's row types from a freshly migrated database.
+    /// Regenerate each module's row types from a freshly migrated scratch database.
     Codegen {
         /// Workspace root (holds crates/).
         #[arg(long, default_value = ".")]
@@ -57,7 +84,8 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Migrate, seed and walk through what row-level security protects.
+    /// Migrate, seed and walk through what row-level security protects (a throwaway server
+    /// without a database URL).
     Demo,
     /// Inspect and maintain the job queue.
     Queue {
@@ -103,20 +131,48 @@ enum QueueAction {
     },
 }
 
+#[derive(Debug, Args)]
+struct RunOptions {
+    /// Print the SQL the run would apply, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Seconds to wait for another run's migration lock (0: no limit). While waiting, the
+    /// holder is reported every 5 s.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    lock_timeout: u64,
+}
+
 #[derive(Debug, Subcommand)]
 enum MigrateAction {
-    /// Apply pending migrations (up to --target).
+    /// Apply pending migrations of the modules (and the modules they depend on), then the
+    /// modules' after-migrate steps.
     Up {
+        /// Stop at this version of the one module given with --modules.
         #[arg(long)]
         target: Option<i32>,
+        #[command(flatten)]
+        run: RunOptions,
     },
-    /// Revert migrations newer than --target; 0 removes the modules entirely.
+    /// Revert the newest applied migration (of one module with --modules, else of all), or
+    /// every migration newer than --target. Removing a module (dropping its schema) needs --yes
+    /// and is refused while another applied module depends on it.
     Down {
+        /// Revert every migration newer than this version; 0 removes the module (with no
+        /// --modules: every module).
+        #[arg(long, allow_hyphen_values = true)]
+        target: Option<i32>,
+        /// Confirm dropping schemas when a module is removed.
         #[arg(long)]
-        target: i32,
+        yes: bool,
+        #[command(flatten)]
+        run: RunOptions,
     },
     /// Show applied, pending and divergent migrations.
-    Status,
+    Status {
+        /// Print the migrations as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,14 +181,83 @@ enum SchemaAction {
     Print { module: String },
 }
 
+/// A failure with its exit code (see `EXIT_CODES`).
+#[derive(Debug)]
+enum Failure {
+    Usage(String),
+    Refused(String),
+    Connect(String),
+    LockTimeout(String),
+    Failed(String),
+}
+
+impl Failure {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => 2,
+            Failure::Refused(_) => 3,
+            Failure::Connect(_) => 4,
+            Failure::LockTimeout(_) => 5,
+            Failure::Failed(_) => 6,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Usage(m)
+            | Failure::Refused(m)
+            | Failure::Connect(m)
+            | Failure::LockTimeout(m)
+            | Failure::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl From<MigrateError> for Failure {
+    fn from(e: MigrateError) -> Self {
+        let text = e.to_string();
+        match e {
+            MigrateError::UnknownModule(_)
+            | MigrateError::MissingDependency { .. }
+            | MigrateError::DependencyCycle(_)
+            | MigrateError::InvalidModule { .. } => Failure::Usage(text),
+            MigrateError::InvalidTarget(_)
+            | MigrateError::RemovalNotConfirmed(_)
+            | MigrateError::Dependent { .. }
+            | MigrateError::UnknownApplied { .. }
+            | MigrateError::NotOneSession(_) => Failure::Refused(text),
+            MigrateError::LockTimeout(_) => Failure::LockTimeout(text),
+            _ => Failure::Failed(text),
+        }
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
+            let code = match e.downcast_ref::<Failure>() {
+                Some(f) => f.exit_code(),
+                None => match e.downcast::<MigrateError>() {
+                    Ok(m) => {
+                        let f = Failure::from(*m);
+                        eprintln!("error: {f}");
+                        return ExitCode::from(f.exit_code());
+                    }
+                    Err(other) => {
+                        eprintln!("error: {other}");
+                        return ExitCode::from(6);
+                    }
+                },
+            };
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }
@@ -141,38 +266,96 @@ type AnyError = Box<dyn std::error::Error>;
 
 /// A database to work on: the given URL, or a throwaway server kept alive while this lives.
 struct Target {
-    url: String,
+    url: DatabaseUrl,
     _server: Option<ThrowawayServer>,
 }
 
-fn database(url: Option<String>) -> Result<Target, AnyError> {
+/// The URL to work on; without one, only the commands that may start a throwaway server do.
+fn database(url: Option<String>, command: &str, throwaway_allowed: bool) -> Result<Target, AnyError> {
     if let Some(url) = url {
+        let url = DatabaseUrl::parse(&url).map_err(|e| Failure::Usage(e.to_string()))?;
+        if url.is_pooled() {
+            return Err(Failure::Refused(format!(
+                "the database URL is marked as a transaction pooler (pgbouncer=true): `pgstrata {command}` needs a \
+                 direct connection to PostgreSQL (migrations hold their lease on one session, and the CLI runs \
+                 statements outside transactions); use the server's own address"
+            ))
+            .into());
+        }
         return Ok(Target { url, _server: None });
+    }
+    if !throwaway_allowed {
+        return Err(Failure::Usage(format!(
+            "no database URL: set DATABASE_URL or pass --database-url to run `pgstrata {command}` \
+             (only `pgstrata demo` starts a throwaway server)"
+        ))
+        .into());
     }
     eprintln!("No DATABASE_URL or --database-url: starting a throwaway PostgreSQL from the local server binaries...");
     let server = ThrowawayServer::start()?;
-    let url = server.url();
-    eprintln!("Throwaway server at {url} (deleted when this command exits).\n");
+    let url = DatabaseUrl::parse(&server.url())?;
+    eprintln!(
+        "Throwaway server at {} (deleted when this command exits).\n",
+        url.describe()
+    );
     Ok(Target {
         url,
         _server: Some(server),
     })
 }
 
-fn backend(modules: &[String]) -> Result<Backend, AnyError> {
-    if modules.is_empty() {
-        return Ok(Backend::all()?);
+async fn connect(url: &DatabaseUrl, timeout_secs: u64) -> Result<PgConnection, Failure> {
+    let timeout = Duration::from_secs(timeout_secs.max(1));
+    match tokio::time::timeout(timeout, PgConnection::connect_with(&url.options())).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(Failure::Connect(format!("cannot connect to {}: {e}", url.describe()))),
+        Err(_) => Err(Failure::Connect(format!(
+            "cannot connect to {} within {} s (--connect-timeout)",
+            url.describe(),
+            timeout.as_secs()
+        ))),
     }
-    let mut builder = Backend::builder();
-    for name in modules {
-        builder = builder.with_named(name)?;
+}
+
+/// Every module of this build, waiting for the migration lock as `run` says and reporting the
+/// holder on stderr while it waits.
+fn migrator(run: Option<&RunOptions>) -> Result<Migrator, AnyError> {
+    let mut wait = LockWait::default();
+    if let Some(run) = run {
+        wait.timeout = (run.lock_timeout > 0).then(|| Duration::from_secs(run.lock_timeout));
     }
-    Ok(builder.build()?)
+    wait.on_wait = Some(Arc::new(|holder| eprintln!("waiting for {holder}")));
+    Ok(Backend::all()?.migrator().clone().with_lock_wait(wait))
+}
+
+/// The modules named with --modules, each known to this build.
+fn named_modules<'a>(migrator: &Migrator, names: &'a [String]) -> Result<Vec<&'a str>, Failure> {
+    for name in names {
+        if !migrator.modules().iter().any(|m| m.name == name) {
+            return Err(Failure::Usage(format!(
+                "unknown module {name:?}; this build has: {}",
+                module_names(migrator.modules().iter().map(|m| m.name))
+            )));
+        }
+    }
+    Ok(names.iter().map(String::as_str).collect())
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
-    let backend = backend(&cli.modules)?;
-    let migrator = backend.migrator();
+    let run_options = match &cli.command {
+        Command::Migrate {
+            action: MigrateAction::Up { run, .. } | MigrateAction::Down { run, .. },
+        } => Some(run),
+        _ => None,
+    };
+    let migrator = migrator(run_options)?;
+    let named = named_modules(&migrator, &cli.modules)?;
+    // The modules other commands work on: the named ones, or all.
+    let scope: Vec<&str> = if named.is_empty() {
+        migrator.modules().iter().map(|m| m.name).collect()
+    } else {
+        named.clone()
+    };
 
     // Commands that need no database.
     if let Command::Schema {
@@ -183,45 +366,63 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             .modules()
             .iter()
             .find(|m| m.name == module)
-            .ok_or_else(|| format!("unknown module {module:?}"))?;
+            .ok_or_else(|| Failure::Usage(format!("unknown module {module:?}")))?;
         print!("{}", m.schema_sql());
         return Ok(ExitCode::SUCCESS);
     }
 
-    let target = database(cli.database_url)?;
-    let mut conn = PgConnection::connect(&target.url).await?;
+    let (name, throwaway) = match &cli.command {
+        Command::Migrate { action } => (
+            match action {
+                MigrateAction::Up { .. } => "migrate up",
+                MigrateAction::Down { .. } => "migrate down",
+                MigrateAction::Status { .. } => "migrate status",
+            },
+            false,
+        ),
+        Command::Seed => ("seed", false),
+        Command::Doctor { .. } => ("doctor", false),
+        Command::Codegen { .. } => ("codegen", true),
+        Command::Demo => ("demo", true),
+        Command::Queue { .. } => ("queue", false),
+        Command::Audit { .. } => ("audit", false),
+        Command::Schema { .. } => ("schema", false),
+    };
+    let target = database(cli.database_url, name, throwaway)?;
+    let mut conn = connect(&target.url, cli.connect_timeout).await?;
     match cli.command {
         Command::Migrate {
-            action: MigrateAction::Up { target },
-        } => {
-            let only = single_module(migrator, target)?;
-            let steps = migrator.up_to(&mut conn, only, target).await?;
-            report_steps("applied", &steps);
-        }
+            action: MigrateAction::Up { target, run },
+        } => return migrate_up(&mut conn, &migrator, &named, target, &run).await,
         Command::Migrate {
-            action: MigrateAction::Down { target },
-        } => {
-            let only = single_module(migrator, Some(target).filter(|t| *t > 0))?;
-            let steps = migrator.down(&mut conn, only, target).await?;
-            report_steps("reverted", &steps);
-        }
+            action: MigrateAction::Down { target, yes, run },
+        } => return migrate_down(&mut conn, &migrator, &named, target, yes, &run).await,
         Command::Migrate {
-            action: MigrateAction::Status,
+            action: MigrateAction::Status { json },
         } => {
-            let rows = migrator.status(&mut conn).await?;
-            println!(
-                "{:<12} {:>7}  {:<30} {:<10} applied on",
-                "module", "version", "name", "state"
-            );
-            for r in &rows {
+            let rows: Vec<_> = migrator
+                .status(&mut conn)
+                .await?
+                .into_iter()
+                .filter(|r| scope.contains(&r.module))
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
                 println!(
-                    "{:<12} {:>7}  {:<30} {:<10} {}",
-                    r.module,
-                    r.version,
-                    r.name,
-                    r.state.to_string(),
-                    r.applied_on.as_deref().unwrap_or("-")
+                    "{:<12} {:>7}  {:<30} {:<10} applied on",
+                    "module", "version", "name", "state"
                 );
+                for r in &rows {
+                    println!(
+                        "{:<12} {:>7}  {:<30} {:<10} {}",
+                        r.module,
+                        r.version,
+                        r.name,
+                        r.state.to_string(),
+                        r.applied_on.as_deref().unwrap_or("-")
+                    );
+                }
             }
             if rows
                 .iter()
@@ -232,24 +433,162 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         }
         Command::Seed => {
             migrator.seed(&mut conn).await?;
-            println!("seeded: {}", module_names(migrator));
+            println!("seeded: {}", module_names(migrator.modules().iter().map(|m| m.name)));
         }
-        Command::Doctor => return doctor(&mut conn, migrator).await,
-        Command::Codegen { root, check } => return codegen(&mut conn, &target.url, migrator, &root, check).await,
+        Command::Doctor { json } => return doctor(&mut conn, &migrator, &scope, json).await,
+        Command::Codegen { root, check } => return codegen(&mut conn, &target.url, &migrator, &root, check).await,
         Command::Demo => {
             let steps = migrator.up(&mut conn).await?;
             report_steps("applied", &steps);
             migrator.seed(&mut conn).await?;
-            println!("seeded: {}\n", module_names(migrator));
+            println!("seeded: {}\n", module_names(migrator.modules().iter().map(|m| m.name)));
             demo::tour(&mut conn).await?;
             println!();
-            return doctor(&mut conn, migrator).await;
+            return doctor(&mut conn, &migrator, &scope, false).await;
         }
         Command::Queue { action } => queue(&mut conn, action).await?,
         Command::Audit { action } => return audit(&mut conn, action).await,
         Command::Schema { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate_up(
+    conn: &mut PgConnection,
+    migrator: &Migrator,
+    named: &[&str],
+    target: Option<i32>,
+    run: &RunOptions,
+) -> Result<ExitCode, AnyError> {
+    if let Some(t) = target
+        && named.len() != 1
+    {
+        return Err(Failure::Usage(format!("--target {t} is a version of one module: add --modules <name>")).into());
+    }
+    let only: Vec<Option<&str>> = if named.is_empty() {
+        vec![None]
+    } else {
+        // In dependency order, so that each run finds its dependencies migrated.
+        migrator
+            .modules()
+            .iter()
+            .filter(|m| named.contains(&m.name))
+            .map(|m| Some(m.name))
+            .collect()
+    };
+    if run.dry_run {
+        let mut printed = Vec::new();
+        let mut after = Vec::new();
+        for o in &only {
+            let (steps, hooks) = migrator.plan_up(conn, *o, target).await?;
+            for s in steps {
+                if !printed
+                    .iter()
+                    .any(|p: &PlannedStep| p.module == s.module && p.version == s.version)
+                {
+                    printed.push(s);
+                }
+            }
+            for h in hooks {
+                if !after.contains(&h) {
+                    after.push(h);
+                }
+            }
+        }
+        print_plan("migrate up", &printed, &[]);
+        for (module, sql) in after {
+            println!("-- ==== after the run: module {module} ====\n{}\n", sql.trim_end());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut steps = Vec::new();
+    for o in only {
+        steps.extend(migrator.up_to(conn, o, target).await?);
+    }
+    report_steps("applied", &steps);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate_down(
+    conn: &mut PgConnection,
+    migrator: &Migrator,
+    named: &[&str],
+    target: Option<i32>,
+    yes: bool,
+    run: &RunOptions,
+) -> Result<ExitCode, AnyError> {
+    let only = match named {
+        [] => None,
+        [one] => Some(*one),
+        _ => return Err(Failure::Usage("migrate down works on one module (--modules <name>) or on all".into()).into()),
+    };
+    let to = match target {
+        None => DownTo::OneStep,
+        Some(t) if t > 0 && only.is_none() => {
+            return Err(
+                Failure::Usage(format!("--target {t} is a version of one module: add --modules <name>")).into(),
+            );
+        }
+        Some(t) => DownTo::Version(t),
+    };
+    let plan = migrator.plan_down(conn, only, to).await?;
+    if run.dry_run {
+        print_plan("migrate down", &plan.steps, &plan.removed);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if plan.steps.is_empty() && plan.removed.is_empty() {
+        println!("nothing to revert: no migration of the selected modules is applied");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let removal = if plan.removed.is_empty() || yes || confirmed_on_terminal(&plan.removed)? {
+        Removal::Allowed
+    } else {
+        Removal::Refused
+    };
+    let steps = migrator.revert(conn, only, to, removal).await?;
+    report_steps("reverted", &steps);
+    for m in &plan.removed {
+        println!("removed module {m}: its schema and migration history are dropped");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks on the terminal before a removal; without one (a script, CI) the answer is no.
+fn confirmed_on_terminal(removed: &[&str]) -> Result<bool, AnyError> {
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return Ok(false);
+    }
+    eprint!(
+        "This removes module(s) {}: their schemas and all their data are dropped. Type yes to go on: ",
+        removed.join(", ")
+    );
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+/// Prints what a run would do, as SQL a reader can check.
+fn print_plan(what: &str, steps: &[PlannedStep], removed: &[&str]) {
+    if steps.is_empty() && removed.is_empty() {
+        println!("-- {what} --dry-run: nothing to do");
+        return;
+    }
+    println!(
+        "-- {what} --dry-run: nothing was changed. A run would execute, under the migration lock, \
+         each file in its own transaction with its history row:\n"
+    );
+    for s in steps {
+        println!(
+            "-- ==== {} ({} V{}) ====\n{}\n",
+            s.file,
+            s.module,
+            s.version,
+            s.sql.trim_end()
+        );
+    }
+    for m in removed {
+        println!("-- then removes module {m}: DROP TABLE pgstrata.{m}_history");
+    }
 }
 
 async fn queue(conn: &mut PgConnection, action: QueueAction) -> Result<(), AnyError> {
@@ -338,17 +677,8 @@ async fn audit(conn: &mut PgConnection, action: AuditAction) -> Result<ExitCode,
     Ok(ExitCode::SUCCESS)
 }
 
-/// A target version means one module's version, so it needs exactly one module.
-fn single_module(migrator: &Migrator, target: Option<i32>) -> Result<Option<&'static str>, AnyError> {
-    match (target, migrator.modules()) {
-        (None, _) => Ok(None),
-        (Some(_), [one]) => Ok(Some(one.name)),
-        (Some(t), _) => Err(format!("--target {t} is a version of one module: add --modules <name>").into()),
-    }
-}
-
-fn module_names(migrator: &Migrator) -> String {
-    migrator.modules().iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+fn module_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.collect::<Vec<_>>().join(", ")
 }
 
 fn report_steps(verb: &str, steps: &[pgstrata::core::migrate::Step]) {
@@ -360,43 +690,71 @@ fn report_steps(verb: &str, steps: &[pgstrata::core::migrate::Step]) {
     }
 }
 
-async fn doctor(conn: &mut PgConnection, migrator: &Migrator) -> Result<ExitCode, AnyError> {
-    let mut ok = true;
-    let status = migrator.status(conn).await?;
-    for r in &status {
+async fn doctor(
+    conn: &mut PgConnection,
+    migrator: &Migrator,
+    scope: &[&str],
+    json: bool,
+) -> Result<ExitCode, AnyError> {
+    let mut migrations = Vec::new();
+    for r in migrator.status(conn).await? {
+        if !scope.contains(&r.module) {
+            continue;
+        }
         match r.state {
             MigrationState::Applied => {}
-            MigrationState::Pending => {
-                ok = false;
-                println!(
-                    "migration {} V{}__{} is pending: run `pgstrata migrate up`",
-                    r.module, r.version, r.name
-                )
-            }
-            MigrationState::Divergent | MigrationState::Missing => {
-                ok = false;
-                println!("migration {} V{}__{} is {}", r.module, r.version, r.name, r.state)
-            }
+            MigrationState::Pending => migrations.push(format!(
+                "migration {} V{}__{} is pending: run `pgstrata migrate up`",
+                r.module, r.version, r.name
+            )),
+            MigrationState::Divergent | MigrationState::Missing => migrations.push(format!(
+                "migration {} V{}__{} is {}",
+                r.module, r.version, r.name, r.state
+            )),
         }
     }
-    let schemas: Vec<&str> = migrator.modules().iter().map(|m| m.name).collect();
-    let reports = pgstrata::core::doctor::check_tables(conn, &schemas).await?;
-    print!("{}", pgstrata::core::doctor::render(&reports));
-    for warning in pgstrata::core::doctor::partition_warnings(conn, &schemas).await? {
-        println!("warning: {warning}");
+    let reports = pgstrata::core::doctor::check_tables(conn, scope).await?;
+    let mut warnings = pgstrata::core::doctor::partition_warnings(conn, scope).await?;
+    if scope.contains(&"audit") {
+        warnings.extend(audit_warnings(conn).await?);
     }
-    if schemas.contains(&"audit") {
-        for warning in audit_warnings(conn).await? {
+    let security = pgstrata::core::doctor::security_problems(conn, scope).await?;
+    let ok = migrations.is_empty() && !reports.is_empty() && reports.iter().all(|r| r.ok()) && security.is_empty();
+    if json {
+        let tables: Vec<_> = reports
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "table": r.table,
+                    "kind": r.kind.to_string(),
+                    "ok": r.ok(),
+                    "checks": r.checks.iter().map(|c| serde_json::json!({
+                        "name": c.name, "ok": c.ok, "detail": c.detail,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let report = serde_json::json!({
+            "ok": ok,
+            "migrations": migrations,
+            "tables": tables,
+            "warnings": warnings,
+            "security": security,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for m in &migrations {
+            println!("{m}");
+        }
+        print!("{}", pgstrata::core::doctor::render(&reports));
+        for warning in &warnings {
             println!("warning: {warning}");
         }
+        for problem in &security {
+            println!("security: {problem}");
+        }
+        println!("doctor: {}", if ok { "all checks passed" } else { "FAILED" });
     }
-    ok &= !reports.is_empty() && reports.iter().all(|r| r.ok());
-    let security = pgstrata::core::doctor::security_problems(conn, &schemas).await?;
-    for problem in &security {
-        println!("security: {problem}");
-    }
-    ok &= security.is_empty();
-    println!("doctor: {}", if ok { "all checks passed" } else { "FAILED" });
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -442,7 +800,7 @@ async fn audit_warnings(conn: &mut PgConnection) -> Result<Vec<String>, AnyError
 /// Migrates a scratch database on the same server, renders every module, drops the scratch.
 async fn codegen(
     conn: &mut PgConnection,
-    url: &str,
+    url: &DatabaseUrl,
     migrator: &Migrator,
     root: &std::path::Path,
     check: bool,
@@ -452,7 +810,7 @@ async fn codegen(
         .execute(&mut *conn)
         .await?;
     let result = async {
-        let options = url.parse::<sqlx::postgres::PgConnectOptions>()?.database(&scratch);
+        let options = url.options().database(&scratch);
         let mut scratch_conn = PgConnection::connect_with(&options).await?;
         migrator.up(&mut scratch_conn).await?;
         let mut stale = Vec::new();

@@ -76,7 +76,7 @@ async fn migrate_up_doctor_down_to_zero_and_up_again() {
         text(&out)
     );
 
-    let out = pgstrata(Some(&url), &["migrate", "down", "--target", "0"]);
+    let out = pgstrata(Some(&url), &["migrate", "down", "--target", "0", "--yes"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         catalog::user_objects(&mut conn).await.unwrap(),
@@ -131,23 +131,86 @@ fn schema_print_needs_no_database_and_matches_the_file() {
 }
 
 #[test]
-fn without_a_url_it_starts_a_throwaway_server_and_says_so() {
-    let out = pgstrata(None, &["migrate", "up"]);
+fn without_a_url_only_demo_starts_a_throwaway_server() {
+    for args in [
+        &["migrate", "up"][..],
+        &["migrate", "down", "--target", "0", "--yes"],
+        &["migrate", "status"],
+        &["doctor"],
+        &["seed"],
+        &["queue", "stats"],
+        &["audit", "verify"],
+    ] {
+        let out = pgstrata(None, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("no database URL: set DATABASE_URL"),
+            "{}",
+            text(&out)
+        );
+        assert!(!text(&out).contains("throwaway PostgreSQL"), "{}", text(&out));
+    }
+    let out = pgstrata(None, &["demo"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("starting a throwaway PostgreSQL"));
     assert!(text(&out).contains("applied tenancy V1__tenancy"));
+    assert!(text(&out).contains("doctor: all checks passed"), "{}", text(&out));
 }
 
 #[test]
-fn without_postgresql_installed_it_says_what_to_install() {
+fn without_postgresql_installed_demo_says_what_to_install() {
     let out = Command::new(env!("CARGO_BIN_EXE_pgstrata"))
-        .args(["doctor"])
+        .args(["demo"])
         .env_remove("DATABASE_URL")
         .env("PGSTRATA_PG_BINDIR", "/nonexistent")
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(text(&out).contains("apt-get install postgresql"), "{}", text(&out));
+}
+
+#[test]
+fn urls_are_checked_and_a_pooled_url_is_refused() {
+    let out = pgstrata(Some("mysql://root:hunter2@127.0.0.1/db"), &["doctor"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("must start with postgres:// or postgresql://"));
+    assert!(!text(&out).contains("hunter2"), "the password is never printed");
+    let out = pgstrata(Some("postgres://u@127.0.0.1:1/db?pgbouncer=true"), &["migrate", "up"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("transaction pooler (pgbouncer=true)") && text(&out).contains("direct connection"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn an_unanswered_connection_times_out() {
+    // Accepts the connection and never answers the startup message.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let started = std::time::Instant::now();
+    let out = pgstrata(
+        Some(&format!("postgres://u@127.0.0.1:{port}/db")),
+        &["--connect-timeout", "1", "migrate", "status"],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("within 1 s (--connect-timeout)"), "{}", text(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    drop(silent);
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let out = pgstrata(None, &["--help"]);
+    assert!(out.status.success());
+    for line in [
+        "Exit codes:",
+        "  3  refused as unsafe",
+        "  5  timed out waiting for the migration lock",
+    ] {
+        assert!(text(&out).contains(line), "{}", text(&out));
+    }
 }
 
 #[test]
@@ -258,6 +321,232 @@ async fn audit_seal_verify_and_maintain() {
         "{}",
         text(&out)
     );
+    drop(conn);
+    db.close().await.unwrap();
+}
+
+async fn status_json(url: &str) -> Vec<serde_json::Value> {
+    let out = pgstrata(Some(url), &["migrate", "status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn applied(rows: &[serde_json::Value]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| r["state"] == "applied")
+        .map(|r| format!("{} V{}", r["module"].as_str().unwrap(), r["version"]))
+        .collect()
+}
+
+/// The reproductions of the unsafe `migrate down`: each is refused or does exactly one thing.
+#[tokio::test]
+async fn migrate_down_is_one_step_by_default_and_refuses_what_would_destroy() {
+    let db = TestDb::new().await.unwrap();
+    let url = db.url().unwrap();
+    let out = pgstrata(Some(&url), &["migrate", "up"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let all = applied(&status_json(&url).await);
+
+    let out = pgstrata(Some(&url), &["migrate", "down", "--target=-1"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("below 0"), "{}", text(&out));
+
+    // Removing every module needs --yes (no terminal here: no prompt, a refusal).
+    let out = pgstrata(Some(&url), &["migrate", "down", "--target", "0"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("--yes"), "{}", text(&out));
+
+    // Tenancy, with every other module applied: refused even with --yes, naming a dependent.
+    let out = pgstrata(
+        Some(&url),
+        &["--modules", "tenancy", "migrate", "down", "--target", "0", "--yes"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot remove module \"tenancy\"") && text(&out).contains("depends on it"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(applied(&status_json(&url).await), all, "nothing was reverted");
+    let out = pgstrata(Some(&url), &["doctor"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Down with no target: the newest migration only.
+    let out = pgstrata(Some(&url), &["migrate", "down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let reverted: Vec<_> = text(&out)
+        .lines()
+        .filter(|l| l.starts_with("reverted "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(reverted.len(), 1, "{}", text(&out));
+    assert_eq!(applied(&status_json(&url).await).len(), all.len() - 1);
+    let out = pgstrata(Some(&url), &["migrate", "up"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(applied(&status_json(&url).await), all);
+
+    let out = pgstrata(Some(&url), &["migrate", "down", "--target", "0", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("removed module tenancy"), "{}", text(&out));
+    // At 0, down is a no-op.
+    for args in [&["migrate", "down"][..], &["migrate", "down", "--target", "0", "--yes"]] {
+        let out = pgstrata(Some(&url), args);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("nothing to revert"), "{}", text(&out));
+    }
+    db.close().await.unwrap();
+}
+
+/// One lifecycle: naming a module brings its dependencies, and audit's after-migrate step
+/// audits rbac when the CLI migrates rbac after audit.
+#[tokio::test]
+async fn modules_bring_their_dependencies_and_audit_picks_up_modules_migrated_later() {
+    let db = TestDb::new().await.unwrap();
+    let url = db.url().unwrap();
+    let out = pgstrata(Some(&url), &["--modules", "audit", "migrate", "up"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("applied tenancy V1__tenancy"), "{}", text(&out));
+    let out = pgstrata(Some(&url), &["--modules", "rbac", "migrate", "up"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.tables WHERE table_name LIKE 'rbac.%'")
+        .fetch_one(&db.admin)
+        .await
+        .unwrap();
+    assert!(audited > 0, "rbac's tables are audited after the CLI migrated rbac");
+    let out = pgstrata(Some(&url), &["--modules", "tenancy,rbac,audit", "doctor"]);
+    assert!(out.status.success(), "{}", text(&out));
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn json_output_and_dry_runs() {
+    let db = TestDb::new().await.unwrap();
+    let url = db.url().unwrap();
+    let mut conn = db.admin_conn().await.unwrap();
+    let empty = catalog::user_objects(&mut conn).await.unwrap();
+
+    let out = pgstrata(Some(&url), &["--modules", "rbac", "migrate", "up", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        printed.contains("-- ==== migrations/tenancy/V1__tenancy.sql"),
+        "{printed}"
+    );
+    assert!(printed.contains(pgstrata::rbac::MODULE.migrations[0].up.trim_end()));
+    assert_eq!(
+        catalog::user_objects(&mut conn).await.unwrap(),
+        empty,
+        "a dry run changes nothing"
+    );
+    assert!(status_json(&url).await.iter().all(|r| r["state"] == "pending"));
+
+    let out = pgstrata(Some(&url), &["migrate", "up"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows = status_json(&url).await;
+    let known: usize = pgstrata::available_modules().iter().map(|m| m.migrations.len()).sum();
+    assert_eq!(rows.len(), known);
+    assert!(
+        rows.iter()
+            .all(|r| r["state"] == "applied" && r["applied_on"].is_string())
+    );
+
+    let out = pgstrata(
+        Some(&url),
+        &["--modules", "audit", "migrate", "down", "--target", "0", "--dry-run"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("migrations/audit/V1__audit.down.sql") && text(&out).contains("removes module audit"));
+    assert_eq!(applied(&status_json(&url).await).len(), known, "nothing reverted");
+
+    let out = pgstrata(Some(&url), &["doctor", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert!(report["tables"].as_array().unwrap().len() > 10);
+    sqlx::raw_sql("ALTER TABLE tenancy.invitations NO FORCE ROW LEVEL SECURITY")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let out = pgstrata(Some(&url), &["doctor", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    let invitations = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "tenancy.invitations")
+        .unwrap();
+    assert_eq!(invitations["ok"], false);
+    assert!(
+        invitations["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "forced" && c["ok"] == false)
+    );
+    drop(conn);
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn waiting_for_the_migration_lock_is_reported_and_times_out() {
+    let db = TestDb::new().await.unwrap();
+    let url = db.url().unwrap();
+    let out = pgstrata(Some(&url), &["--modules", "tenancy", "migrate", "up"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut holder = db.admin_conn().await.unwrap();
+    sqlx::raw_sql(
+        "SELECT set_config('application_name', 'pgstrata migrate held', false);
+         UPDATE pgstrata.migration_lock
+            SET holder_pid = pg_backend_pid(), holder = 'pgstrata migrate held', taken_at = now()",
+    )
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    let out = pgstrata(Some(&url), &["migrate", "up", "--lock-timeout", "2"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("waiting for the migration lock held by pid {pid} since ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("timed out waiting for the migration lock"), "{stderr}");
+    drop(holder);
+    db.close().await.unwrap();
+}
+
+/// A database loaded from schemas/*/schema.sql (as psql would, here as raw SQL) is one the
+/// migrator knows: status shows every migration applied, up has nothing to do, doctor passes.
+#[tokio::test]
+async fn an_install_from_schema_sql_is_seen_as_migrated() {
+    let db = TestDb::new().await.unwrap();
+    let url = db.url().unwrap();
+    let mut conn = db.admin_conn().await.unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    for module in ["tenancy", "rbac", "queue", "billing", "audit"] {
+        let sql = std::fs::read_to_string(format!("{root}/schemas/{module}/schema.sql")).unwrap();
+        pgstrata_core::sql::raw(&sql).execute(&mut conn).await.unwrap();
+    }
+    let out = pgstrata(Some(&url), &["migrate", "status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("pending"), "{}", text(&out));
+    let out = pgstrata(Some(&url), &["migrate", "up"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("nothing applied"), "{}", text(&out));
+    let out = pgstrata(Some(&url), &["doctor"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // And it reverts like a migrated one.
+    let out = pgstrata(
+        Some(&url),
+        &["--modules", "audit", "migrate", "down", "--target", "0", "--yes"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("removed module audit"), "{}", text(&out));
     drop(conn);
     db.close().await.unwrap();
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`migrate`]: the migration engine (refinery over sqlx, per-module history, migration lease,
 //!   down migrations).
+//! - [`connect`]: database URL checks, and connect options for transaction poolers.
 //! - [`context`]: transaction-local tenant and actor context.
 //! - [`error`]: SQLSTATE-to-meaning mapping.
 //! - [`ids`]: UUIDv7 and newtype ids.
@@ -14,6 +15,7 @@
 
 pub mod catalog;
 pub mod codegen;
+pub mod connect;
 pub mod context;
 pub mod doctor;
 pub mod error;

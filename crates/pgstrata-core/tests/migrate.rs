@@ -11,6 +11,7 @@ use sqlx::Connection;
 static GADGETS: Module = Module {
     name: "gadgets",
     depends_on: &[],
+    after_migrate: None,
     migrations: &[
         MigrationFile {
             version: 1,
@@ -36,6 +37,7 @@ static GADGETS: Module = Module {
 static GADGETS_TAMPERED: Module = Module {
     name: "gadgets",
     depends_on: &[],
+    after_migrate: None,
     migrations: &[
         GADGETS.migrations[0],
         MigrationFile {
@@ -52,6 +54,7 @@ static GADGETS_TAMPERED: Module = Module {
 static WIDGETS: Module = Module {
     name: "widgets",
     depends_on: &["gadgets"],
+    after_migrate: None,
     migrations: &[MigrationFile {
         version: 1,
         name: "init",
@@ -66,6 +69,7 @@ static WIDGETS: Module = Module {
 static BROKEN: Module = Module {
     name: "broken",
     depends_on: &[],
+    after_migrate: None,
     migrations: &[
         MigrationFile {
             version: 1,
@@ -374,5 +378,272 @@ async fn a_live_lease_is_waited_for() {
     assert!(!widgets);
     holder.close().await.unwrap();
     assert_eq!(waiting.await.unwrap(), 1, "applied once the holder's session ended");
+    db.close().await.unwrap();
+}
+
+/// Counts its own `after_migrate` calls; depends on nothing.
+static HOOKED: Module = Module {
+    name: "hooked",
+    depends_on: &[],
+    after_migrate: Some("INSERT INTO hooked.calls DEFAULT VALUES"),
+    migrations: &[MigrationFile {
+        version: 1,
+        name: "init",
+        up: "CREATE SCHEMA hooked; CREATE TABLE hooked.calls (at timestamptz NOT NULL DEFAULT now());",
+        down: "DROP SCHEMA hooked CASCADE;",
+    }],
+    seed: "",
+};
+
+async fn schema_exists(conn: &mut sqlx::PgConnection, name: &str) -> bool {
+    sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL")
+        .bind(name)
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn down_goes_one_step_by_default_and_asks_before_removing_a_module() {
+    use pgstrata_core::migrate::{DownTo, Removal};
+    let db = TestDb::new().await.unwrap();
+    let mut conn = db.admin_conn().await.unwrap();
+
+    // Nothing applied: a no-op that creates nothing, not even the history schema.
+    assert!(
+        both()
+            .revert(&mut conn, None, DownTo::OneStep, Removal::Refused)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(both().down(&mut conn, None, 0).await.unwrap().is_empty());
+    assert!(!schema_exists(&mut conn, "pgstrata").await);
+
+    both().up(&mut conn).await.unwrap();
+    assert!(matches!(
+        both()
+            .revert(&mut conn, None, DownTo::Version(-1), Removal::Allowed)
+            .await
+            .unwrap_err(),
+        MigrateError::InvalidTarget(-1)
+    ));
+    // The newest migration is widgets V1, whose down drops the schema: refused unconfirmed.
+    let err = both()
+        .revert(&mut conn, None, DownTo::OneStep, Removal::Refused)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::RemovalNotConfirmed(m) if m == &["widgets"]),
+        "{err}"
+    );
+    assert!(schema_exists(&mut conn, "widgets").await);
+    let plan = both().plan_down(&mut conn, None, DownTo::OneStep).await.unwrap();
+    assert_eq!(plan.removed, ["widgets"]);
+    assert_eq!(plan.steps[0].file, "migrations/widgets/V1__init.down.sql");
+    assert_eq!(plan.steps[0].sql, WIDGETS.migrations[0].down);
+
+    // One step of one module: gadgets V2 only, which removes nothing (widgets' FK goes with it).
+    sqlx::raw_sql("ALTER TABLE widgets.widgets DROP CONSTRAINT widgets_gadget_id_fkey")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let steps = both()
+        .revert(&mut conn, Some("gadgets"), DownTo::OneStep, Removal::Refused)
+        .await
+        .unwrap();
+    assert_eq!(
+        steps.iter().map(|s| (s.module, s.version)).collect::<Vec<_>>(),
+        [("gadgets", 2)]
+    );
+    let steps = both()
+        .revert(&mut conn, None, DownTo::OneStep, Removal::Allowed)
+        .await
+        .unwrap();
+    assert_eq!(
+        steps.iter().map(|s| (s.module, s.version)).collect::<Vec<_>>(),
+        [("widgets", 1)]
+    );
+    assert!(!schema_exists(&mut conn, "widgets").await);
+    conn.close().await.unwrap();
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn dependents_are_read_from_the_database_not_from_the_migrator() {
+    let db = TestDb::new().await.unwrap();
+    let mut conn = db.admin_conn().await.unwrap();
+    both().up(&mut conn).await.unwrap();
+    // A migrator that knows only gadgets still sees widgets applied, and what it depends on.
+    let gadgets_only = Migrator::new([&GADGETS]).unwrap();
+    let err = gadgets_only.down(&mut conn, Some("gadgets"), 0).await.unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::Dependent { module, dependent } if module == "gadgets" && dependent == "widgets"),
+        "{err}"
+    );
+    // Without the recorded dependencies, an unknown applied module is not assumed harmless.
+    sqlx::raw_sql("COMMENT ON TABLE pgstrata.widgets_history IS NULL")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = gadgets_only.down(&mut conn, None, 0).await.unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::UnknownApplied { other, .. } if other == "widgets"),
+        "{err}"
+    );
+    // A migrator that knows widgets falls back to its declaration.
+    assert!(matches!(
+        both().down(&mut conn, Some("gadgets"), 0).await.unwrap_err(),
+        MigrateError::Dependent { .. }
+    ));
+    assert!(schema_exists(&mut conn, "gadgets").await && schema_exists(&mut conn, "widgets").await);
+    conn.close().await.unwrap();
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lock_timeout_names_the_holder_and_progress_is_reported_while_waiting() {
+    use pgstrata_core::migrate::{LockHolder, LockWait};
+    use std::sync::{Arc, Mutex};
+    let db = TestDb::migrated(&Migrator::new([&GADGETS]).unwrap()).await.unwrap();
+    let mut holder = db.admin_conn().await.unwrap();
+    sqlx::raw_sql(
+        "SELECT set_config('application_name', 'pgstrata migrate held', false);
+         UPDATE pgstrata.migration_lock
+            SET holder_pid = pg_backend_pid(), holder = 'pgstrata migrate held', taken_at = now()",
+    )
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    let reports: Arc<Mutex<Vec<LockHolder>>> = Arc::default();
+    let seen = reports.clone();
+    let migrator = Migrator::new([&GADGETS, &WIDGETS]).unwrap().with_lock_wait(LockWait {
+        timeout: Some(std::time::Duration::from_millis(1500)),
+        on_wait: Some(Arc::new(move |h| seen.lock().unwrap().push(h.clone()))),
+    });
+    let mut conn = db.admin_conn().await.unwrap();
+    let started = std::time::Instant::now();
+    let err = migrator.up(&mut conn).await.unwrap_err();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+    match &err {
+        MigrateError::LockTimeout(h) => {
+            assert_eq!(h.pid, Some(holder_pid));
+            assert!(h.since.is_some());
+        }
+        other => panic!("expected LockTimeout, got {other:?}"),
+    }
+    assert!(
+        err.to_string().contains(&format!("held by pid {holder_pid} since ")),
+        "{err}"
+    );
+    let reports = reports.lock().unwrap().clone();
+    assert!(!reports.is_empty() && reports[0].pid == Some(holder_pid), "{reports:?}");
+    assert!(!schema_exists(&mut conn, "widgets").await, "nothing applied");
+    holder.close().await.unwrap();
+    conn.close().await.unwrap();
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn after_migrate_runs_after_every_run_that_applied_something_and_dependencies_come_along() {
+    let db = TestDb::new().await.unwrap();
+    let mut conn = db.admin_conn().await.unwrap();
+    let all = Migrator::new([&GADGETS, &WIDGETS, &HOOKED]).unwrap();
+    all.up_to(&mut conn, Some("hooked"), None).await.unwrap();
+    let calls = async |conn: &mut sqlx::PgConnection| -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM hooked.calls")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(calls(&mut conn).await, 1);
+    assert!(all.up(&mut conn).await.unwrap().len() == 3, "gadgets and widgets");
+    assert_eq!(
+        calls(&mut conn).await,
+        2,
+        "another module's migration runs the hook again"
+    );
+    assert!(all.up(&mut conn).await.unwrap().is_empty());
+    assert_eq!(calls(&mut conn).await, 2, "a run that applied nothing does not");
+
+    // Naming a module brings the modules it depends on.
+    let db2 = TestDb::new().await.unwrap();
+    let mut conn2 = db2.admin_conn().await.unwrap();
+    let steps = both().up_to(&mut conn2, Some("widgets"), None).await.unwrap();
+    assert_eq!(
+        steps.iter().map(|s| (s.module, s.version)).collect::<Vec<_>>(),
+        [("gadgets", 1), ("gadgets", 2), ("widgets", 1)]
+    );
+    conn.close().await.unwrap();
+    conn2.close().await.unwrap();
+    db.close().await.unwrap();
+    db2.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn plan_up_lists_the_sql_and_changes_nothing() {
+    let db = TestDb::new().await.unwrap();
+    let mut conn = db.admin_conn().await.unwrap();
+    let all = Migrator::new([&GADGETS, &WIDGETS, &HOOKED]).unwrap();
+    let (steps, after) = all.plan_up(&mut conn, Some("widgets"), None).await.unwrap();
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| (s.module, s.version, s.file.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("gadgets", 1, "migrations/gadgets/V1__init.sql"),
+            ("gadgets", 2, "migrations/gadgets/V2__gadgets.sql"),
+            ("widgets", 1, "migrations/widgets/V1__init.sql")
+        ]
+    );
+    assert_eq!(steps[2].sql, WIDGETS.migrations[0].up);
+    assert!(after.is_empty(), "hooked is not installed");
+    assert!(!schema_exists(&mut conn, "pgstrata").await && !schema_exists(&mut conn, "gadgets").await);
+    conn.close().await.unwrap();
+    db.close().await.unwrap();
+}
+
+/// A database loaded from `schema_sql()` (as psql would load schema.sql) is migrated in the
+/// migrator's eyes, and one loaded from an older schema.sql upgrades with `up`.
+#[tokio::test]
+async fn schema_sql_records_the_history_so_the_migrator_can_upgrade_it() {
+    let db = TestDb::new().await.unwrap();
+    let mut conn = db.admin_conn().await.unwrap();
+    static GADGETS_V1: Module = Module {
+        name: "gadgets",
+        depends_on: &[],
+        after_migrate: None,
+        migrations: GADGETS.migrations.split_at(1).0,
+        seed: "",
+    };
+    pgstrata_core::sql::raw(&GADGETS_V1.schema_sql())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let gadgets = Migrator::new([&GADGETS]).unwrap();
+    let states: Vec<_> = gadgets
+        .status(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.state)
+        .collect();
+    assert_eq!(states, [MigrationState::Applied, MigrationState::Pending]);
+    let steps = gadgets.up(&mut conn).await.unwrap();
+    assert_eq!(steps.iter().map(|s| s.version).collect::<Vec<_>>(), [2]);
+    let runs: Vec<i32> = sqlx::query_scalar("SELECT version FROM gadgets.runs ORDER BY 1")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(runs, [1, 2]);
+    // And it can be reverted like any migrated database.
+    gadgets.down(&mut conn, None, 0).await.unwrap();
+    assert!(!schema_exists(&mut conn, "gadgets").await);
+    conn.close().await.unwrap();
     db.close().await.unwrap();
 }

@@ -36,6 +36,7 @@ use pgstrata_core::migrate::Module;
 pub static MODULE: Module = Module {
     name: "queue",
     depends_on: &["tenancy"],
+    after_migrate: None,
     migrations: &[
         pgstrata_core::migration!("queue", 1, "queue"),
         pgstrata_core::migration!("queue", 2, "cheaper_per_job"),

@@ -36,6 +36,7 @@ use uuid::Uuid;
 pub static MODULE: Module = Module {
     name: "rbac",
     depends_on: &["tenancy"],
+    after_migrate: None,
     migrations: &[
         pgstrata_core::migration!("rbac", 1, "rbac"),
         pgstrata_core::migration!("rbac", 2, "hardening"),

@@ -24,6 +24,7 @@ use pgstrata_core::migrate::Module;
 pub static MODULE: Module = Module {
     name: "tenancy",
     depends_on: &[],
+    after_migrate: None,
     migrations: &[
         pgstrata_core::migration!("tenancy", 1, "tenancy"),
         pgstrata_core::migration!("tenancy", 2, "roles"),

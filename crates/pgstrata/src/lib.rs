@@ -63,10 +63,11 @@ pub struct Backend {
 #[derive(Debug, Default)]
 pub struct BackendBuilder {
     modules: Vec<&'static Module>,
+    lock_wait: pgstrata_core::migrate::LockWait,
 }
 
 impl BackendBuilder {
-    /// Enables a module (and must be given its dependencies too).
+    /// Enables a module; the modules it depends on are enabled with it (see [`Self::build`]).
     pub fn with(mut self, module: &'static Module) -> Self {
         self.modules.push(module);
         self
@@ -81,10 +82,35 @@ impl BackendBuilder {
         Ok(self.with(module))
     }
 
-    /// Checks dependencies and orders the modules.
-    pub fn build(self) -> Result<Backend, MigrateError> {
+    /// How a migration run waits for another run's lease: a timeout and a progress callback.
+    pub fn lock_wait(mut self, lock_wait: pgstrata_core::migrate::LockWait) -> Self {
+        self.lock_wait = lock_wait;
+        self
+    }
+
+    /// Adds the modules the chosen ones depend on (transitively; `rbac` brings `tenancy`) and
+    /// orders them. A dependency must be compiled into this build (its cargo feature).
+    pub fn build(mut self) -> Result<Backend, MigrateError> {
+        let available = available_modules();
+        let mut i = 0;
+        while i < self.modules.len() {
+            for dep in self.modules[i].depends_on {
+                if !self.modules.iter().any(|m| m.name == *dep) {
+                    let found =
+                        available
+                            .iter()
+                            .find(|m| m.name == *dep)
+                            .ok_or_else(|| MigrateError::MissingDependency {
+                                module: self.modules[i].name.into(),
+                                missing: format!("{dep} (enable the `{dep}` feature of pgstrata)"),
+                            })?;
+                    self.modules.push(found);
+                }
+            }
+            i += 1;
+        }
         Ok(Backend {
-            migrator: Migrator::new(self.modules)?,
+            migrator: Migrator::new(self.modules)?.with_lock_wait(self.lock_wait),
         })
     }
 }
@@ -111,22 +137,15 @@ impl Backend {
         &self.migrator
     }
 
-    /// Applies every pending migration of every enabled module. Safe to call from many
-    /// processes at once: one applies, the others wait and find nothing left to do.
+    /// Applies every pending migration of every enabled module, then the modules'
+    /// `after_migrate` steps (audit's defaults) if anything was applied. Safe to call from
+    /// many processes at once: one applies, the others wait and find nothing left to do.
+    ///
+    /// Needs a direct connection to PostgreSQL, not a transaction pooler: the run holds its
+    /// lease on one session and refuses to go on when its statements reach another.
     pub async fn migrate(&self, pool: &PgPool) -> Result<Vec<Step>, MigrateError> {
         let mut conn = pool.acquire().await.map_err(MigrateError::from)?;
-        let steps = self.migrator.up(&mut conn).await?;
-        // The audit migration audits the pgstrata tables that exist when it runs; a module
-        // migrated later (rbac after audit) is picked up here, by the run that migrated it. A
-        // run that applied nothing (every start-up after the first) does no work here.
-        #[cfg(feature = "audit")]
-        if !steps.is_empty() && self.modules().iter().any(|m| m.name == "audit") {
-            sqlx::query("SELECT audit.enable_defaults()")
-                .execute(&mut *conn)
-                .await
-                .map_err(MigrateError::from)?;
-        }
-        Ok(steps)
+        self.migrator.up(&mut conn).await
     }
 }
 

@@ -1,4 +1,5 @@
-//! The umbrella's migrate: a module migrated after audit is audited by the run that migrates it.
+//! The umbrella's migrate: a module migrated after audit is audited by the run that migrates it
+//! (audit's after-migrate step), and modules bring their dependencies.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -42,4 +43,18 @@ async fn rbac_migrated_after_audit_is_audited_and_a_run_with_nothing_to_apply_ch
     assert!(all.migrate(&db.admin).await.unwrap().is_empty());
     assert_eq!(audited_rbac_tables(&db).await, audited);
     db.close().await.unwrap();
+}
+
+#[test]
+fn a_module_brings_the_modules_it_depends_on() {
+    let backend = Backend::builder().with_named("rbac").unwrap().build().unwrap();
+    let names: Vec<_> = backend.modules().iter().map(|m| m.name).collect();
+    assert_eq!(names, ["tenancy", "rbac"]);
+    let backend = Backend::builder()
+        .with(&pgstrata::audit::MODULE)
+        .with(&pgstrata::rbac::MODULE)
+        .build()
+        .unwrap();
+    let names: Vec<_> = backend.modules().iter().map(|m| m.name).collect();
+    assert_eq!(names, ["tenancy", "audit", "rbac"]);
 }
