@@ -222,3 +222,87 @@ async fn a_redelivered_deferred_event_racing_the_link_does_not_deadlock() {
     sync.close().await;
     db.close().await.unwrap();
 }
+
+/// The deferred-replay race, hammered: 8 connections deliver 16 customers' lifecycles, every
+/// event of them at least once and many twice, shuffled, so that customer.created (which links
+/// the customer and replays its deferred events) keeps racing deliveries and redeliveries of
+/// the events it replays. No delivery may fail, and the server counts no deadlock in the
+/// database (its own counter, read after every connection has ended and reported it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_connections_racing_links_and_replays_never_deadlock() {
+    const CUSTOMERS: usize = 16;
+    const CONNECTIONS: usize = 8;
+    let db = migrated_db().await;
+    let deadlocks = async |db: &pgstrata_core::testing::TestDb| -> i64 {
+        sqlx::query_scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            .fetch_one(&db.admin)
+            .await
+            .unwrap()
+    };
+    let before = deadlocks(&db).await;
+    let mut deliveries = Vec::new();
+    for c in 0..CUSTOMERS {
+        let events = lifecycle(&format!("hx{c}"), tenant(&db).await);
+        let mut rng = Rng(0x5EED ^ c as u64);
+        for i in delivery_order(&mut rng, events.len()) {
+            deliveries.push(events[i].1.clone());
+        }
+    }
+    // Interleave the customers too.
+    let mut rng = Rng(0xD1CE);
+    for i in (1..deliveries.len()).rev() {
+        deliveries.swap(i, rng.below(i + 1));
+    }
+    let total = deliveries.len();
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(deliveries));
+    let sync = sync_pool(&db, CONNECTIONS as u32).await;
+    let mut workers = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (queue, sync) = (queue.clone(), sync.clone());
+        workers.push(tokio::spawn(async move {
+            let mut conn = sync.acquire().await.unwrap();
+            let mut failures = Vec::new();
+            loop {
+                let Some(event) = queue.lock().unwrap().pop() else {
+                    return failures;
+                };
+                match pgstrata_billing::apply_event(&mut conn, &event).await {
+                    Ok(p) if p.outcome == Outcome::Failed => failures.push(format!("{}: {:?}", p.event_id, p.error)),
+                    Ok(_) => {}
+                    Err(e) => failures.push(format!("{}: {e}", event["id"])),
+                }
+            }
+        }));
+    }
+    let mut failures = Vec::new();
+    for w in workers {
+        failures.extend(w.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {total} deliveries failed: {failures:?}",
+        failures.len()
+    );
+    // Ending the connections makes each report its statistics.
+    sync.close().await;
+    let unfinished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM billing.events WHERE status NOT IN ('processed', 'ignored')")
+            .fetch_one(&db.admin)
+            .await
+            .unwrap();
+    assert_eq!(unfinished, 0);
+    let mut after = deadlocks(&db).await;
+    for _ in 0..50 {
+        if after != before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        after = deadlocks(&db).await;
+    }
+    assert_eq!(
+        after - before,
+        0,
+        "deadlocks counted by the server during {total} deliveries"
+    );
+    db.close().await.unwrap();
+}

@@ -17,41 +17,6 @@ use pgstrata_billing::Outcome;
 use serde_json::Value;
 use sqlx::PgPool;
 
-/// SplitMix64: a small, well-mixed generator, enough to draw permutations reproducibly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-/// A delivery order: every event at least once, about a third of them two or three times,
-/// shuffled (Fisher-Yates).
-fn delivery_order(rng: &mut Rng, n: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in 0..n {
-        match rng.below(10) {
-            0..=1 => order.push(i),
-            2 => order.extend([i, i]),
-            _ => {}
-        }
-    }
-    for i in (1..order.len()).rev() {
-        let j = rng.below(i + 1);
-        order.swap(i, j);
-    }
-    order
-}
-
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
