@@ -1,6 +1,10 @@
 -- billing V4 down: V1/V2's functions and columns. Rejected events become failed ones (the
 -- only state V2 had for an event that did not apply); incomplete sets stay as they are.
 
+DROP FUNCTION billing.ledger(text, integer);
+DROP FUNCTION billing.prune_events(interval);
+DROP INDEX billing.events_received_idx;
+REVOKE USAGE ON SCHEMA billing FROM pgstrata_operator;
 DROP FUNCTION billing.process_event(jsonb);
 DROP FUNCTION billing.apply_ledger_event(text);
 DROP FUNCTION billing.apply_object(text, jsonb, boolean, timestamptz, text, uuid);

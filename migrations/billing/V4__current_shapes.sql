@@ -581,3 +581,62 @@ REVOKE EXECUTE ON FUNCTION billing.apply_object(text, jsonb, boolean, timestampt
                            billing.process_event(jsonb)
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION billing.process_event(jsonb) TO pgstrata_billing_sync;
+
+-- ---------------------------------------------------------------------------------------------
+-- Operators: reading and pruning the ledger
+-- ---------------------------------------------------------------------------------------------
+
+-- The ledger's events, newest first, optionally of one status; without their payloads (which
+-- carry customers' details). For the sync role and operators.
+CREATE FUNCTION billing.ledger(p_status text DEFAULT NULL, p_limit integer DEFAULT 50)
+    RETURNS TABLE (id text, type text, status text, object_type text, object_id text, customer_id text,
+                   tenant_id uuid, attempts integer, error text, received_at timestamptz, processed_at timestamptz)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF p_status IS NOT NULL AND p_status NOT IN ('processed', 'ignored', 'deferred', 'failed', 'rejected') THEN
+        RAISE EXCEPTION 'billing.ledger: status must be processed, ignored, deferred, failed or rejected, got %', p_status
+            USING ERRCODE = '22023';
+    END IF;
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'billing.ledger: limit must be between 1 and 10000, got %', p_limit USING ERRCODE = '22023';
+    END IF;
+    RETURN QUERY
+    SELECT e.id, e.type, e.status, e.object_type, e.object_id, e.customer_id, e.tenant_id, e.attempts, e.error,
+           e.received_at, e.processed_at
+      FROM billing.events e
+     WHERE p_status IS NULL OR e.status = p_status
+     ORDER BY e.received_at DESC, e.id
+     LIMIT p_limit;
+END
+$$;
+
+-- Deletes events done with (processed, ignored, rejected) received more than p_older_than ago;
+-- returns how many. Deferred and failed events are kept whatever their age: they still have
+-- work to do. At least 7 days are kept: Stripe redelivers for up to 3 days, and an event
+-- pruned before its last redelivery would be claimed again (harmless to the mirror, whose
+-- guard keeps the greater state, but counted twice).
+CREATE FUNCTION billing.prune_events(p_older_than interval) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v_n bigint;
+BEGIN
+    IF p_older_than IS NULL OR p_older_than < interval '7 days' THEN
+        RAISE EXCEPTION 'billing.prune_events: keep at least 7 days of events, got %', p_older_than
+            USING ERRCODE = '22023';
+    END IF;
+    DELETE FROM billing.events e
+     WHERE e.status IN ('processed', 'ignored', 'rejected') AND e.received_at < now() - p_older_than;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END
+$$;
+CREATE INDEX events_received_idx ON billing.events (received_at);
+
+GRANT USAGE ON SCHEMA billing TO pgstrata_operator;
+REVOKE EXECUTE ON FUNCTION billing.ledger(text, integer), billing.prune_events(interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION billing.ledger(text, integer) TO pgstrata_billing_sync, pgstrata_operator;
+GRANT EXECUTE ON FUNCTION billing.prune_events(interval) TO pgstrata_billing_sync;

@@ -19,6 +19,7 @@ pub mod access;
 pub mod error;
 pub mod fixtures;
 pub mod generated;
+pub mod ledger;
 pub mod signature;
 pub mod webhook;
 

@@ -446,14 +446,16 @@ async fn try_sql(
 async fn definer_functions_do_not_run_the_callers_pg_temp_types_as_the_owner() {
     for owner in Owner::BOTH {
         let db = migrated_db_by(owner).await;
-        // The definer functions each role can reach: the sync role's four entry points, none
-        // for the application role. A new one must be added to the calls below.
+        // The definer functions each role can reach: the sync role's entry points and ledger
+        // tools, none for the application role. A new one must be added to the calls below.
         assert_eq!(
             executable_definers(&db, SYNC_LOGIN).await,
             [
                 "billing.apply_refetched(text,jsonb)",
+                "billing.ledger(text,integer)",
                 "billing.link_customer(text,uuid)",
                 "billing.process_event(jsonb)",
+                "billing.prune_events(interval)",
                 "billing.retry_failed(integer)",
             ],
             "{owner:?}"
@@ -493,6 +495,13 @@ async fn definer_functions_do_not_run_the_callers_pg_temp_types_as_the_owner() {
             .fetch_one(&mut sync)
             .await;
         seen.push(format!("sync retry: {:?}", retried.map_err(|e| e.to_string())));
+        let listed = pgstrata_billing::ledger::events(&mut sync, Some("failed"), 10).await;
+        seen.push(format!(
+            "sync ledger: {:?}",
+            listed.map(|l| l.len()).map_err(|e| e.to_string())
+        ));
+        let pruned = pgstrata_billing::ledger::prune(&mut sync, std::time::Duration::from_secs(7 * 86_400)).await;
+        seen.push(format!("sync prune: {:?}", pruned.map_err(|e| e.to_string())));
         let refetched = event(&events, "16")["data"]["object"].clone();
         let r = pgstrata_billing::apply_refetched(&mut sync, "subscription", &refetched).await;
         seen.push(format!("sync refetch: {:?}", r.map_err(|e| e.to_string())));

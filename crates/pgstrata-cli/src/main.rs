@@ -98,6 +98,34 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Read and maintain the Stripe event ledger (events as pgstrata_billing_sync or
+    /// pgstrata_operator; retry and prune as pgstrata_billing_sync or the owner).
+    Billing {
+        #[command(subcommand)]
+        action: BillingAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BillingAction {
+    /// The newest ledger events, with the reason of each failure or rejection.
+    Events {
+        /// Only events of this status: processed, ignored, deferred, failed or rejected.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i32,
+    },
+    /// Apply failed events again, oldest first (after a fix).
+    Retry {
+        #[arg(long, default_value_t = 100)]
+        limit: i32,
+    },
+    /// Delete processed, ignored and rejected events older than the retention (at least 7 days).
+    Prune {
+        #[arg(long, default_value_t = 90)]
+        older_than_days: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -386,6 +414,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         Command::Demo => ("demo", true),
         Command::Queue { .. } => ("queue", false),
         Command::Audit { .. } => ("audit", false),
+        Command::Billing { .. } => ("billing", false),
         Command::Schema { .. } => ("schema", false),
     };
     let target = database(cli.database_url, name, throwaway)?;
@@ -448,6 +477,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         }
         Command::Queue { action } => queue(&mut conn, action).await?,
         Command::Audit { action } => return audit(&mut conn, action).await,
+        Command::Billing { action } => billing(&mut conn, action).await?,
         Command::Schema { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -675,6 +705,39 @@ async fn audit(conn: &mut PgConnection, action: AuditAction) -> Result<ExitCode,
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn billing(conn: &mut PgConnection, action: BillingAction) -> Result<(), AnyError> {
+    use pgstrata::billing::ledger;
+    match action {
+        BillingAction::Events { status, limit } => {
+            let events = ledger::events(conn, status.as_deref(), limit).await?;
+            if events.is_empty() {
+                println!("billing ledger: no events");
+            }
+            for e in events {
+                println!(
+                    "{} {:<9} {:<45} {} {} attempts {}{}",
+                    e.received_at.format("%Y-%m-%d %H:%M:%S"),
+                    e.status,
+                    e.event_type,
+                    e.id,
+                    e.object_id.as_deref().unwrap_or("-"),
+                    e.attempts,
+                    e.error.map(|r| format!(": {r}")).unwrap_or_default()
+                );
+            }
+        }
+        BillingAction::Retry { limit } => {
+            let n = ledger::retry_failed(conn, limit).await?;
+            println!("billing: {n} failed event(s) now applied");
+        }
+        BillingAction::Prune { older_than_days } => {
+            let n = ledger::prune(conn, std::time::Duration::from_secs(older_than_days * 86_400)).await?;
+            println!("billing: pruned {n} event(s) older than {older_than_days} days");
+        }
+    }
+    Ok(())
 }
 
 fn module_names<'a>(names: impl Iterator<Item = &'a str>) -> String {

@@ -550,3 +550,53 @@ async fn an_install_from_schema_sql_is_seen_as_migrated() {
     drop(conn);
     db.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn billing_events_retry_and_prune() {
+    let db = TestDb::new().await.unwrap();
+    let url = db.url().unwrap();
+    let out = pgstrata(Some(&url), &["migrate", "up"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // One event applied, one failed (a subscription without a status), both as the webhook would.
+    let mut conn = db.admin_conn().await.unwrap();
+    sqlx::raw_sql(
+        r#"SELECT billing.process_event('{"id": "evt_prod_cli", "type": "product.created", "created": 1764550000,
+                                          "data": {"object": {"id": "prod_cli", "object": "product", "name": "Pro"}}}');
+           SELECT billing.process_event('{"id": "evt_bad_cli", "type": "price.created", "created": 1764550001,
+                                          "data": {"object": {"id": "price_cli", "object": "price"}}}');"#,
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let out = pgstrata(Some(&url), &["billing", "events", "--status", "failed"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("evt_bad_cli")
+            && text(&out).contains("names no product")
+            && !text(&out).contains("evt_prod_cli"),
+        "{}",
+        text(&out)
+    );
+    let out = pgstrata(Some(&url), &["billing", "retry"]);
+    assert!(text(&out).contains("0 failed event(s) now applied"), "{}", text(&out));
+    let out = pgstrata(Some(&url), &["billing", "prune", "--older-than-days", "1"]);
+    assert!(
+        !out.status.success() && text(&out).contains("at least 7 days"),
+        "{}",
+        text(&out)
+    );
+    sqlx::raw_sql("UPDATE billing.events SET received_at = now() - interval '100 days'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let out = pgstrata(Some(&url), &["billing", "prune"]);
+    assert!(text(&out).contains("pruned 1 event(s)"), "{}", text(&out));
+    let out = pgstrata(Some(&url), &["billing", "events"]);
+    assert!(
+        text(&out).contains("evt_bad_cli") && !text(&out).contains("evt_prod_cli"),
+        "{}",
+        text(&out)
+    );
+    drop(conn);
+    db.close().await.unwrap();
+}
