@@ -268,3 +268,71 @@ async fn a_billing_page_reads_typed_columns() {
     sync.close().await;
     db.close().await.unwrap();
 }
+
+/// The lifecycle as an account on an API version before 2025-03-31 receives it: the billing
+/// period on the subscription rather than its items, and `invoice.subscription` rather than
+/// `invoice.parent`.
+fn before_2025_03_31(event: &Value) -> Value {
+    let mut event = event.clone();
+    event["api_version"] = json!("2024-06-20");
+    let object = &mut event["data"]["object"];
+    if object["object"] == "subscription" {
+        let items = object["items"]["data"].as_array_mut().unwrap();
+        let (start, end) = (
+            items[0]["current_period_start"].clone(),
+            items[0]["current_period_end"].clone(),
+        );
+        for item in items.iter_mut() {
+            let item = item.as_object_mut().unwrap();
+            item.remove("current_period_start");
+            item.remove("current_period_end");
+        }
+        object["current_period_start"] = start;
+        object["current_period_end"] = end;
+    }
+    if object["object"] == "invoice" {
+        let sub = object["parent"]["subscription_details"]["subscription"].clone();
+        object.as_object_mut().unwrap().remove("parent");
+        object["subscription"] = sub;
+    }
+    event
+}
+
+/// Both supported API versions, the oldest (2024-06-20 shapes) and the current one, end in the
+/// same mirror for the same lifecycle.
+#[tokio::test]
+async fn the_oldest_and_the_current_api_version_mirror_the_same() {
+    let db = migrated_db().await;
+    let sync = sync_pool(&db, 1).await;
+    let mut conn = sync.acquire().await.unwrap();
+    let (current, oldest) = (tenant(&db).await, tenant(&db).await);
+    for (_, e) in lifecycle("vn", current) {
+        let p = apply(&mut conn, &e).await;
+        assert!(!matches!(p.outcome, Outcome::Failed | Outcome::Rejected), "{p:?}");
+    }
+    for (_, e) in lifecycle("vo", oldest) {
+        let p = apply(&mut conn, &before_2025_03_31(&e)).await;
+        assert!(!matches!(p.outcome, Outcome::Failed | Outcome::Rejected), "{p:?}");
+    }
+    // The raw objects differ in shape, and items carried no period before 2025-03-31: the
+    // rest is compared whole, the subscription's period on its own.
+    let compared = ["object", "last_event_id", "current_period_start", "current_period_end"];
+    let new = mirror_except(&db.admin, "vn", current, &compared).await;
+    let old = mirror_except(&db.admin, "vo", oldest, &compared).await;
+    assert_eq!(old, new);
+    let periods: Vec<(Option<Timestamp>, Option<Timestamp>)> = sqlx::query_as(
+        "SELECT current_period_start, current_period_end FROM billing.subscriptions
+          WHERE tenant_id IN ($1, $2) ORDER BY tenant_id = $1",
+    )
+    .bind(current.0)
+    .bind(oldest.0)
+    .fetch_all(&db.admin)
+    .await
+    .unwrap();
+    assert_eq!(periods.len(), 2);
+    assert_eq!(periods[0], periods[1]);
+    assert!(periods[0].1.is_some());
+    drop(conn);
+    sync.close().await;
+    db.close().await.unwrap();
+}

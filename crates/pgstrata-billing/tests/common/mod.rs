@@ -90,6 +90,12 @@ pub async fn apply_expect(conn: &mut PgConnection, event: &Value, outcome: Outco
 /// the wall-clock `synced_at`, with the case's tag and tenant replaced by placeholders so that
 /// two cases compare equal when their mirrors are the same.
 pub async fn mirror(admin: &PgPool, tag: &str, tenant: TenantId) -> String {
+    mirror_except(admin, tag, tenant, &[]).await
+}
+
+/// [`mirror`] without the columns named in `except` (e.g. the raw `object`, to compare the
+/// mirrors of two API versions, whose objects differ in shape).
+pub async fn mirror_except(admin: &PgPool, tag: &str, tenant: TenantId, except: &[&str]) -> String {
     let suffix = format!("%\\_{tag}");
     let mut out = String::new();
     for (table, order) in [
@@ -108,12 +114,13 @@ pub async fn mirror(admin: &PgPool, tag: &str, tenant: TenantId) -> String {
             "t.tenant_id = $2"
         };
         let sql = format!(
-            "SELECT coalesce(jsonb_agg(to_jsonb(t) - 'synced_at' ORDER BY t.{order}), '[]')::text \
+            "SELECT coalesce(jsonb_agg(to_jsonb(t) - 'synced_at' - $3::text[] ORDER BY t.{order}), '[]')::text \
                FROM billing.{table} t WHERE {filter} AND $1 IS NOT NULL AND $2 IS NOT NULL"
         );
         let rows: String = pgstrata_core::sql::trusted(sql)
             .bind(&suffix)
             .bind(tenant.0)
+            .bind(except)
             .fetch_one(admin)
             .await
             .map(|r| sqlx::Row::get(&r, 0))
