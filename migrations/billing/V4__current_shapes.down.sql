@@ -3,7 +3,6 @@
 
 DROP FUNCTION billing.ledger(text, integer);
 DROP FUNCTION billing.prune_events(interval);
-DROP INDEX billing.events_received_idx;
 REVOKE USAGE ON SCHEMA billing FROM pgstrata_operator;
 DROP FUNCTION billing.process_event(jsonb);
 DROP FUNCTION billing.apply_ledger_event(text);

@@ -613,7 +613,8 @@ END
 $$;
 
 -- Deletes events done with (processed, ignored, rejected) received more than p_older_than ago;
--- returns how many. Deferred and failed events are kept whatever their age: they still have
+-- returns how many. It reads the whole ledger (an index on received_at would cost every
+-- webhook two more index entries, for a job that runs monthly). Deferred and failed events are kept whatever their age: they still have
 -- work to do. At least 7 days are kept: Stripe redelivers for up to 3 days, and an event
 -- pruned before its last redelivery would be claimed again (harmless to the mirror, whose
 -- guard keeps the greater state, but counted twice).
@@ -634,7 +635,6 @@ BEGIN
     RETURN v_n;
 END
 $$;
-CREATE INDEX events_received_idx ON billing.events (received_at);
 
 GRANT USAGE ON SCHEMA billing TO pgstrata_operator;
 REVOKE EXECUTE ON FUNCTION billing.ledger(text, integer), billing.prune_events(interval) FROM PUBLIC;
