@@ -1,6 +1,9 @@
 -- billing V4 down: V1/V2's functions and columns. Rejected events become failed ones (the
 -- only state V2 had for an event that did not apply); incomplete sets stay as they are.
 
+DROP FUNCTION billing.backfill_position(text, boolean);
+DROP FUNCTION billing.backfill_advance(text, text, integer, boolean);
+DROP TABLE billing.backfill_cursors;
 DROP FUNCTION billing.ledger(text, integer);
 DROP FUNCTION billing.prune_events(interval);
 REVOKE USAGE ON SCHEMA billing FROM pgstrata_operator;

@@ -2041,5 +2041,73 @@ REVOKE EXECUTE ON FUNCTION billing.ledger(text, integer), billing.prune_events(i
 GRANT EXECUTE ON FUNCTION billing.ledger(text, integer) TO pgstrata_billing_sync, pgstrata_operator;
 GRANT EXECUTE ON FUNCTION billing.prune_events(interval) TO pgstrata_billing_sync;
 
+-- ---------------------------------------------------------------------------------------------
+-- Backfill from Stripe's API: where each list stopped
+-- ---------------------------------------------------------------------------------------------
+
+-- The backfill (Rust: billing::backfill) lists each resource page by page and applies every
+-- object through process_event as a synthetic event stamped with the time the page was
+-- fetched, so it never outranks a webhook event created after it. Its position per resource is
+-- kept here, so an interrupted run goes on where it stopped.
+CREATE TABLE billing.backfill_cursors (
+    resource        text        NOT NULL,
+    starting_after  text,
+    pages           integer     NOT NULL DEFAULT 0,
+    objects         bigint      NOT NULL DEFAULT 0,
+    started_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    completed_at    timestamptz,
+    CONSTRAINT backfill_cursors_pkey PRIMARY KEY (resource),
+    CONSTRAINT backfill_cursors_resource_valid
+        CHECK (resource IN ('products', 'prices', 'customers', 'subscriptions', 'invoices'))
+);
+COMMENT ON TABLE billing.backfill_cursors IS
+    'citus: local. Where the backfill from Stripe''s API stopped, per resource; written through billing.backfill_advance';
+
+-- Where the backfill of p_resource stands (no row: not started); p_restart forgets it first.
+CREATE FUNCTION billing.backfill_position(p_resource text, p_restart boolean DEFAULT false)
+    RETURNS TABLE (starting_after text, pages integer, objects bigint, completed boolean)
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF p_resource IS NULL OR p_resource NOT IN ('products', 'prices', 'customers', 'subscriptions', 'invoices') THEN
+        RAISE EXCEPTION 'billing backfill: resource must be products, prices, customers, subscriptions or invoices, got %',
+                p_resource
+            USING ERRCODE = '22023';
+    END IF;
+    IF p_restart THEN
+        DELETE FROM billing.backfill_cursors c WHERE c.resource = p_resource;
+    END IF;
+    RETURN QUERY
+    SELECT c.starting_after, c.pages, c.objects, c.completed_at IS NOT NULL
+      FROM billing.backfill_cursors c WHERE c.resource = p_resource;
+END
+$$;
+
+-- Records a page of p_resource applied: the last object's id, how many objects, and whether
+-- it was the last page.
+CREATE FUNCTION billing.backfill_advance(p_resource text, p_last_id text, p_objects integer, p_done boolean)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF p_objects IS NULL OR p_objects < 0 OR p_done IS NULL THEN
+        RAISE EXCEPTION 'billing backfill: a page needs a count and whether it was the last' USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO billing.backfill_cursors AS c (resource, starting_after, pages, objects, completed_at)
+    VALUES (p_resource, p_last_id, 1, p_objects, CASE WHEN p_done THEN now() END)
+    ON CONFLICT (resource) DO UPDATE
+       SET starting_after = coalesce(excluded.starting_after, c.starting_after), pages = c.pages + 1,
+           objects = c.objects + excluded.objects, updated_at = now(), completed_at = excluded.completed_at;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION billing.backfill_position(text, boolean), billing.backfill_advance(text, text, integer, boolean)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION billing.backfill_position(text, boolean), billing.backfill_advance(text, text, integer, boolean)
+    TO pgstrata_billing_sync;
+
 INSERT INTO pgstrata.billing_history (version, name, applied_on, checksum)
-VALUES (4, 'current_shapes', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '2130519766374057490');
+VALUES (4, 'current_shapes', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '10254827522217200649');

@@ -40,6 +40,9 @@ pub enum Error {
     #[error("refetching {kind} {id} from Stripe failed: {reason}")]
     Refetch { kind: String, id: String, reason: String },
 
+    #[error("backfilling {resource} from Stripe's API failed: {reason}")]
+    Backfill { resource: String, reason: String },
+
     #[error(transparent)]
     Db(#[from] DbError),
 }

@@ -54,6 +54,53 @@ impl Iden for ActiveEntitlements {
     }
 }
 
+/// A row of `billing.backfill_cursors`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct BackfillCursor {
+    pub resource: String,
+    pub starting_after: Option<String>,
+    pub pages: i32,
+    pub objects: i64,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub completed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Identifiers of `billing.backfill_cursors` for sea-query; `Table` is the table itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackfillCursors {
+    Table,
+    Resource,
+    StartingAfter,
+    Pages,
+    Objects,
+    StartedAt,
+    UpdatedAt,
+    CompletedAt,
+}
+
+impl BackfillCursors {
+    /// The schema-qualified table, for `from`, `into_table` and `table`.
+    pub fn qualified() -> (BillingSchema, BackfillCursors) {
+        (BillingSchema, BackfillCursors::Table)
+    }
+}
+
+impl Iden for BackfillCursors {
+    fn unquoted(&self) -> &str {
+        match self {
+            BackfillCursors::Table => "backfill_cursors",
+            BackfillCursors::Resource => "resource",
+            BackfillCursors::StartingAfter => "starting_after",
+            BackfillCursors::Pages => "pages",
+            BackfillCursors::Objects => "objects",
+            BackfillCursors::StartedAt => "started_at",
+            BackfillCursors::UpdatedAt => "updated_at",
+            BackfillCursors::CompletedAt => "completed_at",
+        }
+    }
+}
+
 /// A row of `billing.customer_links`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct CustomerLink {

@@ -16,6 +16,7 @@
 //! executable only by the role `pgstrata_billing_sync` (see README.md for the setup).
 
 pub mod access;
+pub mod backfill;
 pub mod error;
 pub mod fixtures;
 pub mod generated;
