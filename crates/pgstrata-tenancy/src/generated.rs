@@ -194,6 +194,8 @@ pub struct User {
     pub version: i64,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// lower(email): look users up with email_key = lower($1), an index condition under RLS
+    pub email_key: Option<String>,
 }
 
 /// Identifiers of `tenancy.users` for sea-query; `Table` is the table itself.
@@ -206,6 +208,7 @@ pub enum Users {
     Version,
     CreatedAt,
     UpdatedAt,
+    EmailKey,
 }
 
 impl Users {
@@ -225,6 +228,7 @@ impl Iden for Users {
             Users::Version => "version",
             Users::CreatedAt => "created_at",
             Users::UpdatedAt => "updated_at",
+            Users::EmailKey => "email_key",
         }
     }
 }
