@@ -131,6 +131,10 @@ enum Command {
         /// Keep the scratch database for inspection instead of dropping it.
         #[arg(long)]
         keep_database: bool,
+
+        /// Print each query's plan as the application role at the largest size first.
+        #[arg(long)]
+        explain: bool,
     },
 }
 
@@ -210,6 +214,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             phase_ms,
             rounds,
             keep_database,
+            explain,
         } => {
             rls::run(&rls::Options {
                 url,
@@ -217,6 +222,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 phase: std::time::Duration::from_millis(phase_ms.max(50)),
                 rounds: rounds.max(1),
                 keep_database,
+                explain,
             })
             .await
         }

@@ -31,6 +31,8 @@ pub struct Options {
     pub phase: Duration,
     pub rounds: usize,
     pub keep_database: bool,
+    /// Print each query's plan as the application role at the largest size, then measure.
+    pub explain: bool,
 }
 
 /// Rows of each tenant of interest, in every module's tables.
@@ -50,6 +52,8 @@ enum Arg {
     Nil,
     /// A member's email, in another case than stored.
     MemberEmail,
+    /// The address of a pending invitation, in another case than stored.
+    InviteeEmail,
     /// An invitation's token.
     Token,
     /// A job of the tenant.
@@ -88,12 +92,18 @@ use Arg::*;
 
 /// Every module's tenant-scoped hot queries (queries.md). Where the crate's own builder already
 /// names the tenant, both sides run the same statement and only the role differs.
-static QUERIES: [Query; 15] = [
+static QUERIES: [Query; 16] = [
     same(
         "tenancy",
         "tenant-by-id",
         "SELECT * FROM tenancy.tenants WHERE id = $1",
         &[Tenant],
+    ),
+    same(
+        "tenancy",
+        "membership-of-user",
+        "SELECT id, role FROM tenancy.memberships WHERE tenant_id = $1 AND user_id = $2",
+        &[Tenant, Actor],
     ),
     same(
         "tenancy",
@@ -125,10 +135,10 @@ static QUERIES: [Query; 15] = [
     },
     same(
         "tenancy",
-        "pending-invitations-page",
-        "SELECT * FROM tenancy.invitations WHERE tenant_id = $1 AND status = 'pending' AND id > $2 \
-          ORDER BY tenant_id, id LIMIT 20",
-        &[Tenant, Nil],
+        "pending-invitation-by-email",
+        "SELECT id, expires_at FROM tenancy.invitations \
+          WHERE tenant_id = $1 AND lower(email) = lower($2) AND status = 'pending'",
+        &[Tenant, InviteeEmail],
     ),
     same(
         "tenancy",
@@ -146,12 +156,7 @@ static QUERIES: [Query; 15] = [
                 ORDER BY tenant_id, id LIMIT 20",
         base_args: &[Tenant, Actor],
     },
-    same(
-        "rbac",
-        "check",
-        "SELECT rbac.check('user', $1, 'doc:read')",
-        &[Actor],
-    ),
+    same("rbac", "check", "SELECT rbac.check('user', $1, 'doc:read')", &[Actor]),
     same(
         "audit",
         "resource-history",
@@ -216,6 +221,7 @@ struct Subject {
     tenant: Uuid,
     actor: Uuid,
     member_email: String,
+    invitee_email: String,
     token: String,
     job: i64,
     resource: String,
@@ -338,7 +344,11 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
                     s.size,
                     rls.len(),
                     bas.len(),
-                    if rls == bas { " (expected some)" } else { " (different rows)" }
+                    if rls == bas {
+                        " (expected some)"
+                    } else {
+                        " (different rows)"
+                    }
                 ));
             }
             cells.insert(
@@ -352,6 +362,12 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
     }
     if !wrong.is_empty() {
         return Err(format!("the two sides disagree:\n  {}", wrong.join("\n  ")).into());
+    }
+
+    if opts.explain
+        && let Some(largest) = subjects.last()
+    {
+        explain(&app, largest).await?;
     }
 
     // Warm-up: every statement prepared on every connection, the caches filled.
@@ -521,10 +537,11 @@ async fn load(admin: &PgPool) -> Result<(), sqlx::Error> {
 
 /// The keys of tenant `no`'s queries, read back from the loaded data.
 async fn subject(admin: &PgPool, no: i64, size: i64) -> Result<Subject, Box<dyn Error>> {
-    let tenant: Uuid = sqlx::query_scalar("SELECT ('00000000-0000-7000-8000-' || lpad(to_hex($1::int), 12, '0'))::uuid")
-        .bind(no)
-        .fetch_one(admin)
-        .await?;
+    let tenant: Uuid =
+        sqlx::query_scalar("SELECT ('00000000-0000-7000-8000-' || lpad(to_hex($1::int), 12, '0'))::uuid")
+            .bind(no)
+            .fetch_one(admin)
+            .await?;
     let member = |j: i64| format!("{j:08x}-0001-7000-8000-{no:012x}");
     let actor = Uuid::parse_str(&member(0))?;
     let audit_actor = Uuid::parse_str(&member(3))?;
@@ -532,16 +549,16 @@ async fn subject(admin: &PgPool, no: i64, size: i64) -> Result<Subject, Box<dyn 
         .bind(tenant)
         .fetch_one(admin)
         .await?;
-    let (from, to): (String, String) = sqlx::query_as(
-        "SELECT (now() - interval '35 days')::text, (now() - interval '25 days')::text",
-    )
-    .fetch_one(admin)
-    .await?;
+    let (from, to): (String, String) =
+        sqlx::query_as("SELECT (now() - interval '35 days')::text, (now() - interval '25 days')::text")
+            .fetch_one(admin)
+            .await?;
     Ok(Subject {
         size,
         tenant,
         actor,
         member_email: format!("U{}@T{no}.bench.test", size / 2),
+        invitee_email: format!("Invitee{}@T{no}.bench.test", size / 2),
         token: format!("token-{no}-{}", size / 2),
         job,
         resource: ((size / 2) % (size / 20).max(1)).to_string(),
@@ -562,6 +579,7 @@ fn bind<'q>(
             Actor => q.bind(s.actor),
             Nil => q.bind(Uuid::nil()),
             MemberEmail => q.bind(s.member_email.as_str()),
+            InviteeEmail => q.bind(s.invitee_email.as_str()),
             Token => q.bind(s.token.as_str()),
             Job => q.bind(s.job),
             Resource => q.bind(s.resource.as_str()),
@@ -605,6 +623,35 @@ async fn answer(pool: &PgPool, side: Side, q: &Query, s: &Subject) -> Result<Vec
         out.push(format!("{:?}", raw.as_bytes().ok()));
     }
     Ok(out)
+}
+
+/// Prints every query's plan as the application role, in the tenant's context (the policies
+/// are part of the plan). Functions show only their call: their inner plans are in queries.md.
+async fn explain(app: &PgPool, s: &Subject) -> Result<(), Box<dyn Error>> {
+    let mut conn = app.acquire().await?;
+    for q in &QUERIES {
+        begin(&mut conn, s).await?;
+        let rows = bind(
+            sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN (COSTS OFF) {}", q.rls))),
+            q.rls_args,
+            s,
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let plan = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+        println!(
+            "-- {}.{} at {} rows, as the application role\n{}\n",
+            q.module,
+            q.name,
+            s.size,
+            plan.join("\n")
+        );
+    }
+    Ok(())
 }
 
 /// `clients` connections run the query back to back for `length`, each in one transaction;
@@ -669,7 +716,12 @@ fn report(
     println!();
     let mut header = format!("{:<32}", "query");
     for s in subjects {
-        header += &format!(" | {:>8} {:>8} {:>6}", format!("rls@{}", short(s.size)), "base", "ratio");
+        header += &format!(
+            " | {:>8} {:>8} {:>6}",
+            format!("rls@{}", short(s.size)),
+            "base",
+            "ratio"
+        );
     }
     println!("{header}");
     println!("{}", "-".repeat(header.len()));
