@@ -881,21 +881,24 @@ CREATE UNIQUE INDEX users_email_key ON tenancy.users (email_key);
 -- for the rest of the transaction in pgstrata.live_tenant_id (transaction-local, like the
 -- context itself), keyed by the tenant, so a changed context is checked again (D-071). Caching
 -- takes set_config, which PostgreSQL refuses during a parallel operation, hence PARALLEL
--- UNSAFE: tenant-scoped statements run without parallel workers.
+-- UNSAFE: tenant-scoped statements run without parallel workers. Definer functions call it
+-- under their pinned search_path but reuse the body PL/pgSQL compiled in the caller's session,
+-- so every type name in it is schema-qualified: a caller's pg_temp.uuid domain must not be
+-- what the owner runs.
 CREATE OR REPLACE FUNCTION tenancy.current_tenant_id() RETURNS uuid
     LANGUAGE plpgsql STABLE PARALLEL UNSAFE
     AS $$
 DECLARE
-    v_context uuid := tenancy.context_tenant_id();
+    v_context pg_catalog.uuid := tenancy.context_tenant_id();
 BEGIN
     IF v_context IS NULL THEN
         RETURN NULL;
     END IF;
-    IF pg_catalog.current_setting('pgstrata.live_tenant_id', true) = v_context::text THEN
+    IF pg_catalog.current_setting('pgstrata.live_tenant_id', true) = v_context::pg_catalog.text THEN
         RETURN v_context;
     END IF;
     IF EXISTS (SELECT 1 FROM tenancy.tenants t WHERE t.id = v_context AND t.deleted_at IS NULL) THEN
-        PERFORM pg_catalog.set_config('pgstrata.live_tenant_id', v_context::text, true);
+        PERFORM pg_catalog.set_config('pgstrata.live_tenant_id', v_context::pg_catalog.text, true);
         RETURN v_context;
     END IF;
     RETURN NULL;
