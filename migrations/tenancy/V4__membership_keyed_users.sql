@@ -55,3 +55,56 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+-- Invitations follow the same rule: the open invitation of an address is found by a stored key.
+-- create_invitation expires the address's stale pending invitation first; with lower(email) that
+-- statement (as the application role, under RLS) read every pending invitation of the tenant.
+ALTER TABLE tenancy.invitations ADD COLUMN email_key text GENERATED ALWAYS AS (lower(email)) STORED;
+COMMENT ON COLUMN tenancy.invitations.email_key IS
+    'lower(email): look invitations up with email_key = lower($1), an index condition under RLS';
+DROP INDEX tenancy.invitations_pending_email_key;
+CREATE UNIQUE INDEX invitations_pending_email_key ON tenancy.invitations (tenant_id, email_key)
+    WHERE status = 'pending';
+
+-- V3's create_invitation, the stale invitation found by email_key.
+CREATE OR REPLACE FUNCTION tenancy.create_invitation(
+    p_email text,
+    p_role text DEFAULT 'member',
+    p_ttl interval DEFAULT interval '7 days',
+    p_invited_by uuid DEFAULT NULL
+) RETURNS TABLE (invitation_id uuid, token text)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v_tenant uuid := tenancy.current_tenant_id();
+    v_actor uuid := tenancy.current_actor_id();
+    v_token text;
+BEGIN
+    IF v_tenant IS NULL THEN
+        RAISE EXCEPTION 'no tenant in context: set app.tenant_id in this transaction first'
+            USING ERRCODE = '42501';
+    END IF;
+    IF v_actor IS NULL THEN
+        RAISE EXCEPTION 'inviting needs an acting user: set app.actor_id in this transaction first'
+            USING ERRCODE = '42501';
+    END IF;
+    IF p_invited_by IS NOT NULL AND p_invited_by <> v_actor THEN
+        RAISE EXCEPTION 'an invitation is sent by the acting user, not by %', p_invited_by
+            USING ERRCODE = '42501';
+    END IF;
+    IF p_ttl IS NULL OR p_ttl <= interval '0' OR p_ttl > interval '90 days' THEN
+        RAISE EXCEPTION 'invitation ttl must be positive and at most 90 days, got %', p_ttl
+            USING ERRCODE = '22023';
+    END IF;
+    UPDATE tenancy.invitations i SET status = 'expired'
+     WHERE i.tenant_id = v_tenant AND i.email_key = pg_catalog.lower(p_email)
+       AND i.status = 'pending' AND i.expires_at <= now();
+    v_token := replace(v_tenant::text, '-', '') || '.'
+            || replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
+    RETURN QUERY
+    INSERT INTO tenancy.invitations AS i (tenant_id, email, role, token_hash, expires_at, invited_by)
+    VALUES (v_tenant, p_email, p_role, sha256(convert_to(v_token, 'UTF8')), now() + p_ttl, v_actor)
+    RETURNING i.id, v_token;
+END
+$$;

@@ -137,7 +137,7 @@ static QUERIES: [Query; 16] = [
         "tenancy",
         "pending-invitation-by-email",
         "SELECT id, expires_at FROM tenancy.invitations \
-          WHERE tenant_id = $1 AND lower(email) = lower($2) AND status = 'pending'",
+          WHERE tenant_id = $1 AND email_key = lower($2) AND status = 'pending'",
         &[Tenant, InviteeEmail],
     ),
     same(
