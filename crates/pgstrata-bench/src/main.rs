@@ -6,6 +6,7 @@
 //! cargo run --release -p pgstrata-bench -- queue
 //! cargo run --release -p pgstrata-bench -- billing
 //! cargo run --release -p pgstrata-bench -- audit
+//! cargo run --release -p pgstrata-bench -- rls
 //! ```
 //!
 //! It connects to `--database-url` / `DATABASE_URL` as a superuser (to create a scratch database
@@ -16,6 +17,7 @@ mod audit;
 mod billing;
 mod queue;
 mod rbac;
+mod rls;
 mod scratch;
 
 use clap::{Parser, Subcommand};
@@ -113,6 +115,27 @@ enum Command {
         #[arg(long)]
         keep_database: bool,
     },
+
+    /// Every module's tenant-scoped hot queries as the application role through the policies,
+    /// beside the same queries with the tenant predicate written out as a role that bypasses
+    /// RLS, at tenants of 100, 10,000 and 100,000 rows; the ratio per query and size.
+    Rls {
+        /// Milliseconds each side runs a query per round.
+        #[arg(long, default_value_t = 400)]
+        phase_ms: u64,
+
+        /// Interleaved rounds; each query and size reports the median of its rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+
+        /// Keep the scratch database for inspection instead of dropping it.
+        #[arg(long)]
+        keep_database: bool,
+
+        /// Print each query's plan as the application role at the largest size first.
+        #[arg(long)]
+        explain: bool,
+    },
 }
 
 #[tokio::main]
@@ -184,6 +207,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 seal_interval_ms,
                 retention_rows: retention_rows.max(1),
                 keep_database,
+            })
+            .await
+        }
+        Command::Rls {
+            phase_ms,
+            rounds,
+            keep_database,
+            explain,
+        } => {
+            rls::run(&rls::Options {
+                url,
+                clients: cli.concurrency.max(1),
+                phase: std::time::Duration::from_millis(phase_ms.max(50)),
+                rounds: rounds.max(1),
+                keep_database,
+                explain,
             })
             .await
         }

@@ -29,6 +29,8 @@ pub struct Invitation {
     pub version: i64,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// lower(email): look invitations up with email_key = lower($1), an index condition under RLS
+    pub email_key: Option<String>,
 }
 
 /// Identifiers of `tenancy.invitations` for sea-query; `Table` is the table itself.
@@ -48,6 +50,7 @@ pub enum Invitations {
     Version,
     CreatedAt,
     UpdatedAt,
+    EmailKey,
 }
 
 impl Invitations {
@@ -74,6 +77,7 @@ impl Iden for Invitations {
             Invitations::Version => "version",
             Invitations::CreatedAt => "created_at",
             Invitations::UpdatedAt => "updated_at",
+            Invitations::EmailKey => "email_key",
         }
     }
 }
@@ -194,6 +198,8 @@ pub struct User {
     pub version: i64,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// lower(email): look users up with email_key = lower($1), an index condition under RLS
+    pub email_key: Option<String>,
 }
 
 /// Identifiers of `tenancy.users` for sea-query; `Table` is the table itself.
@@ -206,6 +212,7 @@ pub enum Users {
     Version,
     CreatedAt,
     UpdatedAt,
+    EmailKey,
 }
 
 impl Users {
@@ -225,6 +232,7 @@ impl Iden for Users {
             Users::Version => "version",
             Users::CreatedAt => "created_at",
             Users::UpdatedAt => "updated_at",
+            Users::EmailKey => "email_key",
         }
     }
 }

@@ -29,6 +29,7 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("tenancy", 1, "tenancy"),
         pgstrata_core::migration!("tenancy", 2, "roles"),
         pgstrata_core::migration!("tenancy", 3, "hardening"),
+        pgstrata_core::migration!("tenancy", 4, "membership_keyed_users"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/tenancy/seed.sql")),
 };

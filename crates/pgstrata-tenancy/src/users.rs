@@ -64,18 +64,20 @@ pub fn select_by_id(id: UserId) -> Built {
     )
 }
 
-/// `SELECT` of one user by email, case-insensitively (uses `users_email_key`).
+/// `SELECT` of one user by email, case-insensitively, on the stored `email_key` (`lower(email)`):
+/// under row-level security only a leakproof condition runs before the policy, and
+/// `email_key = lower($1)` is one, so the row is found through `users_email_key`.
 ///
 /// ```
 /// let (sql, _) = pgstrata_tenancy::users::select_by_email("Ann@Example.com");
-/// assert_eq!(sql, r#"SELECT * FROM "tenancy"."users" WHERE LOWER("email") = LOWER($1)"#);
+/// assert_eq!(sql, r#"SELECT * FROM "tenancy"."users" WHERE "email_key" = LOWER($1)"#);
 /// ```
 pub fn select_by_email(email: &str) -> Built {
     sql::build(
         Query::select()
             .column(Asterisk)
             .from(Users::qualified())
-            .and_where(Func::lower(Expr::col(Users::Email)).eq(Func::lower(Expr::val(email)))),
+            .and_where(Expr::col(Users::EmailKey).eq(Func::lower(Expr::val(email)))),
     )
 }
 
@@ -85,7 +87,7 @@ pub fn select_page(filter: &UserFilter, page: &Page) -> Result<Built> {
     let mut q = Query::select();
     q.column(Asterisk).from(Users::qualified());
     if let Some(prefix) = &filter.email_prefix {
-        q.and_where(Func::lower(Expr::col(Users::Email)).like(validate::like_prefix(&prefix.to_lowercase())));
+        q.and_where(Expr::col(Users::EmailKey).like(validate::like_prefix(&prefix.to_lowercase())));
     }
     if let Some(after) = page.after {
         q.and_where(Expr::col(Users::Id).gt(after));

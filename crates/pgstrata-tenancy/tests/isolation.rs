@@ -311,3 +311,52 @@ async fn a_thousand_alternating_tenant_transactions_over_two_connections_never_l
     app.close().await;
     db.close().await.unwrap();
 }
+
+/// `current_tenant_id()` keeps its check of the tenant for the rest of the transaction (D-071):
+/// keyed by the tenant, so a context switched to a deleted tenant in the same transaction sees
+/// nothing and one switched back sees its rows; and it stays out of parallel plans, where
+/// PostgreSQL refuses the `set_config` that keeps the answer.
+#[tokio::test]
+async fn the_live_tenant_check_follows_the_context_within_a_transaction() {
+    let db = migrated_db().await;
+    let app = db.app_pool(2).await.unwrap();
+    let a = org(&app, "alpha").await;
+    let b = org(&app, "bravo").await;
+    sqlx::query("UPDATE tenancy.tenants SET deleted_at = now() WHERE id = $1")
+        .bind(b.id.0)
+        .execute(&db.admin)
+        .await
+        .unwrap();
+    let mut conn = app.acquire().await.unwrap();
+
+    let mut tx = conn.begin().await.unwrap();
+    for (ctx, expected) in [(&a, 2), (&b, 0), (&a, 2), (&b, 0)] {
+        pgstrata_core::set_tenant_context(&mut tx, &ctx.ctx()).await.unwrap();
+        assert_eq!(
+            count(&mut tx, "tenancy.memberships", "tenant_id", None).await,
+            expected,
+            "{}",
+            ctx.slug
+        );
+        let current: Option<uuid::Uuid> = sqlx::query_scalar("SELECT tenancy.current_tenant_id()")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(current, (expected > 0).then_some(ctx.id.0), "{}", ctx.slug);
+    }
+    tx.rollback().await.unwrap();
+
+    // The first statement of a transaction makes the check, here under a parallel plan.
+    let mut tx = conn.begin().await.unwrap();
+    pgstrata_core::set_tenant_context(&mut tx, &a.ctx()).await.unwrap();
+    sqlx::query("SET LOCAL force_parallel_mode = on")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(count(&mut tx, "tenancy.memberships", "tenant_id", None).await, 2);
+    tx.rollback().await.unwrap();
+
+    drop(conn);
+    app.close().await;
+    db.close().await.unwrap();
+}

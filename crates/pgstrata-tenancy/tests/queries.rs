@@ -61,7 +61,8 @@ fn hot_queries(doc: &str, module: &str) -> Vec<HotQuery> {
     out
 }
 
-/// 1,000 tenants, 100k users, 100k memberships, 100k invitations, with the ids queries.md uses.
+/// 1,000 tenants of 100 members and one of 100,000: 200k users, 200k memberships, 100k
+/// invitations, with the ids queries.md uses.
 const SCALE_SQL: &str = r#"
 INSERT INTO tenancy.tenants (id, slug, name)
 SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(k), 12, '0'))::uuid, 'tenant-' || k, 'Tenant ' || k
@@ -81,11 +82,20 @@ SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(k % 1000 + 1), 12, '0'))::uuid
        CASE WHEN k % 4 = 0 THEN ('00000001-0000-7000-8000-' || lpad(to_hex(k), 12, '0'))::uuid END,
        CASE WHEN k % 4 = 0 THEN now() END
   FROM generate_series(1, 100000) k;
+-- Tenant 1001 has 100,000 members of its own: the largest size the member directory is planned at.
+INSERT INTO tenancy.tenants (id, slug, name)
+VALUES ('00000000-0000-7000-8000-0000000003e9', 'tenant-1001', 'Tenant 1001');
+INSERT INTO tenancy.users (id, email, display_name)
+SELECT ('00000002-0000-7000-8000-' || lpad(to_hex(k), 12, '0'))::uuid, 'member' || k || '@example.com', 'Member ' || k
+  FROM generate_series(1, 100000) k;
+INSERT INTO tenancy.memberships (tenant_id, user_id, role)
+SELECT '00000000-0000-7000-8000-0000000003e9', ('00000002-0000-7000-8000-' || lpad(to_hex(k), 12, '0'))::uuid, 'member'
+  FROM generate_series(1, 100000) k;
 ANALYZE tenancy.tenants, tenancy.users, tenancy.memberships, tenancy.invitations;
 "#;
 
 #[tokio::test]
-async fn hot_queries_use_their_index_at_100k_rows() {
+async fn hot_queries_use_their_index_at_100k_rows_and_a_100k_member_tenant() {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../queries.md")).unwrap();
     let queries = hot_queries(&doc, "tenancy");
     assert!(queries.len() >= 5, "queries.md lists the tenancy hot queries");
