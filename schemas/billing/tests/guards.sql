@@ -64,8 +64,10 @@ SELECT throws_matching($$SELECT billing.link_customer('cus_tap_a', 'b0000000-000
                        'the refusal does not name the tenant that holds the customer');
 SELECT is(billing.link_customer('cus_tap_unlinked', 'b0000000-0000-4000-8000-000000000000'), 1,
           'the sync role links an unlinked customer');
+RESET ROLE;
 SELECT is((SELECT tenant_id FROM billing.subscriptions WHERE id = 'sub_tap_u'), 'b0000000-0000-4000-8000-000000000000'::uuid,
           'and the event that waited for the link is applied in that tenant');
+SET LOCAL ROLE pgstrata_billing_sync;
 SELECT throws_ok($$SELECT * FROM billing.process_event('{"type": "customer.created"}')$$, '22023', NULL,
                  'a malformed event is refused');
 RESET ROLE;
