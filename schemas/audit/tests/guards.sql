@@ -14,8 +14,8 @@ SELECT EXISTS (SELECT 1 FROM audit.tables WHERE table_name = 'tenancy.tenants') 
 GRANT SELECT ON tap_audited TO PUBLIC;
 
 SET LOCAL ROLE pgstrata_app;
-SELECT pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000');
-SELECT set_config('app.request_id', 'pgtap-42', true);
+SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000');
+SELECT FROM set_config('app.request_id', 'pgtap-42', true);
 
 -- Events: the application records them; the database fills in who, when and which request.
 CREATE TEMP TABLE tap_event ON COMMIT DROP AS SELECT audit.record('tap.login', 'user', 'alice', '{"method": "sso"}') AS id;
@@ -53,7 +53,7 @@ SELECT is(pg_temp.outcome($$SELECT * FROM audit.seal_locks FOR UPDATE$$), '42501
 SELECT is(pg_temp.outcome($$LOCK TABLE audit.records IN EXCLUSIVE MODE$$), '42501', 'the application cannot lock the log');
 
 -- A deleted tenant records nothing.
-SELECT pg_temp.ctx('d0000000-0000-4000-8000-000000000000', 'd1000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx('d0000000-0000-4000-8000-000000000000', 'd1000000-0000-4000-8000-000000000000');
 SELECT is(pg_temp.outcome($$SELECT audit.record('tap.x', 'tap', '1')$$), '42501', 'a deleted tenant''s context records nothing');
 RESET ROLE;
 

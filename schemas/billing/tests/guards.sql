@@ -74,7 +74,7 @@ RESET ROLE;
 
 -- The application role: no entry point, no link.
 SET LOCAL ROLE pgstrata_app;
-SELECT pg_temp.ctx('b0000000-0000-4000-8000-000000000000', 'b1000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx('b0000000-0000-4000-8000-000000000000', 'b1000000-0000-4000-8000-000000000000');
 SELECT is(pg_temp.outcome($$SELECT * FROM billing.process_event(pg_temp.event('evt_tap_f', 'customer.created', 1764547900,
               '{"id": "cus_tap_f", "object": "customer", "metadata": {"tenant_id": "b0000000-0000-4000-8000-000000000000"}}'))$$),
           '42501', 'the application cannot deliver an event');

@@ -19,12 +19,12 @@ SELECT * FROM pg_temp.isolation('billing.entitlement_summaries');
 SELECT * FROM pg_temp.isolation('billing.active_entitlements');
 
 SET LOCAL ROLE pgstrata_app;
-SELECT pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000');
 SELECT ok(billing.tenant_has_feature('a0000000-0000-4000-8000-000000000000', 'tap_seats'),
           'A has the feature its active subscription''s product grants');
 SELECT is((SELECT product_id FROM billing.tenant_current_plan('a0000000-0000-4000-8000-000000000000')), 'prod_tap',
           'A''s current plan is its subscription''s product');
-SELECT pg_temp.ctx('b0000000-0000-4000-8000-000000000000', 'b1000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx('b0000000-0000-4000-8000-000000000000', 'b1000000-0000-4000-8000-000000000000');
 SELECT ok(NOT billing.tenant_has_feature('a0000000-0000-4000-8000-000000000000', 'tap_seats'),
           'B cannot learn A''s features by naming A');
 SELECT is_empty($$SELECT * FROM billing.tenant_current_plan('a0000000-0000-4000-8000-000000000000')$$,

@@ -8,7 +8,7 @@ SELECT plan(30);
 \ir fixtures.psql
 
 SET LOCAL ROLE pgstrata_app;
-SELECT pg_temp.ctx('b0000000-0000-4000-8000-000000000000', 'b1000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx('b0000000-0000-4000-8000-000000000000', 'b1000000-0000-4000-8000-000000000000');
 SELECT is(ARRAY(SELECT kind FROM queue.jobs WHERE queue = 'pgtap'), ARRAY['tap.b'], 'B sees its own jobs only');
 SELECT is((SELECT count(*) FROM queue.jobs WHERE tenant_id IS NULL), 0::bigint, 'B sees no system job');
 SELECT is(queue.cancel(pg_temp.id('a')), false, 'B cannot cancel A''s job');
@@ -34,15 +34,15 @@ SELECT is((SELECT tenant_id FROM queue.jobs WHERE kind = 'tap.b2'), 'b0000000-00
           'a job enqueued by B runs in B');
 
 -- No tenant, or an empty one: nothing visible, nothing enqueued.
-SELECT pg_temp.ctx(NULL, NULL);
+SELECT FROM pg_temp.ctx(NULL, NULL);
 SELECT is((SELECT count(*) FROM queue.jobs), 0::bigint, 'no tenant in context sees no job');
 SELECT is(pg_temp.outcome($$SELECT queue.enqueue('tap.x', '{}', 'pgtap')$$), '42501', 'no tenant in context enqueues nothing');
-SELECT set_config('app.tenant_id', '', true);
+SELECT FROM set_config('app.tenant_id', '', true);
 SELECT is((SELECT count(*) FROM queue.jobs), 0::bigint, 'an empty tenant setting sees no job');
 
 -- A's own jobs: cancel and retry unheld ones; never a held one, never another tenant, never
 -- a worker's columns.
-SELECT pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000');
 SELECT is(queue.cancel(pg_temp.id('held')), false, 'A cannot cancel a job a worker holds');
 SELECT is(pg_temp.outcome(format('UPDATE queue.jobs SET tenant_id = %L WHERE id = %s',
                                  'b0000000-0000-4000-8000-000000000000', pg_temp.id('a'))),

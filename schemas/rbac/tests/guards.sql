@@ -19,7 +19,7 @@ INSERT INTO rbac.grants (tenant_id, principal_type, principal_id, role_key, expi
     ('a0000000-0000-4000-8000-000000000000', 'user', 'c1000000-0000-4000-8000-000000000000', 'admin', now() + interval '1 day');
 
 SET LOCAL ROLE pgstrata_app;
-SELECT pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000');
 
 -- An empty role granted to oneself is harmless; putting more in it is not.
 SELECT lives_ok($$INSERT INTO rbac.roles (tenant_id, key) VALUES ('a0000000-0000-4000-8000-000000000000', 'tap_empty')$$,
@@ -53,13 +53,13 @@ SELECT ok(pg_temp.outcome($$UPDATE tenancy.memberships SET role = 'owner'
           'a member cannot update its membership to owner');
 SELECT ok(pg_temp.outcome($$SELECT tenancy.create_invitation('new@pgtap.invalid', 'owner')$$) IN ('PS403', '42501'),
           'a member cannot invite an owner');
-SELECT pg_temp.ctx('a0000000-0000-4000-8000-000000000000', NULL);
+SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', NULL);
 SELECT throws_ok($$INSERT INTO rbac.grants (tenant_id, principal_type, principal_id, permission)
                    VALUES ('a0000000-0000-4000-8000-000000000000', 'user', 'a2000000-0000-4000-8000-000000000000', 'invoice:read')$$,
                  'PS403', NULL, 'granting needs an acting user');
 
 -- An expiring admin grant does not mint permanent grants.
-SELECT pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'c1000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'c1000000-0000-4000-8000-000000000000');
 SELECT throws_ok($$INSERT INTO rbac.grants (tenant_id, principal_type, principal_id, permission)
                    VALUES ('a0000000-0000-4000-8000-000000000000', 'api_key', 'a7000000-0000-4000-8000-000000000000', 'invoice:delete')$$,
                  'PS403', NULL, 'an expiring admin cannot grant for good');
@@ -69,7 +69,7 @@ SELECT lives_ok($$INSERT INTO rbac.grants (tenant_id, principal_type, principal_
                 'an expiring admin grants for no longer than it holds');
 
 -- The owner's legitimate changes pass; deny wins over any allow; the graph stays acyclic.
-SELECT pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000');
 SELECT lives_ok($$INSERT INTO rbac.grants (tenant_id, principal_type, principal_id, permission)
                   VALUES ('a0000000-0000-4000-8000-000000000000', 'user', 'a2000000-0000-4000-8000-000000000000', 'invoice:*')$$,
                 'the owner grants what it holds');

@@ -18,15 +18,15 @@ SELECT * FROM pg_temp.isolation('rbac.grants');
 SELECT * FROM pg_temp.isolation('rbac.role_graph_locks');
 
 SET LOCAL ROLE pgstrata_app;
-SELECT pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000');
 SELECT ok(rbac.check('user', 'a2000000-0000-4000-8000-000000000000', 'report:export'),
           'in A, Adam holds what A granted him');
-SELECT pg_temp.ctx('b0000000-0000-4000-8000-000000000000', 'b1000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx('b0000000-0000-4000-8000-000000000000', 'b1000000-0000-4000-8000-000000000000');
 SELECT ok(NOT rbac.check('user', 'a2000000-0000-4000-8000-000000000000', 'report:export'),
           'in B, A''s grants to Adam count for nothing');
 SELECT ok(NOT rbac.check('user', 'a1000000-0000-4000-8000-000000000000', 'invoice:read'),
           'in B, A''s owner holds nothing');
-SELECT pg_temp.ctx(NULL, 'a1000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx(NULL, 'a1000000-0000-4000-8000-000000000000');
 SELECT ok(NOT coalesce(rbac.check('user', 'a1000000-0000-4000-8000-000000000000', 'invoice:read'), false),
           'with no tenant, even an owner holds nothing');
 RESET ROLE;

@@ -7,7 +7,7 @@ SELECT plan(27);
 \ir fixtures.psql
 
 SET LOCAL ROLE pgstrata_app;
-SELECT pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000');
 
 -- Versioned rows: an update that names a stale version is refused; the current one bumps it.
 SELECT throws_ok($$UPDATE tenancy.memberships SET version = version - 1
@@ -35,7 +35,7 @@ SELECT is(pg_temp.outcome($$INSERT INTO tenancy.memberships (tenant_id, user_id,
 SELECT is(pg_temp.outcome($$UPDATE tenancy.memberships SET user_id = 'c1000000-0000-4000-8000-000000000000'
                             WHERE user_id = 'a2000000-0000-4000-8000-000000000000'$$),
           '42501', 'a membership never moves to another user');
-SELECT pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000');
 SELECT ok(pg_temp.outcome($$UPDATE tenancy.memberships SET role = 'owner' WHERE user_id = 'a2000000-0000-4000-8000-000000000000'$$)
               IN ('42501', 'PS403'),
           'a member cannot make itself owner');
@@ -44,14 +44,14 @@ SELECT ok(pg_temp.outcome($$DELETE FROM tenancy.memberships WHERE user_id = 'a10
           'a member cannot remove the owner');
 SELECT is(pg_temp.outcome($$DELETE FROM tenancy.memberships WHERE user_id = 'a2000000-0000-4000-8000-000000000000'$$),
           '1 rows', 'a member may leave');
-SELECT pg_temp.ctx('a0000000-0000-4000-8000-000000000000', NULL);
+SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', NULL);
 SELECT is(pg_temp.outcome($$UPDATE tenancy.memberships SET role = 'member'$$), '42501',
           'changing memberships needs an acting user');
 
 -- Invitations: sent by the actor, bounded, closed only towards revoked or expired, accepted
 -- only by the invitee.
 SELECT is(pg_temp.outcome($$SELECT tenancy.create_invitation('x@pgtap.invalid')$$), '42501', 'inviting needs an acting user');
-SELECT pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000');
 SELECT is(pg_temp.outcome($$SELECT tenancy.create_invitation('x@pgtap.invalid', 'member', interval '1 day',
                                                              'b1000000-0000-4000-8000-000000000000')$$),
           '42501', 'an invitation cannot name another sender');
@@ -66,10 +66,10 @@ SELECT is(pg_temp.outcome($$UPDATE tenancy.invitations SET status = 'accepted' W
           '42501', 'the application cannot mark an invitation accepted');
 SELECT is(pg_temp.outcome($$UPDATE tenancy.invitations SET status = 'revoked' WHERE id = (SELECT invitation_id FROM tap_invite)$$),
           '1 rows', 'the application may revoke a pending invitation');
-SELECT pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000');
 SELECT is(pg_temp.outcome($$SELECT tenancy.accept_invitation((SELECT token FROM tap_invite), 'c1000000-0000-4000-8000-000000000000')$$),
           '42501', 'nobody accepts an invitation for someone else');
-SELECT pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'c1000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'c1000000-0000-4000-8000-000000000000');
 SELECT is(pg_temp.outcome($$SELECT tenancy.accept_invitation('a0000000000040008000000000000000.wrong', 'c1000000-0000-4000-8000-000000000000')$$),
           'PS404', 'a wrong token is not found');
 CREATE TEMP TABLE tap_accepted ON COMMIT DROP AS
@@ -81,7 +81,7 @@ SELECT is(tenancy.accept_invitation((SELECT token FROM tap_invite), 'c1000000-00
           (SELECT id FROM tap_accepted), 'accepting again returns the same membership (exactly once)');
 
 -- Before a tenant is chosen: only the actor's own tenants.
-SELECT pg_temp.ctx(NULL, 'b1000000-0000-4000-8000-000000000000');
+SELECT FROM pg_temp.ctx(NULL, 'b1000000-0000-4000-8000-000000000000');
 SELECT is(ARRAY(SELECT tenant_id FROM tenancy.actor_tenants()), ARRAY['b0000000-0000-4000-8000-000000000000'::uuid],
           'actor_tenants() lists the actor''s tenants only');
 SELECT is_empty(format('SELECT * FROM tenancy.resolve_tenant(%L)', 'pgtap-a-' || txid_current()),
