@@ -60,10 +60,12 @@ impl ThrowawayServer {
     /// `("shared_preload_libraries", "pg_cron")` (settings that only a start can change). Names
     /// and values are plain words: no spaces or quotes.
     pub fn start_with(settings: &[(&str, &str)]) -> Result<Self, ServerError> {
-        if let Some((name, value)) = settings
-            .iter()
-            .find(|(n, v)| n.is_empty() || [n, v].iter().any(|s| s.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"')))
-        {
+        if let Some((name, value)) = settings.iter().find(|(n, v)| {
+            n.is_empty()
+                || [n, v]
+                    .iter()
+                    .any(|s| s.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"'))
+        }) {
             return Err(ServerError::Command {
                 step: "checking server settings",
                 detail: format!("setting {name:?} = {value:?} must be plain words"),

@@ -7,7 +7,12 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 SET LOCAL client_min_messages = warning;
 \set schema tenancy
 CREATE TEMP TABLE tap_suppressed (fn text, pattern text, reason text) ON COMMIT DROP;
--- Nothing suppressed: every function is clean.
+-- Without rbac, the guard's dynamic call of rbac.check is checked against a schema that is
+-- not there; the guard only runs it when rbac is installed.
+INSERT INTO tap_suppressed (fn, pattern, reason)
+SELECT 'tenancy.memberships_guard()', 'error: schema "rbac" does not exist',
+       'EXECUTE of rbac.check, reached only when the rbac schema exists (checked just before)'
+ WHERE to_regnamespace('rbac') IS NULL;
 \ir ../../tenancy/tests/plpgsql_check.psql
 SELECT * FROM finish();
 ROLLBACK;
