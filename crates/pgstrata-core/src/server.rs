@@ -53,6 +53,25 @@ pub struct ThrowawayServer {
 impl ThrowawayServer {
     /// Initialises and starts a new server. Blocks for the one or two seconds that takes.
     pub fn start() -> Result<Self, ServerError> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`ThrowawayServer::start`], with extra server settings given at start, such as
+    /// `("shared_preload_libraries", "pg_cron")` (settings that only a start can change). Names
+    /// and values are plain words: no spaces or quotes.
+    pub fn start_with(settings: &[(&str, &str)]) -> Result<Self, ServerError> {
+        if let Some((name, value)) = settings.iter().find(|(n, v)| {
+            n.is_empty()
+                || [n, v]
+                    .iter()
+                    .any(|s| s.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"'))
+        }) {
+            return Err(ServerError::Command {
+                step: "checking server settings",
+                detail: format!("setting {name:?} = {value:?} must be plain words"),
+            });
+        }
+        let extra: String = settings.iter().map(|(n, v)| format!(" -c {n}={v}")).collect();
         let bin_dir = find_bin_dir().ok_or(ServerError::NotInstalled)?;
         let run_as_postgres = running_as_root();
         let owner = if run_as_postgres {
@@ -111,7 +130,7 @@ impl ThrowawayServer {
             let port = free_port()?;
             let options = format!(
                 "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-                 -c full_page_writes=off -c max_connections=200",
+                 -c full_page_writes=off -c max_connections=200{extra}",
                 server.dir.display()
             );
             let started = server.run(
