@@ -72,7 +72,6 @@ DECLARE
     v_redacted text[] := TG_ARGV[3]::text[];
     v_columns text[] := CASE WHEN TG_NARGS > 4 THEN TG_ARGV[4]::text[] ELSE '{}'::text[] END;
     v_row jsonb;
-    v_before jsonb;
     v_unchanged text[] := '{}';
     v_old jsonb;
     v_new jsonb;

@@ -1371,7 +1371,6 @@ DECLARE
     v_redacted text[] := TG_ARGV[3]::text[];
     v_columns text[] := CASE WHEN TG_NARGS > 4 THEN TG_ARGV[4]::text[] ELSE '{}'::text[] END;
     v_row jsonb;
-    v_before jsonb;
     v_unchanged text[] := '{}';
     v_old jsonb;
     v_new jsonb;
@@ -1991,7 +1990,7 @@ END
 $$;
 
 INSERT INTO pgstrata.audit_history (version, name, applied_on, checksum)
-VALUES (3, 'lighter_writes', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '4254246826594873776');
+VALUES (3, 'lighter_writes', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '10470329052591505028');
 
 -- ==== after the migrations ====
 
