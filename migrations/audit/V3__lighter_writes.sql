@@ -434,9 +434,10 @@ BEGIN
     END;
     -- The horizon: the oldest transaction still running that could write here, or the next
     -- transaction id. Every transaction below it has ended, and the next statement's snapshot
-    -- sees all of their records. Transactions positively seen in another database (by their
-    -- transaction id lock) are passed over, so a long transaction elsewhere in the cluster
-    -- does not hold sealing back; anything not identified counts as this database's.
+    -- sees all of their records. Transactions positively seen in another database, or in an
+    -- autovacuum worker (whose ANALYZE takes a transaction id and never writes records), by
+    -- their transaction id lock, are passed over, so they do not hold sealing back; anything
+    -- not identified counts as this database's.
     v_snapshot := pg_current_snapshot();
     SELECT coalesce(min(x), pg_snapshot_xmax(v_snapshot)) INTO v_horizon
       FROM pg_snapshot_xip(v_snapshot) x
@@ -445,7 +446,8 @@ BEGIN
                  FROM pg_locks l
                  JOIN pg_stat_activity a ON a.pid = l.pid
                 WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted
-                  AND a.datid <> (SELECT d.oid FROM pg_database d WHERE d.datname = current_database()));
+                  AND (a.datid <> (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+                       OR a.backend_type = 'autovacuum worker'));
     FOR v_rec IN
         SELECT b.*
           FROM (SELECT l.tenant_id, l.txid, l.id,
