@@ -496,6 +496,10 @@ BEGIN
         -- would fail the same way, so it is recorded with the reason and not retried.
         outcome := CASE WHEN SQLSTATE = 'PS422' THEN 'rejected' ELSE 'failed' END;
         error := SQLSTATE || ': ' || SQLERRM;
+        -- A customer linked to another tenant (PS403): the result does not name that tenant.
+        IF SQLSTATE = 'PS403' THEN
+            tenant_id := NULL;
+        END IF;
     END;
     PERFORM pg_catalog.set_config('app.tenant_id', coalesce(v_prev_tenant, ''), true);
     UPDATE billing.events e

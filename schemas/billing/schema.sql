@@ -1896,6 +1896,10 @@ BEGIN
         -- would fail the same way, so it is recorded with the reason and not retried.
         outcome := CASE WHEN SQLSTATE = 'PS422' THEN 'rejected' ELSE 'failed' END;
         error := SQLSTATE || ': ' || SQLERRM;
+        -- A customer linked to another tenant (PS403): the result does not name that tenant.
+        IF SQLSTATE = 'PS403' THEN
+            tenant_id := NULL;
+        END IF;
     END;
     PERFORM pg_catalog.set_config('app.tenant_id', coalesce(v_prev_tenant, ''), true);
     UPDATE billing.events e
@@ -2110,4 +2114,4 @@ GRANT EXECUTE ON FUNCTION billing.backfill_position(text, boolean), billing.back
     TO pgstrata_billing_sync;
 
 INSERT INTO pgstrata.billing_history (version, name, applied_on, checksum)
-VALUES (4, 'current_shapes', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '10254827522217200649');
+VALUES (4, 'current_shapes', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '6782160973236498301');

@@ -336,6 +336,7 @@ async fn a_customer_linked_elsewhere_is_refused_without_naming_its_tenant() {
         for e in [updated, session] {
             let p = apply(&mut sync, &e).await;
             assert_eq!(p.outcome, Outcome::Failed, "{owner:?}");
+            assert_eq!(p.tenant_id, None, "{owner:?}: the result names no tenant either");
             let error = p.error.unwrap_or_default();
             assert!(error.starts_with("PS403") && !error.contains(&holder_id), "{error}");
         }
@@ -452,6 +453,8 @@ async fn definer_functions_do_not_run_the_callers_pg_temp_types_as_the_owner() {
             executable_definers(&db, SYNC_LOGIN).await,
             [
                 "billing.apply_refetched(text,jsonb)",
+                "billing.backfill_advance(text,text,integer,boolean)",
+                "billing.backfill_position(text,boolean)",
                 "billing.ledger(text,integer)",
                 "billing.link_customer(text,uuid)",
                 "billing.process_event(jsonb)",
@@ -502,6 +505,20 @@ async fn definer_functions_do_not_run_the_callers_pg_temp_types_as_the_owner() {
         ));
         let pruned = pgstrata_billing::ledger::prune(&mut sync, std::time::Duration::from_secs(7 * 86_400)).await;
         seen.push(format!("sync prune: {:?}", pruned.map_err(|e| e.to_string())));
+        let advanced = sqlx::query("SELECT billing.backfill_advance('customers', 'cus_x', 1, false)")
+            .execute(&mut sync)
+            .await;
+        seen.push(format!(
+            "sync backfill advance: {:?}",
+            advanced.map(drop).map_err(|e| e.to_string())
+        ));
+        let position = sqlx::query("SELECT * FROM billing.backfill_position('customers', true)")
+            .execute(&mut sync)
+            .await;
+        seen.push(format!(
+            "sync backfill position: {:?}",
+            position.map(drop).map_err(|e| e.to_string())
+        ));
         let refetched = event(&events, "16")["data"]["object"].clone();
         let r = pgstrata_billing::apply_refetched(&mut sync, "subscription", &refetched).await;
         seen.push(format!("sync refetch: {:?}", r.map_err(|e| e.to_string())));

@@ -84,6 +84,18 @@ struct Lister {
     webhook_with: Option<(String, Value, sqlx::PgPool)>,
 }
 
+impl Lister {
+    /// Only HTTP: no webhook, no failure.
+    fn plain(address: &str) -> Self {
+        Lister {
+            address: address.to_owned(),
+            calls: Mutex::new(0),
+            fail_on_call: None,
+            webhook_with: None,
+        }
+    }
+}
+
 impl StripeList for Lister {
     async fn page(&self, resource: &str, starting_after: Option<&str>) -> Result<Value, String> {
         let call = {
@@ -156,12 +168,7 @@ async fn backfill_applies_every_list_resumes_where_it_stopped_and_never_beats_a_
 
     // The second run goes on after the first invoice only.
     let requests_before = log.lock().unwrap().len();
-    let lister = Lister {
-        address,
-        calls: Mutex::new(0),
-        fail_on_call: None,
-        webhook_with: None,
-    };
+    let lister = Lister::plain(&address);
     let report = backfill(&mut conn, &lister, &BackfillOptions::default(), |_| {})
         .await
         .unwrap();
@@ -200,12 +207,7 @@ async fn backfill_applies_every_list_resumes_where_it_stopped_and_never_beats_a_
     assert_eq!(stale, "processed", "recorded, and lost to the newer webhook");
 
     // A third run has nothing left; with restart it lists everything again, all stale now.
-    let lister = Lister {
-        address: lister.address.clone(),
-        calls: Mutex::new(0),
-        fail_on_call: None,
-        webhook_with: None,
-    };
+    let lister = Lister::plain(&lister.address);
     let report = backfill(&mut conn, &lister, &BackfillOptions::default(), |_| {})
         .await
         .unwrap();
