@@ -190,3 +190,168 @@ async fn workers_survive_terminated_connections_and_panicking_handlers() {
     );
     db.close().await.unwrap();
 }
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Sleep {
+    /// Seconds the handler's statement sleeps.
+    secs: f64,
+}
+
+impl JobKind for Sleep {
+    const KIND: &'static str = "sleep";
+    const MAX_ATTEMPTS: i32 = 1;
+    const TIMEOUT: Option<Duration> = Some(Duration::from_millis(300));
+}
+
+/// Sleeps in a statement of the job's transaction, then records the execution.
+struct Sleeper;
+
+impl Handler<Sleep> for Sleeper {
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        job: Sleep,
+        meta: &'a JobMeta,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            sqlx::query("SELECT pg_sleep($1)")
+                .bind(job.secs)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO public.executions (job_id, n) VALUES ($1, 0)")
+                .bind(meta.id.0)
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+async fn wait_until(db: &TestDb, sql: &'static str, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !sqlx::query_scalar::<_, bool>(sql).fetch_one(&db.admin).await.unwrap() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_handler_past_its_time_limit_fails_and_its_statement_is_cancelled() {
+    let db = setup().await;
+    let pool = db.pool_as(WORKER_LOGIN_ROLE, 6).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    // The kind's limit (300 ms) against a 20 s statement; a job's own limit overrides it.
+    let late = client::enqueue(&mut conn, &NewJob::of(&Sleep { secs: 20.0 }).unwrap())
+        .await
+        .unwrap();
+    let allowed = client::enqueue(
+        &mut conn,
+        &NewJob::of(&Sleep { secs: 0.5 })
+            .unwrap()
+            .timeout(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let (stop, stopped) = watch::channel(false);
+    let mut config = WorkerConfig::new("default");
+    config.poll_interval = Duration::from_millis(50);
+    let worker = Worker::new(pool.clone(), config).unwrap().register::<Sleep, _>(Sleeper);
+    let handle = tokio::spawn(worker.run(stopped));
+    wait_until(
+        &db,
+        "SELECT count(*) = 2 FROM queue.jobs WHERE finalized_at IS NOT NULL",
+        "both jobs to finish",
+    )
+    .await;
+    let states: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT id, state, coalesce(errors->0->>'error', '') FROM queue.jobs ORDER BY id")
+            .fetch_all(&db.admin)
+            .await
+            .unwrap();
+    assert_eq!(
+        states,
+        [
+            (late.0, "discarded".into(), "handler timed out after 300ms".into()),
+            (allowed.0, "completed".into(), String::new()),
+        ]
+    );
+    wait_until(
+        &db,
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active')",
+        "the overrunning statement to be cancelled",
+    )
+    .await;
+    let executions = count(&db, "SELECT count(*) FROM public.executions").await;
+    assert_eq!(executions, 1, "the timed-out attempt's writes were rolled back");
+    assert!(!handle.is_finished(), "the worker goes on");
+    stop.send(true).unwrap();
+    handle.await.unwrap().unwrap();
+    pool.close().await;
+    db.close().await.unwrap();
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Stuck;
+
+impl JobKind for Stuck {
+    const KIND: &'static str = "stuck";
+}
+
+/// Never finishes on its own.
+struct Forever;
+
+impl Handler<Stuck> for Forever {
+    fn handle<'a>(
+        &'a self,
+        _tx: &'a mut PgConnection,
+        _job: Stuck,
+        _meta: &'a JobMeta,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn past_the_shutdown_deadline_running_jobs_are_abandoned_to_the_rescuer() {
+    let db = setup().await;
+    let pool = db.pool_as(WORKER_LOGIN_ROLE, 6).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let id = client::enqueue(&mut conn, &NewJob::of(&Stuck).unwrap()).await.unwrap();
+    drop(conn);
+    let (stop, stopped) = watch::channel(false);
+    let mut config = WorkerConfig::new("default");
+    config.lease = Duration::from_secs(2);
+    config.shutdown_timeout = Duration::from_millis(300);
+    let worker = Worker::new(pool.clone(), config).unwrap().register::<Stuck, _>(Forever);
+    let handle = tokio::spawn(worker.run(stopped));
+    wait_until(
+        &db,
+        "SELECT count(*) = 1 FROM queue.jobs WHERE state = 'running'",
+        "the job to start",
+    )
+    .await;
+    let asked = tokio::time::Instant::now();
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .expect("run returns soon after the deadline")
+        .unwrap()
+        .unwrap();
+    assert!(
+        asked.elapsed() >= Duration::from_millis(300),
+        "the deadline was waited for"
+    );
+    // Abandoned, not released: the rescuer brings it back once its lease has expired.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(client::rescue(&mut conn).await.unwrap(), 1);
+    let job = client::get(&mut conn, id).await.unwrap().unwrap();
+    assert_eq!((job.state.as_str(), job.attempt), ("retryable", 1));
+    drop(conn);
+    pool.close().await;
+    db.close().await.unwrap();
+}
