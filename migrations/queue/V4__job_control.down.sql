@@ -1,5 +1,12 @@
 -- Back to V3: no time limit, actor or request id on a job; enqueue and enqueue_many as V3 had
 -- them; no snooze or cancel_attempt.
+ALTER FUNCTION queue.claim(text, integer, text, interval) RESET jit;
+ALTER FUNCTION queue.complete_many(bigint[], integer[]) RESET jit;
+ALTER FUNCTION queue.heartbeat_many(bigint[], integer[], interval) RESET jit;
+ALTER FUNCTION queue.promote_due(integer) RESET jit;
+ALTER FUNCTION queue.rescue(integer) RESET jit;
+ALTER FUNCTION queue.prune(interval, integer) RESET jit;
+
 DROP FUNCTION queue.snooze(bigint, integer, timestamptz);
 DROP FUNCTION queue.cancel_attempt(bigint, integer, text);
 DROP FUNCTION queue.enqueue(text, jsonb, text, smallint, timestamptz, integer, text, uuid, integer);
