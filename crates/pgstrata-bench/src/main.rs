@@ -52,8 +52,9 @@ enum Command {
     /// naive join-based check.
     Rbac,
 
-    /// Drain no-op jobs with pgstrata workers beside the seed single-statement SKIP LOCKED loop
-    /// and a raw batch loop; batch enqueue rate, enqueue-to-start latency with LISTEN/NOTIFY,
+    /// Drain no-op jobs with pgstrata workers (default WorkerConfig) beside pgmq (read 50 +
+    /// delete_batch), the seed single-statement SKIP LOCKED loop and a raw batch loop; batch
+    /// enqueue rate, enqueue-to-start latency with LISTEN/NOTIFY,
     /// and claim latency with 10k vs 1M jobs in the backlog.
     Queue {
         /// Jobs drained by each subject.
@@ -64,15 +65,17 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         workers: usize,
 
-        /// Executors per pgstrata worker (WorkerConfig::concurrency).
-        #[arg(long, default_value_t = 1)]
-        executors: usize,
+        /// Executors per pgstrata worker (WorkerConfig::concurrency); default: the default
+        /// WorkerConfig's.
+        #[arg(long)]
+        executors: Option<usize>,
 
-        /// Jobs per pgstrata claim and commit (WorkerConfig::batch_size).
-        #[arg(long, default_value_t = 200)]
-        batch_size: usize,
+        /// The most jobs per pgstrata claim and commit (WorkerConfig::batch_size); default: the
+        /// default WorkerConfig's.
+        #[arg(long)]
+        batch_size: Option<usize>,
 
-        /// Rounds of the three drains, each subject in a different order; the median round of
+        /// Rounds of the four drains, each subject in a different order; the median round of
         /// each is reported.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
@@ -177,8 +180,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 url,
                 jobs: jobs.max(1),
                 workers: workers.max(1),
-                executors: executors.max(1),
-                batch_size: batch_size.clamp(1, 1000),
+                executors: executors.map(|e| e.max(1)),
+                batch_size: batch_size.map(|b| b.clamp(1, 1000)),
                 rounds: rounds.max(1),
                 keep_database,
             })

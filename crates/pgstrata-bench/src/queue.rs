@@ -1,6 +1,8 @@
-//! The queue bench: how fast `Worker`s drain no-op jobs, beside the seed document's
-//! single-statement `SKIP LOCKED` loop and a raw batch loop (the SQL limit, no handler dispatch),
-//! run with the same number of workers on the same database; plus the batch enqueue rate, the
+//! The queue bench: how fast `Worker`s on their default `WorkerConfig` drain no-op jobs, beside
+//! pgmq (its published client and SQL, installed from the pgmq crate: `read` of 50 then
+//! `delete_batch`), the seed document's single-statement `SKIP LOCKED` loop and a raw batch loop
+//! (the SQL limit, no handler dispatch), run with the same number of workers on the same
+//! database, interleaved round by round; plus the batch enqueue rate, the
 //! enqueue-to-start latency with LISTEN/NOTIFY, and `queue.claim` latency as the backlog grows
 //! from 10,000 to 1,000,000 ready jobs.
 //!
@@ -33,11 +35,11 @@ pub struct Options {
     pub jobs: usize,
     /// Workers (pgstrata) or looping connections (baselines).
     pub workers: usize,
-    /// Executors per pgstrata worker.
-    pub executors: usize,
-    /// Jobs per pgstrata claim and commit.
-    pub batch_size: usize,
-    /// Rounds of the three drains; the median round of each is reported.
+    /// Executors per pgstrata worker; `None`: the default WorkerConfig's.
+    pub executors: Option<usize>,
+    /// The most jobs per pgstrata claim and commit; `None`: the default WorkerConfig's.
+    pub batch_size: Option<usize>,
+    /// Rounds of the four drains; the median round of each is reported.
     pub rounds: usize,
     /// Keep the scratch database for inspection instead of dropping it.
     pub keep_database: bool,
@@ -47,6 +49,10 @@ pub struct Options {
 const ENQUEUE_CHUNK: usize = 5_000;
 /// Jobs per claim of the raw batch loop.
 const RAW_BATCH: i64 = 50;
+/// Messages per pgmq read (then one delete_batch), and their visibility timeout.
+const PGMQ_BATCH: i32 = 50;
+const PGMQ_VT_SECS: i32 = 60;
+const PGMQ_QUEUE: &str = "bench_drain";
 /// How often the drain checks whether it is done.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// A drain slower than this is reported as an error rather than waited for.
@@ -73,6 +79,7 @@ const DRAIN_QUEUE: &str = "default";
 const NOTIFY_QUEUE: &str = "bench_notify";
 
 const GOAL_RATIO: f64 = 8.0;
+const GOAL_RATIO_TO_PGMQ: f64 = 1.2;
 const CLAIM_FLATNESS_GOAL: f64 = 1.5;
 const BASELINE_LABEL: &str = "seed single-statement SKIP LOCKED";
 
@@ -194,12 +201,13 @@ impl Drain {
 #[derive(Debug, Clone, Copy)]
 enum Subject {
     Pgstrata,
+    Pgmq,
     Seed,
     Raw,
 }
 
 impl Subject {
-    const ALL: [Subject; 3] = [Subject::Pgstrata, Subject::Seed, Subject::Raw];
+    const ALL: [Subject; 4] = [Subject::Pgstrata, Subject::Pgmq, Subject::Seed, Subject::Raw];
 }
 
 /// One round: every subject drains the same number of jobs.
@@ -207,6 +215,7 @@ impl Subject {
 struct Round {
     enqueue: Drain,
     pgstrata: Drain,
+    pgmq: Drain,
     seed: Drain,
     raw: Drain,
 }
@@ -232,6 +241,7 @@ struct ClaimLatency {
 struct Results {
     enqueue: Drain,
     pgstrata: Drain,
+    pgmq: Drain,
     seed: Drain,
     raw: Drain,
     rounds: Vec<Round>,
@@ -250,15 +260,23 @@ struct Summary {
     baseline: &'static str,
     baseline_ops_per_s: u64,
     ratio: f64,
+    pgmq_ops_per_s: u64,
+    ratio_to_pgmq: f64,
+    /// The lowest per-round ratios: the goals hold in every round.
+    min_round_ratio: f64,
+    min_round_ratio_to_pgmq: f64,
     raw_batch_ops_per_s: u64,
     ratio_to_raw: f64,
     enqueue_batch_per_s: u64,
     notify_latency_ms: Percentiles,
     claim_ms: ClaimMs,
+    config: &'static str,
     batch_size: usize,
     executors_per_worker: usize,
+    pgmq_batch_size: i32,
     raw_batch_size: i64,
     goal_ratio: f64,
+    goal_ratio_to_pgmq: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -289,6 +307,12 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
     create_app_role(&admin).await?;
     create_worker_role(&admin).await?;
     sqlx::raw_sql(SETUP_SQL).execute(&admin).await?;
+    install_pgmq(&admin).await?;
+    // The request path enqueues only for a live tenant (tenancy V3).
+    sqlx::query("INSERT INTO tenancy.tenants (id, slug, name) VALUES ($1, 'bench', 'bench')")
+        .bind(bench_tenant().tenant_id.0)
+        .execute(&admin)
+        .await?;
     let app_db = db.clone().username(APP_ROLE).password(APP_ROLE);
     let worker_db = db.clone().username(WORKER_ROLE).password(WORKER_ROLE);
     let jobs = i64::try_from(opts.jobs)?;
@@ -300,7 +324,7 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
     for round in 0..opts.rounds {
         eprintln!("Round {} of {}: {} jobs per subject", round + 1, opts.rounds, opts.jobs);
         let mut this = Round::default();
-        for subject in Subject::ALL.iter().cycle().skip(round % 3).take(3) {
+        for subject in Subject::ALL.iter().cycle().skip(round % 4).take(4) {
             // Each subject's table is loaded right before its drain, so that every drain starts
             // from the same state: a fresh, vacuumed table in the cache, after a checkpoint.
             match subject {
@@ -309,11 +333,17 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
                     this.enqueue = Drain::of(opts.jobs, enqueue_drain_jobs(&app_db, opts.jobs).await?);
                     sqlx::query("VACUUM ANALYZE queue.jobs").execute(&admin).await?;
                     sqlx::query("CHECKPOINT").execute(&admin).await?;
-                    eprintln!(
-                        "  draining with {} pgstrata workers ({} executor(s) each, batch {})...",
-                        opts.workers, opts.executors, opts.batch_size
-                    );
+                    eprintln!("  draining with {} pgstrata workers...", opts.workers);
                     this.pgstrata = Drain::of(opts.jobs, drain_pgstrata(&admin, &worker_db, opts, jobs).await?);
+                }
+                Subject::Pgmq => {
+                    load_pgmq(&admin, jobs).await?;
+                    eprintln!(
+                        "  draining with {} pgmq readers (read {PGMQ_BATCH} + delete_batch)...",
+                        opts.workers
+                    );
+                    this.pgmq = Drain::of(opts.jobs, drain_pgmq(&app_db, opts.workers).await?);
+                    check_pgmq_done(&admin).await?;
                 }
                 Subject::Seed => {
                     load_baseline(&admin, "bench.seed_jobs", jobs).await?;
@@ -346,6 +376,7 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
         &Results {
             enqueue: median(&rounds, |r| r.enqueue),
             pgstrata: median(&rounds, |r| r.pgstrata),
+            pgmq: median(&rounds, |r| r.pgmq),
             seed: median(&rounds, |r| r.seed),
             raw: median(&rounds, |r| r.raw),
             rounds: rounds.clone(),
@@ -416,15 +447,13 @@ async fn drain_pgstrata(
     let mut pools = Vec::with_capacity(opts.workers);
     for _ in 0..opts.workers {
         // Executors, the listener, maintenance and the batches' heartbeats.
-        pools.push(app_pool(worker_db, opts.executors + 3).await?);
+        pools.push(app_pool(worker_db, worker_config(DRAIN_QUEUE, opts).concurrency + 3).await?);
     }
     let (stop, stopped) = watch::channel(false);
     let started = Instant::now();
     let mut handles = Vec::with_capacity(opts.workers);
     for pool in &pools {
-        let mut config = WorkerConfig::new(DRAIN_QUEUE);
-        config.concurrency = opts.executors;
-        config.batch_size = opts.batch_size;
+        let config = worker_config(DRAIN_QUEUE, opts);
         let worker = Worker::new(pool.clone(), config)?.register::<Noop, _>(NoopHandler { ran: ran.clone() });
         handles.push(tokio::spawn(worker.run(stopped.clone())));
     }
@@ -439,6 +468,102 @@ async fn drain_pgstrata(
     }
     outcome?;
     Ok(took)
+}
+
+/// The default WorkerConfig, unless the command line overrides its executors or batch size.
+fn worker_config(queue: &str, opts: &Options) -> WorkerConfig {
+    let mut config = WorkerConfig::new(queue);
+    if let Some(executors) = opts.executors {
+        config.concurrency = executors;
+    }
+    if let Some(batch_size) = opts.batch_size {
+        config.batch_size = batch_size;
+    }
+    config
+}
+
+/// Installs pgmq from the SQL embedded in the pgmq crate, creates the drained queue, and lets
+/// the application role use it (as it runs the baselines).
+async fn install_pgmq(admin: &PgPool) -> Result<(), Box<dyn Error>> {
+    let pgmq = pgmq::PGMQueueExt::new_with_pool(admin.clone()).await;
+    pgmq.install_sql_from_embedded().await?;
+    pgmq.create(PGMQ_QUEUE).await?;
+    sqlx::raw_sql(
+        "GRANT USAGE ON SCHEMA pgmq TO pgstrata_app;
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pgmq TO pgstrata_app;
+         GRANT USAGE ON ALL SEQUENCES IN SCHEMA pgmq TO pgstrata_app;",
+    )
+    .execute(admin)
+    .await?;
+    Ok(())
+}
+
+/// Empties the pgmq queue and sends `jobs` messages with pgmq.send_batch (not measured), then
+/// vacuums and checkpoints like the other subjects' loads.
+async fn load_pgmq(admin: &PgPool, jobs: i64) -> Result<(), Box<dyn Error>> {
+    sqlx::query("SELECT pgmq.purge_queue($1)")
+        .bind(PGMQ_QUEUE)
+        .execute(admin)
+        .await?;
+    sqlx::query(
+        "SELECT count(*) FROM pgmq.send_batch($1, (SELECT array_agg(jsonb_build_object('n', g))          FROM generate_series(1, $2) AS g))",
+    )
+    .bind(PGMQ_QUEUE)
+    .bind(jobs)
+    .execute(admin)
+    .await?;
+    trusted(format!("VACUUM ANALYZE pgmq.q_{PGMQ_QUEUE}"))
+        .execute(admin)
+        .await?;
+    sqlx::query("CHECKPOINT").execute(admin).await?;
+    Ok(())
+}
+
+/// `workers` connections each reading PGMQ_BATCH messages with pgmq's client and deleting them
+/// with one delete_batch, until a read finds nothing; returns the wall time.
+async fn drain_pgmq(app_db: &PgConnectOptions, workers: usize) -> Result<Duration, Box<dyn Error>> {
+    let pool = app_pool(app_db, workers).await?;
+    let pgmq = Arc::new(pgmq::PGMQueueExt::new_with_pool(pool.clone()).await);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (pool, pgmq) = (pool.clone(), pgmq.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = pool.acquire().await?;
+            let mut done = 0usize;
+            loop {
+                let read: Vec<pgmq::types::Message> = pgmq
+                    .read_batch_with_cxn(PGMQ_QUEUE, PGMQ_VT_SECS, PGMQ_BATCH, &mut *conn)
+                    .await?;
+                if read.is_empty() {
+                    break;
+                }
+                let ids: Vec<i64> = read.iter().map(|m| m.msg_id).collect();
+                pgmq.delete_batch_with_cxn(PGMQ_QUEUE, &ids, &mut *conn).await?;
+                done += ids.len();
+            }
+            Ok::<usize, pgmq::PgmqError>(done)
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await??;
+    }
+    let took = started.elapsed();
+    pool.close().await;
+    eprintln!("  {total} jobs in {:.2} s", took.as_secs_f64());
+    Ok(took)
+}
+
+/// Fails unless pgmq's queue is empty.
+async fn check_pgmq_done(admin: &PgPool) -> Result<(), Box<dyn Error>> {
+    let (left,): (i64,) = trusted_as(format!("SELECT count(*) FROM pgmq.q_{PGMQ_QUEUE}"))
+        .fetch_one(admin)
+        .await?;
+    if left != 0 {
+        return Err(format!("pgmq: {left} messages left").into());
+    }
+    Ok(())
 }
 
 /// Waits until `jobs` jobs of the drain queue are completed, looking every DRAIN_POLL. The
@@ -565,14 +690,12 @@ async fn notify_latency(
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(NOTIFY_JOBS + NOTIFY_WARMUP)));
     let mut pools = Vec::with_capacity(opts.workers);
     for _ in 0..opts.workers {
-        pools.push(app_pool(worker_db, opts.executors + 3).await?);
+        pools.push(app_pool(worker_db, worker_config(NOTIFY_QUEUE, opts).concurrency + 3).await?);
     }
     let (stop, stopped) = watch::channel(false);
     let mut handles = Vec::with_capacity(opts.workers);
     for pool in &pools {
-        let mut config = WorkerConfig::new(NOTIFY_QUEUE);
-        config.concurrency = opts.executors;
-        config.batch_size = opts.batch_size;
+        let mut config = worker_config(NOTIFY_QUEUE, opts);
         config.poll_interval = NOTIFY_POLL_INTERVAL;
         config.listen = true;
         let worker = Worker::new(pool.clone(), config)?.register::<Ping, _>(PingHandler {
@@ -703,7 +826,12 @@ fn yes_no(ok: bool) -> &'static str {
 }
 
 fn report(r: &Results, opts: &Options) -> Result<(), serde_json::Error> {
+    let config = worker_config(DRAIN_QUEUE, opts);
     let ratio = r.pgstrata.per_s / r.seed.per_s;
+    let ratio_to_pgmq = r.pgstrata.per_s / r.pgmq.per_s;
+    let min_round = |of: fn(&Round) -> f64| r.rounds.iter().map(of).fold(f64::INFINITY, f64::min);
+    let min_round_ratio = min_round(|x| x.pgstrata.per_s / x.seed.per_s);
+    let min_round_ratio_to_pgmq = min_round(|x| x.pgstrata.per_s / x.pgmq.per_s);
     let ratio_to_raw = r.pgstrata.per_s / r.raw.per_s;
     let notify_p50 = percentile_ms(&r.notify, 0.50);
     let notify_p99 = percentile_ms(&r.notify, 0.99);
@@ -722,18 +850,35 @@ fn report(r: &Results, opts: &Options) -> Result<(), serde_json::Error> {
         opts.jobs, opts.workers
     );
     println!(
-        "pgstrata: {} Workers with {} executor(s) each, batch size {}, a typed no-op handler, \
-         claim + handler transaction + complete_many",
-        opts.workers, opts.executors, opts.batch_size
+        "pgstrata: {} Workers on {} WorkerConfig ({} executor(s) each, claims of up to {} jobs), a \
+         typed no-op handler, claim + handler transaction + complete_many",
+        opts.workers,
+        if opts.executors.is_none() && opts.batch_size.is_none() {
+            "the default"
+        } else {
+            "a tuned"
+        },
+        config.concurrency,
+        config.batch_size
+    );
+    println!(
+        "pgmq: pgmq crate 0.34.0-alpha.7 client and SQL, read_batch of {PGMQ_BATCH} (vt {PGMQ_VT_SECS} s) then \
+         delete_batch, {} connections",
+        opts.workers
     );
     println!("seed loop: {SEED_CLAIM_SQL}; then {SEED_COMPLETE_SQL}");
     println!("raw batch: {RAW_CLAIM_SQL} (LIMIT {RAW_BATCH}); then {RAW_COMPLETE_SQL}");
     println!();
     println!(
-        "jobs/s per round (pgstrata / seed / raw): {}",
+        "jobs/s per round (pgstrata / pgmq / seed / raw): {}",
         r.rounds
             .iter()
-            .map(|x| format!("{:.0} / {:.0} / {:.0}", x.pgstrata.per_s, x.seed.per_s, x.raw.per_s))
+            .map(|x| {
+                format!(
+                    "{:.0} / {:.0} / {:.0} / {:.0}",
+                    x.pgstrata.per_s, x.pgmq.per_s, x.seed.per_s, x.raw.per_s
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -744,6 +889,7 @@ fn report(r: &Results, opts: &Options) -> Result<(), serde_json::Error> {
     println!("{}", "-".repeat(78));
     for (label, d) in [
         ("pgstrata Worker", r.pgstrata),
+        ("pgmq read 50 + delete_batch", r.pgmq),
         ("seed single-statement SKIP LOCKED loop", r.seed),
         ("raw batch limit (no handler dispatch)", r.raw),
     ] {
@@ -757,8 +903,13 @@ fn report(r: &Results, opts: &Options) -> Result<(), serde_json::Error> {
     }
     println!();
     println!(
-        "pgstrata / seed loop = {ratio:.2}x (goal: at least {GOAL_RATIO}x): {}",
-        yes_no(ratio >= GOAL_RATIO)
+        "pgstrata / seed loop = {ratio:.2}x, lowest round {min_round_ratio:.2}x (goal: at least {GOAL_RATIO}x in every round): {}",
+        yes_no(min_round_ratio >= GOAL_RATIO)
+    );
+    println!(
+        "pgstrata / pgmq = {ratio_to_pgmq:.2}x, lowest round {min_round_ratio_to_pgmq:.2}x (goal: at least \
+         {GOAL_RATIO_TO_PGMQ}x in every round): {}",
+        yes_no(min_round_ratio_to_pgmq >= GOAL_RATIO_TO_PGMQ)
     );
     println!("pgstrata / raw batch limit = {ratio_to_raw:.2}");
     println!(
@@ -804,6 +955,10 @@ fn report(r: &Results, opts: &Options) -> Result<(), serde_json::Error> {
         baseline: BASELINE_LABEL,
         baseline_ops_per_s: r.seed.per_s.round() as u64,
         ratio: round(ratio, 2),
+        pgmq_ops_per_s: r.pgmq.per_s.round() as u64,
+        ratio_to_pgmq: round(ratio_to_pgmq, 3),
+        min_round_ratio: round(min_round_ratio, 2),
+        min_round_ratio_to_pgmq: round(min_round_ratio_to_pgmq, 3),
         raw_batch_ops_per_s: r.raw.per_s.round() as u64,
         ratio_to_raw: round(ratio_to_raw, 3),
         enqueue_batch_per_s: r.enqueue.per_s.round() as u64,
@@ -816,10 +971,17 @@ fn report(r: &Results, opts: &Options) -> Result<(), serde_json::Error> {
             m1: round(claim_p50("1m"), 4),
             ratio: round(claim_ratio, 3),
         },
-        batch_size: opts.batch_size,
-        executors_per_worker: opts.executors,
+        config: if opts.executors.is_none() && opts.batch_size.is_none() {
+            "default"
+        } else {
+            "tuned"
+        },
+        batch_size: config.batch_size,
+        executors_per_worker: config.concurrency,
+        pgmq_batch_size: PGMQ_BATCH,
         raw_batch_size: RAW_BATCH,
         goal_ratio: GOAL_RATIO,
+        goal_ratio_to_pgmq: GOAL_RATIO_TO_PGMQ,
     };
     let line = serde_json::to_string(&summary)?;
     println!();

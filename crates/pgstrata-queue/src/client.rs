@@ -31,6 +31,9 @@ pub struct NewJob {
     /// The handler runs in this tenant's context. `None`: the tenant of the enqueueing
     /// transaction's context (none: a system job, which only a worker may enqueue).
     pub tenant_id: Option<TenantId>,
+    /// How long one attempt may run, overriding the kind's [`crate::JobKind::TIMEOUT`]
+    /// (1 ms to 1 day). `None`: the kind's.
+    pub timeout: Option<Duration>,
 }
 
 impl NewJob {
@@ -45,16 +48,18 @@ impl NewJob {
             max_attempts: 20,
             unique_key: None,
             tenant_id: None,
+            timeout: None,
         }
     }
 
-    /// A job for a typed payload (see [`crate::JobKind`]).
+    /// A job for a typed payload (see [`crate::JobKind`]), with the kind's
+    /// [`MAX_ATTEMPTS`](crate::JobKind::MAX_ATTEMPTS).
     pub fn of<J: crate::JobKind>(job: &J) -> Result<Self> {
         let payload = serde_json::to_value(job).map_err(|source| Error::Payload {
             kind: J::KIND.to_owned(),
             source,
         })?;
-        Ok(Self::new(J::KIND, payload))
+        Ok(Self::new(J::KIND, payload).max_attempts(J::MAX_ATTEMPTS))
     }
 
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
@@ -81,6 +86,14 @@ impl NewJob {
         self.tenant_id = Some(tenant);
         self
     }
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    fn timeout_ms(&self) -> Option<i32> {
+        self.timeout.map(|t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX))
+    }
 
     fn validate(&self) -> Result<()> {
         validate_queue(&self.queue)?;
@@ -91,6 +104,14 @@ impl NewJob {
             return Err(Error::InvalidField {
                 field: "max_attempts",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if let Some(t) = self.timeout
+            && (t < Duration::from_millis(1) || t > Duration::from_secs(86_400))
+        {
+            return Err(Error::InvalidField {
+                field: "timeout",
+                reason: format!("{t:?} is not within 1 ms to 1 day"),
             });
         }
         Ok(())
@@ -119,11 +140,13 @@ fn interval(d: Duration) -> f64 {
 /// one; naming another tenant than the context's is refused ([`pgstrata_core::DbError::Forbidden`]).
 /// The application role (`pgstrata_app`) always enqueues in a `begin_tenant` transaction, for
 /// that tenant; a worker (`pgstrata_worker`) may enqueue for a tenant it names, or with no
-/// tenant in context and none named, a system job no tenant sees.
+/// tenant in context and none named, a system job no tenant sees. The job takes the actor and
+/// request id of the transaction's context (`app.actor_id`, `app.request_id`), and its handler
+/// runs with them set.
 pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<JobId> {
     job.validate()?;
     Ok(
-        sqlx::query_scalar("SELECT queue.enqueue($1, $2, $3, $4, $5, $6, $7, $8)")
+        sqlx::query_scalar("SELECT queue.enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(&job.kind)
             .bind(&job.payload)
             .bind(&job.queue)
@@ -132,23 +155,27 @@ pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<JobId> {
             .bind(job.max_attempts)
             .bind(&job.unique_key)
             .bind(job.tenant_id.map(|t| t.0))
+            .bind(job.timeout_ms())
             .fetch_one(conn)
             .await?,
     )
 }
 
-/// Enqueues many jobs in one statement (no unique keys), returning their ids in order. The
-/// tenant rule of [`enqueue`] applies to each job.
+/// Enqueues many jobs in one call of `queue.enqueue_many` (which [`enqueue`] also calls),
+/// returning their ids in order. The rules of [`enqueue`] apply to each job; a job whose unique
+/// key is held (by an unfinished job, or an earlier one of `jobs`) returns that job's id.
 pub async fn enqueue_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<JobId>> {
     for job in jobs {
         job.validate()?;
-        if job.unique_key.is_some() {
-            return Err(Error::InvalidField {
-                field: "unique_key",
-                reason: "use enqueue for unique jobs".into(),
-            });
-        }
     }
+    let unique_keys: Option<Vec<Option<&str>>> = jobs
+        .iter()
+        .any(|j| j.unique_key.is_some())
+        .then(|| jobs.iter().map(|j| j.unique_key.as_deref()).collect());
+    let timeouts: Option<Vec<Option<i32>>> = jobs
+        .iter()
+        .any(|j| j.timeout.is_some())
+        .then(|| jobs.iter().map(NewJob::timeout_ms).collect());
     let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
     let payloads: Vec<&serde_json::Value> = jobs.iter().map(|j| &j.payload).collect();
     let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
@@ -157,7 +184,7 @@ pub async fn enqueue_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Ve
     let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
     let tenants: Vec<Option<uuid::Uuid>> = jobs.iter().map(|j| j.tenant_id.map(|t| t.0)).collect();
     Ok(
-        sqlx::query_scalar("SELECT queue.enqueue_many($1, $2, $3, $4, $5, $6, $7)")
+        sqlx::query_scalar("SELECT queue.enqueue_many($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(kinds)
             .bind(payloads)
             .bind(queues)
@@ -165,6 +192,8 @@ pub async fn enqueue_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Ve
             .bind(run_ats)
             .bind(max_attempts)
             .bind(tenants)
+            .bind(unique_keys)
+            .bind(timeouts)
             .fetch_all(conn)
             .await?,
     )
@@ -239,6 +268,46 @@ pub async fn fail(conn: &mut PgConnection, id: JobId, attempt: i32, error: &str)
         .bind(id.0)
         .bind(attempt)
         .bind(error)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Records a failed attempt that is to be retried at `retry_at` (`None`: the queue's
+/// exponential backoff), unless out of attempts; as [`fail`].
+pub async fn fail_at(
+    conn: &mut PgConnection,
+    id: JobId,
+    attempt: i32,
+    error: &str,
+    retry_at: Option<DateTime<Utc>>,
+) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT queue.fail($1, $2, $3, $4)")
+        .bind(id.0)
+        .bind(attempt)
+        .bind(error)
+        .bind(retry_at)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Puts a job still running in `attempt` back to wait until `run_at`, giving the attempt back;
+/// false when it is no longer running in `attempt`.
+pub async fn snooze(conn: &mut PgConnection, id: JobId, attempt: i32, run_at: DateTime<Utc>) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT queue.snooze($1, $2, $3)")
+        .bind(id.0)
+        .bind(attempt)
+        .bind(run_at)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Cancels a job still running in `attempt`, recording `reason`; false when it is no longer
+/// running in `attempt`.
+pub async fn cancel_attempt(conn: &mut PgConnection, id: JobId, attempt: i32, reason: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT queue.cancel_attempt($1, $2, $3)")
+        .bind(id.0)
+        .bind(attempt)
+        .bind(reason)
         .fetch_one(conn)
         .await?)
 }

@@ -34,6 +34,9 @@ pub struct Job {
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub attempted_at: Option<chrono::DateTime<chrono::Utc>>,
     pub finalized_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub timeout_ms: Option<i32>,
+    pub actor_id: Option<uuid::Uuid>,
+    pub request_id: Option<String>,
 }
 
 /// Identifiers of `queue.jobs` for sea-query; `Table` is the table itself.
@@ -58,6 +61,9 @@ pub enum Jobs {
     CreatedAt,
     AttemptedAt,
     FinalizedAt,
+    TimeoutMs,
+    ActorId,
+    RequestId,
 }
 
 impl Jobs {
@@ -89,6 +95,9 @@ impl Iden for Jobs {
             Jobs::CreatedAt => "created_at",
             Jobs::AttemptedAt => "attempted_at",
             Jobs::FinalizedAt => "finalized_at",
+            Jobs::TimeoutMs => "timeout_ms",
+            Jobs::ActorId => "actor_id",
+            Jobs::RequestId => "request_id",
         }
     }
 }

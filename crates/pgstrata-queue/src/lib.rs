@@ -41,6 +41,7 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("queue", 1, "queue"),
         pgstrata_core::migration!("queue", 2, "cheaper_per_job"),
         pgstrata_core::migration!("queue", 3, "hardening"),
+        pgstrata_core::migration!("queue", 4, "job_control"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/queue/seed.sql")),
 };

@@ -4,15 +4,21 @@
 //!
 //! A batch runs in one transaction (each handler in its job's tenant context) that ends with
 //! `queue.complete_many`: the handlers' database writes and the completions commit together,
-//! one commit per batch. If a handler fails, or a job was rescued or cancelled meanwhile, the
-//! whole transaction rolls back and each job of the batch runs again alone in its own
-//! transaction, where a failure is recorded with `queue.fail`. So database effects commit
-//! exactly once per completed job; effects outside the database may repeat (at-least-once).
+//! one commit per batch. If a handler fails, panics or times out, or a job was rescued or
+//! cancelled meanwhile, the whole transaction rolls back and each job of the batch runs again
+//! alone in its own transaction, where a failure is recorded with `queue.fail`. So database
+//! effects commit exactly once per completed job; effects outside the database may repeat
+//! (at-least-once), and a failing job costs its batch-mates one replay.
+//!
+//! Nothing ends a worker but its shutdown signal: database errors are logged and retried with
+//! backoff (a lost connection is replaced), a panicking handler fails its job, and a task that
+//! panics anyway is started again.
 
 use crate::client::{self, JobId};
 use crate::error::{Error, Result};
 use crate::generated::Job;
-use pgstrata_core::TenantContext;
+use chrono::{DateTime, Utc};
+use pgstrata_core::{TenantId, UserId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::pool::PoolConnection;
@@ -20,21 +26,36 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::BuildHasher;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 /// A boxed, sendable future, as handlers return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-/// What a handler may fail with; its text is stored in the job's error history.
+/// What a handler may fail with; its text is stored in the job's error history. A [`Control`]
+/// returned as the error asks for another outcome than a failure.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A typed job payload.
+/// A typed job payload, and how jobs of its kind are run.
 pub trait JobKind: Serialize + DeserializeOwned + Send + 'static {
     /// The `kind` column value that routes to this payload's handler.
     const KIND: &'static str;
+    /// Attempts before a failing job is discarded ([`crate::NewJob::of`] sets it).
+    const MAX_ATTEMPTS: i32 = 20;
+    /// How long one attempt may run before it fails as timed out; `None`: no limit. A job's
+    /// own [`crate::NewJob::timeout`] overrides it.
+    const TIMEOUT: Option<Duration> = None;
+    /// How long to wait before the next attempt after failed attempt `attempt` (1 for the
+    /// first); `None`: the queue's exponential backoff (about 2^attempt s, at most an hour).
+    fn backoff(attempt: i32) -> Option<Duration> {
+        let _ = attempt;
+        None
+    }
 }
 
 /// What a handler knows about the job it runs.
@@ -48,7 +69,12 @@ pub struct JobMeta {
     /// by that tenant's request path, with any kind, queue and payload, so treat its payload as
     /// that tenant's input. `None`: a system job, which only a `pgstrata_worker` role can
     /// enqueue; a handler meant for system work checks for it.
-    pub tenant_id: Option<pgstrata_core::TenantId>,
+    pub tenant_id: Option<TenantId>,
+    /// The acting user of the transaction that enqueued the job, set as `app.actor_id` while
+    /// the handler runs (so audit records name who caused them).
+    pub actor_id: Option<UserId>,
+    /// The request id of that transaction, set as `app.request_id` while the handler runs.
+    pub request_id: Option<String>,
 }
 
 /// Runs jobs of one kind. `tx` is the job's transaction: write through it so the effects
@@ -62,19 +88,55 @@ pub trait Handler<J: JobKind>: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), HandlerError>>;
 }
 
+/// Outcomes of an attempt besides success and failure, returned as a handler's error
+/// (`Err(Control::Snooze(..).into())`). Like a failure, each rolls back the handler's writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Control {
+    /// Run again after this long, without spending an attempt.
+    Snooze(Duration),
+    /// Never run again: the job is cancelled, with this reason in its error history.
+    Cancel(String),
+    /// A failed attempt whose retry is at this time rather than after the backoff (discarded
+    /// when out of attempts, like any failure).
+    RetryAt(DateTime<Utc>, String),
+}
+
+impl std::fmt::Display for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Control::Snooze(d) => write!(f, "snoozed for {d:?}"),
+            Control::Cancel(reason) => write!(f, "cancelled: {reason}"),
+            Control::RetryAt(at, error) => write!(f, "{error} (retry at {at})"),
+        }
+    }
+}
+
+impl std::error::Error for Control {}
+
 type Erased = Arc<
-    dyn for<'a> Fn(&'a mut PgConnection, serde_json::Value, &'a JobMeta) -> BoxFuture<'a, Result<(), HandlerError>>
+    dyn for<'a> Fn(&'a mut PgConnection, &serde_json::Value, &'a JobMeta) -> BoxFuture<'a, Result<(), HandlerError>>
         + Send
         + Sync,
 >;
 
-/// How a worker behaves.
+/// A registered kind: its handler and the settings its [`JobKind`] declares.
+struct Kind {
+    run: Erased,
+    timeout: Option<Duration>,
+    backoff: fn(i32) -> Option<Duration>,
+}
+
+/// How a worker behaves. [`WorkerConfig::new`] is tuned for throughput and latency alike: keep
+/// its values unless a measurement says otherwise.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub queue: String,
     /// Executors running batches at once.
     pub concurrency: usize,
-    /// Jobs claimed and committed together by one executor; 1 gives a transaction per job.
+    /// The most jobs one executor claims and commits together (1 to 1000; 1 gives a
+    /// transaction per job). Each claim asks for twice what the last one found, up to this, so
+    /// a backlog is drained in large batches and a trickle in small ones.
     pub batch_size: usize,
     /// How long a claim lasts without a heartbeat; heartbeats run every third of it.
     pub lease: Duration,
@@ -82,6 +144,10 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// How often to promote due jobs, rescue expired leases and enqueue periodic jobs.
     pub maintenance_interval: Duration,
+    /// After the shutdown signal, how long running batches may take to finish; then they are
+    /// abandoned (rolled back) and their jobs return through the rescuer when their leases
+    /// expire.
+    pub shutdown_timeout: Duration,
     /// Listen for enqueue notifications (turn off behind a transaction-mode pooler).
     pub listen: bool,
     /// Name recorded on claimed jobs.
@@ -94,11 +160,12 @@ impl WorkerConfig {
     pub fn new(queue: impl Into<String>) -> Self {
         Self {
             queue: queue.into(),
-            concurrency: 4,
-            batch_size: 10,
+            concurrency: 1,
+            batch_size: 500,
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_millis(500),
             maintenance_interval: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(30),
             listen: true,
             name: format!("worker-{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()),
             periodic: Vec::new(),
@@ -119,7 +186,7 @@ impl WorkerConfig {
 pub struct Worker {
     pool: PgPool,
     config: WorkerConfig,
-    handlers: HashMap<&'static str, Erased>,
+    handlers: HashMap<&'static str, Kind>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -129,6 +196,14 @@ impl std::fmt::Debug for Worker {
             .field("kinds", &self.handlers.keys().collect::<Vec<_>>())
             .finish()
     }
+}
+
+/// The worker's long-running tasks, restarted if one panics.
+#[derive(Debug, Clone, Copy)]
+enum Task {
+    Maintain,
+    Listen,
+    Execute,
 }
 
 impl Worker {
@@ -144,91 +219,215 @@ impl Worker {
     /// Routes jobs of `J::KIND` to `handler`.
     pub fn register<J: JobKind, H: Handler<J>>(mut self, handler: H) -> Self {
         let handler = Arc::new(handler);
-        let erased: Erased = Arc::new(move |tx, payload, meta| {
+        let run: Erased = Arc::new(move |tx, payload, meta| {
+            let job = <J as serde::Deserialize>::deserialize(payload);
             let handler = handler.clone();
             Box::pin(async move {
-                let job: J =
-                    serde_json::from_value(payload).map_err(|e| format!("payload is not a valid {}: {e}", J::KIND))?;
+                let job = job.map_err(|e| format!("payload is not a valid {}: {e}", J::KIND))?;
                 handler.handle(tx, job, meta).await
             })
         });
-        self.handlers.insert(J::KIND, erased);
+        self.handlers.insert(
+            J::KIND,
+            Kind {
+                run,
+                timeout: J::TIMEOUT,
+                backoff: J::backoff,
+            },
+        );
         self
     }
 
-    /// Runs until `shutdown` turns true: then stops claiming, lets started jobs finish and
-    /// returns. Jobs claimed but not yet started are released back to the queue.
-    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<()> {
-        let (role, is_worker): (String, bool) =
-            sqlx::query_as("SELECT current_user::text, pg_catalog.pg_has_role('pgstrata_worker', 'USAGE')")
-                .fetch_one(&self.pool)
-                .await?;
-        if !is_worker {
-            return Err(Error::NotWorker { role });
+    /// Runs until `shutdown` turns true (or its sender is dropped): then stops claiming, lets
+    /// started batches finish within [`WorkerConfig::shutdown_timeout`] and returns. Jobs
+    /// claimed but not yet started are released back to the queue. Database errors do not end
+    /// it: it waits for the server (logging) and carries on. The only error is a pool whose
+    /// role does not hold `pgstrata_worker`.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let mut errors = Backoff::default();
+        loop {
+            let checked: Result<(String, bool), sqlx::Error> =
+                sqlx::query_as("SELECT current_user::text, pg_catalog.pg_has_role('pgstrata_worker', 'USAGE')")
+                    .fetch_one(&self.pool)
+                    .await;
+            match checked {
+                Ok((_, true)) => break,
+                Ok((role, false)) => return Err(Error::NotWorker { role }),
+                Err(e) => {
+                    let wait = errors.next();
+                    tracing::warn!(queue = %self.config.queue, error = %e, retry_in_ms = wait.as_millis() as u64,
+                        "queue worker cannot reach the database; retrying");
+                    if !pause(wait, &mut shutdown).await {
+                        return Ok(());
+                    }
+                }
+            }
         }
         let worker = Arc::new(self);
         let wake = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
-        tasks.spawn(worker.clone().maintain(wake.clone(), shutdown.clone()));
+        let mut roles = HashMap::new();
+        let signal = shutdown.clone();
+        let spawn = |tasks: &mut JoinSet<()>, roles: &mut HashMap<tokio::task::Id, Task>, task: Task| {
+            let (w, wake, stop) = (worker.clone(), wake.clone(), signal.clone());
+            let handle = match task {
+                Task::Maintain => tasks.spawn(w.maintain(wake, stop)),
+                Task::Listen => tasks.spawn(w.listen(wake, stop)),
+                Task::Execute => tasks.spawn(w.execute(wake, stop)),
+            };
+            roles.insert(handle.id(), task);
+        };
+        spawn(&mut tasks, &mut roles, Task::Maintain);
         if worker.config.listen {
-            let mut listener = PgListener::connect_with(&worker.pool).await?;
-            listener.listen("pgstrata_queue").await?;
-            tasks.spawn(listen(listener, wake.clone(), shutdown.clone()));
+            spawn(&mut tasks, &mut roles, Task::Listen);
         }
         for _ in 0..worker.config.concurrency.max(1) {
-            tasks.spawn(worker.clone().execute(wake.clone(), shutdown.clone()));
+            spawn(&mut tasks, &mut roles, Task::Execute);
         }
-        let mut first_error = None;
-        while let Some(done) = tasks.join_next().await {
-            if let Ok(Err(e)) = done {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-
-    /// Rescues expired leases and promotes due jobs, waking executors when it found some.
-    async fn maintain(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-        while !*shutdown.borrow() {
-            let mut conn = self.pool.acquire().await?;
-            crate::periodic::enqueue_due(&mut conn, &self.config.periodic, chrono::Utc::now()).await?;
-            let found = client::rescue(&mut conn).await? + client::promote_due(&mut conn).await?;
-            drop(conn);
-            if found > 0 {
-                wake.notify_waiters();
-            }
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
             tokio::select! {
-                _ = tokio::time::sleep(self.config.maintenance_interval) => {}
-                _ = shutdown.changed() => {}
+                done = tasks.join_next_with_id() => match done {
+                    None => break,
+                    Some(Ok((id, ()))) => { roles.remove(&id); }
+                    Some(Err(e)) => {
+                        let task = roles.remove(&e.id());
+                        if e.is_panic() && deadline.is_none() && let Some(task) = task {
+                            tracing::error!(queue = %worker.config.queue, ?task, error = %e,
+                                "queue worker task panicked; starting it again");
+                            spawn(&mut tasks, &mut roles, task);
+                        }
+                    }
+                },
+                _ = shutdown.changed(), if deadline.is_none() => {
+                    if stopped(&shutdown) {
+                        deadline = Some(tokio::time::Instant::now() + worker.config.shutdown_timeout);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    tracing::warn!(queue = %worker.config.queue, tasks = tasks.len(),
+                        "queue worker shutdown deadline passed: abandoning running batches to the rescuer");
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    break;
+                }
             }
         }
         Ok(())
     }
 
+    /// Rescues expired leases, promotes due jobs and enqueues periodic ones, waking executors
+    /// when it found some. Errors are logged and retried with backoff.
+    async fn maintain(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let mut errors = Backoff::default();
+        while !stopped(&shutdown) {
+            let round = async {
+                let mut conn = self.pool.acquire().await?;
+                crate::periodic::enqueue_due(&mut conn, &self.config.periodic, Utc::now()).await?;
+                let rescued = client::rescue(&mut conn).await?;
+                let promoted = client::promote_due(&mut conn).await?;
+                Ok::<_, Error>((rescued, promoted))
+            }
+            .await;
+            let wait = match round {
+                Ok((rescued, promoted)) => {
+                    errors.reset();
+                    if rescued > 0 {
+                        tracing::info!(queue = %self.config.queue, rescued, "rescued jobs whose lease expired");
+                    }
+                    if rescued + promoted > 0 {
+                        wake.notify_waiters();
+                    }
+                    self.config.maintenance_interval
+                }
+                Err(e) => {
+                    let wait = errors.next();
+                    tracing::warn!(queue = %self.config.queue, error = %e, retry_in_ms = wait.as_millis() as u64,
+                        "queue maintenance failed; retrying");
+                    wait
+                }
+            };
+            pause(wait, &mut shutdown).await;
+        }
+    }
+
+    /// Wakes idle executors when a job is enqueued (the trigger notifies `pgstrata_queue`).
+    /// Reconnects with backoff; executors keep polling meanwhile.
+    async fn listen(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let mut errors = Backoff::default();
+        while !stopped(&shutdown) {
+            let connected = async {
+                let mut listener = PgListener::connect_with(&self.pool).await?;
+                listener.listen("pgstrata_queue").await?;
+                Ok::<_, sqlx::Error>(listener)
+            }
+            .await;
+            let mut listener = match connected {
+                Ok(listener) => listener,
+                Err(e) => {
+                    let wait = errors.next();
+                    tracing::warn!(queue = %self.config.queue, error = %e, retry_in_ms = wait.as_millis() as u64,
+                        "queue listener cannot connect; polling meanwhile");
+                    pause(wait, &mut shutdown).await;
+                    continue;
+                }
+            };
+            errors.reset();
+            while !stopped(&shutdown) {
+                tokio::select! {
+                    got = listener.recv() => match got {
+                        Ok(_) => wake.notify_waiters(),
+                        Err(e) => {
+                            tracing::warn!(queue = %self.config.queue, error = %e, "queue listener lost its connection");
+                            break;
+                        }
+                    },
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+
     /// One executor: claim a batch, run it, repeat; wait for a wake-up when the queue is empty.
-    async fn execute(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-        let batch_size = self.config.batch_size.clamp(1, 1000) as i32;
+    /// A failed claim is logged and retried with backoff on a fresh connection.
+    async fn execute(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let max = self.config.batch_size.clamp(1, 1000);
+        let mut limit = max;
         let mut conn = Held::new(self.pool.clone());
-        while !*shutdown.borrow() {
+        let mut errors = Backoff::default();
+        while !stopped(&shutdown) {
             // Registered before claiming, so a job enqueued meanwhile still wakes this executor.
             let woken = wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let claimed = client::claim(
-                conn.get().await?,
-                &self.config.queue,
-                batch_size,
-                &self.config.name,
-                self.config.lease,
-            )
+            let claimed = async {
+                let c = conn.get().await?;
+                client::claim(
+                    c,
+                    &self.config.queue,
+                    limit as i32,
+                    &self.config.name,
+                    self.config.lease,
+                )
+                .await
+            }
             .await;
             let jobs = match claimed {
-                Ok(jobs) => jobs,
+                Ok(jobs) => {
+                    errors.reset();
+                    jobs
+                }
                 Err(e) => {
                     conn.check().await;
-                    return Err(e);
+                    let wait = errors.next();
+                    tracing::warn!(queue = %self.config.queue, error = %e, retry_in_ms = wait.as_millis() as u64,
+                        "queue claim failed; retrying");
+                    pause(wait, &mut shutdown).await;
+                    continue;
                 }
             };
+            // Fetch what the backlog showed: twice the last find, up to the batch size.
+            limit = (jobs.len() * 2).clamp(1, max);
             if jobs.is_empty() {
                 tokio::select! {
                     _ = woken => {}
@@ -237,97 +436,301 @@ impl Worker {
                 }
                 continue;
             }
-            self.run_batch(&mut conn, jobs, &shutdown).await?;
+            self.run_batch(&mut conn, jobs, &shutdown).await;
         }
-        Ok(())
     }
 
-    async fn run_batch(&self, conn: &mut Held, jobs: Vec<Job>, shutdown: &watch::Receiver<bool>) -> Result<()> {
-        let metas: Vec<JobMeta> = jobs
-            .iter()
-            .map(|j| JobMeta {
-                id: JobId(j.id),
-                attempt: j.attempt,
-                max_attempts: j.max_attempts,
-                queue: j.queue.clone(),
-                tenant_id: j.tenant_id,
+    async fn run_batch(&self, conn: &mut Held, jobs: Vec<Job>, shutdown: &watch::Receiver<bool>) {
+        let batch: Vec<(Job, JobMeta)> = jobs
+            .into_iter()
+            .map(|j| {
+                let meta = JobMeta {
+                    id: JobId(j.id),
+                    attempt: j.attempt,
+                    max_attempts: j.max_attempts,
+                    queue: j.queue.clone(),
+                    tenant_id: j.tenant_id,
+                    actor_id: j.actor_id.map(UserId),
+                    request_id: j.request_id.clone(),
+                };
+                (j, meta)
             })
             .collect();
-        let (stop_beat, beat) = watch::channel(false);
-        let held: Vec<(JobId, i32)> = metas.iter().map(|m| (m.id, m.attempt)).collect();
-        let heartbeat = tokio::spawn(heartbeat(self.pool.clone(), held, self.config.lease, beat));
-
-        let mut payloads: Vec<(Job, JobMeta)> = jobs.into_iter().zip(metas).collect();
         // Jobs not started when the stop arrives go back to the queue.
-        if *shutdown.borrow() {
-            let released = conn.get().await?;
-            for (_, meta) in &payloads {
-                client::release(released, meta.id, meta.attempt).await?;
+        if stopped(shutdown) {
+            let released = async {
+                let c = conn.get().await?;
+                for (_, meta) in &batch {
+                    client::release(c, meta.id, meta.attempt).await?;
+                }
+                Ok::<(), Error>(())
             }
-            payloads.clear();
+            .await;
+            if let Err(e) = released {
+                tracing::warn!(queue = %self.config.queue, error = %e,
+                    "could not release claimed jobs; they return when their leases expire");
+            }
+            return;
         }
-        if !payloads.is_empty() && !self.try_batch(conn, &payloads).await {
+        let (stop_beat, beat) = watch::channel(false);
+        let held: Vec<(JobId, i32)> = batch.iter().map(|(_, m)| (m.id, m.attempt)).collect();
+        let heartbeat = tokio::spawn(heartbeat(self.pool.clone(), held, self.config.lease, beat));
+        let mut outcome = self.try_batch(conn, &batch).await;
+        if let Err(fault) = &outcome
+            && !conn.recover(fault).await
+        {
+            // The connection died under the batch: once more, whole, on a fresh one.
+            tracing::warn!(queue = %self.config.queue, jobs = batch.len(), %fault, "batch lost its connection; running it again");
+            outcome = self.try_batch(conn, &batch).await;
+            if let Err(fault) = &outcome {
+                conn.recover(fault).await;
+            }
+        }
+        if let Err(fault) = outcome {
             // Something in the batch failed: run each job alone so one failure costs one job.
-            conn.check().await;
-            for (job, meta) in &payloads {
-                self.run_alone(conn, job, meta).await;
+            tracing::debug!(queue = %self.config.queue, jobs = batch.len(), %fault, "batch rolled back; running its jobs one by one");
+            for (job, meta) in &batch {
+                self.run_alone(conn, job, meta, shutdown).await;
             }
         }
         let _ = stop_beat.send(true);
         let _ = heartbeat.await;
+    }
+
+    /// The fast path: every handler and the completions in one transaction. An error when it
+    /// was rolled back (a handler failed, or a job stopped being ours).
+    async fn try_batch(&self, conn: &mut Held, jobs: &[(Job, JobMeta)]) -> Result<(), Fault> {
+        let c = conn.get().await.map_err(Fault::db)?;
+        let mut tx = c.begin().await.map_err(Fault::db)?;
+        let mut context = None;
+        for (job, meta) in jobs {
+            let this = (meta.tenant_id, meta.actor_id, meta.request_id.as_deref());
+            if context != Some(this) {
+                set_context(&mut tx, meta).await.map_err(Fault::db)?;
+                context = Some(this);
+            }
+            self.run_handler(&mut tx, job, meta).await?;
+        }
+        let held: Vec<(JobId, i32)> = jobs.iter().map(|(_, m)| (m.id, m.attempt)).collect();
+        let completed = client::complete_many(&mut tx, &held).await.map_err(Fault::db)?;
+        if completed.len() != held.len() {
+            return Err(Fault::Db("a job of the batch is no longer ours".into()));
+        }
+        tx.commit().await.map_err(Fault::db)?;
         Ok(())
     }
 
-    /// The fast path: every handler and the completions in one transaction. False when it was
-    /// rolled back (a handler failed, or a job stopped being ours).
-    async fn try_batch(&self, conn: &mut Held, jobs: &[(Job, JobMeta)]) -> bool {
-        let attempt = async {
-            let mut tx = conn.get().await?.begin().await?;
-            let mut tenant = None;
-            for (job, meta) in jobs {
-                if meta.tenant_id != tenant {
-                    set_tenant(&mut tx, meta.tenant_id).await?;
-                    tenant = meta.tenant_id;
-                }
-                self.handle(&mut tx, job, meta).await?;
+    /// The slow path: one job in its own transaction. A failure of the job is recorded with its
+    /// error; a failure of the database is retried on a fresh connection a few times, then left
+    /// to the rescuer (the job's lease expires).
+    async fn run_alone(&self, conn: &mut Held, job: &Job, meta: &JobMeta, shutdown: &watch::Receiver<bool>) {
+        let mut errors = Backoff::default();
+        for _ in 0..ALONE_TRIES {
+            let fault = match self.attempt_alone(conn, job, meta).await {
+                Ok(()) => return,
+                Err(fault) => fault,
+            };
+            // A handler error on a connection that died is the database's failure, not the job's.
+            let alive = conn.recover(&fault).await;
+            if alive && !matches!(fault, Fault::Db(_)) {
+                self.record(conn, job, meta, fault).await;
+                return;
             }
-            let held: Vec<(JobId, i32)> = jobs.iter().map(|(_, m)| (m.id, m.attempt)).collect();
-            let completed = client::complete_many(&mut tx, &held).await?;
-            if completed.len() != held.len() {
-                return Err::<bool, HandlerError>("a job of the batch is no longer ours".into());
+            if stopped(shutdown) {
+                break;
             }
-            tx.commit().await?;
-            Ok(true)
-        };
-        attempt.await.unwrap_or(false)
+            let wait = errors.next();
+            tracing::warn!(queue = %self.config.queue, job = job.id, %fault, retry_in_ms = wait.as_millis() as u64,
+                "running a job failed on the database; retrying");
+            tokio::time::sleep(wait).await;
+        }
+        tracing::warn!(queue = %self.config.queue, job = job.id,
+            "giving up on a job for now; it returns when its lease expires");
     }
 
-    /// The slow path: one job in its own transaction; a failure is recorded with its error.
-    async fn run_alone(&self, conn: &mut Held, job: &Job, meta: &JobMeta) {
-        let outcome = async {
-            let mut tx = conn.get().await?.begin().await?;
-            set_tenant(&mut tx, meta.tenant_id).await?;
-            self.handle(&mut tx, job, meta).await?;
-            if client::complete(&mut tx, meta.id, meta.attempt).await? {
-                tx.commit().await?;
+    async fn attempt_alone(&self, conn: &mut Held, job: &Job, meta: &JobMeta) -> Result<(), Fault> {
+        let c = conn.get().await.map_err(Fault::db)?;
+        let mut tx = c.begin().await.map_err(Fault::db)?;
+        set_context(&mut tx, meta).await.map_err(Fault::db)?;
+        self.run_handler(&mut tx, job, meta).await?;
+        if client::complete(&mut tx, meta.id, meta.attempt)
+            .await
+            .map_err(Fault::db)?
+        {
+            tx.commit().await.map_err(Fault::db)?;
+        }
+        // Not ours any more (rescued or cancelled): the rollback undoes the effects.
+        Ok(())
+    }
+
+    /// Records the outcome of a failed attempt: a [`Control`], or a failure with its message.
+    async fn record(&self, conn: &mut Held, job: &Job, meta: &JobMeta, fault: Fault) {
+        let kind = self.handlers.get(job.kind.as_str());
+        let recorded = async {
+            let c = conn.get().await?;
+            let control = match &fault {
+                Fault::Handler(e) => e.downcast_ref::<Control>(),
+                _ => None,
+            };
+            match control {
+                Some(Control::Snooze(d)) => {
+                    client::snooze(c, meta.id, meta.attempt, Utc::now() + to_chrono(*d)).await?;
+                }
+                Some(Control::Cancel(reason)) => {
+                    client::cancel_attempt(c, meta.id, meta.attempt, reason).await?;
+                }
+                Some(Control::RetryAt(at, error)) => {
+                    client::fail_at(c, meta.id, meta.attempt, error, Some(*at)).await?;
+                }
+                None => {
+                    let retry_at = kind
+                        .and_then(|k| (k.backoff)(meta.attempt))
+                        .map(|d| Utc::now() + to_chrono(d));
+                    let state = client::fail_at(c, meta.id, meta.attempt, &fault.to_string(), retry_at).await?;
+                    tracing::info!(queue = %self.config.queue, job = job.id, kind = %job.kind, attempt = meta.attempt,
+                        state = state.as_deref().unwrap_or("not ours"), error = %fault, "job attempt failed");
+                }
             }
-            // Not ours any more (rescued or cancelled): the rollback undoes the effects.
-            Ok::<(), HandlerError>(())
+            Ok::<(), Error>(())
         }
         .await;
-        if let Err(error) = outcome {
+        if let Err(e) = recorded {
             conn.check().await;
-            if let Ok(failed) = conn.get().await {
-                let _ = client::fail(failed, meta.id, meta.attempt, &error.to_string()).await;
-            }
+            tracing::warn!(queue = %self.config.queue, job = job.id, error = %e,
+                "could not record a job's outcome; it returns when its lease expires");
         }
     }
 
-    async fn handle(&self, tx: &mut PgConnection, job: &Job, meta: &JobMeta) -> Result<(), HandlerError> {
-        match self.handlers.get(job.kind.as_str()) {
-            None => Err(format!("no handler registered for kind {:?} on this worker", job.kind).into()),
-            Some(handler) => handler(tx, job.payload.clone(), meta).await,
+    /// Runs a job's handler, turning a panic or an overrun of its time limit into a fault.
+    async fn run_handler(&self, tx: &mut PgConnection, job: &Job, meta: &JobMeta) -> Result<(), Fault> {
+        let Some(kind) = self.handlers.get(job.kind.as_str()) else {
+            return Err(Fault::Handler(
+                format!("no handler registered for kind {:?} on this worker", job.kind).into(),
+            ));
+        };
+        let limit = job
+            .timeout_ms
+            .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(1)))
+            .or(kind.timeout);
+        let run = &kind.run;
+        let started = std::panic::catch_unwind(AssertUnwindSafe(once(move || run(tx, &job.payload, meta))));
+        let future = match started {
+            Ok(future) => CatchUnwind(future),
+            Err(panic) => return Err(Fault::Panicked(panic_message(&*panic))),
+        };
+        let finished = match limit {
+            Some(limit) => match tokio::time::timeout(limit, future).await {
+                Ok(finished) => finished,
+                Err(_) => return Err(Fault::TimedOut(limit)),
+            },
+            None => future.await,
+        };
+        match finished {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Fault::Handler(e)),
+            Err(panic) => Err(Fault::Panicked(panic)),
         }
+    }
+}
+
+/// Jobs that fail on the database are run alone this many times before the rescuer takes over.
+const ALONE_TRIES: usize = 3;
+
+/// Why an attempt did not complete.
+#[derive(Debug)]
+enum Fault {
+    /// The handler returned an error (or a [`Control`]).
+    Handler(HandlerError),
+    /// The handler panicked, with this message.
+    Panicked(String),
+    /// The handler overran its time limit.
+    TimedOut(Duration),
+    /// The database or the connection failed, or the job stopped being ours.
+    Db(HandlerError),
+}
+
+impl Fault {
+    fn db(e: impl Into<HandlerError>) -> Self {
+        Fault::Db(e.into())
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Handler(e) => write!(f, "{e}"),
+            Fault::Panicked(message) => write!(f, "handler panicked: {message}"),
+            Fault::TimedOut(limit) => write!(f, "handler timed out after {limit:?}"),
+            Fault::Db(e) => write!(f, "database: {e}"),
+        }
+    }
+}
+
+/// Turns a panic while polling the handler's future into an error.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = std::result::Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic_message(&*panic))),
+        }
+    }
+}
+
+/// Makes a closure `FnOnce`, so that it may hand out what it captured by mutable reference.
+fn once<R>(f: impl FnOnce() -> R) -> impl FnOnce() -> R {
+    f
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".to_owned())
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// True once the shutdown signal is given or its sender is gone.
+fn stopped(shutdown: &watch::Receiver<bool>) -> bool {
+    *shutdown.borrow() || shutdown.has_changed().is_err()
+}
+
+/// Sleeps `wait` unless the shutdown signal comes first; false when it did.
+async fn pause(wait: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = shutdown.changed() => {}
+    }
+    !stopped(shutdown)
+}
+
+/// Exponential backoff with jitter for retrying database errors: 100 ms doubling to 10 s.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let base = Duration::from_millis(100) * 2u32.pow(self.failures.min(7));
+        self.failures = self.failures.saturating_add(1);
+        // Half to the whole of the step, so that workers that lost the server together do not
+        // come back in step.
+        let jitter = std::collections::hash_map::RandomState::new().hash_one(self.failures) % 1000;
+        base.min(Duration::from_secs(10)).mul_f64(0.5 + jitter as f64 / 2000.0)
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
     }
 }
 
@@ -337,66 +740,94 @@ impl Worker {
 struct Held {
     pool: PgPool,
     conn: Option<PoolConnection<Postgres>>,
+    /// The backend of `conn`, to cancel an overrunning statement.
+    pid: i32,
 }
 
 impl Held {
     fn new(pool: PgPool) -> Self {
-        Self { pool, conn: None }
+        Self {
+            pool,
+            conn: None,
+            pid: 0,
+        }
     }
 
     async fn get(&mut self) -> Result<&mut PgConnection> {
         let conn = match self.conn.take() {
             Some(conn) => conn,
-            None => self.pool.acquire().await?,
+            None => {
+                let mut conn = self.pool.acquire().await?;
+                self.pid = sqlx::query_scalar("SELECT pg_catalog.pg_backend_pid()")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                conn
+            }
         };
         Ok(&mut **self.conn.insert(conn))
     }
 
-    /// After a failure: keeps the connection only if it still answers.
-    async fn check(&mut self) {
+    /// After a failure: keeps the connection only if it still answers; true when it does.
+    async fn check(&mut self) -> bool {
         if let Some(mut conn) = self.conn.take() {
             if conn.ping().await.is_ok() {
                 self.conn = Some(conn);
-            } else {
-                conn.close_on_drop();
+                return true;
+            }
+            conn.close_on_drop();
+        }
+        false
+    }
+
+    /// After a fault: a handler that overran its limit may still be running a statement, so
+    /// its backend is cancelled (from another connection) and the connection closed; otherwise
+    /// as [`Held::check`]. True unless the connection failed.
+    async fn recover(&mut self, fault: &Fault) -> bool {
+        if !matches!(fault, Fault::TimedOut(_)) {
+            return self.check().await;
+        }
+        if let Some(mut conn) = self.conn.take() {
+            conn.close_on_drop();
+            if let Ok(mut other) = self.pool.acquire().await {
+                let _ = sqlx::query("SELECT pg_catalog.pg_cancel_backend($1)")
+                    .bind(self.pid)
+                    .execute(&mut *other)
+                    .await;
             }
         }
+        true
     }
 }
 
-/// Opens the job's tenant context for the statements that follow, or clears it.
-async fn set_tenant(tx: &mut PgConnection, tenant: Option<pgstrata_core::TenantId>) -> Result<(), HandlerError> {
-    match tenant {
-        Some(t) => pgstrata_core::set_tenant_context(tx, &TenantContext::tenant(t)).await?,
-        None => pgstrata_core::context::clear_context(tx).await?,
-    }
+/// Opens the job's context (tenant, actor, request id; empty where the job has none) for the
+/// statements that follow: one round trip.
+async fn set_context(tx: &mut PgConnection, meta: &JobMeta) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT set_config('app.tenant_id', $1, true), set_config('app.actor_id', $2, true), \
+                set_config('app.request_id', $3, true)",
+    )
+    .bind(meta.tenant_id.map(|t| t.0.to_string()).unwrap_or_default())
+    .bind(meta.actor_id.map(|a| a.0.to_string()).unwrap_or_default())
+    .bind(meta.request_id.as_deref().unwrap_or_default())
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
-/// Wakes idle executors when a job is enqueued (the trigger notifies `pgstrata_queue`).
-async fn listen(mut listener: PgListener, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-    while !*shutdown.borrow() {
-        tokio::select! {
-            got = listener.recv() => match got {
-                Ok(_) => wake.notify_waiters(),
-                // The listener reconnects on the next recv; executors keep polling meanwhile.
-                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-            },
-            _ = shutdown.changed() => {}
-        }
-    }
-    Ok(())
-}
-
-/// Extends the batch's leases every third of the lease until told to stop.
+/// Extends the batch's leases every third of the lease until told to stop (or dropped).
 async fn heartbeat(pool: PgPool, held: Vec<(JobId, i32)>, lease: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(lease / 3) => {}
             _ = stop.changed() => return,
         }
-        if let Ok(mut conn) = pool.acquire().await {
-            let _ = client::heartbeat_many(&mut conn, &held, lease).await;
+        let beat = async {
+            let mut conn = pool.acquire().await?;
+            client::heartbeat_many(&mut conn, &held, lease).await
+        }
+        .await;
+        if let Err(e) = beat {
+            tracing::warn!(error = %e, jobs = held.len(), "queue heartbeat failed; retrying at the next beat");
         }
     }
 }

@@ -220,6 +220,46 @@ async fn tenant_b_cannot_enqueue_a_job_that_runs_in_tenant_a_or_in_no_tenant() {
 }
 
 #[tokio::test]
+async fn the_request_path_cannot_enqueue_as_another_actor_or_request() {
+    for owner in Owner::BOTH {
+        let s = setup(owner).await;
+        let actor = pgstrata_core::UserId::new();
+        let ctx = TenantContext::tenant(s.b).with_actor(actor).with_request_id("req-1");
+        // The legitimate path: the job takes the context's actor and request id.
+        let mut tx = begin_tenant(&s.app, &ctx).await.unwrap();
+        let id = client::enqueue(&mut tx, &NewJob::new("mail", serde_json::json!({})))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let (job_actor, job_request): (Option<uuid::Uuid>, Option<String>) =
+            sqlx::query_as("SELECT actor_id, request_id FROM queue.jobs WHERE id = $1")
+                .bind(id.0)
+                .fetch_one(&s.db.admin)
+                .await
+                .unwrap();
+        assert_eq!(
+            (job_actor, job_request.as_deref()),
+            (Some(actor.0), Some("req-1")),
+            "{owner:?}"
+        );
+        // Straight into the table, naming someone else (or no one) as the cause.
+        for sql in [
+            "INSERT INTO queue.jobs (kind, tenant_id, actor_id, request_id)
+             VALUES ('x', tenancy.current_tenant_id(), '00000000-0000-7000-8000-0000000000ff', 'req-1')",
+            "INSERT INTO queue.jobs (kind, tenant_id, actor_id, request_id)
+             VALUES ('x', tenancy.current_tenant_id(), tenancy.current_actor_id(), 'forged')",
+            "INSERT INTO queue.jobs (kind, tenant_id, actor_id, request_id)
+             VALUES ('x', tenancy.current_tenant_id(), NULL, 'req-1')",
+        ] {
+            let mut tx = begin_tenant(&s.app, &ctx).await.unwrap();
+            assert_eq!(sqlstate(&mut tx, sql).await, "42501", "{owner:?}: {sql}");
+            tx.rollback().await.unwrap();
+        }
+        s.close().await;
+    }
+}
+
+#[tokio::test]
 async fn the_request_path_cannot_claim_run_rescue_prune_or_run_cron() {
     for owner in Owner::BOTH {
         let s = setup(owner).await;

@@ -1,0 +1,172 @@
+//! Job control: handler outcomes besides success and failure (snooze, cancel, retry at), the
+//! enqueuer's context carried into the handler, and unique keys through `enqueue_many`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use pgstrata_core::migrate::Migrator;
+use pgstrata_core::testing::{TestDb, WORKER_LOGIN_ROLE};
+use pgstrata_core::{TenantContext, TenantId, UserId, begin_tenant};
+use pgstrata_queue::client::{self, NewJob};
+use pgstrata_queue::worker::{BoxFuture, Control, HandlerError};
+use pgstrata_queue::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Step {
+    action: String,
+}
+
+impl JobKind for Step {
+    const KIND: &'static str = "step";
+}
+
+/// Writes a row (rolled back unless the job completes), then does what the job says.
+struct Act;
+
+impl Handler<Step> for Act {
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        job: Step,
+        meta: &'a JobMeta,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO public.seen (job_id, action, tenant, actor, request, meta_actor, meta_request)
+                 VALUES ($1, $2, current_setting('app.tenant_id', true), current_setting('app.actor_id', true),
+                         current_setting('app.request_id', true), $3, $4)",
+            )
+            .bind(meta.id.0)
+            .bind(&job.action)
+            .bind(meta.actor_id.map(|a| a.0.to_string()))
+            .bind(meta.request_id.clone())
+            .execute(&mut *tx)
+            .await?;
+            match job.action.as_str() {
+                "snooze" => Err(Control::Snooze(Duration::from_secs(3600)).into()),
+                "cancel" => Err(Control::Cancel("no longer wanted".into()).into()),
+                "retry_at" => Err(Control::RetryAt(
+                    chrono::Utc::now() + chrono::Duration::hours(2),
+                    "upstream asked for later".into(),
+                )
+                .into()),
+                _ => Ok(()),
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn outcomes_context_and_unique_keys_in_enqueue_many() {
+    let migrator = Migrator::new([&pgstrata_tenancy::MODULE, &pgstrata_queue::MODULE]).unwrap();
+    let db = TestDb::migrated(&migrator).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE public.seen (job_id bigint, action text, tenant text, actor text, request text,
+                                   meta_actor text, meta_request text);
+         GRANT SELECT, INSERT ON public.seen TO pgstrata_worker;",
+    )
+    .execute(&db.admin)
+    .await
+    .unwrap();
+    let tenant = TenantId::new();
+    let mut admin = db.admin_conn().await.unwrap();
+    pgstrata_tenancy::fixtures::insert_tenants(&mut admin, &[tenant])
+        .await
+        .unwrap();
+    drop(admin);
+    let app = db.app_pool(2).await.unwrap();
+    let actor = UserId::new();
+    let ctx = TenantContext::tenant(tenant)
+        .with_actor(actor)
+        .with_request_id("req-42");
+    let step = |action: &str| NewJob::of(&Step { action: action.into() }).unwrap();
+
+    // The request path enqueues in its context; two jobs of one call share a unique key.
+    let mut tx = begin_tenant(&app, &ctx).await.unwrap();
+    let ids = client::enqueue_many(
+        &mut tx,
+        &[
+            step("snooze"),
+            step("cancel"),
+            step("retry_at"),
+            step("complete").unique_key("once"),
+            step("complete").unique_key("once"),
+        ],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(ids[3], ids[4], "a key repeated within one call returns the first job");
+    let again = {
+        let mut tx = begin_tenant(&app, &ctx).await.unwrap();
+        let id = client::enqueue(&mut tx, &step("complete").unique_key("once"))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        id
+    };
+    assert_eq!(again, ids[3], "enqueue finds the unfinished job holding the key");
+
+    let (stop, stopped) = watch::channel(false);
+    let mut config = WorkerConfig::new("default");
+    config.poll_interval = Duration::from_millis(50);
+    let worker = Worker::new(db.pool_as(WORKER_LOGIN_ROLE, 5).await.unwrap(), config)
+        .unwrap()
+        .register::<Step, _>(Act);
+    let handle = tokio::spawn(worker.run(stopped));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let running: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM queue.jobs WHERE state IN ('available', 'running')")
+                .fetch_one(&db.admin)
+                .await
+                .unwrap();
+        if running == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the jobs were not run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+    handle.await.unwrap().unwrap();
+
+    let rows: Vec<(i64, String, i32, bool, String)> = sqlx::query_as(
+        "SELECT id, state, attempt, run_at > now() + interval '50 minutes', coalesce(errors->-1->>'error', '')
+           FROM queue.jobs ORDER BY id",
+    )
+    .fetch_all(&db.admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (ids[0].0, "scheduled".into(), 0, true, String::new()),
+            (
+                ids[1].0,
+                "cancelled".into(),
+                1,
+                false,
+                "cancelled: no longer wanted".into()
+            ),
+            (ids[2].0, "retryable".into(), 1, true, "upstream asked for later".into()),
+            (ids[3].0, "completed".into(), 1, false, String::new()),
+        ],
+        "snooze gives the attempt back; cancel and retry-at record why"
+    );
+    // Only the completed job's writes committed, in the enqueuer's context.
+    let seen: Vec<(String, String, String, String, String, String)> =
+        sqlx::query_as("SELECT action, tenant, actor, request, meta_actor, meta_request FROM public.seen")
+            .fetch_all(&db.admin)
+            .await
+            .unwrap();
+    let (t, a) = (tenant.0.to_string(), actor.0.to_string());
+    assert_eq!(
+        seen,
+        [("complete".into(), t, a.clone(), "req-42".into(), a, "req-42".into())]
+    );
+    app.close().await;
+    db.close().await.unwrap();
+}
