@@ -178,12 +178,7 @@ async fn backfill_applies_every_list_resumes_where_it_stopped_and_never_beats_a_
     assert_eq!((report.pages, report.applied), (1, 1), "{report:?}");
 
     // Everything mirrored under the tenant; the subscription keeps the webhook's newer state.
-    let (status, last): (String, String) =
-        sqlx::query_as("SELECT status, last_event_id FROM billing.subscriptions WHERE tenant_id = $1")
-            .bind(tenant.0)
-            .fetch_one(&db.admin)
-            .await
-            .unwrap();
+    let (status, last) = status_of(&db.admin, &sub_id(&ev)).await;
     assert_eq!(
         (status.as_str(), last.as_str()),
         ("past_due", newer["id"].as_str().unwrap())

@@ -11,18 +11,6 @@ use pgstrata_billing::{Error, Outcome, Refetch, Verifier, process_webhook, refet
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-async fn status_of(admin: &PgPool, sub: &str) -> (String, String) {
-    sqlx::query_as("SELECT status, last_event_id FROM billing.subscriptions WHERE id = $1")
-        .bind(sub)
-        .fetch_one(admin)
-        .await
-        .unwrap()
-}
-
-fn sub_id(events: &[(String, Value)]) -> String {
-    event(events, "04")["data"]["object"]["id"].as_str().unwrap().to_owned()
-}
-
 /// cashier#1201: `updated` arrives before `created`. The row is created by whichever comes
 /// first, and the older `created` (incomplete) does not overwrite the newer state.
 #[tokio::test]

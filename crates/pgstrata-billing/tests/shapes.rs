@@ -196,12 +196,7 @@ async fn impossible_states_are_rejected_once_with_a_reason() {
     let rejected = apply_expect(&mut conn, &backwards, Outcome::Rejected).await;
     assert!(rejected.error.as_deref().unwrap().contains("ends before it starts"));
 
-    let (status, last): (String, String) =
-        sqlx::query_as("SELECT status, last_event_id FROM billing.subscriptions WHERE tenant_id = $1")
-            .bind(tenant.0)
-            .fetch_one(&db.admin)
-            .await
-            .unwrap();
+    let (status, last) = status_of(&db.admin, &sub_id(&ev)).await;
     assert_eq!(
         (status.as_str(), last.as_str()),
         ("trialing", event(&ev, "05")["id"].as_str().unwrap())

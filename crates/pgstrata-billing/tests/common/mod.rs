@@ -210,3 +210,17 @@ pub fn delivery_order(rng: &mut Rng, n: usize) -> Vec<usize> {
     }
     order
 }
+
+/// A mirrored subscription's status and the event that set it.
+pub async fn status_of(admin: &PgPool, sub: &str) -> (String, String) {
+    sqlx::query_as("SELECT status, last_event_id FROM billing.subscriptions WHERE id = $1")
+        .bind(sub)
+        .fetch_one(admin)
+        .await
+        .unwrap()
+}
+
+/// The id of the lifecycle's subscription.
+pub fn sub_id(events: &[(String, Value)]) -> String {
+    event(events, "04")["data"]["object"]["id"].as_str().unwrap().to_owned()
+}

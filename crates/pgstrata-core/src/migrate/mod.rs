@@ -660,23 +660,7 @@ impl Migrator {
         }
         let mut plan = DownPlan::default();
         for (module, row) in &rows {
-            let file = module
-                .migrations
-                .iter()
-                .find(|f| f.version == row.version)
-                .ok_or_else(|| MigrateError::Missing {
-                    module: module.name.into(),
-                    version: row.version,
-                })?;
-            let current = file.checksum()?;
-            if row.checksum != current.to_string() {
-                return Err(MigrateError::Divergent {
-                    module: module.name.into(),
-                    file: module.file_path(file),
-                    applied: row.checksum.parse().unwrap_or_default(),
-                    current,
-                });
-            }
+            let file = applied_file(module, row)?;
             plan.steps.push(PlannedStep {
                 module: module.name,
                 version: row.version,
@@ -977,23 +961,30 @@ fn parse_applied_on(row: &HistoryRow) -> Result<time::OffsetDateTime, MigrateErr
 /// Applied rows must match this build's files (as refinery checks before a run).
 fn check_history(module: &Module, history: &[HistoryRow]) -> Result<(), MigrateError> {
     for row in history {
-        let Some(file) = module.migrations.iter().find(|f| f.version == row.version) else {
-            return Err(MigrateError::Missing {
-                module: module.name.into(),
-                version: row.version,
-            });
-        };
-        let current = file.checksum()?;
-        if row.checksum != current.to_string() {
-            return Err(MigrateError::Divergent {
-                module: module.name.into(),
-                file: module.file_path(file),
-                applied: row.checksum.parse().unwrap_or_default(),
-                current,
-            });
-        }
+        applied_file(module, row)?;
     }
     Ok(())
+}
+
+/// The file an applied history row was run from, refused when this build lacks it or its
+/// checksum changed since.
+fn applied_file<'m>(module: &'m Module, row: &HistoryRow) -> Result<&'m MigrationFile, MigrateError> {
+    let Some(file) = module.migrations.iter().find(|f| f.version == row.version) else {
+        return Err(MigrateError::Missing {
+            module: module.name.into(),
+            version: row.version,
+        });
+    };
+    let current = file.checksum()?;
+    if row.checksum != current.to_string() {
+        return Err(MigrateError::Divergent {
+            module: module.name.into(),
+            file: module.file_path(file),
+            applied: row.checksum.parse().unwrap_or_default(),
+            current,
+        });
+    }
+    Ok(file)
 }
 
 fn validate_module(m: &Module) -> Result<(), MigrateError> {
