@@ -36,6 +36,7 @@ pub static MODULE: Module = Module {
     depends_on: &["tenancy"],
     // Audits the tables of modules migrated after audit (rbac); every path that migrates runs it.
     after_migrate: Some("SELECT audit.enable_defaults()"),
+    column_types: &[],
     migrations: &[
         pgstrata_core::migration!("audit", 1, "audit"),
         pgstrata_core::migration!("audit", 2, "hardening"),

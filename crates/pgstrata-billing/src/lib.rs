@@ -42,6 +42,7 @@ pub static MODULE: Module = Module {
     name: "billing",
     depends_on: &["tenancy"],
     after_migrate: None,
+    column_types: &[],
     migrations: &[
         pgstrata_core::migration!("billing", 1, "billing"),
         pgstrata_core::migration!("billing", 2, "hardening"),

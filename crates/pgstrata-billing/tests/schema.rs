@@ -34,7 +34,7 @@ async fn every_billing_table_passes_the_doctor() {
     let migrator = Migrator::new([&pgstrata_tenancy::MODULE, &pgstrata_billing::MODULE]).unwrap();
     let db = TestDb::migrated(&migrator).await.unwrap();
     let mut conn = db.admin_conn().await.unwrap();
-    let reports = pgstrata_core::doctor::check_tables(&mut conn, &["billing"])
+    let reports = pgstrata_core::doctor::check_tables(&mut conn, &pgstrata_tenancy::TENANT_ROOT, &["billing"])
         .await
         .unwrap();
     let tenant_tables = reports

@@ -776,7 +776,7 @@ async fn doctor(
             )),
         }
     }
-    let reports = pgstrata::core::doctor::check_tables(conn, scope).await?;
+    let reports = pgstrata::core::doctor::check_tables(conn, &pgstrata::tenancy::TENANT_ROOT, scope).await?;
     let mut warnings = pgstrata::core::doctor::partition_warnings(conn, scope).await?;
     if scope.contains(&"audit") {
         warnings.extend(audit_warnings(conn).await?);
@@ -878,7 +878,7 @@ async fn codegen(
         migrator.up(&mut scratch_conn).await?;
         let mut stale = Vec::new();
         for m in migrator.modules() {
-            let code = pgstrata::core::codegen::render_schema(&mut scratch_conn, m.name).await?;
+            let code = pgstrata::core::codegen::render_module(&mut scratch_conn, m).await?;
             let path = root
                 .join("crates")
                 .join(format!("pgstrata-{}", m.name))

@@ -2,9 +2,12 @@
 //!
 //! `pgstrata codegen` migrates a scratch database, then for each module renders one Rust file
 //! (`crates/pgstrata-<module>/src/generated.rs`) with a `serde` + `sqlx::FromRow` struct per
-//! table and an `Iden` enum per table. Each module has a test that renders the file again and
+//! table and an `Iden` enum per table. Columns get the Rust type of their SQL type, except keys
+//! and states, which get the typed ids and enums the module lists in
+//! [`Module::column_types`]. Each module has a test that renders the file again and
 //! fails when the checked-in copy differs, so SQL and Rust cannot drift apart.
 
+use crate::migrate::Module;
 use sqlx::PgConnection;
 use std::fmt::Write;
 
@@ -28,6 +31,8 @@ pub enum CodegenError {
         column: String,
         type_name: String,
     },
+    #[error("module {module} types the column {column}, which its schema does not have")]
+    UnknownColumn { module: String, column: String },
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -97,9 +102,21 @@ fn singular(table: &str) -> String {
     camel(&s)
 }
 
-/// Renders the generated file for one schema.
-pub async fn render_schema(conn: &mut PgConnection, schema: &str) -> Result<String, CodegenError> {
+/// Renders the generated file of one module, from its schema in the catalog and its
+/// [`Module::column_types`].
+pub async fn render_module(conn: &mut PgConnection, module: &Module) -> Result<String, CodegenError> {
+    let schema = module.name;
     let columns: Vec<Column> = sqlx::query_as(COLUMNS_SQL).bind(schema).fetch_all(conn).await?;
+    if let Some(unknown) = module.column_types.iter().find(|(key, _)| {
+        !columns
+            .iter()
+            .any(|c| key.split_once('.') == Some((c.table_name.as_str(), c.column_name.as_str())))
+    }) {
+        return Err(CodegenError::UnknownColumn {
+            module: schema.to_owned(),
+            column: unknown.0.to_owned(),
+        });
+    }
     let mut tables: Vec<(String, Vec<Column>)> = Vec::new();
     for col in columns {
         match tables.last_mut() {
@@ -153,7 +170,14 @@ pub async fn render_schema(conn: &mut PgConnection, schema: &str) -> Result<Stri
             if let Some(comment) = &c.comment {
                 let _ = writeln!(out, "    /// {comment}");
             }
-            let ty = id_newtype(&c.column_name, &c.type_name).unwrap_or(ty);
+            let key = format!("{table}.{}", c.column_name);
+            let ty = module
+                .column_types
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, t)| *t)
+                .or_else(|| id_newtype(&c.column_name, &c.type_name))
+                .unwrap_or(ty);
             let ty = if c.not_null {
                 ty.to_owned()
             } else {
@@ -204,7 +228,8 @@ pub async fn render_schema(conn: &mut PgConnection, schema: &str) -> Result<Stri
     Ok(out)
 }
 
-/// Tenant and user ids get their newtypes, so they cannot be swapped with other ids.
+/// Tenant and user ids get core's newtypes wherever a module does not say otherwise, so they
+/// cannot be swapped with other ids.
 fn id_newtype(column: &str, pg: &str) -> Option<&'static str> {
     match (column, pg) {
         ("tenant_id", "uuid") => Some("pgstrata_core::TenantId"),

@@ -7,7 +7,7 @@
 
 use crate::error::DbError;
 use crate::ids::{TenantId, UserId};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{Acquire, PgConnection, Postgres, Transaction};
 
 /// Who is acting, for whom: the tenant whose rows are visible, and optionally the user and the
 /// request (recorded by the audit module).
@@ -81,10 +81,72 @@ pub async fn clear_context(conn: &mut PgConnection) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Opens a transaction on the pool with the context set. Commit it with `tx.commit()`;
-/// dropping it rolls back.
-pub async fn begin_tenant(pool: &PgPool, ctx: &TenantContext) -> Result<Transaction<'static, Postgres>, DbError> {
-    let mut tx = pool.begin().await?;
+/// A transaction that carries its tenant: what [`begin_tenant`] returns, and what every
+/// tenant-scoped operation of every module takes.
+///
+/// The tenant is set once, when the transaction opens, and operations read it from here (and
+/// the database reads it from the context), so a call cannot name one tenant while the
+/// transaction is scoped to another. It derefs to [`PgConnection`] for the application's own
+/// statements (`.execute(&mut *tx)`); commit it with [`TenantTx::commit`], and dropping it
+/// rolls back.
+#[derive(Debug)]
+pub struct TenantTx<'c> {
+    tx: Transaction<'c, Postgres>,
+    ctx: TenantContext,
+}
+
+impl<'c> TenantTx<'c> {
+    /// The tenant whose rows this transaction sees.
+    pub fn tenant_id(&self) -> TenantId {
+        self.ctx.tenant_id
+    }
+
+    /// The acting user, when there is one.
+    pub fn actor_id(&self) -> Option<UserId> {
+        self.ctx.actor_id
+    }
+
+    /// The whole context the transaction was opened with.
+    pub fn context(&self) -> &TenantContext {
+        &self.ctx
+    }
+
+    /// Commits the transaction (a savepoint release when it was opened inside another).
+    pub async fn commit(self) -> Result<(), DbError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Rolls back explicitly (dropping the transaction does the same, without waiting).
+    pub async fn rollback(self) -> Result<(), DbError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for TenantTx<'_> {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for TenantTx<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// Opens a transaction with the tenant context set: on a pool (`begin_tenant(&pool, &ctx)`),
+/// or on a connection the caller holds (`begin_tenant(&mut *conn, &ctx)`, a savepoint when that
+/// connection is already inside a transaction). Commit it with [`TenantTx::commit`]; dropping
+/// it rolls back.
+pub async fn begin_tenant<'c, A>(conn: A, ctx: &TenantContext) -> Result<TenantTx<'c>, DbError>
+where
+    A: Acquire<'c, Database = Postgres>,
+{
+    let mut tx = conn.begin().await?;
     set_tenant_context(&mut tx, ctx).await?;
-    Ok(tx)
+    Ok(TenantTx { tx, ctx: ctx.clone() })
 }

@@ -7,8 +7,10 @@
 //! `pgstrata_app`) that skips that test (policies for other roles, such as the worker's, are
 //! each module's explicit grants across tenants), a primary key and
 //! unique indexes led by `tenant_id`, and foreign keys to other tenant tables that carry
-//! `tenant_id`. The **tenant root** (`tenancy.tenants`) is checked the same way on `id`, against
-//! the raw context `tenancy.context_tenant_id()` (the row a new tenant inserts does not exist yet).
+//! `tenant_id`. The **tenant root** is checked the same way on `id`, against the raw context
+//! (the row a new tenant inserts does not exist yet). Core knows no module: the module that owns
+//! tenants describes its root and its context functions as a [`TenantRoot`] (tenancy's is
+//! `pgstrata_tenancy::TENANT_ROOT`), and every check takes it.
 //! A **global** table has no `tenant_id` (or an optional one, as the job queue's, which
 //! workers read across tenants) and must not reference a tenant table.
 //!
@@ -18,8 +20,17 @@
 use sqlx::PgConnection;
 use std::fmt;
 
-const TENANT_HELPER: &str = "tenancy.current_tenant_id()";
-const ROOT_HELPER: &str = "tenancy.context_tenant_id()";
+/// Where tenants live, as the module that owns them declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantRoot {
+    /// The schema-qualified table of tenants, keyed by `id` (e.g. `tenancy.tenants`).
+    pub table: &'static str,
+    /// The call every tenant table's policy compares `tenant_id` with: the tenant in context,
+    /// when it exists and is active (e.g. `tenancy.current_tenant_id()`).
+    pub current_tenant: &'static str,
+    /// The call the root's own policy compares `id` with: the raw context value.
+    pub context_tenant: &'static str,
+}
 
 /// A policy as `(command, permissive, USING, WITH CHECK, roles)`.
 type PolicyFacts = (String, bool, Option<String>, Option<String>, Vec<String>);
@@ -73,7 +84,7 @@ SELECT n.nspname AS schema, c.relname AS table,
               WHERE k.conrelid = c.oid AND k.contype = 'f'
                 AND (EXISTS (SELECT 1 FROM pg_attribute fa WHERE fa.attrelid = k.confrelid
                                 AND fa.attname = 'tenant_id' AND NOT fa.attisdropped)
-                     OR k.confrelid = to_regclass('tenancy.tenants'))
+                     OR k.confrelid = to_regclass($2))
               ORDER BY 1) AS fk_to_tenant_tables
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
@@ -124,10 +135,18 @@ impl TableReport {
 /// Names of the checks, in display order.
 pub const CHECK_NAMES: [&str; 6] = ["rls", "forced", "policy", "pk", "unique", "fk"];
 
-/// Checks every table of `schemas`.
-pub async fn check_tables(conn: &mut PgConnection, schemas: &[&str]) -> Result<Vec<TableReport>, sqlx::Error> {
-    let facts: Vec<TableFacts> = sqlx::query_as(FACTS_SQL).bind(schemas).fetch_all(conn).await?;
-    Ok(facts.iter().map(evaluate).collect())
+/// Checks every table of `schemas` against the tenancy rules of `root`.
+pub async fn check_tables(
+    conn: &mut PgConnection,
+    root: &TenantRoot,
+    schemas: &[&str],
+) -> Result<Vec<TableReport>, sqlx::Error> {
+    let facts: Vec<TableFacts> = sqlx::query_as(FACTS_SQL)
+        .bind(schemas)
+        .bind(root.table)
+        .fetch_all(conn)
+        .await?;
+    Ok(facts.iter().map(|t| evaluate(t, root)).collect())
 }
 
 fn check(name: &'static str, ok: bool, detail: impl FnOnce() -> String) -> Check {
@@ -138,9 +157,9 @@ fn check(name: &'static str, ok: bool, detail: impl FnOnce() -> String) -> Check
     }
 }
 
-fn evaluate(t: &TableFacts) -> TableReport {
+fn evaluate(t: &TableFacts, root: &TenantRoot) -> TableReport {
     let name = format!("{}.{}", t.schema, t.table);
-    let is_root = name == "tenancy.tenants";
+    let is_root = name == root.table;
     let kind = if t.has_tenant_id {
         TableKind::Tenant
     } else if is_root {
@@ -163,7 +182,11 @@ fn evaluate(t: &TableFacts) -> TableReport {
             checks,
         };
     }
-    let helper = if is_root { ROOT_HELPER } else { TENANT_HELPER };
+    let helper = if is_root {
+        root.context_tenant
+    } else {
+        root.current_tenant
+    };
     let guards = |expr: &Option<String>| {
         expr.as_deref()
             .is_some_and(|e| e.contains(helper) && e.contains(&format!("{key} = ")))

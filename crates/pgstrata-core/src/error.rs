@@ -15,6 +15,16 @@ pub mod sqlstate {
     pub const FORBIDDEN: &str = "PS403";
     /// The row exists but is no longer in a state that allows the change (DETAIL: `status=...`).
     pub const GONE: &str = "PS410";
+    /// A size limit of a pgstrata function was reached (DETAIL: `limit=N`), e.g. rbac's role
+    /// graph; mapped to [`DbError::LimitExceeded`](super::DbError::LimitExceeded).
+    pub const LIMIT_EXCEEDED: &str = "PS413";
+    /// Well-formed input that a rule of the data refuses (a role cycle, a Stripe object in a
+    /// state the mirror does not take); mapped to [`DbError::Rejected`](super::DbError::Rejected).
+    pub const REJECTED: &str = "PS422";
+
+    /// Every SQLSTATE pgstrata's SQL raises. A test reads every migration and fails when one
+    /// raises a code missing here.
+    pub const ALL: &[&str] = &[STALE_VERSION, NOT_FOUND, FORBIDDEN, GONE, LIMIT_EXCEEDED, REJECTED];
 }
 
 /// A database failure, classified by what the caller can do about it.
@@ -54,6 +64,15 @@ pub enum DbError {
     #[error("no longer possible: {message}")]
     Gone { status: Option<String>, message: String },
 
+    /// A size limit of a pgstrata function was reached; `limit` is the limit when known.
+    #[error("limit exceeded: {message}")]
+    LimitExceeded { limit: Option<i64>, message: String },
+
+    /// Well-formed input that a rule of the data refuses; `detail` is the function's DETAIL
+    /// (e.g. `cycle=admin>ops>admin`).
+    #[error("rejected: {message}")]
+    Rejected { detail: Option<String>, message: String },
+
     /// Serialization failure or deadlock: run the whole transaction again.
     #[error("transient conflict ({code}): retry the transaction")]
     Retryable {
@@ -79,6 +98,8 @@ impl DbError {
             DbError::StaleVersion { .. } => Some(sqlstate::STALE_VERSION),
             DbError::NotFound { .. } => Some(sqlstate::NOT_FOUND),
             DbError::Gone { .. } => Some(sqlstate::GONE),
+            DbError::LimitExceeded { .. } => Some(sqlstate::LIMIT_EXCEEDED),
+            DbError::Rejected { .. } => Some(sqlstate::REJECTED),
             DbError::Other(_) => None,
         }
     }
@@ -126,6 +147,14 @@ impl From<sqlx::Error> for DbError {
                 status: detail_value(detail, "status").map(str::to_owned),
                 message,
             },
+            sqlstate::LIMIT_EXCEEDED => DbError::LimitExceeded {
+                limit: detail_value(detail, "limit").and_then(|v| v.parse().ok()),
+                message,
+            },
+            sqlstate::REJECTED => DbError::Rejected {
+                detail: detail.map(str::to_owned),
+                message,
+            },
             // 23xxx integrity (check, not null, exclusion) and 22xxx data exceptions
             // (invalid text representation, string too long, out of range).
             c if c.starts_with("23") || c.starts_with("22") => DbError::InvalidInput {
@@ -140,7 +169,35 @@ impl From<sqlx::Error> for DbError {
 
 #[cfg(test)]
 mod tests {
-    use super::detail_value;
+    use super::{detail_value, sqlstate};
+
+    /// Every `ERRCODE = 'PSnnn'` in every migration is one core knows, so every module's
+    /// errors map through [`DbError`](super::DbError) and none through message text.
+    #[test]
+    fn every_sqlstate_the_migrations_raise_is_listed() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations");
+        let mut raised = std::collections::BTreeSet::new();
+        for module in std::fs::read_dir(root)
+            .unwrap_or_else(|e| panic!("{root}: {e}"))
+            .flatten()
+        {
+            for file in std::fs::read_dir(module.path()).into_iter().flatten().flatten() {
+                let sql = std::fs::read_to_string(file.path()).unwrap_or_default();
+                for (i, _) in sql.match_indices("'PS") {
+                    let code = &sql[i + 1..(i + 6).min(sql.len())];
+                    if code.len() == 5 && code[2..].chars().all(|c| c.is_ascii_alphanumeric()) {
+                        raised.insert(code.to_owned());
+                    }
+                }
+            }
+        }
+        assert!(!raised.is_empty(), "no SQLSTATE found under {root}");
+        let missing: Vec<_> = raised.iter().filter(|c| !sqlstate::ALL.contains(&c.as_str())).collect();
+        assert!(
+            missing.is_empty(),
+            "raised by migrations but not in sqlstate::ALL: {missing:?}"
+        );
+    }
 
     #[test]
     fn detail_values_are_found_by_key() {

@@ -1,8 +1,9 @@
-//! Keyset pagination over time-ordered (UUIDv7) ids.
+//! Keyset pagination: one page type for every listing of every module.
 //!
 //! `WHERE id > $after ORDER BY id LIMIT n` walks the primary key index from where the previous
 //! page ended: constant cost per page at any depth, unlike `OFFSET`, and stable while rows are
-//! inserted (new v7 ids sort after the pages already read).
+//! inserted (new v7 ids sort after the pages already read). Listings ordered by something other
+//! than a uuid id use the same [`Page`] with their own key type.
 
 use uuid::Uuid;
 
@@ -11,14 +12,16 @@ pub const MAX_PAGE_SIZE: u64 = 1000;
 /// Page size when none is given.
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
 
-/// A page request: the last id of the previous page (none for the first page) and a size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Page {
-    pub after: Option<Uuid>,
+/// A page request: the key of the last row of the previous page (none for the first page) and
+/// a size. `K` is whatever the listing is ordered by: a UUIDv7 id (the default), a bigint id, or
+/// a tuple such as audit's `(occurred_at, id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Page<K = Uuid> {
+    pub after: Option<K>,
     pub limit: u64,
 }
 
-impl Default for Page {
+impl<K> Default for Page<K> {
     fn default() -> Self {
         Self {
             after: None,
@@ -27,21 +30,22 @@ impl Default for Page {
     }
 }
 
-impl Page {
+impl<K> Page<K> {
     /// The first page of `limit` rows.
     pub fn first(limit: u64) -> Self {
         Self { after: None, limit }
     }
 
-    /// The page after the row with id `after`.
-    pub fn after(after: Uuid, limit: u64) -> Self {
+    /// The page after the row whose key is `after`.
+    pub fn after(after: K, limit: u64) -> Self {
         Self {
             after: Some(after),
             limit,
         }
     }
 
-    /// Checks the size: 1 to [`MAX_PAGE_SIZE`].
+    /// Checks the size: 1 to [`MAX_PAGE_SIZE`]. Every builder that takes a page calls this,
+    /// so an out-of-range size is refused before any SQL runs.
     pub fn validate(&self) -> Result<(), InvalidPage> {
         if (1..=MAX_PAGE_SIZE).contains(&self.limit) {
             Ok(())
@@ -51,14 +55,22 @@ impl Page {
     }
 
     /// The request for the page after `rows` (None when `rows` was the last page).
-    pub fn next<T>(&self, rows: &[T], id_of: impl Fn(&T) -> Uuid) -> Option<Page> {
+    pub fn next<T>(&self, rows: &[T], key_of: impl Fn(&T) -> K) -> Option<Page<K>> {
         if (rows.len() as u64) < self.limit {
             return None;
         }
         rows.last().map(|r| Page {
-            after: Some(id_of(r)),
+            after: Some(key_of(r)),
             limit: self.limit,
         })
+    }
+
+    /// The same size, with the key mapped (e.g. a typed id to the column's `Uuid`).
+    pub fn map_key<L>(self, f: impl FnOnce(K) -> L) -> Page<L> {
+        Page {
+            after: self.after.map(f),
+            limit: self.limit,
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 //!
 //! Public so that applications can test their own code against pgstrata the same way.
 
+pub mod plans;
+
 use crate::migrate::{MigrateError, Migrator, Module};
 use crate::server::{ServerError, ThrowawayServer};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -278,7 +280,7 @@ impl Artefacts<'_> {
         let mut b = copied.admin_conn().await?;
         let snapshot = crate::catalog::snapshot(&mut a, self.schemas).await?;
         assert_eq!(snapshot, crate::catalog::snapshot(&mut b, self.schemas).await?);
-        let rendered = crate::codegen::render_schema(&mut a, name).await?;
+        let rendered = crate::codegen::render_module(&mut a, self.module).await?;
         assert!(
             rendered == self.generated_rs,
             "crates/pgstrata-{name}/src/generated.rs is out of date: run `cargo run -p pgstrata-cli -- codegen`"

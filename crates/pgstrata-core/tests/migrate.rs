@@ -12,6 +12,7 @@ static GADGETS: Module = Module {
     name: "gadgets",
     depends_on: &[],
     after_migrate: None,
+    column_types: &[],
     migrations: &[
         MigrationFile {
             version: 1,
@@ -38,6 +39,7 @@ static GADGETS_TAMPERED: Module = Module {
     name: "gadgets",
     depends_on: &[],
     after_migrate: None,
+    column_types: &[],
     migrations: &[
         GADGETS.migrations[0],
         MigrationFile {
@@ -55,6 +57,7 @@ static WIDGETS: Module = Module {
     name: "widgets",
     depends_on: &["gadgets"],
     after_migrate: None,
+    column_types: &[],
     migrations: &[MigrationFile {
         version: 1,
         name: "init",
@@ -70,6 +73,7 @@ static BROKEN: Module = Module {
     name: "broken",
     depends_on: &[],
     after_migrate: None,
+    column_types: &[],
     migrations: &[
         MigrationFile {
             version: 1,
@@ -386,6 +390,7 @@ static HOOKED: Module = Module {
     name: "hooked",
     depends_on: &[],
     after_migrate: Some("INSERT INTO hooked.calls DEFAULT VALUES"),
+    column_types: &[],
     migrations: &[MigrationFile {
         version: 1,
         name: "init",
@@ -618,6 +623,7 @@ async fn schema_sql_records_the_history_so_the_migrator_can_upgrade_it() {
         name: "gadgets",
         depends_on: &[],
         after_migrate: None,
+        column_types: &[],
         migrations: GADGETS.migrations.split_at(1).0,
         seed: "",
     };

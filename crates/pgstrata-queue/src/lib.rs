@@ -37,6 +37,7 @@ pub static MODULE: Module = Module {
     name: "queue",
     depends_on: &["tenancy"],
     after_migrate: None,
+    column_types: &[],
     migrations: &[
         pgstrata_core::migration!("queue", 1, "queue"),
         pgstrata_core::migration!("queue", 2, "cheaper_per_job"),

@@ -12,7 +12,7 @@ use pgstrata_queue::client::{self, JobId, NewJob};
 use pgstrata_queue::worker::{BoxFuture, HandlerError};
 use pgstrata_queue::{Error, Handler, JobKind, JobMeta, Periodic, Worker, WorkerConfig, periodic};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -40,7 +40,7 @@ async fn setup(owner: Owner) -> Setup {
 }
 
 impl Setup {
-    async fn tenant(&self, tenant: TenantId) -> Transaction<'static, Postgres> {
+    async fn tenant(&self, tenant: TenantId) -> pgstrata_core::TenantTx<'static> {
         begin_tenant(&self.app, &TenantContext::tenant(tenant)).await.unwrap()
     }
 

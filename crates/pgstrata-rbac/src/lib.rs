@@ -37,6 +37,7 @@ pub static MODULE: Module = Module {
     name: "rbac",
     depends_on: &["tenancy"],
     after_migrate: None,
+    column_types: &[],
     migrations: &[
         pgstrata_core::migration!("rbac", 1, "rbac"),
         pgstrata_core::migration!("rbac", 2, "hardening"),

@@ -86,13 +86,13 @@ impl Env {
         }
     }
 
-    async fn as_owner(&self) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    async fn as_owner(&self) -> pgstrata_core::TenantTx<'static> {
         pgstrata_core::begin_tenant(&self.app, &self.org.as_owner())
             .await
             .unwrap()
     }
 
-    async fn as_member(&self) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    async fn as_member(&self) -> pgstrata_core::TenantTx<'static> {
         pgstrata_core::begin_tenant(&self.app, &self.org.as_member())
             .await
             .unwrap()

@@ -20,11 +20,20 @@ pub use error::{Error, Result};
 
 use pgstrata_core::migrate::Module;
 
+/// Where tenants live: the root every other module's tenant tables hang from, and the context
+/// functions their policies call. Doctor checks every module's tables against it.
+pub const TENANT_ROOT: pgstrata_core::doctor::TenantRoot = pgstrata_core::doctor::TenantRoot {
+    table: "tenancy.tenants",
+    current_tenant: "tenancy.current_tenant_id()",
+    context_tenant: "tenancy.context_tenant_id()",
+};
+
 /// The tenancy module: schema `tenancy`, no dependencies.
 pub static MODULE: Module = Module {
     name: "tenancy",
     depends_on: &[],
     after_migrate: None,
+    column_types: &[],
     migrations: &[
         pgstrata_core::migration!("tenancy", 1, "tenancy"),
         pgstrata_core::migration!("tenancy", 2, "roles"),

@@ -52,7 +52,9 @@ async fn schema_sql_loaded_with_psql_gives_the_catalog_the_migrations_give() {
 async fn generated_types_match_the_catalog() {
     let db = migrated_db().await;
     let mut conn = db.admin_conn().await.unwrap();
-    let rendered = codegen::render_schema(&mut conn, "tenancy").await.unwrap();
+    let rendered = codegen::render_module(&mut conn, &pgstrata_tenancy::MODULE)
+        .await
+        .unwrap();
     let checked_in = include_str!("../src/generated.rs");
     assert!(
         rendered == checked_in,
@@ -93,7 +95,9 @@ async fn seed_loads_twice_and_migrate_down_to_zero_removes_every_object() {
 async fn doctor_passes_on_the_migrated_schema_and_fails_on_a_weakened_one() {
     let db = migrated_db().await;
     let mut conn = db.admin_conn().await.unwrap();
-    let reports = doctor::check_tables(&mut conn, &["tenancy"]).await.unwrap();
+    let reports = doctor::check_tables(&mut conn, &pgstrata_tenancy::TENANT_ROOT, &["tenancy"])
+        .await
+        .unwrap();
     assert_eq!(reports.len(), 4);
     assert!(reports.iter().all(|r| r.ok()), "{}", doctor::render(&reports));
 
@@ -142,7 +146,9 @@ async fn doctor_passes_on_the_migrated_schema_and_fails_on_a_weakened_one() {
     for (ddl, table, check) in weakenings {
         let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
         sqlx::raw_sql(sqlx::AssertSqlSafe(ddl)).execute(&mut *tx).await.unwrap();
-        let reports = doctor::check_tables(&mut tx, &["tenancy"]).await.unwrap();
+        let reports = doctor::check_tables(&mut tx, &pgstrata_tenancy::TENANT_ROOT, &["tenancy"])
+            .await
+            .unwrap();
         let report = reports.iter().find(|r| r.table == table).unwrap();
         let failed: Vec<_> = report.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
         assert_eq!(failed, check, "after `{ddl}`:\n{}", doctor::render(&reports));

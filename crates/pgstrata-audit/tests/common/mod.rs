@@ -6,7 +6,7 @@
 use pgstrata_core::migrate::Migrator;
 use pgstrata_core::testing::{Owner, TestDb};
 use pgstrata_core::{TenantContext, TenantId, UserId, begin_tenant};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 pub const INVOICES_SQL: &str = r#"
@@ -79,7 +79,7 @@ pub async fn tx(
     tenant: TenantId,
     actor: Option<UserId>,
     request: Option<&str>,
-) -> Transaction<'static, Postgres> {
+) -> pgstrata_core::TenantTx<'static> {
     let mut ctx = TenantContext::tenant(tenant);
     ctx.actor_id = actor;
     ctx.request_id = request.map(str::to_owned);

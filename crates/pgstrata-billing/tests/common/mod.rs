@@ -135,7 +135,7 @@ pub async fn mirror_except(admin: &PgPool, tag: &str, tenant: TenantId, except: 
 }
 
 /// Opens a transaction as the application role in a tenant's context.
-pub async fn app_tx(app: &PgPool, tenant: TenantId) -> sqlx::Transaction<'static, sqlx::Postgres> {
+pub async fn app_tx(app: &PgPool, tenant: TenantId) -> pgstrata_core::TenantTx<'static> {
     pgstrata_core::begin_tenant(app, &TenantContext::tenant(tenant))
         .await
         .unwrap()

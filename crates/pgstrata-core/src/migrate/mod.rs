@@ -103,6 +103,11 @@ pub struct Module {
     /// installed (audit: `SELECT audit.enable_defaults()`, which audits the tables of modules
     /// migrated after it). Idempotent.
     pub after_migrate: Option<&'static str>,
+    /// The Rust type codegen gives a column, by `table.column`: the module's typed ids and
+    /// state enums (e.g. `("memberships.id", "crate::MembershipId")`). Unlisted `tenant_id` and
+    /// `user_id` uuid columns get core's `TenantId` and `UserId`; every other column the type
+    /// of its SQL type.
+    pub column_types: &'static [(&'static str, &'static str)],
 }
 
 impl Module {
