@@ -60,6 +60,17 @@ impl ThrowawayServer {
     /// `("shared_preload_libraries", "pg_cron")` (settings that only a start can change). Names
     /// and values are plain words: no spaces or quotes.
     pub fn start_with(settings: &[(&str, &str)]) -> Result<Self, ServerError> {
+        let bin_dir = find_bin_dir().ok_or(ServerError::NotInstalled)?;
+        Self::start_in(&bin_dir, settings)
+    }
+
+    /// Like [`ThrowawayServer::start_with`], with the server binaries of `bin_dir` (the folder
+    /// holding `initdb` and `pg_ctl`): how one test runs against several major versions.
+    pub fn start_in(bin_dir: &Path, settings: &[(&str, &str)]) -> Result<Self, ServerError> {
+        if !(bin_dir.join("initdb").is_file() && bin_dir.join("pg_ctl").is_file()) {
+            return Err(ServerError::NotInstalled);
+        }
+        let bin_dir = bin_dir.to_path_buf();
         if let Some((name, value)) = settings.iter().find(|(n, v)| {
             n.is_empty()
                 || [n, v]
@@ -72,7 +83,6 @@ impl ThrowawayServer {
             });
         }
         let extra: String = settings.iter().map(|(n, v)| format!(" -c {n}={v}")).collect();
-        let bin_dir = find_bin_dir().ok_or(ServerError::NotInstalled)?;
         let run_as_postgres = running_as_root();
         let owner = if run_as_postgres {
             Some(postgres_user().ok_or(ServerError::NoPostgresUser)?)
