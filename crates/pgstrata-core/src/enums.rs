@@ -1,7 +1,7 @@
 //! States stored as text with a CHECK constraint, as Rust enums.
 //!
 //! A state column (`tenants.status`, `jobs.state`, `invitations.status`, ...) is `text` with a
-//! CHECK listing its values, so psql users and other stacks read plain words. [`text_enum!`]
+//! CHECK listing its values, so psql users and other stacks read plain words. [`text_enum!`](crate::text_enum)
 //! declares the Rust side once: the enum, its words, and the conversions every layer needs
 //! (sqlx encode and decode as `text`, serde as the word, sea-query values, `Display`,
 //! `FromStr`), and codegen types the column with it.

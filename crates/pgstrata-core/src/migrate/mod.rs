@@ -2,7 +2,7 @@
 //!
 //! - Each module ships refinery-format files `V{n}__{name}.sql` with a paired
 //!   `V{n}__{name}.down.sql`, embedded at compile time with [`migration!`](crate::migration).
-//! - refinery orders, checksums and applies the up files through [`driver`]; each module has
+//! - refinery orders, checksums and applies the up files through its `driver` module; each module has
 //!   its own history table `pgstrata.<module>_history`, so modules version independently.
 //! - A whole run (every module, up or down) holds the migration lease, a row of
 //!   `pgstrata.migration_lock` that only the schemas' owner may update, so N app instances
