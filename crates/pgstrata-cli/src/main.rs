@@ -69,6 +69,20 @@ enum Command {
         /// Print the findings as JSON.
         #[arg(long)]
         json: bool,
+        /// Also check the tables of this schema of the application's (repeatable), with the
+        /// same rules as pgstrata's own tables.
+        #[arg(long = "schema", value_name = "SCHEMA")]
+        schemas: Vec<String>,
+    },
+    /// Make an application table a tenant table: tenant_id (with --add-column, on an empty
+    /// table), forced row-level security and the tenant policy; lists what it could not fix and
+    /// exits 1 while anything is left. Run it as the table's owner.
+    TenantTable {
+        /// The table, schema-qualified (e.g. app.projects).
+        table: String,
+        /// Add `tenant_id uuid NOT NULL` (defaulting to the tenant in context) when missing.
+        #[arg(long)]
+        add_column: bool,
     },
     /// Print a module's consolidated schema (what schemas/<module>/schema.sql holds).
     Schema {
@@ -410,6 +424,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         ),
         Command::Seed => ("seed", false),
         Command::Doctor { .. } => ("doctor", false),
+        Command::TenantTable { .. } => ("tenant-table", false),
         Command::Codegen { .. } => ("codegen", true),
         Command::Demo => ("demo", true),
         Command::Queue { .. } => ("queue", false),
@@ -464,7 +479,15 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             migrator.seed(&mut conn).await?;
             println!("seeded: {}", module_names(migrator.modules().iter().map(|m| m.name)));
         }
-        Command::Doctor { json } => return doctor(&mut conn, &migrator, &scope, json).await,
+        Command::Doctor { json, schemas } => {
+            let tables: Vec<&str> = scope
+                .iter()
+                .copied()
+                .chain(schemas.iter().map(String::as_str))
+                .collect();
+            return doctor(&mut conn, &migrator, &scope, &tables, json).await;
+        }
+        Command::TenantTable { table, add_column } => return tenant_table(&mut conn, &table, add_column).await,
         Command::Codegen { root, check } => return codegen(&mut conn, &target.url, &migrator, &root, check).await,
         Command::Demo => {
             let steps = migrator.up(&mut conn).await?;
@@ -473,7 +496,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             println!("seeded: {}\n", module_names(migrator.modules().iter().map(|m| m.name)));
             demo::tour(&mut conn).await?;
             println!();
-            return doctor(&mut conn, &migrator, &scope, false).await;
+            return doctor(&mut conn, &migrator, &scope, &scope, false).await;
         }
         Command::Queue { action } => queue(&mut conn, action).await?,
         Command::Audit { action } => return audit(&mut conn, action).await,
@@ -753,10 +776,13 @@ fn report_steps(verb: &str, steps: &[pgstrata::core::migrate::Step]) {
     }
 }
 
+/// `scope` names the modules whose migrations are checked; `tables` the schemas whose tables
+/// are (the modules' and the application's own).
 async fn doctor(
     conn: &mut PgConnection,
     migrator: &Migrator,
     scope: &[&str],
+    tables: &[&str],
     json: bool,
 ) -> Result<ExitCode, AnyError> {
     let mut migrations = Vec::new();
@@ -776,12 +802,12 @@ async fn doctor(
             )),
         }
     }
-    let reports = pgstrata::core::doctor::check_tables(conn, &pgstrata::tenancy::TENANT_ROOT, scope).await?;
-    let mut warnings = pgstrata::core::doctor::partition_warnings(conn, scope).await?;
+    let reports = pgstrata::core::doctor::check_tables(conn, &pgstrata::tenancy::TENANT_ROOT, tables).await?;
+    let mut warnings = pgstrata::core::doctor::partition_warnings(conn, tables).await?;
     if scope.contains(&"audit") {
         warnings.extend(audit_warnings(conn).await?);
     }
-    let security = pgstrata::core::doctor::security_problems(conn, scope).await?;
+    let security = pgstrata::core::doctor::security_problems(conn, tables).await?;
     let ok = migrations.is_empty() && !reports.is_empty() && reports.iter().all(|r| r.ok()) && security.is_empty();
     if json {
         let tables: Vec<_> = reports
@@ -819,6 +845,27 @@ async fn doctor(
         println!("doctor: {}", if ok { "all checks passed" } else { "FAILED" });
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `pgstrata tenant-table`: one line per step, `done` or `TODO`.
+async fn tenant_table(conn: &mut PgConnection, table: &str, add_column: bool) -> Result<ExitCode, AnyError> {
+    let steps = pgstrata::tenancy::tables::make_tenant_table(conn, table, add_column).await?;
+    for s in &steps {
+        println!(
+            "{:<4}  {:<11}  {}",
+            if s.done { "done" } else { "TODO" },
+            s.step,
+            s.detail
+        );
+    }
+    let left = steps.iter().filter(|s| !s.done).count();
+    if left == 0 {
+        println!("{table} is a tenant table: check it with `pgstrata doctor --schema <its schema>`");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{left} step(s) left to the application");
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 /// Records older than this and still unsealed mean no sealer is running (or something blocks

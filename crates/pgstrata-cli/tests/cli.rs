@@ -600,3 +600,45 @@ async fn billing_events_retry_and_prune() {
     drop(conn);
     db.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn doctor_checks_the_applications_schema_and_tenant_table_fixes_it() {
+    let db = TestDb::new().await.unwrap();
+    let url = db.url().unwrap();
+    let out = pgstrata(Some(&url), &["migrate", "up"]);
+    assert!(out.status.success(), "{}", text(&out));
+    sqlx::raw_sql(
+        "CREATE SCHEMA app;
+         CREATE TABLE app.projects (tenant_id uuid NOT NULL REFERENCES tenancy.tenants (id), id uuid NOT NULL,
+                                    name text, PRIMARY KEY (tenant_id, id));
+         GRANT USAGE ON SCHEMA app TO pgstrata_app;
+         GRANT SELECT, INSERT, UPDATE, DELETE ON app.projects TO pgstrata_app;",
+    )
+    .execute(&db.admin)
+    .await
+    .unwrap();
+
+    // Without --schema the application's tables are not looked at; with it, the missing RLS fails.
+    let out = pgstrata(Some(&url), &["doctor"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("app.projects"), "{}", text(&out));
+    let out = pgstrata(Some(&url), &["doctor", "--schema", "app"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("app.projects: rls"), "{}", text(&out));
+
+    let out = pgstrata(Some(&url), &["tenant-table", "app.projects"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("done  policy"), "{}", text(&out));
+    let out = pgstrata(Some(&url), &["doctor", "--schema", "app"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A table it cannot finish: exit 1, with what is left.
+    sqlx::raw_sql("CREATE TABLE app.notes (id int PRIMARY KEY)")
+        .execute(&db.admin)
+        .await
+        .unwrap();
+    let out = pgstrata(Some(&url), &["tenant-table", "app.notes", "--add-column"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("TODO  primary key"), "{}", text(&out));
+    db.close().await.unwrap();
+}

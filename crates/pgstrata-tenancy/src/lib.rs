@@ -12,6 +12,7 @@ pub mod fixtures;
 pub mod generated;
 pub mod invitations;
 pub mod memberships;
+pub mod tables;
 pub mod tenants;
 pub mod users;
 mod validate;
@@ -39,6 +40,7 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("tenancy", 2, "roles"),
         pgstrata_core::migration!("tenancy", 3, "hardening"),
         pgstrata_core::migration!("tenancy", 4, "membership_keyed_users"),
+        pgstrata_core::migration!("tenancy", 5, "tenant_tables"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/tenancy/seed.sql")),
 };
