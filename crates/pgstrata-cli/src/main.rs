@@ -221,6 +221,8 @@ enum MigrateAction {
 enum SchemaAction {
     /// Print the consolidated DDL of a module.
     Print { module: String },
+    /// Print the upgrade of a psql install of a module to VERSION (from the version before it).
+    Upgrade { module: String, version: i32 },
 }
 
 /// A failure with its exit code (see `EXIT_CODES`).
@@ -400,16 +402,23 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
     };
 
     // Commands that need no database.
-    if let Command::Schema {
-        action: SchemaAction::Print { module },
-    } = &cli.command
-    {
+    if let Command::Schema { action } = &cli.command {
+        let (SchemaAction::Print { module } | SchemaAction::Upgrade { module, .. }) = action;
         let m = migrator
             .modules()
             .iter()
             .find(|m| m.name == module)
             .ok_or_else(|| Failure::Usage(format!("unknown module {module:?}")))?;
-        print!("{}", m.schema_sql());
+        match action {
+            SchemaAction::Print { .. } => print!("{}", m.schema_sql()),
+            SchemaAction::Upgrade { version, .. } => print!(
+                "{}",
+                m.upgrade_sql(*version).ok_or_else(|| Failure::Usage(format!(
+                    "{module} has no upgrade to V{version}: upgrades exist for V2 to V{}",
+                    m.latest_version()
+                )))?
+            ),
+        }
         return Ok(ExitCode::SUCCESS);
     }
 
