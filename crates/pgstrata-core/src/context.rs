@@ -148,5 +148,11 @@ where
 {
     let mut tx = conn.begin().await?;
     set_tenant_context(&mut tx, ctx).await?;
+    tracing::debug!(
+        tenant_id = %ctx.tenant_id,
+        actor_id = ctx.actor_id.map(tracing::field::display),
+        request_id = ctx.request_id.as_deref(),
+        "tenant transaction"
+    );
     Ok(TenantTx { tx, ctx: ctx.clone() })
 }

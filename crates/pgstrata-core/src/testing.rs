@@ -3,6 +3,7 @@
 //!
 //! Public so that applications can test their own code against pgstrata the same way.
 
+pub mod logs;
 pub mod plans;
 
 use crate::migrate::{MigrateError, Migrator, Module};

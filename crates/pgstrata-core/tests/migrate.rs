@@ -653,3 +653,25 @@ async fn schema_sql_records_the_history_so_the_migrator_can_upgrade_it() {
     conn.close().await.unwrap();
     db.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_run_logs_what_it_applied_and_reverted_inside_its_span() {
+    use pgstrata_core::migrate::{DownTo, Removal};
+    use pgstrata_core::testing::logs::CapturedLogs;
+    let db = TestDb::new().await.unwrap();
+    let mut conn = db.admin_conn().await.unwrap();
+    let migrator = Migrator::new([&GADGETS]).unwrap();
+    let (logs, _guard) = CapturedLogs::start();
+    migrator.up(&mut conn).await.unwrap();
+    let applied = logs.matching(&["applied migration", "module=gadgets", "in pgstrata.migrate{"]);
+    assert_eq!(applied.len(), 2, "{:#?}", logs.lines());
+    assert!(applied[0].starts_with("INFO ") && applied[0].contains("version=1"), "{applied:?}");
+    migrator
+        .revert(&mut conn, None, DownTo::OneStep, Removal::Refused)
+        .await
+        .unwrap();
+    let reverted = logs.matching(&["reverted migration", "version=2"]);
+    assert_eq!(reverted.len(), 1, "{:#?}", logs.lines());
+    drop(conn);
+    db.close().await.unwrap();
+}

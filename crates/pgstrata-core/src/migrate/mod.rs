@@ -25,6 +25,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Schema that holds the per-module history tables.
 pub const HISTORY_SCHEMA: &str = "pgstrata";
@@ -784,6 +785,7 @@ impl Migrator {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
+                tracing::info!(module = planned.module, version = planned.version, name = %planned.name, "reverted migration");
                 steps.push(Step {
                     module: planned.module,
                     version: planned.version,
@@ -866,6 +868,7 @@ impl Migrator {
             if let Some(sql) = module.after_migrate
                 && applied_version(conn, module).await? > 0
             {
+                tracing::debug!(module = module.name, "running the after-migrate step");
                 crate::sql::raw(sql)
                     .execute(&mut *conn)
                     .await
@@ -963,14 +966,19 @@ impl Migrator {
             .bind(&holder)
             .execute(&mut *conn)
             .await?;
-        let result = match take_lease(conn, &holder, &self.lock_wait).await {
-            Ok(lease) => {
-                let result = f(&mut *conn, &lease).await;
-                let released = release_lease(conn, &holder).await;
-                result.and_then(|value| released.map(|_| value))
+        let span = tracing::info_span!("pgstrata.migrate", holder = %holder);
+        let result = async {
+            let lease = take_lease(conn, &holder, &self.lock_wait).await?;
+            tracing::debug!(pid = lease.pid, "took the migration lease");
+            let result = f(&mut *conn, &lease).await;
+            let released = release_lease(conn, &holder).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "migration run failed");
             }
-            Err(e) => Err(e),
-        };
+            result.and_then(|value| released.map(|_| value))
+        }
+        .instrument(span)
+        .await;
         let restored = sqlx::query("SELECT set_config('application_name', $1, false)")
             .bind(&previous_name)
             .execute(&mut *conn)
@@ -1158,11 +1166,21 @@ async fn take_lease(conn: &mut PgConnection, holder: &str, wait: &LockWait) -> R
         let waited = started.elapsed();
         let timed_out = wait.timeout.is_some_and(|t| waited >= t);
         let due = reported.is_none_or(|at| at.elapsed() >= LockWait::REPORT_EVERY);
-        if timed_out || (due && wait.on_wait.is_some()) {
+        if timed_out || due {
             let current = current_holder(conn, waited).await?;
             if timed_out {
+                tracing::warn!(
+                    holder_pid = current.pid.unwrap_or_default(),
+                    waited_ms = waited.as_millis() as u64,
+                    "timed out waiting for the migration lock"
+                );
                 return Err(MigrateError::LockTimeout(current));
             }
+            tracing::info!(
+                holder_pid = current.pid.unwrap_or_default(),
+                waited_ms = waited.as_millis() as u64,
+                "waiting for the migration lock"
+            );
             if let Some(report) = &wait.on_wait {
                 report(&current);
             }
@@ -1249,6 +1267,9 @@ async fn up_module(
             name: m.name().to_owned(),
         })
         .collect();
+    for step in &steps {
+        tracing::info!(module = step.module, version = step.version, name = %step.name, "applied migration");
+    }
     if !steps.is_empty() {
         // Records the module's dependencies where a later `down` reads them.
         let comment = format!(
