@@ -42,5 +42,5 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("audit", 2, "hardening"),
         pgstrata_core::migration!("audit", 3, "lighter_writes"),
     ],
-    seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/audit/seed.sql")),
+    seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
 };

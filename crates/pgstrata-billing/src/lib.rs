@@ -49,5 +49,5 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("billing", 3, "inline_helpers"),
         pgstrata_core::migration!("billing", 4, "current_shapes"),
     ],
-    seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/billing/seed.sql")),
+    seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
 };

@@ -81,6 +81,18 @@ pub async fn clear_context(conn: &mut PgConnection) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Where tenants live, as the module that owns them declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantRoot {
+    /// The schema-qualified table of tenants, keyed by `id` (e.g. `tenancy.tenants`).
+    pub table: &'static str,
+    /// The call every tenant table's policy compares `tenant_id` with: the tenant in context,
+    /// when it exists and is active (e.g. `tenancy.current_tenant_id()`).
+    pub current_tenant: &'static str,
+    /// The call the root's own policy compares `id` with: the raw context value.
+    pub context_tenant: &'static str,
+}
+
 /// A transaction that carries its tenant: what [`begin_tenant`] returns, and what every
 /// tenant-scoped operation of every module takes.
 ///

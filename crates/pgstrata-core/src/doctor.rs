@@ -20,17 +20,7 @@
 use sqlx::PgConnection;
 use std::fmt;
 
-/// Where tenants live, as the module that owns them declares it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TenantRoot {
-    /// The schema-qualified table of tenants, keyed by `id` (e.g. `tenancy.tenants`).
-    pub table: &'static str,
-    /// The call every tenant table's policy compares `tenant_id` with: the tenant in context,
-    /// when it exists and is active (e.g. `tenancy.current_tenant_id()`).
-    pub current_tenant: &'static str,
-    /// The call the root's own policy compares `id` with: the raw context value.
-    pub context_tenant: &'static str,
-}
+pub use crate::context::TenantRoot;
 
 /// A policy as `(command, permissive, USING, WITH CHECK, roles)`.
 type PolicyFacts = (String, bool, Option<String>, Option<String>, Vec<String>);

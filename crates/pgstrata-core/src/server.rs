@@ -7,8 +7,6 @@
 //! as the `postgres` user, since PostgreSQL refuses to run as root.
 
 use std::net::TcpListener;
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -103,10 +101,7 @@ impl ThrowawayServer {
             source,
         })?;
         if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|source| ServerError::Io {
-                step: "handing the data folder to postgres",
-                source,
-            })?;
+            hand_to(&dir, uid, gid)?;
         }
 
         let mut server = ThrowawayServer {
@@ -236,10 +231,12 @@ impl ThrowawayServer {
             data = self.dir.join("data").display(),
             dir = self.dir.display(),
         );
-        Command::new("sh")
-            .args(["-c", &script])
-            // Its own process group, so a Ctrl-C aimed at the owner does not kill it first.
-            .process_group(0)
+        let mut watchdog = Command::new("sh");
+        watchdog.args(["-c", &script]);
+        // Its own process group, so a Ctrl-C aimed at the owner does not kill it first.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut watchdog, 0);
+        watchdog
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -298,8 +295,30 @@ pub fn find_bin_dir() -> Option<PathBuf> {
         .find(|dir| has_server(dir))
 }
 
+/// Root may not run the server: it then runs as `postgres` (Unix only; elsewhere the server
+/// runs as the current user).
+#[cfg(unix)]
 fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+#[cfg(not(unix))]
+fn running_as_root() -> bool {
+    false
+}
+
+#[cfg(unix)]
+fn hand_to(dir: &Path, uid: u32, gid: u32) -> Result<(), ServerError> {
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|source| ServerError::Io {
+        step: "handing the data folder to postgres",
+        source,
+    })
+}
+
+#[cfg(not(unix))]
+fn hand_to(_: &Path, _: u32, _: u32) -> Result<(), ServerError> {
+    Ok(())
 }
 
 fn postgres_user() -> Option<(u32, u32)> {

@@ -665,7 +665,10 @@ async fn a_run_logs_what_it_applied_and_reverted_inside_its_span() {
     migrator.up(&mut conn).await.unwrap();
     let applied = logs.matching(&["applied migration", "module=gadgets", "in pgstrata.migrate{"]);
     assert_eq!(applied.len(), 2, "{:#?}", logs.lines());
-    assert!(applied[0].starts_with("INFO ") && applied[0].contains("version=1"), "{applied:?}");
+    assert!(
+        applied[0].starts_with("INFO ") && applied[0].contains("version=1"),
+        "{applied:?}"
+    );
     migrator
         .revert(&mut conn, None, DownTo::OneStep, Removal::Refused)
         .await

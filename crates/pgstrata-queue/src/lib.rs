@@ -44,5 +44,5 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("queue", 3, "hardening"),
         pgstrata_core::migration!("queue", 4, "job_control"),
     ],
-    seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/queue/seed.sql")),
+    seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
 };

@@ -42,7 +42,7 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("rbac", 1, "rbac"),
         pgstrata_core::migration!("rbac", 2, "hardening"),
     ],
-    seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/rbac/seed.sql")),
+    seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
 };
 
 /// Longest chain of inheritance edges a tenant's role graph may hold (`rbac.max_role_depth()`).

@@ -23,7 +23,7 @@ use pgstrata_core::migrate::Module;
 
 /// Where tenants live: the root every other module's tenant tables hang from, and the context
 /// functions their policies call. Doctor checks every module's tables against it.
-pub const TENANT_ROOT: pgstrata_core::doctor::TenantRoot = pgstrata_core::doctor::TenantRoot {
+pub const TENANT_ROOT: pgstrata_core::TenantRoot = pgstrata_core::TenantRoot {
     table: "tenancy.tenants",
     current_tenant: "tenancy.current_tenant_id()",
     context_tenant: "tenancy.context_tenant_id()",
@@ -42,5 +42,5 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("tenancy", 4, "membership_keyed_users"),
         pgstrata_core::migration!("tenancy", 5, "tenant_tables"),
     ],
-    seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/tenancy/seed.sql")),
+    seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
 };

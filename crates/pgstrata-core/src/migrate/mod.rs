@@ -58,7 +58,10 @@ impl MigrationFile {
     }
 }
 
-/// Embeds `migrations/<module>/V<version>__<name>.sql` and its `.down.sql` from the workspace.
+/// Embeds `V<version>__<name>.sql` and its `.down.sql` from the calling crate's `migrations/`
+/// folder. In the repository that folder is a symlink to the top-level `migrations/<module>/`
+/// (the SQL's one home); `cargo package` follows it, so a published crate carries its files.
+/// The module name is kept in the call for the reader: it names that folder.
 #[macro_export]
 macro_rules! migration {
     ($module:literal, $version:literal, $name:literal) => {
@@ -67,9 +70,7 @@ macro_rules! migration {
             name: $name,
             up: include_str!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../../migrations/",
-                $module,
-                "/V",
+                "/migrations/V",
                 $version,
                 "__",
                 $name,
@@ -77,9 +78,7 @@ macro_rules! migration {
             )),
             down: include_str!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../../migrations/",
-                $module,
-                "/V",
+                "/migrations/V",
                 $version,
                 "__",
                 $name,

@@ -1,0 +1,1 @@
+../../schemas/billing/seed.sql

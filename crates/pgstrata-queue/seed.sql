@@ -1,0 +1,1 @@
+../../schemas/queue/seed.sql

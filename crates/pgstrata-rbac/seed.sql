@@ -1,0 +1,1 @@
+../../schemas/rbac/seed.sql

@@ -1,0 +1,1 @@
+../../schemas/tenancy/seed.sql
