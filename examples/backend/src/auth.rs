@@ -270,7 +270,10 @@ mod tests {
         let mut c = claims(10_000);
         c.nbf = Some(5_000);
         let token = key().sign(&c);
-        assert_eq!(key().verify_at(&token, 1_000), Err(AuthError::NotYetValid { nbf: 5_000 }));
+        assert_eq!(
+            key().verify_at(&token, 1_000),
+            Err(AuthError::NotYetValid { nbf: 5_000 })
+        );
         assert!(key().verify_at(&token, 5_000).is_ok());
     }
 

@@ -142,9 +142,15 @@ mod tests {
         assert!(err(&[SECRET]).starts_with("DATABASE_URL is not set"));
         assert!(err(&[("DATABASE_URL", "postgres://o@db/app")]).starts_with("JWT_SECRET is not set"));
         let short = err(&[("DATABASE_URL", "postgres://o@db/app"), ("JWT_SECRET", "hunter2")]);
-        assert!(short.starts_with("JWT_SECRET is invalid") && !short.contains("hunter2"), "{short}");
+        assert!(
+            short.starts_with("JWT_SECRET is invalid") && !short.contains("hunter2"),
+            "{short}"
+        );
         let scheme = err(&[("DATABASE_URL", "mysql://o:pw@db/app"), SECRET]);
-        assert!(scheme.starts_with("DATABASE_URL is invalid") && !scheme.contains("pw@"), "{scheme}");
+        assert!(
+            scheme.starts_with("DATABASE_URL is invalid") && !scheme.contains("pw@"),
+            "{scheme}"
+        );
         let pooled = err(&[("DATABASE_URL", "postgres://o@db/app?pgbouncer=true"), SECRET]);
         assert!(pooled.contains("direct connection"), "{pooled}");
         let listen = err(&[("DATABASE_URL", "postgres://o@db/app"), ("LISTEN", "port 80"), SECRET]);

@@ -132,7 +132,9 @@ impl IntoResponse for ApiError {
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
-            DbError::Conflict { constraint, .. } => ApiError::Conflict(format!("conflict: {constraint} already holds this value")),
+            DbError::Conflict { constraint, .. } => {
+                ApiError::Conflict(format!("conflict: {constraint} already holds this value"))
+            }
             DbError::MissingReference { constraint, .. } => {
                 ApiError::BadRequest(format!("a referenced row does not exist ({constraint})"))
             }

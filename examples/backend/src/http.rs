@@ -214,7 +214,12 @@ impl IfMatch {
             .strip_prefix('"')
             .and_then(|v| v.strip_suffix('"'))
             .ok_or_else(bad)?;
-        inner.parse::<i64>().ok().filter(|v| *v >= 1).map(IfMatch).ok_or_else(bad)
+        inner
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v >= 1)
+            .map(IfMatch)
+            .ok_or_else(bad)
     }
 }
 

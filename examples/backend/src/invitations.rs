@@ -160,7 +160,11 @@ async fn revoke(
     caller.authorize(&mut tx, "member:invite", None).await?;
     let invitation = invitations::revoke(&mut tx, caller.tenant, id, expected.0).await?;
     tx.commit().await?;
-    Ok(([(header::ETAG, etag(invitation.version))], Json(InvitationView::from(invitation))).into_response())
+    Ok((
+        [(header::ETAG, etag(invitation.version))],
+        Json(InvitationView::from(invitation)),
+    )
+        .into_response())
 }
 
 /// `POST /invitations/accept` body.

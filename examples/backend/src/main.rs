@@ -26,7 +26,10 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let done = match args.first().map(String::as_str) {
         Some("token") => token(&args[1..]),
-        Some(other) => Err(format!("unknown command {other:?}: run without arguments to serve, or `token <user-id> <tenant-id> [ttl-seconds]`").into()),
+        Some(other) => Err(format!(
+            "unknown command {other:?}: run without arguments to serve, or `token <user-id> <tenant-id> [ttl-seconds]`"
+        )
+        .into()),
         None => serve().await,
     };
     match done {
@@ -44,7 +47,10 @@ fn token(args: &[String]) -> Result<(), Failure> {
     let [user, tenant, rest @ ..] = args else {
         return Err("usage: backend token <user-id> <tenant-id> [ttl-seconds]".into());
     };
-    let ttl: i64 = rest.first().map_or(Ok(3600), |t| t.parse()).map_err(|_| "ttl-seconds must be a number")?;
+    let ttl: i64 = rest
+        .first()
+        .map_or(Ok(3600), |t| t.parse())
+        .map_err(|_| "ttl-seconds must be a number")?;
     let secret = std::env::var("JWT_SECRET").map_err(|_| "set JWT_SECRET")?;
     let key = auth::TokenKey::new(secret.as_bytes())?;
     println!("{}", key.sign(&auth::Claims::new(user.parse()?, tenant.parse()?, ttl)));

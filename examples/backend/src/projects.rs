@@ -17,10 +17,10 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::http::{Caller, IfMatch, JsonBody, PageQuery, Paged, PathParams, QueryParams, etag};
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use pgstrata::audit::{AuditQuery, AuditRecord};
@@ -179,7 +179,12 @@ async fn update_project(
 
 /// Deletes the project only at the expected version; tells a stale version (412) from a
 /// missing project (404).
-async fn delete_project(conn: &mut PgConnection, tenant: TenantId, id: Uuid, expected: IfMatch) -> Result<(), ApiError> {
+async fn delete_project(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: Uuid,
+    expected: IfMatch,
+) -> Result<(), ApiError> {
     // The outer SELECT sees the statement's snapshot: the row as it was before the DELETE.
     let (deleted, current): (bool, Option<i64>) = sqlx::query_as(
         "WITH gone AS (DELETE FROM app.projects WHERE tenant_id = $1 AND id = $2 AND version = $3 RETURNING id)
@@ -236,7 +241,9 @@ async fn read(
     PathParams(id): PathParams<Uuid>,
 ) -> Result<Response, ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
-    caller.authorize(&mut tx, "project:read", Some(&project_resource(id))).await?;
+    caller
+        .authorize(&mut tx, "project:read", Some(&project_resource(id)))
+        .await?;
     let project = select_project(&mut tx, caller.tenant, id).await?;
     tx.commit().await?;
     Ok(respond(StatusCode::OK, project))
@@ -320,7 +327,9 @@ async fn history(
     QueryParams(query): QueryParams<HistoryQuery>,
 ) -> Result<Json<Vec<AuditRecord>>, ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
-    caller.authorize(&mut tx, "project:read", Some(&project_resource(id))).await?;
+    caller
+        .authorize(&mut tx, "project:read", Some(&project_resource(id)))
+        .await?;
     let records = AuditQuery::new(caller.tenant)
         .resource(RESOURCE_TYPE, id.to_string())
         .limit(query.limit.unwrap_or(pgstrata::core::page::DEFAULT_PAGE_SIZE))

@@ -65,7 +65,10 @@ async fn receive(State(hook): State<StripeWebhook>, headers: HeaderMap, body: By
         Err(Error::Db(e)) if e.is_retryable() => (StatusCode::INTERNAL_SERVER_ERROR, "busy; retry".into()),
         Err(Error::Db(DbError::Forbidden { .. })) => {
             tracing::error!("stripe webhook: the pool's role may not process webhooks: grant it pgstrata_billing_sync");
-            (StatusCode::INTERNAL_SERVER_ERROR, "not configured to process webhooks".into())
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "not configured to process webhooks".into(),
+            )
         }
         Err(e) => {
             tracing::error!(error = %e, "stripe webhook failed");

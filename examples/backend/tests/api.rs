@@ -42,28 +42,48 @@ async fn tokens_are_checked_and_tenants_never_see_each_other() {
         }
         let reply = f.send(Method::GET, "/projects", req).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{says}");
-        assert!(reply.json()["message"].as_str().unwrap().contains(says), "{}", reply.text());
+        assert!(
+            reply.json()["message"].as_str().unwrap().contains(says),
+            "{}",
+            reply.text()
+        );
         assert!(reply.header("www-authenticate").unwrap().starts_with("Bearer"));
     }
 
     // Each tenant's token lists its own projects and members, nothing of the other's.
     let listed = f.get("/projects", &alice.token).await.json();
-    let names: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["Apollo"]);
     let listed = f.get("/projects", &carol.token).await.json();
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     assert_eq!(listed["items"][0]["id"], c_project.as_str());
     let members = f.get("/members", &alice.token).await.json();
-    let users: Vec<&str> = members["items"].as_array().unwrap().iter().map(|m| m["user_id"].as_str().unwrap()).collect();
+    let users: Vec<&str> = members["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user_id"].as_str().unwrap())
+        .collect();
     assert_eq!(users, [alice.user.to_string()]);
 
     // Carol's project by id, from Alice: not found, for reads and writes alike.
-    assert_eq!(f.get(&format!("/projects/{c_project}"), &alice.token).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        f.get(&format!("/projects/{c_project}"), &alice.token).await.status,
+        StatusCode::NOT_FOUND
+    );
     let write = f
         .send(
             Method::PATCH,
             &format!("/projects/{c_project}"),
-            Req::new().token(&alice.token).header("if-match", c_etag.clone()).json(json!({"name": "Mine"})),
+            Req::new()
+                .token(&alice.token)
+                .header("if-match", c_etag.clone())
+                .json(json!({"name": "Mine"})),
         )
         .await;
     assert_eq!(write.status, StatusCode::NOT_FOUND, "{}", write.text());
@@ -78,14 +98,31 @@ async fn tokens_are_checked_and_tenants_never_see_each_other() {
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}: {}", reply.text());
         assert!(!reply.text().contains("Borealis"));
     }
-    assert_eq!(f.get(&format!("/projects/{a_project}"), &astray).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        f.get(&format!("/projects/{a_project}"), &astray).await.status,
+        StatusCode::FORBIDDEN
+    );
 
     // Request ids: echoed when given, made when not, refused when malformed.
-    let given = f.send(Method::GET, "/projects", Req::new().token(&alice.token).header("x-request-id", "req-abc.1")).await;
+    let given = f
+        .send(
+            Method::GET,
+            "/projects",
+            Req::new().token(&alice.token).header("x-request-id", "req-abc.1"),
+        )
+        .await;
     assert_eq!(given.header("x-request-id").as_deref(), Some("req-abc.1"));
     let made = f.get("/projects", &alice.token).await.header("x-request-id").unwrap();
     assert!(Uuid::parse_str(&made).is_ok(), "{made}");
-    let bad = f.send(Method::GET, "/projects", Req::new().token(&alice.token).header("x-request-id", "has spaces in it")).await;
+    let bad = f
+        .send(
+            Method::GET,
+            "/projects",
+            Req::new()
+                .token(&alice.token)
+                .header("x-request-id", "has spaces in it"),
+        )
+        .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.json()["message"].as_str().unwrap().contains("x-request-id"));
     f.stop().await;
@@ -99,7 +136,9 @@ async fn writes_name_the_version_they_read() {
     assert_eq!(etag, "\"1\"");
     let path = format!("/projects/{id}");
     let put = |if_match: Option<&str>, name: &str| {
-        let mut req = Req::new().token(&alice.token).json(json!({ "name": name, "description": "d" }));
+        let mut req = Req::new()
+            .token(&alice.token)
+            .json(json!({ "name": name, "description": "d" }));
         if let Some(v) = if_match {
             req = req.header("if-match", v.to_owned());
         }
@@ -120,7 +159,10 @@ async fn writes_name_the_version_they_read() {
     assert_eq!(reply.status, StatusCode::PRECONDITION_FAILED, "{}", reply.text());
     assert_eq!(reply.json()["current_version"], 2);
     let current = f.get(&path, &alice.token).await;
-    assert_eq!((current.etag(), current.json()["name"].clone()), ("\"2\"".to_owned(), json!("Apollo 2")));
+    assert_eq!(
+        (current.etag(), current.json()["name"].clone()),
+        ("\"2\"".to_owned(), json!("Apollo 2"))
+    );
     // Not an entity tag: 400 naming the header.
     let reply = put(Some("2"), "Apollo 3").await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
@@ -128,18 +170,36 @@ async fn writes_name_the_version_they_read() {
 
     // PATCH changes what it names, under the same rule.
     let patch = |v: &str, body: serde_json::Value| {
-        f.send(Method::PATCH, &path, Req::new().token(&alice.token).header("if-match", v.to_owned()).json(body))
+        f.send(
+            Method::PATCH,
+            &path,
+            Req::new()
+                .token(&alice.token)
+                .header("if-match", v.to_owned())
+                .json(body),
+        )
     };
     let reply = patch("\"2\"", json!({ "description": "new" })).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    assert_eq!((reply.json()["name"].clone(), reply.json()["description"].clone()), (json!("Apollo 2"), json!("new")));
+    assert_eq!(
+        (reply.json()["name"].clone(), reply.json()["description"].clone()),
+        (json!("Apollo 2"), json!("new"))
+    );
     assert_eq!(reply.etag(), "\"3\"");
     let reply = patch("\"3\"", json!({ "colour": "red" })).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "unknown fields are refused");
-    assert!(reply.json()["message"].as_str().unwrap().contains("colour"), "{}", reply.text());
+    assert!(
+        reply.json()["message"].as_str().unwrap().contains("colour"),
+        "{}",
+        reply.text()
+    );
     let reply = patch("\"3\"", json!({ "name": "" })).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
-    assert!(reply.json()["message"].as_str().unwrap().contains("name"), "{}", reply.text());
+    assert!(
+        reply.json()["message"].as_str().unwrap().contains("name"),
+        "{}",
+        reply.text()
+    );
 
     // A name another project holds: 409.
     f.create_project(&alice, "Gemini").await;
@@ -177,7 +237,10 @@ async fn writes_name_the_version_they_read() {
         f.send(
             Method::PATCH,
             format!("/members/{membership}"),
-            Req::new().token(&alice.token).header("if-match", v.to_owned()).json(json!({ "role": role })),
+            Req::new()
+                .token(&alice.token)
+                .header("if-match", v.to_owned())
+                .json(json!({ "role": role })),
         )
     };
     let reply = change(&etag, "admin").await;
@@ -238,7 +301,10 @@ async fn a_forbidden_action_logs_its_rule_and_answers_without_it() {
     let forbidden: Vec<&String> = lines.iter().filter(|l| l.contains("forbidden")).collect();
     assert_eq!(forbidden.len(), 1, "{lines:#?}");
     let line = forbidden[0];
-    assert!(line.contains(&format!("deny project:update on project:{guarded}")), "{line}");
+    assert!(
+        line.contains(&format!("deny project:update on project:{guarded}")),
+        "{line}"
+    );
     assert!(line.contains(&format!("grant {grant_id}")), "{line}");
     assert!(line.contains(&bob.user.to_string()), "{line}");
     let unchanged = f.get(&format!("/projects/{guarded}"), &bob.token).await;
@@ -259,7 +325,9 @@ async fn a_forbidden_action_logs_its_rule_and_answers_without_it() {
     assert_eq!(invite.status, StatusCode::FORBIDDEN, "{}", invite.text());
     let lines = logs::lines_with(&request_id);
     assert!(
-        lines.iter().any(|l| l.contains("member:invite") && l.contains("denied by default")),
+        lines
+            .iter()
+            .any(|l| l.contains("member:invite") && l.contains("denied by default")),
         "{lines:#?}"
     );
 
@@ -275,19 +343,34 @@ async fn a_forbidden_action_logs_its_rule_and_answers_without_it() {
         .send(
             Method::PATCH,
             &format!("/members/{dave_membership}"),
-            Req::new().token(&carl.token).header("if-match", etag).json(json!({ "role": "owner" })),
+            Req::new()
+                .token(&carl.token)
+                .header("if-match", etag)
+                .json(json!({ "role": "owner" })),
         )
         .await;
     assert_eq!(promote.status, StatusCode::FORBIDDEN, "{}", promote.text());
     // A viewer may read but not create.
     assert_eq!(f.get("/projects", &dave.token).await.status, StatusCode::OK);
     let create = f
-        .send(Method::POST, "/projects", Req::new().token(&dave.token).json(json!({ "name": "Nope" })))
+        .send(
+            Method::POST,
+            "/projects",
+            Req::new().token(&dave.token).json(json!({ "name": "Nope" })),
+        )
         .await;
     assert_eq!(create.status, StatusCode::FORBIDDEN);
     let me = f.get("/me", &dave.token).await.json();
-    let permissions: Vec<&str> = me["permissions"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
-    assert!(permissions.contains(&"project:read") && !permissions.contains(&"project:create"), "{permissions:?}");
+    let permissions: Vec<&str> = me["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        permissions.contains(&"project:read") && !permissions.contains(&"project:create"),
+        "{permissions:?}"
+    );
     f.stop().await;
 }
 
@@ -313,11 +396,12 @@ async fn jobs_enqueued_by_a_request_are_run_by_the_worker() {
     // The worker (another role, in this process) sends it: a row in the job's tenant.
     let mut sent: Option<(uuid::Uuid, String, String, Option<String>)> = None;
     for _ in 0..100 {
-        sent = sqlx::query_as("SELECT tenant_id, template, to_email, request_id FROM app.sent_emails WHERE job_id = $1")
-            .bind(job)
-            .fetch_optional(&f.db.admin)
-            .await
-            .unwrap();
+        sent =
+            sqlx::query_as("SELECT tenant_id, template, to_email, request_id FROM app.sent_emails WHERE job_id = $1")
+                .bind(job)
+                .fetch_optional(&f.db.admin)
+                .await
+                .unwrap();
         if sent.is_some() {
             break;
         }
@@ -326,7 +410,12 @@ async fn jobs_enqueued_by_a_request_are_run_by_the_worker() {
     let sent = sent.expect("the worker sent the invitation e-mail");
     assert_eq!(
         sent,
-        (alice.tenant.0, "invitation".into(), "newcomer@example.com".into(), Some(request_id))
+        (
+            alice.tenant.0,
+            "invitation".into(),
+            "newcomer@example.com".into(),
+            Some(request_id)
+        )
     );
     let state: String = sqlx::query_scalar("SELECT state FROM queue.jobs WHERE id = $1")
         .bind(job)
@@ -341,10 +430,20 @@ async fn jobs_enqueued_by_a_request_are_run_by_the_worker() {
         .await
         .unwrap();
     let refused = f
-        .send(Method::POST, "/invitations", Req::new().token(&alice.token).json(json!({ "email": "not an address" })))
+        .send(
+            Method::POST,
+            "/invitations",
+            Req::new()
+                .token(&alice.token)
+                .json(json!({ "email": "not an address" })),
+        )
         .await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text());
-    assert!(refused.json()["message"].as_str().unwrap().contains("email"), "{}", refused.text());
+    assert!(
+        refused.json()["message"].as_str().unwrap().contains("email"),
+        "{}",
+        refused.text()
+    );
     let jobs_after: i64 = sqlx::query_scalar("SELECT count(*) FROM queue.jobs")
         .fetch_one(&f.db.admin)
         .await
@@ -355,7 +454,10 @@ async fn jobs_enqueued_by_a_request_are_run_by_the_worker() {
     let mut tx = pgstrata::begin_tenant(&f.app_pool, &pgstrata::TenantContext::tenant(alice.tenant))
         .await
         .unwrap();
-    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM app.sent_emails").fetch_one(&mut *tx).await.unwrap();
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM app.sent_emails")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
     assert!(visible >= 1);
     drop(tx);
     // Stopping the fixture cancels the background loops, which must end cleanly.
@@ -396,7 +498,11 @@ async fn stripe_deliveries_need_stripes_signature() {
     assert!(reply.text().contains("signature"), "{}", reply.text());
     let mut tampered = body.clone();
     tampered.extend_from_slice(b" ");
-    let reply = deliver(Some(pgstrata::billing::signature::sign(STRIPE_SECRET, now, &body)), tampered).await;
+    let reply = deliver(
+        Some(pgstrata::billing::signature::sign(STRIPE_SECRET, now, &body)),
+        tampered,
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(deliver(None, body.clone()).await.status, StatusCode::BAD_REQUEST);
     assert_eq!(ledger().await, 0, "a refused delivery writes nothing");
@@ -416,7 +522,11 @@ async fn stripe_deliveries_need_stripes_signature() {
     assert_eq!(customers, 1);
     // No bearer token is involved, and none is accepted instead of the signature.
     let reply = f
-        .send(Method::POST, "/webhooks/stripe", Req::new().token(&alice.token).raw(body))
+        .send(
+            Method::POST,
+            "/webhooks/stripe",
+            Req::new().token(&alice.token).raw(body),
+        )
         .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     f.stop().await;
@@ -458,7 +568,11 @@ async fn audit_history_shows_who_changed_what_in_which_request() {
     // The history survives the project; another tenant reads none of it.
     let etag = f.get(&format!("/projects/{id}"), &alice.token).await.etag();
     let deleted = f
-        .send(Method::DELETE, &format!("/projects/{id}"), Req::new().token(&alice.token).header("if-match", etag))
+        .send(
+            Method::DELETE,
+            &format!("/projects/{id}"),
+            Req::new().token(&alice.token).header("if-match", etag),
+        )
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     let after = f.get(&format!("/projects/{id}/history"), &alice.token).await.json();
@@ -478,14 +592,19 @@ async fn the_applications_tables_follow_the_tenancy_rules() {
     for report in &reports {
         assert!(report.ok(), "{}", pgstrata::core::doctor::render(&reports));
     }
-    let problems = pgstrata::core::doctor::security_problems(&mut conn, &["app"]).await.unwrap();
+    let problems = pgstrata::core::doctor::security_problems(&mut conn, &["app"])
+        .await
+        .unwrap();
     assert!(problems.is_empty(), "{problems:#?}");
 
     // As the application role with no tenant in context: nothing to read, nothing to write.
     let alice = f.sign_up("alice").await;
     f.create_project(&alice, "Apollo").await;
     let mut tx = f.app_pool.begin().await.unwrap();
-    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM app.projects").fetch_one(&mut *tx).await.unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM app.projects")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
     assert_eq!(seen, 0);
     let write = sqlx::query("INSERT INTO app.projects (tenant_id, name) VALUES ($1, 'x')")
         .bind(alice.tenant.0)
@@ -494,9 +613,12 @@ async fn the_applications_tables_follow_the_tenancy_rules() {
     assert!(write.is_err());
     drop(tx);
     // The version is the database's to bump: writing another one than the current is refused.
-    let mut tx = pgstrata::begin_tenant(&f.app_pool, &pgstrata::TenantContext::tenant(alice.tenant).with_actor(alice.user))
-        .await
-        .unwrap();
+    let mut tx = pgstrata::begin_tenant(
+        &f.app_pool,
+        &pgstrata::TenantContext::tenant(alice.tenant).with_actor(alice.user),
+    )
+    .await
+    .unwrap();
     let jump = sqlx::query("UPDATE app.projects SET version = version + 5")
         .execute(&mut *tx)
         .await

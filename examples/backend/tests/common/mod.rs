@@ -79,7 +79,8 @@ impl Reply {
     }
 
     pub fn etag(&self) -> String {
-        self.header("etag").unwrap_or_else(|| panic!("no ETag: {} {}", self.status, self.text()))
+        self.header("etag")
+            .unwrap_or_else(|| panic!("no ETag: {} {}", self.status, self.text()))
     }
 }
 
