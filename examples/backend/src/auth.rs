@@ -2,7 +2,7 @@
 //! and `sha2` crates the billing module already uses for Stripe's signatures (D-087).
 //!
 //! A token carries `sub` (the user id, a `tenancy.users` id), `tenant` (the tenant id the
-//! session acts in) and `exp` (Unix seconds); `nbf` and `iat` are honoured when present.
+//! token acts in) and `exp` (Unix seconds); `nbf` and `iat` are honoured when present.
 //! Whoever issues tokens (your login service) is the trust boundary of design.md: it must only
 //! put a tenant in a token for a user who chose it. Inside the tenant the database decides
 //! what the user may do (membership role, grants), so a token naming a tenant the user does
@@ -29,7 +29,7 @@ pub const LEEWAY_SECS: i64 = 30;
 pub struct Claims {
     /// The acting user.
     pub sub: UserId,
-    /// The tenant the session acts in.
+    /// The tenant the token acts in.
     pub tenant: TenantId,
     /// Expiry, Unix seconds.
     pub exp: i64,
