@@ -17,7 +17,8 @@
 
 pub use pgstrata_core as core;
 pub use pgstrata_core::{
-    DbError, MigrateError, Migrator, Module, Page, TenantContext, TenantId, UserId, begin_tenant, set_tenant_context,
+    CancellationToken, DbError, MigrateError, Migrator, Module, Page, TenantContext, TenantId, TenantTx, UserId,
+    begin_tenant, set_tenant_context,
 };
 
 #[cfg(feature = "tenancy")]
