@@ -3,9 +3,9 @@
 //! Each step runs in its own transaction as the unprivileged `pgstrata_app` role (`SET LOCAL
 //! ROLE`), so row-level security applies exactly as it does to an application.
 
+use pgstrata::core::TenantTx;
 use pgstrata::core::error::DbError;
 use pgstrata::tenancy::{self, invitations, memberships, tenants, users};
-use pgstrata::core::TenantTx;
 use pgstrata::{TenantContext, TenantId, UserId};
 use sqlx::{Connection, PgConnection};
 
@@ -84,7 +84,9 @@ pub async fn tour(conn: &mut PgConnection) -> Result<(), AnyError> {
     tx.rollback().await?;
 
     let mut tx = as_tenant(conn, &acme).await?;
-    let current = tenants::current(&mut tx).await?.ok_or("the seeded tenant acme is missing")?;
+    let current = tenants::current(&mut tx)
+        .await?
+        .ok_or("the seeded tenant acme is missing")?;
     let stale = tenants::rename(&mut tx, current.version - 1, "Acme (renamed)").await;
     println!("6. update naming an old version: refused: {}", refusal(stale));
     tx.rollback().await?;

@@ -1,6 +1,6 @@
 //! The tenancy module's errors: what was wrong, in the caller's terms.
 //!
-//! [`Error::from_db`] is the one place that reads the database's refusals (constraint names and
+//! `Error::from_db` is the one place that reads the database's refusals (constraint names and
 //! SQLSTATEs, never message text) and turns them into these variants; every operation goes
 //! through it.
 
@@ -144,7 +144,10 @@ impl<'a> Subject<'a> {
     }
 
     pub(crate) fn user(self, user: UserId) -> Self {
-        Self { user: Some(user), ..self }
+        Self {
+            user: Some(user),
+            ..self
+        }
     }
 
     /// `NotFound` for this subject's row.
@@ -175,7 +178,9 @@ impl Error {
                 _ => Error::Db(db),
             },
             DbError::MissingReference { constraint, .. } => match (constraint.as_str(), s.tenant, s.user) {
-                ("memberships_tenant_fkey" | "invitations_tenant_fkey", Some(tenant), _) => Error::UnknownTenant(tenant),
+                ("memberships_tenant_fkey" | "invitations_tenant_fkey", Some(tenant), _) => {
+                    Error::UnknownTenant(tenant)
+                }
                 ("memberships_user_fkey", _, Some(user)) => Error::NotFound {
                     entity: "user",
                     id: user.0,

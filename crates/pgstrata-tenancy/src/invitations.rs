@@ -86,13 +86,15 @@ pub fn invite_stmt(new: &NewInvitation) -> Result<Built> {
         });
     }
     let ttl = Expr::val(format!("{} seconds", new.ttl.as_secs_f64())).cast_as("interval");
-    Ok(sql::build(Query::select().column(Asterisk).from_function(
-        Func::cust(CREATE_INVITATION)
-            .arg(new.email.as_str())
-            .arg(new.role.as_str())
-            .arg(ttl),
-        "i",
-    )))
+    Ok(sql::build(
+        Query::select().column(Asterisk).from_function(
+            Func::cust(CREATE_INVITATION)
+                .arg(new.email.as_str())
+                .arg(new.role.as_str())
+                .arg(ttl),
+            "i",
+        ),
+    ))
 }
 
 /// The call of `tenancy.accept_invitation` as `user`.
@@ -221,7 +223,11 @@ pub async fn get(tx: &mut TenantTx<'_>, id: InvitationId) -> Result<Option<Invit
 }
 
 /// A page of the transaction's tenant's invitations.
-pub async fn list(tx: &mut TenantTx<'_>, filter: &InvitationFilter, page: &Page<InvitationId>) -> Result<Vec<Invitation>> {
+pub async fn list(
+    tx: &mut TenantTx<'_>,
+    filter: &InvitationFilter,
+    page: &Page<InvitationId>,
+) -> Result<Vec<Invitation>> {
     let tenant = tx.tenant_id();
     exec::all(tx, list_stmt(tenant, filter, page)?, &Subject::of("invitation")).await
 }

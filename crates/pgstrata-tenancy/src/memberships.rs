@@ -146,7 +146,11 @@ pub async fn get(tx: &mut TenantTx<'_>, id: MembershipId) -> Result<Option<Membe
 }
 
 /// A page of the transaction's tenant's memberships.
-pub async fn list(tx: &mut TenantTx<'_>, filter: &MembershipFilter, page: &Page<MembershipId>) -> Result<Vec<Membership>> {
+pub async fn list(
+    tx: &mut TenantTx<'_>,
+    filter: &MembershipFilter,
+    page: &Page<MembershipId>,
+) -> Result<Vec<Membership>> {
     let tenant = tx.tenant_id();
     exec::all(tx, list_stmt(tenant, filter, page)?, &Subject::of("membership")).await
 }

@@ -238,7 +238,11 @@ pub fn restore_stmt(id: TenantId, expected_version: i64) -> Built {
 /// assert_eq!(sql, r#"SELECT * FROM tenancy.actor_tenants() AS "t""#);
 /// ```
 pub fn actor_tenants_stmt() -> Built {
-    sql::build(Query::select().column(Asterisk).from_function(Func::cust(ACTOR_TENANTS), "t"))
+    sql::build(
+        Query::select()
+            .column(Asterisk)
+            .from_function(Func::cust(ACTOR_TENANTS), "t"),
+    )
 }
 
 /// `SELECT` from `tenancy.resolve_tenant(text)`.

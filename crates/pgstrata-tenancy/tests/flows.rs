@@ -9,10 +9,10 @@ use common::{admin_count, migrated_db, org, register};
 use pgstrata_core::testing::OPERATOR_LOGIN_ROLE;
 use pgstrata_core::{DbError, Page, TenantContext, TenantId, UserId};
 use pgstrata_tenancy::invitations::InvitationFilter;
-use pgstrata_tenancy::{Error, InvitationStatus, MembershipId, TenantStatus};
 use pgstrata_tenancy::invitations::{self, NewInvitation};
 use pgstrata_tenancy::memberships::{self, MembershipFilter};
 use pgstrata_tenancy::tenants::{self, NewTenant, TenantChanges};
+use pgstrata_tenancy::{Error, InvitationStatus, MembershipId, TenantStatus};
 use std::time::Duration;
 
 #[tokio::test]
@@ -238,7 +238,9 @@ async fn invitations_refuse_wrong_email_expired_revoked_duplicate_and_forged_tok
     );
 
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let err = invitations::accept(&mut conn, &short_token, stranger).await.unwrap_err();
+    let err = invitations::accept(&mut conn, &short_token, stranger)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             &err,
@@ -275,9 +277,7 @@ async fn keyset_pages_cover_every_row_once() {
         tx.commit().await.unwrap();
         if i % 2 == 1 {
             let mut tx = pgstrata_core::begin_tenant(&app, &a.ctx()).await.unwrap();
-            memberships::update_role(&mut tx, joined.id, 1, "viewer")
-                .await
-                .unwrap();
+            memberships::update_role(&mut tx, joined.id, 1, "viewer").await.unwrap();
             tx.commit().await.unwrap();
         }
         expected.push(u);
@@ -404,9 +404,7 @@ async fn bad_input_gets_a_typed_error_and_writes_nothing() {
     drop(conn);
     let member_ctx = TenantContext::tenant(a.id).with_actor(a.member);
     let mut tx = pgstrata_core::begin_tenant(&app, &member_ctx).await.unwrap();
-    let err = memberships::add(&mut tx, a.member, "Super User")
-        .await
-        .unwrap_err();
+    let err = memberships::add(&mut tx, a.member, "Super User").await.unwrap_err();
     assert!(matches!(err, Error::InvalidRole { .. }), "{err}");
     let err = memberships::add(&mut tx, a.member, "member").await.unwrap_err();
     assert!(matches!(err, Error::AlreadyMember), "{err}");
@@ -444,7 +442,10 @@ async fn reading_a_row_by_key_is_an_option_and_changing_a_missing_one_is_not_fou
 
     // A's own rows, typed: ids, states and the sender.
     let owner = memberships::get(&mut tx, a.owner_membership).await.unwrap().unwrap();
-    assert_eq!((owner.tenant_id, owner.user_id, owner.role.as_str()), (a.id, a.owner, "owner"));
+    assert_eq!(
+        (owner.tenant_id, owner.user_id, owner.role.as_str()),
+        (a.id, a.owner, "owner")
+    );
     let invitation = invitations::get(&mut tx, a.invitation).await.unwrap().unwrap();
     assert_eq!(
         (invitation.status, invitation.invited_by, invitation.accepted_by),
@@ -466,9 +467,27 @@ async fn reading_a_row_by_key_is_an_option_and_changing_a_missing_one_is_not_fou
         "{err}"
     );
     let err = memberships::remove(&mut tx, b.owner_membership).await.unwrap_err();
-    assert!(matches!(err, Error::NotFound { entity: "membership", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::NotFound {
+                entity: "membership",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = invitations::revoke(&mut tx, b.invitation, 1).await.unwrap_err();
-    assert!(matches!(err, Error::NotFound { entity: "invitation", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::NotFound {
+                entity: "invitation",
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     // Revoking twice: the second time the invitation is closed, not missing.
     let pending = InvitationFilter {
@@ -487,7 +506,12 @@ async fn reading_a_row_by_key_is_an_option_and_changing_a_missing_one_is_not_fou
         ),
         "{err}"
     );
-    assert!(invitations::list(&mut tx, &pending, &Page::first(10)).await.unwrap().is_empty());
+    assert!(
+        invitations::list(&mut tx, &pending, &Page::first(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     tx.commit().await.unwrap();
 
     // The member leaves: removed once, then not found.

@@ -235,7 +235,10 @@ async fn users_are_visible_to_themselves_and_their_tenants_only() {
     assert_eq!(visible, expected, "A sees its own members, not B's");
     assert_eq!(pgstrata_tenancy::users::get(&mut tx, b.owner).await.unwrap(), None);
     assert_eq!(
-        pgstrata_tenancy::users::get(&mut tx, a.member).await.unwrap().map(|u| u.id),
+        pgstrata_tenancy::users::get(&mut tx, a.member)
+            .await
+            .unwrap()
+            .map(|u| u.id),
         Some(a.member)
     );
     let err = pgstrata_tenancy::users::rename(&mut tx, b.owner, 1, "hijacked")

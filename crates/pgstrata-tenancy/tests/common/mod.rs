@@ -6,9 +6,9 @@ use pgstrata_core::migrate::Migrator;
 use pgstrata_core::testing::TestDb;
 use pgstrata_core::{TenantContext, TenantId, UserId};
 use pgstrata_tenancy::invitations::{self, NewInvitation};
-use pgstrata_tenancy::{InvitationId, MembershipId};
 use pgstrata_tenancy::tenants::{self, NewTenant};
 use pgstrata_tenancy::users::{self, NewUser};
+use pgstrata_tenancy::{InvitationId, MembershipId};
 use sqlx::PgPool;
 
 pub fn migrator() -> Migrator {
