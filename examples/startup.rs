@@ -6,7 +6,7 @@
 //! role granted `pgstrata_app`, see README.md).
 
 use pgstrata::tenancy::{memberships, tenants, users};
-use pgstrata::{Backend, Page, TenantContext, TenantId, UserId};
+use pgstrata::{Backend, Page, TenantContext, UserId};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,28 +19,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Sign-up: the user creates itself, then a tenant it owns.
     let email = format!("founder+{}@example.com", UserId::new());
+    let mut conn = pool.acquire().await?;
     let founder = users::register(
-        &pool,
+        &mut conn,
         &users::NewUser {
             email,
             display_name: "Founder".into(),
         },
     )
     .await?;
-    let slug = format!("startup-{}", &founder.id.simple().to_string()[24..]);
-    let tenant = tenants::create_tenant(
-        &pool,
-        &tenants::NewTenant::new(slug, "Startup"),
-        Some(UserId(founder.id)),
-    )
-    .await?;
+    let slug = format!("startup-{}", &founder.id.0.simple().to_string()[24..]);
+    let tenant = tenants::create_tenant(&mut conn, &tenants::NewTenant::new(slug, "Startup"), Some(founder.id)).await?;
+    drop(conn);
 
     // A request: one transaction in the tenant's context; RLS scopes every statement in it.
-    let ctx = TenantContext::tenant(TenantId(tenant.id))
-        .with_actor(UserId(founder.id))
+    let ctx = TenantContext::tenant(tenant.id)
+        .with_actor(founder.id)
         .with_request_id("req-1");
     let mut tx = pgstrata::begin_tenant(&pool, &ctx).await?;
-    let members = memberships::list(&mut tx, ctx.tenant_id, &Default::default(), &Page::first(20)).await?;
+    let members = memberships::list(&mut tx, &Default::default(), &Page::first(20)).await?;
     tx.commit().await?;
     println!(
         "tenant {} has {} member(s): role {}",

@@ -3,8 +3,9 @@
 //! Each step runs in its own transaction as the unprivileged `pgstrata_app` role (`SET LOCAL
 //! ROLE`), so row-level security applies exactly as it does to an application.
 
+use pgstrata::core::TenantTx;
 use pgstrata::core::error::DbError;
-use pgstrata::tenancy::{self, invitations, tenants, users};
+use pgstrata::tenancy::{self, invitations, memberships, tenants, users};
 use pgstrata::{TenantContext, TenantId, UserId};
 use sqlx::{Connection, PgConnection};
 
@@ -15,16 +16,17 @@ const ERIN_TOKEN: &str =
 
 type AnyError = Box<dyn std::error::Error>;
 
-/// Opens a transaction as `pgstrata_app`, with the tenant context if given.
-async fn as_app<'c>(
-    conn: &'c mut PgConnection,
-    ctx: Option<&TenantContext>,
-) -> Result<sqlx::Transaction<'c, sqlx::Postgres>, AnyError> {
+/// Opens a transaction as `pgstrata_app`, with no tenant.
+async fn as_app(conn: &mut PgConnection) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, AnyError> {
     let mut tx = conn.begin().await?;
     sqlx::query("SET LOCAL ROLE pgstrata_app").execute(&mut *tx).await?;
-    if let Some(ctx) = ctx {
-        pgstrata::set_tenant_context(&mut tx, ctx).await?;
-    }
+    Ok(tx)
+}
+
+/// Opens a tenant's transaction as `pgstrata_app` (a savepoint when `conn` is in one).
+async fn as_tenant<'c>(conn: &'c mut PgConnection, ctx: &TenantContext) -> Result<TenantTx<'c>, AnyError> {
+    let mut tx = pgstrata::begin_tenant(conn, ctx).await?;
+    sqlx::query("SET LOCAL ROLE pgstrata_app").execute(&mut *tx).await?;
     Ok(tx)
 }
 
@@ -39,7 +41,7 @@ pub async fn tour(conn: &mut PgConnection) -> Result<(), AnyError> {
 
     println!("Tour, as the application role `pgstrata_app` (not owner, not superuser, no BYPASSRLS):");
 
-    let mut tx = as_app(conn, None).await?;
+    let mut tx = as_app(conn).await?;
     println!(
         "1. no tenant set:         memberships visible = {}, tenants visible = {}  (fail-closed)",
         count(&mut tx, "memberships").await?,
@@ -47,7 +49,7 @@ pub async fn tour(conn: &mut PgConnection) -> Result<(), AnyError> {
     );
     tx.rollback().await?;
 
-    let mut tx = as_app(conn, Some(&acme)).await?;
+    let mut tx = as_tenant(conn, &acme).await?;
     let visible = tenants::list(&mut tx, &Default::default(), &Default::default()).await?;
     println!(
         "2. tenant acme:           memberships visible = {}, tenants visible = {:?}",
@@ -61,12 +63,17 @@ pub async fn tour(conn: &mut PgConnection) -> Result<(), AnyError> {
     println!("3. acme updates globex:   {} rows changed", moved.rows_affected());
     tx.rollback().await?;
 
-    let mut tx = as_app(conn, Some(&acme)).await?;
-    let planted = tenancy::memberships::add(&mut tx, globex_id, UserId(ACME.parse()?), "owner").await;
-    println!("4. acme inserts a globex row: refused: {}", refusal(planted));
+    // The crate's operations take the tenant from the transaction; the builder names one.
+    let mut tx = as_tenant(conn, &acme).await?;
+    let planted = memberships::add_stmt(globex_id, UserId(ACME.parse()?), "owner")?;
+    let planted = pgstrata::core::sql::query(planted).execute(&mut *tx).await;
+    println!(
+        "4. acme inserts a globex row: refused: {}",
+        refusal(planted.map_err(tenancy::Error::from))
+    );
     tx.rollback().await?;
 
-    let mut tx = as_app(conn, Some(&acme)).await?;
+    let mut tx = as_tenant(conn, &acme).await?;
     sqlx::query("SELECT set_config('app.tenant_id', '', true)")
         .execute(&mut *tx)
         .await?;
@@ -76,18 +83,16 @@ pub async fn tour(conn: &mut PgConnection) -> Result<(), AnyError> {
     );
     tx.rollback().await?;
 
-    let mut tx = as_app(conn, Some(&acme)).await?;
-    let current = tenants::get(&mut tx, acme.tenant_id).await?;
-    let changes = tenants::TenantChanges {
-        name: Some("Acme (renamed)".into()),
-        ..Default::default()
-    };
-    let stale = tenants::update_tenant(&mut tx, acme.tenant_id, current.version - 1, &changes).await;
+    let mut tx = as_tenant(conn, &acme).await?;
+    let current = tenants::current(&mut tx)
+        .await?
+        .ok_or("the seeded tenant acme is missing")?;
+    let stale = tenants::rename(&mut tx, current.version - 1, "Acme (renamed)").await;
     println!("6. update naming an old version: refused: {}", refusal(stale));
     tx.rollback().await?;
 
     // Erin registers and accepts the seeded invitation twice; all rolled back afterwards.
-    let mut tx = as_app(conn, None).await?;
+    let mut tx = as_app(conn).await?;
     let erin = UserId::new();
     pgstrata::core::context::set_actor(&mut tx, erin).await?;
     let new_user = users::NewUser {
@@ -95,14 +100,15 @@ pub async fn tour(conn: &mut PgConnection) -> Result<(), AnyError> {
         display_name: "Erin".into(),
     };
     users::create(&mut tx, erin, &new_user).await?;
-    pgstrata::set_tenant_context(&mut tx, &acme.clone().with_actor(erin)).await?;
-    let first = invitations::accept_in(&mut tx, ERIN_TOKEN, erin).await?;
-    let second = invitations::accept_in(&mut tx, ERIN_TOKEN, erin).await?;
-    let filter = tenancy::memberships::MembershipFilter {
+    let mut erin_tx = pgstrata::begin_tenant(&mut *tx, &acme.clone().with_actor(erin)).await?;
+    let first = invitations::accept_in(&mut erin_tx, ERIN_TOKEN).await?;
+    let second = invitations::accept_in(&mut erin_tx, ERIN_TOKEN).await?;
+    let filter = memberships::MembershipFilter {
         user_id: Some(erin),
         ..Default::default()
     };
-    let erins = tenancy::memberships::list(&mut tx, acme.tenant_id, &filter, &Default::default()).await?;
+    let erins = memberships::list(&mut erin_tx, &filter, &Default::default()).await?;
+    erin_tx.commit().await?;
     println!(
         "7. erin accepts her invitation twice: same membership both times = {}, memberships = {}",
         first == second,
@@ -115,16 +121,17 @@ pub async fn tour(conn: &mut PgConnection) -> Result<(), AnyError> {
         display_name: "Mallory".into(),
     };
     users::create(&mut tx, mallory, &new_user).await?;
-    pgstrata::set_tenant_context(&mut tx, &acme.clone().with_actor(mallory)).await?;
+    let mut mallory_tx = pgstrata::begin_tenant(&mut *tx, &acme.clone().with_actor(mallory)).await?;
     println!(
         "8. mallory replays erin's token: refused: {}",
-        refusal(invitations::accept_in(&mut tx, ERIN_TOKEN, mallory).await)
+        refusal(invitations::accept_in(&mut mallory_tx, ERIN_TOKEN).await)
     );
+    drop(mallory_tx);
     tx.rollback().await?;
 
     // Permissions (rbac seed): Bob is a member who also holds the custom role billing_manager.
     let bob = pgstrata::rbac::Principal::user("01900000-0000-7000-8000-000000000b0b".parse()?);
-    let mut tx = as_app(conn, Some(&acme)).await?;
+    let mut tx = as_tenant(conn, &acme).await?;
     let refund = pgstrata::rbac::check(&mut tx, &bob, "invoice:refund", None).await?;
     let why = pgstrata::rbac::explain(&mut tx, &bob, "invoice:delete", None).await?;
     println!(

@@ -59,15 +59,15 @@ impl Env {
             email: format!("{who}@acme.example"),
             display_name: who.into(),
         };
-        let owner_id = UserId(users::register(&app, &new_user("owner")).await.unwrap().id);
-        let member = UserId(users::register(&app, &new_user("member")).await.unwrap().id);
+        let mut conn = app.acquire().await.unwrap();
+        let owner_id = users::register(&mut conn, &new_user("owner")).await.unwrap().id;
+        let member = users::register(&mut conn, &new_user("member")).await.unwrap().id;
         // The founder becomes the owner through the application role (the bootstrap rule).
-        let id = TenantId(
-            tenants::create_tenant(&app, &NewTenant::new("acme", "Acme"), Some(owner_id))
-                .await
-                .unwrap()
-                .id,
-        );
+        let id = tenants::create_tenant(&mut conn, &NewTenant::new("acme", "Acme"), Some(owner_id))
+            .await
+            .unwrap()
+            .id;
+        drop(conn);
         // Other members join by invitation; the fixture adds one directly.
         sqlx::query("INSERT INTO tenancy.memberships (tenant_id, user_id, role) VALUES ($1, $2, 'member')")
             .bind(id.0)

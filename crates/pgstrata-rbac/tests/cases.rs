@@ -36,17 +36,19 @@ async fn org(db: &TestDb, app: &PgPool, slug: &str) -> Org {
         email: format!("{who}@{slug}.example"),
         display_name: who.into(),
     };
-    let owner = UserId(users::register(app, &new_user("owner")).await.unwrap().id);
-    let member = UserId(users::register(app, &new_user("member")).await.unwrap().id);
-    let id = TenantId(
-        tenants::create_tenant(app, &NewTenant::new(slug, slug), Some(owner))
-            .await
-            .unwrap()
-            .id,
-    );
+    let mut conn = app.acquire().await.unwrap();
+    let owner = users::register(&mut conn, &new_user("owner")).await.unwrap().id;
+    let member = users::register(&mut conn, &new_user("member")).await.unwrap().id;
+    let id = tenants::create_tenant(&mut conn, &NewTenant::new(slug, slug), Some(owner))
+        .await
+        .unwrap()
+        .id;
+    drop(conn);
     // Members other than the founder join by invitation; the fixture adds one directly.
-    let mut tx = db.admin.begin().await.unwrap();
-    memberships::add(&mut tx, id, member, "member").await.unwrap();
+    let mut tx = pgstrata_core::begin_tenant(&db.admin, &TenantContext::tenant(id).with_actor(member))
+        .await
+        .unwrap();
+    memberships::add(&mut tx, member, "member").await.unwrap();
     tx.commit().await.unwrap();
     Org { id, owner, member }
 }

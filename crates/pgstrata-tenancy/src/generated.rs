@@ -17,14 +17,14 @@ impl Iden for TenancySchema {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct Invitation {
     pub tenant_id: pgstrata_core::TenantId,
-    pub id: uuid::Uuid,
+    pub id: crate::ids::InvitationId,
     pub email: String,
     pub role: String,
     pub token_hash: Vec<u8>,
-    pub status: String,
+    pub status: crate::ids::InvitationStatus,
     pub expires_at: chrono::DateTime<chrono::Utc>,
-    pub invited_by: Option<uuid::Uuid>,
-    pub accepted_by: Option<uuid::Uuid>,
+    pub invited_by: Option<pgstrata_core::UserId>,
+    pub accepted_by: Option<pgstrata_core::UserId>,
     pub accepted_at: Option<chrono::DateTime<chrono::Utc>>,
     pub version: i64,
     pub created_at: chrono::DateTime<chrono::Utc>,
@@ -86,7 +86,7 @@ impl Iden for Invitations {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct Membership {
     pub tenant_id: pgstrata_core::TenantId,
-    pub id: uuid::Uuid,
+    pub id: crate::ids::MembershipId,
     pub user_id: pgstrata_core::UserId,
     pub role: String,
     pub version: i64,
@@ -132,11 +132,11 @@ impl Iden for Memberships {
 /// A row of `tenancy.tenants`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct Tenant {
-    pub id: uuid::Uuid,
+    pub id: pgstrata_core::TenantId,
     pub slug: String,
     pub name: String,
     /// operator field: active or suspended (suspended tenants read, never write)
-    pub status: String,
+    pub status: crate::ids::TenantStatus,
     /// operator field: plan and limits the business configures
     pub settings: serde_json::Value,
     pub version: i64,
@@ -192,7 +192,7 @@ impl Iden for Tenants {
 /// A row of `tenancy.users`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct User {
-    pub id: uuid::Uuid,
+    pub id: pgstrata_core::UserId,
     pub email: String,
     pub display_name: String,
     pub version: i64,

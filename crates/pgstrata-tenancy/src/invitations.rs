@@ -3,20 +3,31 @@
 //! The token is `<tenant id, 32 hex>.<secret, 64 hex>`: the tenant part lets [`accept`] open
 //! that tenant's context before the database looks the hash up under row-level security. The
 //! work itself is done by the SQL functions `tenancy.create_invitation` and
-//! `tenancy.accept_invitation`, so psql users get the same flow.
+//! `tenancy.accept_invitation`, so psql users get the same flow. Inviting, reading, listing,
+//! revoking and [`accept_in`] work in the tenant of the [`TenantTx`] they are given, as its
+//! actor; [`accept`] opens the token's tenant transaction itself.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Subject};
 use crate::exec;
 use crate::generated::{Invitation, Invitations};
+use crate::ids::{InvitationId, MembershipId};
 use crate::validate;
-use pgstrata_core::error::{DbError, sqlstate};
 use pgstrata_core::page::Page;
 use pgstrata_core::sql::{self, Built};
-use pgstrata_core::{TenantContext, TenantId, UserId};
-use sea_query::{Asterisk, Expr, ExprTrait, Order, Query};
-use sqlx::{PgConnection, PgPool};
+use pgstrata_core::{TenantContext, TenantId, TenantTx, UserId};
+use sea_query::{Asterisk, Expr, ExprTrait, Func, Order, Query};
+use sqlx::PgConnection;
 use std::time::Duration;
 use uuid::Uuid;
+
+pub use crate::ids::InvitationStatus;
+
+/// `tenancy.create_invitation(email, role, ttl)`: returns `(invitation_id, token)`.
+const CREATE_INVITATION: &str = "tenancy.create_invitation";
+/// `tenancy.accept_invitation(token, user_id)`: returns the membership id.
+const ACCEPT_INVITATION: &str = "tenancy.accept_invitation";
+/// The longest validity `tenancy.create_invitation` accepts.
+const MAX_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// An invitation to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +52,7 @@ impl NewInvitation {
 /// Which invitations to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InvitationFilter {
-    /// `pending`, `accepted`, `revoked` or `expired`.
-    pub status: Option<String>,
+    pub status: Option<InvitationStatus>,
 }
 
 /// The tenant an invitation token belongs to.
@@ -58,94 +68,82 @@ pub fn tenant_of_token(token: &str) -> Result<TenantId> {
         .map_err(|_| Error::MalformedToken("the tenant part is not a UUID"))
 }
 
-/// Creates a pending invitation in the current tenant context; returns it and its token.
-/// The token is not stored: hand it to the invitee now.
-pub async fn invite(conn: &mut PgConnection, tenant: TenantId, new: &NewInvitation) -> Result<(Invitation, String)> {
+/// The call of `tenancy.create_invitation`, after validating the invitation. The function
+/// reads the tenant and the sender from the context.
+///
+/// ```
+/// use pgstrata_tenancy::invitations::{invite_stmt, NewInvitation};
+/// let (sql, _) = invite_stmt(&NewInvitation::member("ann@example.com")).unwrap();
+/// assert_eq!(sql, r#"SELECT * FROM tenancy.create_invitation($1, $2, CAST($3 AS interval)) AS "i""#);
+/// ```
+pub fn invite_stmt(new: &NewInvitation) -> Result<Built> {
     validate::email(&new.email)?;
     validate::role(&new.role)?;
-    if new.ttl.is_zero() {
+    if new.ttl.is_zero() || new.ttl > MAX_TTL {
         return Err(Error::InvalidField {
             field: "ttl",
-            reason: "must be positive".into(),
+            reason: format!("{:?}: must be positive and at most 90 days", new.ttl),
         });
     }
-    let email = new.email.clone();
-    let (id, token): (Uuid, String) =
-        sqlx::query_as("SELECT invitation_id, token FROM tenancy.create_invitation($1, $2, make_interval(secs => $3))")
-            .bind(&new.email)
-            .bind(&new.role)
-            .bind(new.ttl.as_secs_f64())
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| {
-                exec::map_err(e, |db| match db {
-                    DbError::Conflict { constraint, .. } if constraint == "invitations_pending_email_key" => {
-                        Some(Error::InvitationPending { email: email.clone() })
-                    }
-                    DbError::MissingReference { constraint, .. } if constraint == "invitations_tenant_fkey" => {
-                        Some(Error::UnknownTenant(tenant))
-                    }
-                    _ => None,
-                })
-            })?;
-    Ok((get(conn, tenant, id).await?, token))
+    let ttl = Expr::val(format!("{} seconds", new.ttl.as_secs_f64())).cast_as("interval");
+    Ok(sql::build(
+        Query::select().column(Asterisk).from_function(
+            Func::cust(CREATE_INVITATION)
+                .arg(new.email.as_str())
+                .arg(new.role.as_str())
+                .arg(ttl),
+            "i",
+        ),
+    ))
 }
 
-/// Accepts an invitation as `user` inside the caller's transaction, which must be in the
-/// token's tenant context with `user` as actor. Returns the membership id; accepting again
-/// as the same user returns the same membership.
-pub async fn accept_in(conn: &mut PgConnection, token: &str, user: UserId) -> Result<Uuid> {
-    tenant_of_token(token)?;
-    sqlx::query_scalar("SELECT tenancy.accept_invitation($1, $2)")
-        .bind(token)
-        .bind(user.0)
-        .fetch_one(conn)
-        .await
-        .map_err(|e| {
-            exec::map_err(e, |db| match db {
-                DbError::NotFound { message } if message.starts_with("invitation") => Some(Error::InvalidToken),
-                DbError::NotFound { .. } => Some(Error::NotFound {
-                    entity: "user",
-                    id: user.0,
-                }),
-                DbError::Gone { status, .. } => Some(Error::InvitationClosed {
-                    status: status.clone().unwrap_or_else(|| "closed".into()),
-                }),
-                DbError::Forbidden { code, .. } if code == sqlstate::FORBIDDEN => Some(Error::InvitationEmailMismatch),
-                _ => None,
-            })
-        })
-}
-
-/// Accepts an invitation as `user` in its own transaction (opens the token's tenant context).
-pub async fn accept(pool: &PgPool, token: &str, user: UserId) -> Result<Uuid> {
-    let tenant = tenant_of_token(token)?;
-    let mut tx = pgstrata_core::begin_tenant(pool, &TenantContext::tenant(tenant).with_actor(user)).await?;
-    let membership = accept_in(&mut tx, token, user).await?;
-    tx.commit().await?;
-    Ok(membership)
+/// The call of `tenancy.accept_invitation` as `user`.
+///
+/// ```
+/// let u = "0190b6a0-0000-7000-8000-000000000002".parse().unwrap();
+/// let (sql, _) = pgstrata_tenancy::invitations::accept_stmt("t.s", u);
+/// assert_eq!(sql, r#"SELECT tenancy.accept_invitation($1, $2)"#);
+/// ```
+pub fn accept_stmt(token: &str, user: UserId) -> Built {
+    sql::build(Query::select().expr(Func::cust(ACCEPT_INVITATION).arg(token).arg(user)))
 }
 
 /// `SELECT` of one invitation by its key.
-pub fn select_by_id(tenant: TenantId, id: Uuid) -> Built {
+///
+/// ```
+/// let t = "0190b6a0-0000-7000-8000-000000000001".parse().unwrap();
+/// let i = "0190b6a0-0000-7000-8000-000000000004".parse().unwrap();
+/// let (sql, _) = pgstrata_tenancy::invitations::get_stmt(t, i);
+/// assert_eq!(sql, r#"SELECT * FROM "tenancy"."invitations" WHERE "tenant_id" = $1 AND "id" = $2"#);
+/// ```
+pub fn get_stmt(tenant: TenantId, id: InvitationId) -> Built {
     sql::build(
         Query::select()
             .column(Asterisk)
             .from(Invitations::qualified())
-            .and_where(Expr::col(Invitations::TenantId).eq(tenant.0))
+            .and_where(Expr::col(Invitations::TenantId).eq(tenant))
             .and_where(Expr::col(Invitations::Id).eq(id)),
     )
 }
 
 /// `SELECT` of a page of a tenant's invitations.
-pub fn select_page(tenant: TenantId, filter: &InvitationFilter, page: &Page) -> Result<Built> {
+///
+/// ```
+/// use pgstrata_core::Page;
+/// use pgstrata_tenancy::invitations::{list_stmt, InvitationFilter, InvitationStatus};
+/// let t = "0190b6a0-0000-7000-8000-000000000001".parse().unwrap();
+/// let filter = InvitationFilter { status: Some(InvitationStatus::Pending) };
+/// let (sql, _) = list_stmt(t, &filter, &Page::first(20)).unwrap();
+/// assert_eq!(sql, r#"SELECT * FROM "tenancy"."invitations" WHERE "tenant_id" = $1 AND "status" = $2 ORDER BY "tenant_id" ASC, "id" ASC LIMIT $3"#);
+/// ```
+pub fn list_stmt(tenant: TenantId, filter: &InvitationFilter, page: &Page<InvitationId>) -> Result<Built> {
     page.validate()?;
     let mut q = Query::select();
     q.column(Asterisk)
         .from(Invitations::qualified())
-        .and_where(Expr::col(Invitations::TenantId).eq(tenant.0));
-    if let Some(status) = &filter.status {
-        q.and_where(Expr::col(Invitations::Status).eq(status.as_str()));
+        .and_where(Expr::col(Invitations::TenantId).eq(tenant));
+    if let Some(status) = filter.status {
+        q.and_where(Expr::col(Invitations::Status).eq(status));
     }
     if let Some(after) = page.after {
         q.and_where(Expr::col(Invitations::Id).gt(after));
@@ -157,43 +155,100 @@ pub fn select_page(tenant: TenantId, filter: &InvitationFilter, page: &Page) -> 
 }
 
 /// `UPDATE` that revokes a pending invitation, refused when `expected_version` is stale.
-pub fn revoke_stmt(tenant: TenantId, id: Uuid, expected_version: i64) -> Built {
+///
+/// ```
+/// let t = "0190b6a0-0000-7000-8000-000000000001".parse().unwrap();
+/// let i = "0190b6a0-0000-7000-8000-000000000004".parse().unwrap();
+/// let (sql, _) = pgstrata_tenancy::invitations::revoke_stmt(t, i, 1);
+/// assert_eq!(sql, r#"UPDATE "tenancy"."invitations" SET "version" = $1, "status" = $2 WHERE "tenant_id" = $3 AND "id" = $4 AND "status" = $5 RETURNING *"#);
+/// ```
+pub fn revoke_stmt(tenant: TenantId, id: InvitationId, expected_version: i64) -> Built {
     sql::build(
         Query::update()
             .table(Invitations::qualified())
             .value(Invitations::Version, expected_version)
-            .value(Invitations::Status, "revoked")
-            .and_where(Expr::col(Invitations::TenantId).eq(tenant.0))
+            .value(Invitations::Status, InvitationStatus::Revoked)
+            .and_where(Expr::col(Invitations::TenantId).eq(tenant))
             .and_where(Expr::col(Invitations::Id).eq(id))
-            .and_where(Expr::col(Invitations::Status).eq("pending"))
+            .and_where(Expr::col(Invitations::Status).eq(InvitationStatus::Pending))
             .returning_all(),
     )
 }
 
-pub async fn get(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<Invitation> {
-    exec::one(conn, select_by_id(tenant, id), "invitation", id, exec::none).await
+/// Creates a pending invitation in the transaction's tenant, sent by its actor; returns it and
+/// its token. The token is not stored: hand it to the invitee now.
+pub async fn invite(tx: &mut TenantTx<'_>, new: &NewInvitation) -> Result<(Invitation, String)> {
+    if tx.actor_id().is_none() {
+        return Err(Error::ActorRequired { operation: "inviting" });
+    }
+    let tenant = tx.tenant_id();
+    let s = Subject::of("invitation").email(&new.email).tenant(tenant);
+    let (id, token): (InvitationId, String) = exec::one(tx, invite_stmt(new)?, &s).await?;
+    let invitation = exec::one(tx, get_stmt(tenant, id), &Subject::row("invitation", id)).await?;
+    Ok((invitation, token))
 }
 
+/// Accepts an invitation inside the caller's transaction, as its actor; the token must be for
+/// the transaction's tenant (else [`Error::InvalidToken`]). Returns the membership id;
+/// accepting again as the same user returns the same membership.
+pub async fn accept_in(tx: &mut TenantTx<'_>, token: &str) -> Result<MembershipId> {
+    let Some(user) = tx.actor_id() else {
+        return Err(Error::ActorRequired {
+            operation: "accepting an invitation",
+        });
+    };
+    let tenant = tx.tenant_id();
+    if tenant_of_token(token)? != tenant {
+        return Err(Error::InvalidToken);
+    }
+    let s = Subject::of("invitation").tenant(tenant).user(user);
+    let (membership,): (MembershipId,) = exec::one(tx, accept_stmt(token, user), &s).await?;
+    Ok(membership)
+}
+
+/// Accepts an invitation as `user` in its own transaction in the token's tenant (a savepoint
+/// when `conn` is already in one).
+pub async fn accept(conn: &mut PgConnection, token: &str, user: UserId) -> Result<MembershipId> {
+    let tenant = tenant_of_token(token)?;
+    let mut tx = pgstrata_core::begin_tenant(conn, &TenantContext::tenant(tenant).with_actor(user)).await?;
+    let membership = accept_in(&mut tx, token).await?;
+    tx.commit().await?;
+    Ok(membership)
+}
+
+/// The invitation, if it exists in the transaction's tenant.
+pub async fn get(tx: &mut TenantTx<'_>, id: InvitationId) -> Result<Option<Invitation>> {
+    let tenant = tx.tenant_id();
+    exec::optional(tx, get_stmt(tenant, id), &Subject::row("invitation", id)).await
+}
+
+/// A page of the transaction's tenant's invitations.
 pub async fn list(
-    conn: &mut PgConnection,
-    tenant: TenantId,
+    tx: &mut TenantTx<'_>,
     filter: &InvitationFilter,
-    page: &Page,
+    page: &Page<InvitationId>,
 ) -> Result<Vec<Invitation>> {
-    exec::all(conn, select_page(tenant, filter, page)?).await
+    let tenant = tx.tenant_id();
+    exec::all(tx, list_stmt(tenant, filter, page)?, &Subject::of("invitation")).await
 }
 
-/// Revokes a pending invitation if it is still at `expected_version`.
-pub async fn revoke(conn: &mut PgConnection, tenant: TenantId, id: Uuid, expected_version: i64) -> Result<Invitation> {
-    exec::versioned(
-        conn,
-        revoke_stmt(tenant, id, expected_version),
-        "invitation",
-        id,
-        expected_version,
-        exec::none,
-    )
-    .await
+/// Revokes a pending invitation if it is still at `expected_version`. One that is no longer
+/// pending is [`Error::InvitationClosed`]; one that does not exist in this tenant,
+/// [`Error::NotFound`].
+pub async fn revoke(tx: &mut TenantTx<'_>, id: InvitationId, expected_version: i64) -> Result<Invitation> {
+    let tenant = tx.tenant_id();
+    let s = Subject::row("invitation", id).version(expected_version);
+    if let Some(revoked) = exec::optional(tx, revoke_stmt(tenant, id, expected_version), &s).await? {
+        return Ok(revoked);
+    }
+    // Nothing changed: say why.
+    match exec::optional::<Invitation>(tx, get_stmt(tenant, id), &s).await? {
+        None => Err(s.not_found()),
+        // Still pending and visible, yet the update matched nothing: the restrictive policy of
+        // a suspended tenant (tenancy.enforce_tenant_status) let it read but not write.
+        Some(found) if found.status == InvitationStatus::Pending => Err(Error::TenantSuspended(tenant)),
+        Some(found) => Err(Error::InvitationClosed { status: found.status }),
+    }
 }
 
 #[cfg(test)]
@@ -214,5 +269,19 @@ mod tests {
             tenant_of_token(&format!("xyz.{}", "a".repeat(64))),
             Err(Error::MalformedToken(_))
         ));
+    }
+
+    #[test]
+    fn a_ttl_outside_the_functions_range_is_refused_before_any_sql() {
+        for ttl in [Duration::ZERO, MAX_TTL + Duration::from_secs(1)] {
+            let new = NewInvitation {
+                ttl,
+                ..NewInvitation::member("ann@example.com")
+            };
+            assert!(
+                matches!(invite_stmt(&new), Err(Error::InvalidField { field: "ttl", .. })),
+                "{ttl:?}"
+            );
+        }
     }
 }

@@ -1,16 +1,18 @@
 //! Memberships: a user in a tenant with a role name.
+//!
+//! Every operation works in the tenant of the [`TenantTx`] it is given. The builders take the
+//! tenant explicitly (they are pure) and lead every condition with it, so each statement walks
+//! an index that starts with `tenant_id`.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Subject};
 use crate::exec;
 use crate::generated::{Membership, Memberships};
+use crate::ids::MembershipId;
 use crate::validate;
-use pgstrata_core::error::DbError;
 use pgstrata_core::page::Page;
 use pgstrata_core::sql::{self, Built};
-use pgstrata_core::{TenantId, UserId};
+use pgstrata_core::{TenantId, TenantTx, UserId};
 use sea_query::{Asterisk, Expr, ExprTrait, Order, Query};
-use sqlx::PgConnection;
-use uuid::Uuid;
 
 /// Which memberships to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,39 +21,20 @@ pub struct MembershipFilter {
     pub user_id: Option<UserId>,
 }
 
-fn named(tenant: TenantId, user: UserId) -> impl Fn(&DbError) -> Option<Error> {
-    move |db| match db {
-        DbError::Conflict { constraint, .. } if constraint == "memberships_tenant_user_key" => {
-            Some(Error::AlreadyMember)
-        }
-        DbError::MissingReference { constraint, .. } if constraint == "memberships_tenant_fkey" => {
-            Some(Error::UnknownTenant(tenant))
-        }
-        DbError::MissingReference { constraint, .. } if constraint == "memberships_user_fkey" => {
-            Some(Error::NotFound {
-                entity: "user",
-                id: user.0,
-            })
-        }
-        _ => None,
-    }
-}
-
 /// `INSERT` of a membership.
 ///
 /// ```
-/// use pgstrata_core::{TenantId, UserId};
-/// let t = TenantId("0190b6a0-0000-7000-8000-000000000001".parse().unwrap());
-/// let u = UserId("0190b6a0-0000-7000-8000-000000000002".parse().unwrap());
-/// let (sql, _) = pgstrata_tenancy::memberships::insert(t, u, "admin").unwrap();
+/// let t = "0190b6a0-0000-7000-8000-000000000001".parse().unwrap();
+/// let u = "0190b6a0-0000-7000-8000-000000000002".parse().unwrap();
+/// let (sql, _) = pgstrata_tenancy::memberships::add_stmt(t, u, "admin").unwrap();
 /// assert_eq!(sql, r#"INSERT INTO "tenancy"."memberships" ("tenant_id", "user_id", "role") VALUES ($1, $2, $3) RETURNING *"#);
 /// ```
-pub fn insert(tenant: TenantId, user: UserId, role: &str) -> Result<Built> {
+pub fn add_stmt(tenant: TenantId, user: UserId, role: &str) -> Result<Built> {
     validate::role(role)?;
     let stmt = Query::insert()
         .into_table(Memberships::qualified())
         .columns([Memberships::TenantId, Memberships::UserId, Memberships::Role])
-        .values([tenant.0.into(), user.0.into(), role.into()])
+        .values([tenant.into(), user.into(), role.into()])
         .map_err(|e| Error::InvalidField {
             field: "membership",
             reason: e.to_string(),
@@ -62,12 +45,19 @@ pub fn insert(tenant: TenantId, user: UserId, role: &str) -> Result<Built> {
 }
 
 /// `SELECT` of one membership by its key.
-pub fn select_by_id(tenant: TenantId, id: Uuid) -> Built {
+///
+/// ```
+/// let t = "0190b6a0-0000-7000-8000-000000000001".parse().unwrap();
+/// let m = "0190b6a0-0000-7000-8000-000000000003".parse().unwrap();
+/// let (sql, _) = pgstrata_tenancy::memberships::get_stmt(t, m);
+/// assert_eq!(sql, r#"SELECT * FROM "tenancy"."memberships" WHERE "tenant_id" = $1 AND "id" = $2"#);
+/// ```
+pub fn get_stmt(tenant: TenantId, id: MembershipId) -> Built {
     sql::build(
         Query::select()
             .column(Asterisk)
             .from(Memberships::qualified())
-            .and_where(Expr::col(Memberships::TenantId).eq(tenant.0))
+            .and_where(Expr::col(Memberships::TenantId).eq(tenant))
             .and_where(Expr::col(Memberships::Id).eq(id)),
     )
 }
@@ -75,24 +65,24 @@ pub fn select_by_id(tenant: TenantId, id: Uuid) -> Built {
 /// `SELECT` of a page of a tenant's memberships (walks the primary key `(tenant_id, id)`).
 ///
 /// ```
-/// use pgstrata_core::{Page, TenantId};
-/// use pgstrata_tenancy::memberships::{select_page, MembershipFilter};
-/// let t = TenantId("0190b6a0-0000-7000-8000-000000000001".parse().unwrap());
+/// use pgstrata_core::Page;
+/// use pgstrata_tenancy::memberships::{list_stmt, MembershipFilter};
+/// let t = "0190b6a0-0000-7000-8000-000000000001".parse().unwrap();
 /// let after = "0190b6a0-0000-7000-8000-0000000000ff".parse().unwrap();
-/// let (sql, _) = select_page(t, &MembershipFilter::default(), &Page::after(after, 50)).unwrap();
+/// let (sql, _) = list_stmt(t, &MembershipFilter::default(), &Page::after(after, 50)).unwrap();
 /// assert_eq!(sql, r#"SELECT * FROM "tenancy"."memberships" WHERE "tenant_id" = $1 AND "id" > $2 ORDER BY "tenant_id" ASC, "id" ASC LIMIT $3"#);
 /// ```
-pub fn select_page(tenant: TenantId, filter: &MembershipFilter, page: &Page) -> Result<Built> {
+pub fn list_stmt(tenant: TenantId, filter: &MembershipFilter, page: &Page<MembershipId>) -> Result<Built> {
     page.validate()?;
     let mut q = Query::select();
     q.column(Asterisk)
         .from(Memberships::qualified())
-        .and_where(Expr::col(Memberships::TenantId).eq(tenant.0));
+        .and_where(Expr::col(Memberships::TenantId).eq(tenant));
     if let Some(role) = &filter.role {
         q.and_where(Expr::col(Memberships::Role).eq(role.as_str()));
     }
     if let Some(user) = filter.user_id {
-        q.and_where(Expr::col(Memberships::UserId).eq(user.0));
+        q.and_where(Expr::col(Memberships::UserId).eq(user));
     }
     if let Some(after) = page.after {
         q.and_where(Expr::col(Memberships::Id).gt(after));
@@ -104,74 +94,81 @@ pub fn select_page(tenant: TenantId, filter: &MembershipFilter, page: &Page) -> 
 }
 
 /// `UPDATE` of the role, refused when `expected_version` is stale.
-pub fn update_role_stmt(tenant: TenantId, id: Uuid, expected_version: i64, role: &str) -> Result<Built> {
+///
+/// ```
+/// let t = "0190b6a0-0000-7000-8000-000000000001".parse().unwrap();
+/// let m = "0190b6a0-0000-7000-8000-000000000003".parse().unwrap();
+/// let (sql, _) = pgstrata_tenancy::memberships::update_role_stmt(t, m, 2, "admin").unwrap();
+/// assert_eq!(sql, r#"UPDATE "tenancy"."memberships" SET "version" = $1, "role" = $2 WHERE "tenant_id" = $3 AND "id" = $4 RETURNING *"#);
+/// ```
+pub fn update_role_stmt(tenant: TenantId, id: MembershipId, expected_version: i64, role: &str) -> Result<Built> {
     validate::role(role)?;
     Ok(sql::build(
         Query::update()
             .table(Memberships::qualified())
             .value(Memberships::Version, expected_version)
             .value(Memberships::Role, role)
-            .and_where(Expr::col(Memberships::TenantId).eq(tenant.0))
+            .and_where(Expr::col(Memberships::TenantId).eq(tenant))
             .and_where(Expr::col(Memberships::Id).eq(id))
             .returning_all(),
     ))
 }
 
 /// `DELETE` of one membership.
-pub fn delete_stmt(tenant: TenantId, id: Uuid) -> Built {
+///
+/// ```
+/// let t = "0190b6a0-0000-7000-8000-000000000001".parse().unwrap();
+/// let m = "0190b6a0-0000-7000-8000-000000000003".parse().unwrap();
+/// let (sql, _) = pgstrata_tenancy::memberships::remove_stmt(t, m);
+/// assert_eq!(sql, r#"DELETE FROM "tenancy"."memberships" WHERE "tenant_id" = $1 AND "id" = $2"#);
+/// ```
+pub fn remove_stmt(tenant: TenantId, id: MembershipId) -> Built {
     sql::build(
         Query::delete()
             .from_table(Memberships::qualified())
-            .and_where(Expr::col(Memberships::TenantId).eq(tenant.0))
+            .and_where(Expr::col(Memberships::TenantId).eq(tenant))
             .and_where(Expr::col(Memberships::Id).eq(id)),
     )
 }
 
-/// Adds `user` to `tenant` (the current tenant context) with `role`.
-pub async fn add(conn: &mut PgConnection, tenant: TenantId, user: UserId, role: &str) -> Result<Membership> {
-    exec::one(
-        conn,
-        insert(tenant, user, role)?,
-        "membership",
-        user.0,
-        named(tenant, user),
-    )
-    .await
+/// Adds `user` to the transaction's tenant with `role`. Without rbac, the user adds itself
+/// (as `member`), or the tenant's owner gives the role; with rbac, rbac decides.
+pub async fn add(tx: &mut TenantTx<'_>, user: UserId, role: &str) -> Result<Membership> {
+    let tenant = tx.tenant_id();
+    let s = Subject::of("membership").tenant(tenant).user(user);
+    exec::one(tx, add_stmt(tenant, user, role)?, &s).await
 }
 
-pub async fn get(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<Membership> {
-    exec::one(conn, select_by_id(tenant, id), "membership", id, exec::none).await
+/// The membership, if it exists in the transaction's tenant.
+pub async fn get(tx: &mut TenantTx<'_>, id: MembershipId) -> Result<Option<Membership>> {
+    let tenant = tx.tenant_id();
+    exec::optional(tx, get_stmt(tenant, id), &Subject::row("membership", id)).await
 }
 
+/// A page of the transaction's tenant's memberships.
 pub async fn list(
-    conn: &mut PgConnection,
-    tenant: TenantId,
+    tx: &mut TenantTx<'_>,
     filter: &MembershipFilter,
-    page: &Page,
+    page: &Page<MembershipId>,
 ) -> Result<Vec<Membership>> {
-    exec::all(conn, select_page(tenant, filter, page)?).await
+    let tenant = tx.tenant_id();
+    exec::all(tx, list_stmt(tenant, filter, page)?, &Subject::of("membership")).await
 }
 
 /// Changes the role if the membership is still at `expected_version`.
 pub async fn update_role(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    id: Uuid,
+    tx: &mut TenantTx<'_>,
+    id: MembershipId,
     expected_version: i64,
     role: &str,
 ) -> Result<Membership> {
-    let built = update_role_stmt(tenant, id, expected_version, role)?;
-    exec::versioned(conn, built, "membership", id, expected_version, exec::none).await
+    let tenant = tx.tenant_id();
+    let s = Subject::row("membership", id).version(expected_version);
+    exec::one(tx, update_role_stmt(tenant, id, expected_version, role)?, &s).await
 }
 
-/// Removes a membership; `NotFound` if there was none.
-pub async fn remove(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<()> {
-    let done = sql::query(delete_stmt(tenant, id)).execute(conn).await?;
-    if done.rows_affected() == 0 {
-        return Err(Error::NotFound {
-            entity: "membership",
-            id,
-        });
-    }
-    Ok(())
+/// Removes a membership; `NotFound` if there was none in the transaction's tenant.
+pub async fn remove(tx: &mut TenantTx<'_>, id: MembershipId) -> Result<()> {
+    let tenant = tx.tenant_id();
+    exec::touch_one(tx, remove_stmt(tenant, id), &Subject::row("membership", id)).await
 }

@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::{Org, migrator, org};
+use common::{Org, migrator, org, register};
 use pgstrata_core::testing::{OPERATOR_LOGIN_ROLE, Owner, TestDb};
 use pgstrata_core::{TenantContext, TenantId, UserId};
 use pgstrata_tenancy::tenants::{self, TenantChanges, TenantStatus};
-use pgstrata_tenancy::users::{self, NewUser};
 use sqlx::{PgConnection, PgPool};
 
 fn code(e: &sqlx::Error) -> String {
@@ -38,16 +37,7 @@ async fn attempt(app: &PgPool, ctx: &TenantContext, sql: &'static str, binds: &[
 }
 
 async fn stranger(app: &PgPool, name: &str) -> UserId {
-    let u = users::register(
-        app,
-        &NewUser {
-            email: format!("{name}@elsewhere.example"),
-            display_name: name.into(),
-        },
-    )
-    .await
-    .unwrap();
-    UserId(u.id)
+    register(app, &format!("{name}@elsewhere.example"), name).await.unwrap()
 }
 
 async fn count_in(app: &PgPool, ctx: &TenantContext, sql: &'static str) -> i64 {
@@ -174,9 +164,9 @@ async fn a_suspended_tenant_reads_but_writes_nothing_and_a_deleted_one_sees_noth
             ("DELETE FROM tenancy.memberships WHERE user_id = $1", vec![a.owner.0]),
             (
                 "UPDATE tenancy.invitations SET status = 'revoked' WHERE id = $1",
-                vec![a.invitation],
+                vec![a.invitation.0],
             ),
-            ("DELETE FROM tenancy.invitations WHERE id = $1", vec![a.invitation]),
+            ("DELETE FROM tenancy.invitations WHERE id = $1", vec![a.invitation.0]),
         ];
         for (sql, binds) in &writes {
             let out = attempt(&app, &a.ctx(), sql, binds).await;
@@ -194,6 +184,26 @@ async fn a_suspended_tenant_reads_but_writes_nothing_and_a_deleted_one_sees_noth
         )
         .await;
         assert_eq!(out, Err("42501".into()), "{owner:?}: joining a suspended tenant");
+        // Through the crate, the refusals say why: the tenant is suspended.
+        let mut tx = pgstrata_core::begin_tenant(&app, &a.ctx()).await.unwrap();
+        let err = pgstrata_tenancy::invitations::revoke(&mut tx, a.invitation, 1)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, pgstrata_tenancy::Error::TenantSuspended(t) if t == a.id),
+            "{owner:?}: {err}"
+        );
+        tx.rollback().await.unwrap();
+        let invitee = register(&app, "invitee@acme.example", "").await.unwrap();
+        let mut conn = app.acquire().await.unwrap();
+        let err = pgstrata_tenancy::invitations::accept(&mut conn, &a.token, invitee)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, pgstrata_tenancy::Error::TenantSuspended(t) if t == a.id),
+            "{owner:?}: {err}"
+        );
+        drop(conn);
 
         // Deleted: the context is no tenant at all.
         let version: i64 = sqlx::query_scalar("SELECT version FROM tenancy.tenants WHERE id = $1")
@@ -296,18 +306,12 @@ async fn nobody_is_enrolled_or_named_without_consent() {
         tx.rollback().await.unwrap();
 
         // The legitimate path: the invitee accepts in its own context.
-        let invitee = users::register(
-            &app,
-            &NewUser {
-                email: "invitee@acme.example".into(),
-                display_name: String::new(),
-            },
-        )
-        .await
-        .unwrap();
-        pgstrata_tenancy::invitations::accept(&app, &a.token, UserId(invitee.id))
+        let invitee = register(&app, "invitee@acme.example", "").await.unwrap();
+        let mut conn = app.acquire().await.unwrap();
+        pgstrata_tenancy::invitations::accept(&mut conn, &a.token, invitee)
             .await
             .unwrap();
+        drop(conn);
         app.close().await;
         db.close().await.unwrap();
     }

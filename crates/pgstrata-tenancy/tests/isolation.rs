@@ -233,6 +233,14 @@ async fn users_are_visible_to_themselves_and_their_tenants_only() {
     let mut expected = vec![a.owner.0, a.member.0];
     expected.sort();
     assert_eq!(visible, expected, "A sees its own members, not B's");
+    assert_eq!(pgstrata_tenancy::users::get(&mut tx, b.owner).await.unwrap(), None);
+    assert_eq!(
+        pgstrata_tenancy::users::get(&mut tx, a.member)
+            .await
+            .unwrap()
+            .map(|u| u.id),
+        Some(a.member)
+    );
     let err = pgstrata_tenancy::users::rename(&mut tx, b.owner, 1, "hijacked")
         .await
         .unwrap_err();

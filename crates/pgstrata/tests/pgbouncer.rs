@@ -11,7 +11,7 @@
 use pgstrata::core::connect::DatabaseUrl;
 use pgstrata::core::testing::{APP_LOGIN_ROLE, TestDb, server_url};
 use pgstrata::tenancy::{memberships, tenants, users};
-use pgstrata::{Backend, MigrateError, Page, TenantContext, TenantId, UserId};
+use pgstrata::{Backend, MigrateError, Page, TenantContext};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -156,8 +156,9 @@ async fn tenancy_flows_and_isolation_through_pgbouncer_in_transaction_mode() {
     let mut founders = Vec::new();
     let mut tenant_ids = Vec::new();
     for slug in ["acme", "globex"] {
+        let mut conn = app.acquire().await.unwrap();
         let founder = users::register(
-            &app,
+            &mut conn,
             &users::NewUser {
                 email: format!("founder@{slug}.example"),
                 display_name: format!("Founder of {slug}"),
@@ -165,11 +166,11 @@ async fn tenancy_flows_and_isolation_through_pgbouncer_in_transaction_mode() {
         )
         .await
         .unwrap();
-        let tenant = tenants::create_tenant(&app, &tenants::NewTenant::new(slug, slug), Some(UserId(founder.id)))
+        let tenant = tenants::create_tenant(&mut conn, &tenants::NewTenant::new(slug, slug), Some(founder.id))
             .await
             .unwrap();
-        founders.push(UserId(founder.id));
-        tenant_ids.push(TenantId(tenant.id));
+        founders.push(founder.id);
+        tenant_ids.push(tenant.id);
     }
 
     let mut tasks = Vec::new();
@@ -183,7 +184,7 @@ async fn tenancy_flows_and_isolation_through_pgbouncer_in_transaction_mode() {
                 let (tenant, other) = (tenant_ids[i], tenant_ids[1 - i]);
                 let ctx = TenantContext::tenant(tenant).with_actor(founders[i]);
                 let mut tx = pgstrata::begin_tenant(&app, &ctx).await.unwrap();
-                let members = memberships::list(&mut tx, tenant, &Default::default(), &Page::first(20))
+                let members = memberships::list(&mut tx, &Default::default(), &Page::first(20))
                     .await
                     .unwrap();
                 assert_eq!(members.len(), 1);
@@ -192,7 +193,7 @@ async fn tenancy_flows_and_isolation_through_pgbouncer_in_transaction_mode() {
                 let visible = tenants::list(&mut tx, &Default::default(), &Page::first(20))
                     .await
                     .unwrap();
-                assert_eq!(visible.iter().map(|t| t.id).collect::<Vec<_>>(), [tenant.0]);
+                assert_eq!(visible.iter().map(|t| t.id).collect::<Vec<_>>(), [tenant]);
                 let moved = sqlx::query("UPDATE tenancy.memberships SET role = 'member' WHERE tenant_id = $1")
                     .bind(other.0)
                     .execute(&mut *tx)
@@ -216,7 +217,8 @@ async fn tenancy_flows_and_isolation_through_pgbouncer_in_transaction_mode() {
                 // The next transaction, on whatever session the pooler gives, has no tenant.
                 let mut tx = app.begin().await.unwrap();
                 assert!(visible_memberships(&mut tx).await.is_empty(), "no context, no rows");
-                let planted = memberships::add(&mut tx, tenant, founders[i], "member").await;
+                let planted = memberships::add_stmt(tenant, founders[i], "member").unwrap();
+                let planted = pgstrata::core::sql::query(planted).execute(&mut *tx).await;
                 assert!(planted.is_err(), "no context, no writes");
                 tx.rollback().await.unwrap();
             }

@@ -267,13 +267,13 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
 
 /// `?after=<id>&limit=<n>`: keyset pagination over time-ordered ids.
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
-pub struct PageQuery {
-    pub after: Option<Uuid>,
+pub struct PageQuery<K = Uuid> {
+    pub after: Option<K>,
     pub limit: Option<u64>,
 }
 
-impl PageQuery {
-    pub fn page(&self) -> Page {
+impl<K: Copy> PageQuery<K> {
+    pub fn page(&self) -> Page<K> {
         Page {
             after: self.after,
             limit: self.limit.unwrap_or(pgstrata::core::page::DEFAULT_PAGE_SIZE),
@@ -298,14 +298,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 
 /// A page of items and the cursor of the next one (`None` on the last page).
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Paged<T> {
+pub struct Paged<T, K = Uuid> {
     pub items: Vec<T>,
-    pub next: Option<Uuid>,
+    pub next: Option<K>,
 }
 
-impl<T> Paged<T> {
+impl<T, K> Paged<T, K> {
     /// `items` as read for `page`; `id` gives an item's key for the next page's `after`.
-    pub fn new(items: Vec<T>, page: &Page, id: impl Fn(&T) -> Uuid) -> Self {
+    pub fn new(items: Vec<T>, page: &Page<K>, id: impl Fn(&T) -> K) -> Self {
         let full = u64::try_from(items.len()).is_ok_and(|n| n == page.limit);
         let next = if full { items.last().map(id) } else { None };
         Self { items, next }

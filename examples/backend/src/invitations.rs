@@ -25,12 +25,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use chrono::{DateTime, Utc};
+use pgstrata::UserId;
 use pgstrata::tenancy::generated::Invitation;
 use pgstrata::tenancy::invitations::{self, InvitationFilter, NewInvitation};
 use pgstrata::tenancy::users;
+use pgstrata::tenancy::{InvitationId, InvitationStatus, MembershipId};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use uuid::Uuid;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -42,13 +43,13 @@ pub fn routes() -> Router<AppState> {
 /// An invitation as answered: everything but the token's hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvitationView {
-    pub id: Uuid,
+    pub id: InvitationId,
     pub email: String,
     pub role: String,
-    pub status: String,
+    pub status: InvitationStatus,
     pub expires_at: DateTime<Utc>,
-    pub invited_by: Option<Uuid>,
-    pub accepted_by: Option<Uuid>,
+    pub invited_by: Option<UserId>,
+    pub accepted_by: Option<UserId>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
 }
@@ -72,8 +73,8 @@ impl From<Invitation> for InvitationView {
 /// `GET /invitations?status=pending&after=..&limit=..`
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct InvitationQuery {
-    pub status: Option<String>,
-    pub after: Option<Uuid>,
+    pub status: Option<InvitationStatus>,
+    pub after: Option<InvitationId>,
     pub limit: Option<u64>,
 }
 
@@ -81,7 +82,7 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     QueryParams(query): QueryParams<InvitationQuery>,
-) -> Result<Json<Paged<InvitationView>>, ApiError> {
+) -> Result<Json<Paged<InvitationView, InvitationId>>, ApiError> {
     let page = PageQuery {
         after: query.after,
         limit: query.limit,
@@ -90,7 +91,7 @@ async fn list(
     let filter = InvitationFilter { status: query.status };
     let mut tx = caller.begin(&state.pool).await?;
     caller.authorize(&mut tx, "member:read", None).await?;
-    let found = invitations::list(&mut tx, caller.tenant, &filter, &page).await?;
+    let found = invitations::list(&mut tx, &filter, &page).await?;
     tx.commit().await?;
     let views = found.into_iter().map(InvitationView::from).collect();
     Ok(Json(Paged::new(views, &page, |i: &InvitationView| i.id)))
@@ -135,7 +136,7 @@ async fn invite(
     }
     let mut tx = caller.begin(&state.pool).await?;
     caller.authorize(&mut tx, "member:invite", None).await?;
-    let (invitation, token) = invitations::invite(&mut tx, caller.tenant, &new).await?;
+    let (invitation, token) = invitations::invite(&mut tx, &new).await?;
     let email = SendEmail {
         template: "invitation".into(),
         to: invitation.email.clone(),
@@ -153,12 +154,12 @@ async fn invite(
 async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    PathParams(id): PathParams<InvitationId>,
     expected: IfMatch,
 ) -> Result<Response, ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
     caller.authorize(&mut tx, "member:invite", None).await?;
-    let invitation = invitations::revoke(&mut tx, caller.tenant, id, expected.0).await?;
+    let invitation = invitations::revoke(&mut tx, id, expected.0).await?;
     tx.commit().await?;
     Ok((
         [(header::ETAG, etag(invitation.version))],
@@ -177,7 +178,7 @@ pub struct AcceptInput {
 /// `POST /invitations/accept` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Accepted {
-    pub membership_id: Uuid,
+    pub membership_id: MembershipId,
     pub email_job: i64,
 }
 
@@ -193,8 +194,10 @@ async fn accept(
     }
     let mut tx = caller.begin(&state.pool).await?;
     // No permission check: accepting is the invitee's consent, checked by the database.
-    let membership_id = invitations::accept_in(&mut tx, &input.token, caller.user).await?;
-    let me = users::get(&mut tx, caller.user).await?;
+    let membership_id = invitations::accept_in(&mut tx, &input.token).await?;
+    let me = users::get(&mut tx, caller.user)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("your user no longer exists".into()))?;
     let email = SendEmail {
         template: "welcome".into(),
         to: me.email,

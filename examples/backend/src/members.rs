@@ -20,10 +20,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use pgstrata::tenancy::MembershipId;
 use pgstrata::tenancy::generated::Membership;
 use pgstrata::tenancy::memberships::{self, MembershipFilter};
 use serde::Deserialize;
-use uuid::Uuid;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -39,7 +39,7 @@ fn respond(membership: Membership) -> Response {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct MemberQuery {
     pub role: Option<String>,
-    pub after: Option<Uuid>,
+    pub after: Option<MembershipId>,
     pub limit: Option<u64>,
 }
 
@@ -47,7 +47,7 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     QueryParams(query): QueryParams<MemberQuery>,
-) -> Result<Json<Paged<Membership>>, ApiError> {
+) -> Result<Json<Paged<Membership, MembershipId>>, ApiError> {
     let page = PageQuery {
         after: query.after,
         limit: query.limit,
@@ -59,7 +59,7 @@ async fn list(
     };
     let mut tx = caller.begin(&state.pool).await?;
     caller.authorize(&mut tx, "member:read", None).await?;
-    let members = memberships::list(&mut tx, caller.tenant, &filter, &page).await?;
+    let members = memberships::list(&mut tx, &filter, &page).await?;
     tx.commit().await?;
     Ok(Json(Paged::new(members, &page, |m| m.id)))
 }
@@ -67,11 +67,13 @@ async fn list(
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    PathParams(id): PathParams<MembershipId>,
 ) -> Result<Response, ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
     caller.authorize(&mut tx, "member:read", None).await?;
-    let membership = memberships::get(&mut tx, caller.tenant, id).await?;
+    let membership = memberships::get(&mut tx, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no member {id} in this tenant")))?;
     tx.commit().await?;
     Ok(respond(membership))
 }
@@ -86,13 +88,13 @@ pub struct RoleChange {
 async fn change_role(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    PathParams(id): PathParams<MembershipId>,
     expected: IfMatch,
     JsonBody(change): JsonBody<RoleChange>,
 ) -> Result<Response, ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
     caller.authorize(&mut tx, "role:grant", None).await?;
-    let membership = memberships::update_role(&mut tx, caller.tenant, id, expected.0, &change.role).await?;
+    let membership = memberships::update_role(&mut tx, id, expected.0, &change.role).await?;
     tx.commit().await?;
     Ok(respond(membership))
 }
@@ -100,11 +102,11 @@ async fn change_role(
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    PathParams(id): PathParams<MembershipId>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
     caller.authorize(&mut tx, "member:remove", None).await?;
-    memberships::remove(&mut tx, caller.tenant, id).await?;
+    memberships::remove(&mut tx, id).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

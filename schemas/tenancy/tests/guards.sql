@@ -3,7 +3,7 @@
 -- tenant is chosen. Holds with and without rbac installed. One transaction, rolled back.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(27);
+SELECT plan(28);
 \ir fixtures.psql
 
 SET LOCAL ROLE pgstrata_app;
@@ -72,6 +72,10 @@ SELECT is(pg_temp.outcome($$SELECT tenancy.accept_invitation((SELECT token FROM 
 SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'c1000000-0000-4000-8000-000000000000');
 SELECT is(pg_temp.outcome($$SELECT tenancy.accept_invitation('a0000000000040008000000000000000.wrong', 'c1000000-0000-4000-8000-000000000000')$$),
           'PS404', 'a wrong token is not found');
+SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'f9000000-0000-4000-8000-000000000000');
+SELECT is(pg_temp.outcome($$SELECT tenancy.accept_invitation((SELECT token FROM tap_invite), 'f9000000-0000-4000-8000-000000000000')$$),
+          '23503', 'an actor with no user row is a missing reference (memberships_user_fkey), not a wrong token');
+SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'c1000000-0000-4000-8000-000000000000');
 CREATE TEMP TABLE tap_accepted ON COMMIT DROP AS
 SELECT tenancy.accept_invitation((SELECT token FROM tap_invite), 'c1000000-0000-4000-8000-000000000000') AS id;
 SELECT is((SELECT id FROM tap_accepted),

@@ -8,8 +8,8 @@ use pgstrata_core::{TenantContext, TenantId, UserId};
 use pgstrata_tenancy::invitations::{self, NewInvitation};
 use pgstrata_tenancy::tenants::{self, NewTenant};
 use pgstrata_tenancy::users::{self, NewUser};
+use pgstrata_tenancy::{InvitationId, MembershipId};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 pub fn migrator() -> Migrator {
     Migrator::new([&pgstrata_tenancy::MODULE]).unwrap()
@@ -26,8 +26,8 @@ pub struct Org {
     pub slug: String,
     pub owner: UserId,
     pub member: UserId,
-    pub owner_membership: Uuid,
-    pub invitation: Uuid,
+    pub owner_membership: MembershipId,
+    pub invitation: InvitationId,
     pub token: String,
 }
 
@@ -38,46 +38,50 @@ impl Org {
 }
 
 pub async fn org(app: &PgPool, slug: &str) -> Org {
+    let mut conn = app.acquire().await.unwrap();
     let owner = users::register(
-        app,
+        &mut conn,
         &NewUser {
             email: format!("owner@{slug}.example"),
             display_name: "Owner".into(),
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+    .id;
     let member = users::register(
-        app,
+        &mut conn,
         &NewUser {
             email: format!("member@{slug}.example"),
             display_name: "Member".into(),
         },
     )
     .await
-    .unwrap();
-    let tenant = tenants::create_tenant(app, &NewTenant::new(slug, slug.to_uppercase()), Some(UserId(owner.id)))
+    .unwrap()
+    .id;
+    let id = tenants::create_tenant(&mut conn, &NewTenant::new(slug, slug.to_uppercase()), Some(owner))
         .await
-        .unwrap();
-    let id = TenantId(tenant.id);
+        .unwrap()
+        .id;
+    drop(conn);
     // The member joins in its own context (a membership needs the user's consent).
-    let mut tx = pgstrata_core::begin_tenant(app, &TenantContext::tenant(id).with_actor(UserId(member.id)))
+    let mut tx = pgstrata_core::begin_tenant(app, &TenantContext::tenant(id).with_actor(member))
         .await
         .unwrap();
-    pgstrata_tenancy::memberships::add(&mut tx, id, UserId(member.id), "member")
+    pgstrata_tenancy::memberships::add(&mut tx, member, "member")
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let mut tx = pgstrata_core::begin_tenant(app, &TenantContext::tenant(id).with_actor(UserId(owner.id)))
+    let mut tx = pgstrata_core::begin_tenant(app, &TenantContext::tenant(id).with_actor(owner))
         .await
         .unwrap();
     let new = NewInvitation::member(format!("invitee@{slug}.example"));
-    let (invitation, token) = invitations::invite(&mut tx, id, &new).await.unwrap();
+    let (invitation, token) = invitations::invite(&mut tx, &new).await.unwrap();
     let filter = pgstrata_tenancy::memberships::MembershipFilter {
-        user_id: Some(UserId(owner.id)),
+        user_id: Some(owner),
         ..Default::default()
     };
-    let owner_membership = pgstrata_tenancy::memberships::list(&mut tx, id, &filter, &Default::default())
+    let owner_membership = pgstrata_tenancy::memberships::list(&mut tx, &filter, &Default::default())
         .await
         .unwrap()[0]
         .id;
@@ -85,12 +89,22 @@ pub async fn org(app: &PgPool, slug: &str) -> Org {
     Org {
         id,
         slug: slug.into(),
-        owner: UserId(owner.id),
-        member: UserId(member.id),
+        owner,
+        member,
         owner_membership,
         invitation: invitation.id,
         token,
     }
+}
+
+/// A user registered through the application role.
+pub async fn register(app: &PgPool, email: &str, display_name: &str) -> Result<UserId, pgstrata_tenancy::Error> {
+    let mut conn = app.acquire().await?;
+    let new = NewUser {
+        email: email.into(),
+        display_name: display_name.into(),
+    };
+    Ok(users::register(&mut conn, &new).await?.id)
 }
 
 /// Counts rows as the admin (bypassing RLS), to check what really is in a table.

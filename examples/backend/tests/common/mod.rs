@@ -191,8 +191,9 @@ impl Fixture {
     /// A user registering itself (as the application role, as a sign-up would).
     pub async fn register(&self, name: &str) -> (UserId, String) {
         let email = format!("{name}+{}@example.com", Uuid::now_v7().simple());
+        let mut conn = self.app_pool.acquire().await.unwrap();
         let user = users::register(
-            &self.app_pool,
+            &mut conn,
             &users::NewUser {
                 email: email.clone(),
                 display_name: name.into(),
@@ -200,17 +201,18 @@ impl Fixture {
         )
         .await
         .unwrap();
-        (UserId(user.id), email)
+        (user.id, email)
     }
 
     /// A user and the tenant it creates (and so owns).
     pub async fn sign_up(&self, name: &str) -> Account {
         let (user, email) = self.register(name).await;
         let slug = format!("{name}-{}", Uuid::now_v7().simple());
-        let tenant = tenants::create_tenant(&self.app_pool, &tenants::NewTenant::new(slug, name), Some(user))
+        let mut conn = self.app_pool.acquire().await.unwrap();
+        let tenant = tenants::create_tenant(&mut conn, &tenants::NewTenant::new(slug, name), Some(user))
             .await
-            .unwrap();
-        let tenant = TenantId(tenant.id);
+            .unwrap()
+            .id;
         Account {
             user,
             tenant,
