@@ -124,9 +124,11 @@ pub async fn tour(conn: &mut PgConnection) -> Result<(), AnyError> {
 
     // Permissions (rbac seed): Bob is a member who also holds the custom role billing_manager.
     let bob = pgstrata::rbac::Principal::user("01900000-0000-7000-8000-000000000b0b".parse()?);
-    let mut tx = as_app(conn, Some(&acme)).await?;
-    let refund = pgstrata::rbac::check(&mut tx, &bob, "invoice:refund", None).await?;
-    let why = pgstrata::rbac::explain(&mut tx, &bob, "invoice:delete", None).await?;
+    let mut tx = as_app(conn, None).await?;
+    let mut acme_tx = pgstrata::begin_tenant(&mut *tx, &acme).await?;
+    let refund = pgstrata::rbac::check(&mut acme_tx, &bob, "invoice:refund", None).await?;
+    let why = pgstrata::rbac::explain(&mut acme_tx, &bob, "invoice:delete", None).await?;
+    acme_tx.rollback().await?;
     println!(
         "9. bob may refund invoices: {refund}; may delete them: {} (decided by {})",
         why.allowed,

@@ -21,13 +21,16 @@ pub mod admin;
 pub mod authz;
 pub mod error;
 pub mod generated;
+pub mod ids;
 mod pattern;
 
 pub use admin::{GrantTarget, NewGrant};
 pub use authz::{Explanation, Statement, check, effective_permissions, explain, principals_with};
 pub use error::{Error, Result};
+pub use ids::{ApiKeyId, Effect, GrantId, GroupId, PrincipalType, ServiceId};
 pub use pattern::{covers, is_pattern, is_permission};
 
+use pgstrata_core::UserId;
 use pgstrata_core::migrate::Module;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -37,10 +40,20 @@ pub static MODULE: Module = Module {
     name: "rbac",
     depends_on: &["tenancy"],
     after_migrate: None,
-    column_types: &[],
+    column_types: &[
+        ("grants.id", "crate::ids::GrantId"),
+        ("grants.principal_type", "crate::ids::PrincipalType"),
+        ("grants.effect", "crate::ids::Effect"),
+        ("grants.granted_by", "pgstrata_core::UserId"),
+        ("group_members.group_id", "crate::ids::GroupId"),
+        ("group_members.principal_type", "crate::ids::PrincipalType"),
+        ("role_permissions.effect", "crate::ids::Effect"),
+        ("system_role_permissions.effect", "crate::ids::Effect"),
+    ],
     migrations: &[
         pgstrata_core::migration!("rbac", 1, "rbac"),
         pgstrata_core::migration!("rbac", 2, "hardening"),
+        pgstrata_core::migration!("rbac", 3, "refusal_details"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/rbac/seed.sql")),
 };
@@ -52,38 +65,10 @@ pub const MAX_ROLES: u32 = 1000;
 /// Inheritance edges a tenant's custom roles may hold (`rbac.max_role_edges()`).
 pub const MAX_ROLE_EDGES: u32 = 4000;
 
-/// What kind of principal holds grants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PrincipalType {
-    User,
-    ApiKey,
-    Group,
-    Service,
-}
-
-impl PrincipalType {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            PrincipalType::User => "user",
-            PrincipalType::ApiKey => "api_key",
-            PrincipalType::Group => "group",
-            PrincipalType::Service => "service",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "user" => PrincipalType::User,
-            "api_key" => PrincipalType::ApiKey,
-            "group" => PrincipalType::Group,
-            "service" => PrincipalType::Service,
-            _ => return None,
-        })
-    }
-}
-
-/// Someone or something that can hold grants.
+/// Someone or something that can hold grants: a kind and the id of that kind. The id is a plain
+/// uuid because one column (`principal_id`) holds ids of every kind; build a principal with the
+/// typed constructors ([`Principal::user`], [`Principal::group`], ...), so that a user's id is
+/// never taken for a group's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Principal {
     pub kind: PrincipalType,
@@ -91,22 +76,35 @@ pub struct Principal {
 }
 
 impl Principal {
-    pub fn user(id: Uuid) -> Self {
+    /// A user (a member of the tenant, or any global user the tenant grants to).
+    pub fn user(id: UserId) -> Self {
         Self {
             kind: PrincipalType::User,
-            id,
+            id: id.0,
         }
     }
-    pub fn api_key(id: Uuid) -> Self {
+
+    /// An API key the application issued.
+    pub fn api_key(id: ApiKeyId) -> Self {
         Self {
             kind: PrincipalType::ApiKey,
-            id,
+            id: id.0,
         }
     }
-    pub fn group(id: Uuid) -> Self {
+
+    /// A group: its members receive its grants.
+    pub fn group(id: GroupId) -> Self {
         Self {
             kind: PrincipalType::Group,
-            id,
+            id: id.0,
+        }
+    }
+
+    /// A service principal.
+    pub fn service(id: ServiceId) -> Self {
+        Self {
+            kind: PrincipalType::Service,
+            id: id.0,
         }
     }
 }
@@ -136,22 +134,5 @@ impl Resource {
             ));
         }
         Ok(())
-    }
-}
-
-/// Allow or deny.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Effect {
-    Allow,
-    Deny,
-}
-
-impl Effect {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Effect::Allow => "allow",
-            Effect::Deny => "deny",
-        }
     }
 }
