@@ -504,7 +504,7 @@ fn group_member(member: &Principal) -> Result<()> {
 /// let (sql, _) = pgstrata_rbac::admin::add_group_member_stmt(t, group, &key).unwrap();
 /// assert_eq!(
 ///     sql,
-///     r#"INSERT INTO "rbac"."group_members" ("tenant_id", "group_id", "principal_type", "principal_id") VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"#
+///     r#"INSERT INTO "rbac"."group_members" ("tenant_id", "group_id", "principal_type", "principal_id") VALUES ($1, $2, $3, $4) ON CONFLICT ("tenant_id", "principal_type", "principal_id", "group_id") DO NOTHING"#
 /// );
 /// // Groups hold users, API keys and services, not groups.
 /// assert!(pgstrata_rbac::admin::add_group_member_stmt(t, group, &Principal::group(group)).is_err());
@@ -521,7 +521,17 @@ pub fn add_group_member_stmt(tenant: TenantId, group: GroupId, member: &Principa
         ])
         .values([tenant.into(), group.into(), member.kind.into(), member.id.into()])
         .map_err(|_| Error::InvalidMember { kind: member.kind })?
-        .on_conflict(OnConflict::new().do_nothing().to_owned())
+        .on_conflict(
+            // group_members_pkey: being a member already is not an error.
+            OnConflict::columns([
+                GroupMembers::TenantId,
+                GroupMembers::PrincipalType,
+                GroupMembers::PrincipalId,
+                GroupMembers::GroupId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
         .to_owned();
     Ok(sql::build(&stmt))
 }
