@@ -192,12 +192,7 @@ pub fn remove_role_permission_stmt(tenant: TenantId, key: &str, permission: &str
 /// Removes an allow or deny pattern from a custom role; removing a deny needs the acting user
 /// to hold what it denies ([`Error::DenyRemovalRefused`]). [`Error::NotFound`] when the role
 /// does not have it.
-pub async fn remove_role_permission(
-    tx: &mut TenantTx<'_>,
-    key: &str,
-    permission: &str,
-    effect: Effect,
-) -> Result<()> {
+pub async fn remove_role_permission(tx: &mut TenantTx<'_>, key: &str, permission: &str, effect: Effect) -> Result<()> {
     let built = remove_role_permission_stmt(tx.tenant_id(), key, permission, effect)?;
     let rows = execute(tx, built, role(key)).await?;
     found(rows, "role permission", || format!("{effect} {permission} of {key}"))
@@ -405,16 +400,13 @@ pub fn grant_stmt(tenant: TenantId, grant: &NewGrant) -> Result<Built> {
 /// as stored (with its id and `granted_by`).
 pub async fn grant(tx: &mut TenantTx<'_>, new: &NewGrant) -> Result<Grant> {
     let built = grant_stmt(tx.tenant_id(), new)?;
-    sql::query_as::<Grant>(built)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(|e| {
-            let about = About {
-                role: new.role_key(),
-                parent: None,
-            };
-            from_db(e.into(), about)
-        })
+    sql::query_as::<Grant>(built).fetch_one(&mut **tx).await.map_err(|e| {
+        let about = About {
+            role: new.role_key(),
+            parent: None,
+        };
+        from_db(e.into(), about)
+    })
 }
 
 /// The SQL of [`revoke`].
@@ -573,5 +565,7 @@ pub fn remove_group_member_stmt(tenant: TenantId, group: GroupId, member: &Princ
 pub async fn remove_group_member(tx: &mut TenantTx<'_>, group: GroupId, member: &Principal) -> Result<()> {
     let built = remove_group_member_stmt(tx.tenant_id(), group, member);
     let rows = execute(tx, built, About::default()).await?;
-    found(rows, "group member", || format!("{} {} of group {group}", member.kind, member.id))
+    found(rows, "group member", || {
+        format!("{} {} of group {group}", member.kind, member.id)
+    })
 }

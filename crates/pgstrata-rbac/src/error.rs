@@ -1,7 +1,7 @@
 //! The rbac module's errors, and the one place that reads what the database refused.
 //!
-//! [`from_db`] is the only code of this crate that looks at constraint names, SQLSTATEs and
-//! DETAIL keys; it never reads message text. The refusals it recognises:
+//! One function, `from_db`, is the only code of this crate that looks at constraint names,
+//! SQLSTATEs and DETAIL keys; it never reads message text. The refusals it recognises:
 //!
 //! | database                                                   | [`Error`]                 |
 //! |------------------------------------------------------------|---------------------------|

@@ -2,8 +2,8 @@
 //!
 //! One call answers "may this principal do `invoice:delete` on invoice 42 in this tenant?":
 //! [`check`] in Rust, `rbac.check(...)` in SQL and inside RLS policies. Both read the same SQL
-//! function, `rbac.statements`, as do [`explain`], [`effective_permissions`] and
-//! [`principals_with`], so they always agree. The rules, in order:
+//! function, `rbac.resolve`, as do [`explain`], [`effective_permissions`],
+//! [`principals_with`] and the escalation guards, so they always agree. The rules, in order:
 //!
 //! 1. the statements that apply are those of the principal's unexpired grants (its own and its
 //!    groups'), tenant-wide or on the very resource asked about, plus its membership's role;
@@ -16,6 +16,31 @@
 //! hold, tenant-wide and without a deny, what the change confers, for as long as it confers it,
 //! and must hold what a deny restricts to remove the deny. A tenant's role graph is bounded
 //! ([`MAX_ROLE_DEPTH`], [`MAX_ROLES`], [`MAX_ROLE_EDGES`]).
+//!
+//! The API follows the module contract (ARCHITECTURE.md): every operation takes the tenant
+//! transaction that [`begin_tenant`](pgstrata_core::begin_tenant) returns and reads the tenant
+//! from it; keys and states are typed ([`GrantId`], [`GroupId`], [`ApiKeyId`], [`ServiceId`],
+//! [`PrincipalType`], [`Effect`], in [`ids`]); the SQL of operation `x` is the pure builder
+//! `x_stmt`; changing a row that is not there is [`Error::NotFound`]; [`error`] is the one
+//! place that reads what the database refused.
+//!
+//! ```no_run
+//! use pgstrata_core::{TenantContext, TenantId, UserId, begin_tenant};
+//! use pgstrata_rbac::admin::{self, NewGrant};
+//! use pgstrata_rbac::{GroupId, Principal, Resource, check};
+//!
+//! # async fn run(pool: sqlx::PgPool, tenant: TenantId, admin_user: UserId, bob: UserId) -> pgstrata_rbac::Result<()> {
+//! let ctx = TenantContext::tenant(tenant).with_actor(admin_user);
+//! let mut tx = begin_tenant(&pool, &ctx).await?;
+//! let auditors = GroupId::new();
+//! admin::grant(&mut tx, &NewGrant::role(Principal::group(auditors), "viewer")).await?;
+//! admin::add_group_member(&mut tx, auditors, &Principal::user(bob)).await?;
+//! let invoice = Resource::new("invoice", "42");
+//! let may_read = check(&mut tx, &Principal::user(bob), "invoice:read", Some(&invoice)).await?;
+//! tx.commit().await?;
+//! # let _ = may_read;
+//! # Ok(()) }
+//! ```
 
 pub mod admin;
 pub mod authz;

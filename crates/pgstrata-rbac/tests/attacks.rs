@@ -216,9 +216,7 @@ async fn joining_a_group_that_holds_admin_is_refused() {
         tx.commit().await.unwrap();
 
         let mut tx = env.as_member().await;
-        let err = admin::add_group_member(&mut tx, group, &a.member())
-            .await
-            .unwrap_err();
+        let err = admin::add_group_member(&mut tx, group, &a.member()).await.unwrap_err();
         assert!(refused_escalation(&err), "{owner:?}: {err}");
         tx.rollback().await.unwrap();
         // Nor for an API key it controls.
@@ -241,7 +239,9 @@ async fn deleting_a_deny_grant_that_restricts_oneself_is_refused() {
         let deny = admin::grant(&mut tx, &NewGrant::deny(a.member(), "invoice:read"))
             .await
             .unwrap();
-        let scoped = admin::grant(&mut tx, &NewGrant::deny(a.member(), "project:read").on(Resource::new("project", "7")),
+        let scoped = admin::grant(
+            &mut tx,
+            &NewGrant::deny(a.member(), "project:read").on(Resource::new("project", "7")),
         )
         .await
         .unwrap();
@@ -287,9 +287,7 @@ async fn deleting_a_deny_role_permission_or_what_carries_it_is_refused() {
             .await
             .unwrap();
         admin::create_role(&mut tx, "wrapper", "").await.unwrap();
-        admin::add_role_parent(&mut tx, "wrapper", "restricted")
-            .await
-            .unwrap();
+        admin::add_role_parent(&mut tx, "wrapper", "restricted").await.unwrap();
         admin::grant(&mut tx, &NewGrant::role(a.member(), "wrapper"))
             .await
             .unwrap();
@@ -458,12 +456,7 @@ async fn diamond(tx: &mut TenantTx<'_>, levels: usize) -> Result<(), Error> {
     for level in (0..levels).rev() {
         for side in ["x", "y"] {
             for parent in ["x", "y"] {
-                admin::add_role_parent(
-                    tx,
-                    &format!("{side}{level}"),
-                    &format!("{parent}{}", level + 1),
-                )
-                .await?;
+                admin::add_role_parent(tx, &format!("{side}{level}"), &format!("{parent}{}", level + 1)).await?;
             }
         }
     }
@@ -477,9 +470,7 @@ async fn a_twenty_level_diamond_resolves_once_per_role_and_deeper_graphs_are_ref
         let a = &env.org;
         let mut tx = env.as_owner().await;
         diamond(&mut tx, 20).await.unwrap();
-        admin::grant(&mut tx, &NewGrant::role(a.member(), "x0"))
-            .await
-            .unwrap();
+        admin::grant(&mut tx, &NewGrant::role(a.member(), "x0")).await.unwrap();
         tx.commit().await.unwrap();
 
         let mut tx = env.as_member().await;
@@ -498,9 +489,7 @@ async fn a_twenty_level_diamond_resolves_once_per_role_and_deeper_graphs_are_ref
         let mut tx = env.as_owner().await;
         let mut err = None;
         for level in 0..=pgstrata_rbac::MAX_ROLE_DEPTH + 1 {
-            admin::create_role(&mut tx, &format!("c{level}"), "")
-                .await
-                .unwrap();
+            admin::create_role(&mut tx, &format!("c{level}"), "").await.unwrap();
             if level == 0 {
                 continue;
             }

@@ -63,9 +63,7 @@ async fn a_deny_on_an_inherited_role_beats_a_direct_allow() {
         .await
         .unwrap();
     admin::create_role(&mut tx, "auditor", "").await.unwrap();
-    admin::add_role_parent(&mut tx, "auditor", "restricted")
-        .await
-        .unwrap();
+    admin::add_role_parent(&mut tx, "auditor", "restricted").await.unwrap();
     admin::grant(&mut tx, &NewGrant::allow(user, "invoice:delete"))
         .await
         .unwrap();
@@ -74,9 +72,7 @@ async fn a_deny_on_an_inherited_role_beats_a_direct_allow() {
         "the direct allow alone allows"
     );
 
-    admin::grant(&mut tx, &NewGrant::role(user, "auditor"))
-        .await
-        .unwrap();
+    admin::grant(&mut tx, &NewGrant::role(user, "auditor")).await.unwrap();
     assert!(
         !check(&mut tx, &user, "invoice:delete", None).await.unwrap(),
         "the inherited deny wins"
@@ -106,10 +102,10 @@ async fn a_scoped_deny_does_not_deny_other_resources() {
     let a = org(&db, &app, "acme").await;
     let key = Principal::api_key(ApiKeyId::new());
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
-    admin::grant(&mut tx, &NewGrant::allow(key, "invoice:*"))
-        .await
-        .unwrap();
-    admin::grant(&mut tx, &NewGrant::deny(key, "invoice:read").on(Resource::new("invoice", "42")),
+    admin::grant(&mut tx, &NewGrant::allow(key, "invoice:*")).await.unwrap();
+    admin::grant(
+        &mut tx,
+        &NewGrant::deny(key, "invoice:read").on(Resource::new("invoice", "42")),
     )
     .await
     .unwrap();
@@ -143,11 +139,15 @@ async fn expired_grants_do_not_count() {
     let a = org(&db, &app, "acme").await;
     let temp = Principal::api_key(ApiKeyId::new());
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
-    admin::grant(&mut tx, &NewGrant::allow(temp, "project:read").until(Utc::now() - Duration::seconds(1)),
+    admin::grant(
+        &mut tx,
+        &NewGrant::allow(temp, "project:read").until(Utc::now() - Duration::seconds(1)),
     )
     .await
     .unwrap();
-    admin::grant(&mut tx, &NewGrant::allow(temp, "invoice:read").until(Utc::now() + Duration::hours(1)),
+    admin::grant(
+        &mut tx,
+        &NewGrant::allow(temp, "invoice:read").until(Utc::now() + Duration::hours(1)),
     )
     .await
     .unwrap();
@@ -210,9 +210,7 @@ async fn granting_what_one_does_not_hold_is_refused() {
     admin::grant(&mut tx, &NewGrant::allow(someone, "*:read"))
         .await
         .unwrap();
-    admin::grant(&mut tx, &NewGrant::role(someone, "viewer"))
-        .await
-        .unwrap();
+    admin::grant(&mut tx, &NewGrant::role(someone, "viewer")).await.unwrap();
     tx.commit().await.unwrap();
 
     // ...but not more.
@@ -236,10 +234,7 @@ async fn granting_what_one_does_not_hold_is_refused() {
     let err = admin::grant(&mut tx, &NewGrant::allow(someone, "invoice:read"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(&err, Error::Db(DbError::Forbidden { .. })),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::Db(DbError::Forbidden { .. })), "{err}");
     tx.rollback().await.unwrap();
     // The owner may grant anything.
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
@@ -258,17 +253,25 @@ async fn group_grants_reach_members_only_while_they_are_members() {
     let group = GroupId::new();
     let key = Principal::api_key(ApiKeyId::new());
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
-    admin::grant(&mut tx, &NewGrant::allow(Principal::group(group), "project:delete"),
-    )
-    .await
-    .unwrap();
+    admin::grant(&mut tx, &NewGrant::allow(Principal::group(group), "project:delete"))
+        .await
+        .unwrap();
     assert!(!check(&mut tx, &key, "project:delete", None).await.unwrap());
     admin::add_group_member(&mut tx, group, &key).await.unwrap();
     assert!(check(&mut tx, &key, "project:delete", None).await.unwrap());
     admin::remove_group_member(&mut tx, group, &key).await.unwrap();
     assert!(!check(&mut tx, &key, "project:delete", None).await.unwrap());
     let err = admin::remove_group_member(&mut tx, group, &key).await.unwrap_err();
-    assert!(matches!(&err, Error::NotFound { what: "group member", .. }), "{err}");
+    assert!(
+        matches!(
+            &err,
+            Error::NotFound {
+                what: "group member",
+                ..
+            }
+        ),
+        "{err}"
+    );
     tx.rollback().await.unwrap();
     app.close().await;
     db.close().await.unwrap();
@@ -301,9 +304,7 @@ async fn tenant_a_grants_never_answer_for_tenant_b() {
             .unwrap()
             .contains(&key)
     );
-    let listed = admin::list_grants(&mut tx, &key, &Default::default())
-        .await
-        .unwrap();
+    let listed = admin::list_grants(&mut tx, &key, &Default::default()).await.unwrap();
     assert!(listed.is_empty(), "A's grants are not B's");
     // Named by A's tenant id, A's grants are still invisible from B (row-level security).
     let in_a = pgstrata_core::sql::query_as::<pgstrata_rbac::generated::Grant>(
@@ -330,10 +331,7 @@ async fn tenant_a_grants_never_answer_for_tenant_b() {
         .await
         .map_err(Error::from)
         .unwrap_err();
-    assert!(
-        matches!(&err, Error::Db(DbError::Forbidden { .. })),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::Db(DbError::Forbidden { .. })), "{err}");
     tx.rollback().await.unwrap();
     app.close().await;
     db.close().await.unwrap();
@@ -374,10 +372,9 @@ async fn the_check_works_inside_a_row_level_policy() {
     };
     assert_eq!(count(a.as_member()).await, 2, "members read invoices (viewer: *:read)");
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
-    admin::grant(&mut tx, &NewGrant::deny(Principal::user(a.member), "invoice:read"),
-    )
-    .await
-    .unwrap();
+    admin::grant(&mut tx, &NewGrant::deny(Principal::user(a.member), "invoice:read"))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(count(a.as_member()).await, 0, "the deny hides every row");
     assert_eq!(count(a.as_owner()).await, 2);

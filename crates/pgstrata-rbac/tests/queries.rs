@@ -85,7 +85,9 @@ async fn the_check_reads_tenant_tables_through_indexes_at_100k_grants() {
 
     // It runs as the application role in the tenant's context and answers.
     let mut conn = db.app_options().connect().await.unwrap();
-    let ran = plan_in_context(&mut conn, Some(tenant), None, &check.sql).await.unwrap();
+    let ran = plan_in_context(&mut conn, Some(tenant), None, &check.sql)
+        .await
+        .unwrap();
     assert_eq!(ran.rows, 1, "the check ran: {}", ran.plan);
     drop(conn);
 
@@ -94,7 +96,9 @@ async fn the_check_reads_tenant_tables_through_indexes_at_100k_grants() {
         &db.url().unwrap(),
         APP_LOGIN_ROLE,
         &format!("SELECT set_config('app.tenant_id', '{tenant}', true)"),
-        &std::iter::repeat_n(check.sql.as_str(), 8).collect::<Vec<_>>().join(";\n"),
+        &std::iter::repeat_n(check.sql.as_str(), 8)
+            .collect::<Vec<_>>()
+            .join(";\n"),
     )
     .unwrap();
     assert!(
