@@ -48,9 +48,14 @@ pub enum DbError {
     },
 
     /// Row-level security or a privilege refused the statement (SQLSTATE 42501), or a
-    /// function refused to run without a tenant in context.
+    /// function refused to run without a tenant in context. `detail` is a pgstrata function's
+    /// DETAIL (e.g. rbac's `missing=invoice:delete`), which says which rule refused.
     #[error("forbidden ({code}): {message}; is the tenant context set for this transaction?")]
-    Forbidden { code: String, message: String },
+    Forbidden {
+        code: String,
+        message: String,
+        detail: Option<String>,
+    },
 
     /// A versioned UPDATE named a stale version; `current` is the version the row has now.
     #[error("stale version: {message}")]
@@ -110,8 +115,15 @@ impl DbError {
     }
 }
 
-/// Reads `key=value` out of a DETAIL line such as `current_version=3`.
-fn detail_value<'a>(detail: Option<&'a str>, key: &str) -> Option<&'a str> {
+/// Reads `key=value` out of a DETAIL line such as `current_version=3` (pairs separated by
+/// commas or spaces), for the variants that carry a DETAIL.
+///
+/// ```
+/// use pgstrata_core::error::detail_value;
+/// assert_eq!(detail_value(Some("lift=invoice:read, missing=invoice:read"), "lift"), Some("invoice:read"));
+/// assert_eq!(detail_value(Some("missing=invoice:read"), "lift"), None);
+/// ```
+pub fn detail_value<'a>(detail: Option<&'a str>, key: &str) -> Option<&'a str> {
     detail?
         .split([',', ' '])
         .find_map(|part| part.strip_prefix(key)?.strip_prefix('='))
@@ -136,7 +148,11 @@ impl From<sqlx::Error> for DbError {
                 constraint: constraint.unwrap_or_default(),
                 message,
             },
-            "42501" | sqlstate::FORBIDDEN => DbError::Forbidden { code, message },
+            "42501" | sqlstate::FORBIDDEN => DbError::Forbidden {
+                code,
+                message,
+                detail: detail.map(str::to_owned),
+            },
             "40001" | "40P01" => DbError::Retryable { code, source: err },
             sqlstate::STALE_VERSION => DbError::StaleVersion {
                 current: detail_value(detail, "current_version").and_then(|v| v.parse().ok()),

@@ -1,20 +1,23 @@
 //! Changing who may do what: custom roles, their permissions and parents, grants, groups.
-//! Operations run in the current tenant context and need an acting user (`app.actor_id`) who
-//! holds, tenant-wide and without a deny, what the change confers, for as long as it confers it
-//! ([`Error::EscalationRefused`], [`Error::OutlivesActor`]), and what a deny it removes restricts
-//! ([`Error::DenyRemovalRefused`]). The database enforces this for every client.
+//!
+//! Every operation takes the tenant transaction (`&mut TenantTx`, from
+//! [`begin_tenant`](pgstrata_core::begin_tenant)) and changes that tenant's rows; its SQL is the
+//! pure builder `<operation>_stmt`, beside it. The acting user of the transaction
+//! (`app.actor_id`) must hold, tenant-wide and without a deny, what the change confers, for as
+//! long as it confers it ([`Error::EscalationRefused`], [`Error::OutlivesActor`]), and what a
+//! deny it removes restricts ([`Error::DenyRemovalRefused`]). The database enforces this for
+//! every client. Removing something that is not there is [`Error::NotFound`].
 
-use crate::error::{Error, Result};
-use crate::generated::{Grant, Grants, RoleParents, RolePermissions, Roles};
-use crate::{Effect, Principal, Resource, is_pattern};
+use crate::error::{About, Error, Result, from_db};
+use crate::generated::{Grant, Grants, GroupMembers, RoleParents, RolePermissions, Roles};
+use crate::ids::{Effect, GrantId, GroupId, PrincipalType};
+use crate::{Principal, Resource, is_pattern};
 use chrono::{DateTime, Utc};
-use pgstrata_core::TenantId;
-use pgstrata_core::error::DbError;
 use pgstrata_core::page::Page;
 use pgstrata_core::sql::{self, Built};
-use sea_query::{Asterisk, Expr, ExprTrait, Order, Query};
+use pgstrata_core::{TenantId, TenantTx};
+use sea_query::{Asterisk, Expr, ExprTrait, OnConflict, Order, Query};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 fn role_key(key: &str) -> Result<()> {
     let valid = (1..=63).contains(&key.len())
@@ -41,63 +44,102 @@ fn pattern(p: &str) -> Result<()> {
     }
 }
 
-/// Maps "role does not exist" and "role exists" refusals to errors naming the key.
-fn role_errors(key: &str) -> impl Fn(DbError) -> Error + '_ {
-    move |db| match &db {
-        DbError::MissingReference { .. } => Error::UnknownRole { key: key.to_owned() },
-        DbError::Conflict { constraint, .. } if constraint.starts_with("roles_") => {
-            Error::RoleExists { key: key.to_owned() }
-        }
-        _ => Error::from(db),
-    }
-}
-
-async fn execute(conn: &mut PgConnection, built: Built, on_err: impl Fn(DbError) -> Error) -> Result<u64> {
+/// Runs a built statement; returns the rows it changed.
+async fn execute(conn: &mut PgConnection, built: Built, about: About<'_>) -> Result<u64> {
     sql::query(built)
         .execute(conn)
         .await
         .map(|r| r.rows_affected())
-        .map_err(|e| on_err(e.into()))
+        .map_err(|e| from_db(e.into(), about))
 }
 
-/// `INSERT` of a custom role.
-pub fn insert_role(tenant: TenantId, key: &str, description: &str) -> Result<Built> {
+/// `Ok` when a statement changed a row, else [`Error::NotFound`] naming it.
+fn found(rows: u64, what: &'static str, key: impl FnOnce() -> String) -> Result<()> {
+    if rows == 0 {
+        Err(Error::NotFound { what, key: key() })
+    } else {
+        Ok(())
+    }
+}
+
+fn role(key: &str) -> About<'_> {
+    About {
+        role: Some(key),
+        parent: None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Roles
+// ---------------------------------------------------------------------------------------------
+
+/// The SQL of [`create_role`].
+///
+/// ```
+/// use pgstrata_core::TenantId;
+/// let t = TenantId("0190b6a0-0000-7000-8000-000000000001".parse().unwrap());
+/// let (sql, _) = pgstrata_rbac::admin::create_role_stmt(t, "billing_manager", "Manages billing").unwrap();
+/// assert_eq!(sql, r#"INSERT INTO "rbac"."roles" ("tenant_id", "key", "description") VALUES ($1, $2, $3)"#);
+/// assert!(pgstrata_rbac::admin::create_role_stmt(t, "Billing", "").is_err());
+/// ```
+pub fn create_role_stmt(tenant: TenantId, key: &str, description: &str) -> Result<Built> {
     role_key(key)?;
     let stmt = Query::insert()
         .into_table(Roles::qualified())
         .columns([Roles::TenantId, Roles::Key, Roles::Description])
-        .values([tenant.0.into(), key.into(), description.into()])
+        .values([tenant.into(), key.into(), description.into()])
         .map_err(|_| Error::InvalidRoleKey { key: key.into() })?
         .to_owned();
     Ok(sql::build(&stmt))
 }
 
-/// Creates a custom role (its key may not be a system role's).
-pub async fn create_role(conn: &mut PgConnection, tenant: TenantId, key: &str, description: &str) -> Result<()> {
-    execute(conn, insert_role(tenant, key, description)?, role_errors(key))
-        .await
-        .map(drop)
+/// Creates a custom role of the transaction's tenant (its key may not be a system role's:
+/// [`Error::RoleExists`]).
+pub async fn create_role(tx: &mut TenantTx<'_>, key: &str, description: &str) -> Result<()> {
+    let built = create_role_stmt(tx.tenant_id(), key, description)?;
+    execute(tx, built, role(key)).await.map(drop)
+}
+
+/// The SQL of [`delete_role`].
+///
+/// ```
+/// use pgstrata_core::TenantId;
+/// let t = TenantId("0190b6a0-0000-7000-8000-000000000001".parse().unwrap());
+/// let (sql, _) = pgstrata_rbac::admin::delete_role_stmt(t, "billing_manager").unwrap();
+/// assert_eq!(sql, r#"DELETE FROM "rbac"."roles" WHERE "tenant_id" = $1 AND "key" = $2"#);
+/// ```
+pub fn delete_role_stmt(tenant: TenantId, key: &str) -> Result<Built> {
+    role_key(key)?;
+    Ok(sql::build(
+        Query::delete()
+            .from_table(Roles::qualified())
+            .and_where(Expr::col(Roles::TenantId).eq(tenant))
+            .and_where(Expr::col(Roles::Key).eq(key)),
+    ))
 }
 
 /// Deletes a custom role; its grants and the inheritance edges naming it go with it.
-pub async fn delete_role(conn: &mut PgConnection, tenant: TenantId, key: &str) -> Result<bool> {
-    let built = sql::build(
-        Query::delete()
-            .from_table(Roles::qualified())
-            .and_where(Expr::col(Roles::TenantId).eq(tenant.0))
-            .and_where(Expr::col(Roles::Key).eq(key)),
-    );
-    Ok(execute(conn, built, Error::from).await? > 0)
+/// [`Error::NotFound`] when the tenant has no such custom role (system roles are never deleted).
+pub async fn delete_role(tx: &mut TenantTx<'_>, key: &str) -> Result<()> {
+    let built = delete_role_stmt(tx.tenant_id(), key)?;
+    let rows = execute(tx, built, role(key)).await?;
+    found(rows, "role", || key.to_owned())
 }
 
-/// Adds an allow or deny pattern to a custom role.
-pub async fn add_role_permission(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    key: &str,
-    permission: &str,
-    effect: Effect,
-) -> Result<()> {
+/// The SQL of [`add_role_permission`].
+///
+/// ```
+/// use pgstrata_core::TenantId;
+/// use pgstrata_rbac::Effect;
+/// let t = TenantId("0190b6a0-0000-7000-8000-000000000001".parse().unwrap());
+/// let (sql, _) = pgstrata_rbac::admin::add_role_permission_stmt(t, "auditor", "invoice:delete", Effect::Deny).unwrap();
+/// assert_eq!(
+///     sql,
+///     r#"INSERT INTO "rbac"."role_permissions" ("tenant_id", "role_key", "permission", "effect") VALUES ($1, $2, $3, $4)"#
+/// );
+/// ```
+pub fn add_role_permission_stmt(tenant: TenantId, key: &str, permission: &str, effect: Effect) -> Result<Built> {
+    role_key(key)?;
     pattern(permission)?;
     let stmt = Query::insert()
         .into_table(RolePermissions::qualified())
@@ -107,66 +149,123 @@ pub async fn add_role_permission(
             RolePermissions::Permission,
             RolePermissions::Effect,
         ])
-        .values([tenant.0.into(), key.into(), permission.into(), effect.as_str().into()])
+        .values([tenant.into(), key.into(), permission.into(), effect.into()])
         .map_err(|_| Error::InvalidPattern {
             pattern: permission.into(),
         })?
         .to_owned();
-    execute(conn, sql::build(&stmt), role_errors(key)).await.map(drop)
+    Ok(sql::build(&stmt))
+}
+
+/// Adds an allow or deny pattern to a custom role ([`Error::UnknownRole`] when the tenant has
+/// no such custom role).
+pub async fn add_role_permission(tx: &mut TenantTx<'_>, key: &str, permission: &str, effect: Effect) -> Result<()> {
+    let built = add_role_permission_stmt(tx.tenant_id(), key, permission, effect)?;
+    execute(tx, built, role(key)).await.map(drop)
+}
+
+/// The SQL of [`remove_role_permission`].
+///
+/// ```
+/// use pgstrata_core::TenantId;
+/// use pgstrata_rbac::Effect;
+/// let t = TenantId("0190b6a0-0000-7000-8000-000000000001".parse().unwrap());
+/// let (sql, _) = pgstrata_rbac::admin::remove_role_permission_stmt(t, "auditor", "invoice:delete", Effect::Deny).unwrap();
+/// assert_eq!(
+///     sql,
+///     r#"DELETE FROM "rbac"."role_permissions" WHERE "tenant_id" = $1 AND "role_key" = $2 AND "permission" = $3 AND "effect" = $4"#
+/// );
+/// ```
+pub fn remove_role_permission_stmt(tenant: TenantId, key: &str, permission: &str, effect: Effect) -> Result<Built> {
+    role_key(key)?;
+    pattern(permission)?;
+    Ok(sql::build(
+        Query::delete()
+            .from_table(RolePermissions::qualified())
+            .and_where(Expr::col(RolePermissions::TenantId).eq(tenant))
+            .and_where(Expr::col(RolePermissions::RoleKey).eq(key))
+            .and_where(Expr::col(RolePermissions::Permission).eq(permission))
+            .and_where(Expr::col(RolePermissions::Effect).eq(effect)),
+    ))
 }
 
 /// Removes an allow or deny pattern from a custom role; removing a deny needs the acting user
-/// to hold what it denies ([`Error::DenyRemovalRefused`]). Returns whether it was there.
-pub async fn remove_role_permission(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    key: &str,
-    permission: &str,
-    effect: Effect,
-) -> Result<bool> {
-    let built = sql::build(
-        Query::delete()
-            .from_table(RolePermissions::qualified())
-            .and_where(Expr::col(RolePermissions::TenantId).eq(tenant.0))
-            .and_where(Expr::col(RolePermissions::RoleKey).eq(key))
-            .and_where(Expr::col(RolePermissions::Permission).eq(permission))
-            .and_where(Expr::col(RolePermissions::Effect).eq(effect.as_str())),
-    );
-    Ok(execute(conn, built, Error::from).await? > 0)
+/// to hold what it denies ([`Error::DenyRemovalRefused`]). [`Error::NotFound`] when the role
+/// does not have it.
+pub async fn remove_role_permission(tx: &mut TenantTx<'_>, key: &str, permission: &str, effect: Effect) -> Result<()> {
+    let built = remove_role_permission_stmt(tx.tenant_id(), key, permission, effect)?;
+    let rows = execute(tx, built, role(key)).await?;
+    found(rows, "role permission", || format!("{effect} {permission} of {key}"))
 }
 
-/// Removes an inheritance edge; refused if `parent` carries denies the acting user does not
-/// cover. Returns whether it was there.
-pub async fn remove_role_parent(conn: &mut PgConnection, tenant: TenantId, key: &str, parent: &str) -> Result<bool> {
-    let built = sql::build(
-        Query::delete()
-            .from_table(RoleParents::qualified())
-            .and_where(Expr::col(RoleParents::TenantId).eq(tenant.0))
-            .and_where(Expr::col(RoleParents::RoleKey).eq(key))
-            .and_where(Expr::col(RoleParents::ParentKey).eq(parent)),
-    );
-    Ok(execute(conn, built, Error::from).await? > 0)
-}
-
-/// Makes `key` inherit everything `parent` has; refused with [`Error::Cycle`] if `parent`
-/// already inherits from `key`.
-pub async fn add_role_parent(conn: &mut PgConnection, tenant: TenantId, key: &str, parent: &str) -> Result<()> {
+/// The SQL of [`add_role_parent`].
+///
+/// ```
+/// use pgstrata_core::TenantId;
+/// let t = TenantId("0190b6a0-0000-7000-8000-000000000001".parse().unwrap());
+/// let (sql, _) = pgstrata_rbac::admin::add_role_parent_stmt(t, "auditor", "viewer").unwrap();
+/// assert_eq!(
+///     sql,
+///     r#"INSERT INTO "rbac"."role_parents" ("tenant_id", "role_key", "parent_key") VALUES ($1, $2, $3)"#
+/// );
+/// ```
+pub fn add_role_parent_stmt(tenant: TenantId, key: &str, parent: &str) -> Result<Built> {
+    role_key(key)?;
     role_key(parent)?;
     let stmt = Query::insert()
         .into_table(RoleParents::qualified())
         .columns([RoleParents::TenantId, RoleParents::RoleKey, RoleParents::ParentKey])
-        .values([tenant.0.into(), key.into(), parent.into()])
+        .values([tenant.into(), key.into(), parent.into()])
         .map_err(|_| Error::InvalidRoleKey { key: parent.into() })?
         .to_owned();
-    execute(conn, sql::build(&stmt), |db| match &db {
-        DbError::MissingReference { constraint, .. } if constraint == "role_parents_parent_exists" => {
-            Error::UnknownRole { key: parent.to_owned() }
-        }
-        _ => role_errors(key)(db),
-    })
-    .await
-    .map(drop)
+    Ok(sql::build(&stmt))
 }
+
+/// Makes `key` inherit everything `parent` has; refused with [`Error::Cycle`] if `parent`
+/// already inherits from `key`, [`Error::UnknownRole`] if either does not exist.
+pub async fn add_role_parent(tx: &mut TenantTx<'_>, key: &str, parent: &str) -> Result<()> {
+    let built = add_role_parent_stmt(tx.tenant_id(), key, parent)?;
+    let about = About {
+        role: Some(key),
+        parent: Some(parent),
+    };
+    execute(tx, built, about).await.map(drop)
+}
+
+/// The SQL of [`remove_role_parent`].
+///
+/// ```
+/// use pgstrata_core::TenantId;
+/// let t = TenantId("0190b6a0-0000-7000-8000-000000000001".parse().unwrap());
+/// let (sql, _) = pgstrata_rbac::admin::remove_role_parent_stmt(t, "auditor", "viewer").unwrap();
+/// assert_eq!(
+///     sql,
+///     r#"DELETE FROM "rbac"."role_parents" WHERE "tenant_id" = $1 AND "role_key" = $2 AND "parent_key" = $3"#
+/// );
+/// ```
+pub fn remove_role_parent_stmt(tenant: TenantId, key: &str, parent: &str) -> Result<Built> {
+    role_key(key)?;
+    role_key(parent)?;
+    Ok(sql::build(
+        Query::delete()
+            .from_table(RoleParents::qualified())
+            .and_where(Expr::col(RoleParents::TenantId).eq(tenant))
+            .and_where(Expr::col(RoleParents::RoleKey).eq(key))
+            .and_where(Expr::col(RoleParents::ParentKey).eq(parent)),
+    ))
+}
+
+/// Removes an inheritance edge; refused if `parent` carries denies the acting user does not
+/// cover ([`Error::DenyRemovalRefused`]). [`Error::NotFound`] when there is no such edge.
+pub async fn remove_role_parent(tx: &mut TenantTx<'_>, key: &str, parent: &str) -> Result<()> {
+    let built = remove_role_parent_stmt(tx.tenant_id(), key, parent)?;
+    let rows = execute(tx, built, role(key)).await?;
+    found(rows, "role parent", || format!("{key} -> {parent}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grants
+// ---------------------------------------------------------------------------------------------
 
 /// What a grant gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +288,7 @@ pub struct NewGrant {
 }
 
 impl NewGrant {
+    /// Grants a role (system or custom).
     pub fn role(principal: Principal, key: impl Into<String>) -> Self {
         Self {
             principal,
@@ -198,10 +298,12 @@ impl NewGrant {
         }
     }
 
+    /// Allows a permission pattern.
     pub fn allow(principal: Principal, pattern: impl Into<String>) -> Self {
         Self::permission(principal, pattern, Effect::Allow)
     }
 
+    /// Denies a permission pattern (a deny wins over every allow).
     pub fn deny(principal: Principal, pattern: impl Into<String>) -> Self {
         Self::permission(principal, pattern, Effect::Deny)
     }
@@ -229,9 +331,17 @@ impl NewGrant {
         self.expires_at = Some(expires_at);
         self
     }
+
+    /// The role it grants, if it grants one.
+    fn role_key(&self) -> Option<&str> {
+        match &self.target {
+            GrantTarget::Role(key) => Some(key),
+            GrantTarget::Permission { .. } => None,
+        }
+    }
 }
 
-/// `INSERT` of a grant.
+/// The SQL of [`grant`].
 ///
 /// ```
 /// use pgstrata_core::TenantId;
@@ -239,10 +349,10 @@ impl NewGrant {
 /// let t = TenantId("0190b6a0-0000-7000-8000-000000000001".parse().unwrap());
 /// let user = Principal::user("0190b6a0-0000-7000-8000-000000000002".parse().unwrap());
 /// let grant = NewGrant::deny(user, "invoice:delete").on(Resource::new("invoice", "42"));
-/// let (sql, _) = pgstrata_rbac::admin::insert_grant(t, &grant).unwrap();
+/// let (sql, _) = pgstrata_rbac::admin::grant_stmt(t, &grant).unwrap();
 /// assert_eq!(sql, r#"INSERT INTO "rbac"."grants" ("tenant_id", "principal_type", "principal_id", "role_key", "permission", "effect", "resource_type", "resource_id", "expires_at") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *"#);
 /// ```
-pub fn insert_grant(tenant: TenantId, grant: &NewGrant) -> Result<Built> {
+pub fn grant_stmt(tenant: TenantId, grant: &NewGrant) -> Result<Built> {
     let (role, permission, effect) = match &grant.target {
         GrantTarget::Role(key) => {
             role_key(key)?;
@@ -270,12 +380,12 @@ pub fn insert_grant(tenant: TenantId, grant: &NewGrant) -> Result<Built> {
             Grants::ExpiresAt,
         ])
         .values([
-            tenant.0.into(),
-            grant.principal.kind.as_str().into(),
+            tenant.into(),
+            grant.principal.kind.into(),
             grant.principal.id.into(),
             role.into(),
             permission.into(),
-            effect.as_str().into(),
+            effect.into(),
             grant.resource.as_ref().map(|r| r.kind.clone()).into(),
             grant.resource.as_ref().map(|r| r.id.clone()).into(),
             grant.expires_at.into(),
@@ -286,45 +396,69 @@ pub fn insert_grant(tenant: TenantId, grant: &NewGrant) -> Result<Built> {
     Ok(sql::build(&stmt))
 }
 
-/// Grants a role or a permission; the acting user must hold what it grants.
-pub async fn grant(conn: &mut PgConnection, tenant: TenantId, new: &NewGrant) -> Result<Grant> {
-    let key = match &new.target {
-        GrantTarget::Role(key) => key.as_str(),
-        GrantTarget::Permission { .. } => "",
-    };
-    sql::query_as::<Grant>(insert_grant(tenant, new)?)
-        .fetch_one(conn)
-        .await
-        .map_err(|e| match DbError::from(e) {
-            DbError::MissingReference { constraint, .. } if constraint == "grants_role_exists" => {
-                Error::UnknownRole { key: key.to_owned() }
-            }
-            other => Error::from(other),
-        })
+/// Grants a role or a permission; the acting user must hold what it grants. Returns the grant
+/// as stored (with its id and `granted_by`).
+pub async fn grant(tx: &mut TenantTx<'_>, new: &NewGrant) -> Result<Grant> {
+    let built = grant_stmt(tx.tenant_id(), new)?;
+    sql::query_as::<Grant>(built).fetch_one(&mut **tx).await.map_err(|e| {
+        let about = About {
+            role: new.role_key(),
+            parent: None,
+        };
+        from_db(e.into(), about)
+    })
 }
 
-/// Revokes a grant.
-pub async fn revoke(conn: &mut PgConnection, tenant: TenantId, grant_id: Uuid) -> Result<()> {
-    let built = sql::build(
+/// The SQL of [`revoke`].
+///
+/// ```
+/// use pgstrata_core::TenantId;
+/// use pgstrata_rbac::GrantId;
+/// let t = TenantId("0190b6a0-0000-7000-8000-000000000001".parse().unwrap());
+/// let g = GrantId("0190b6a0-0000-7000-8000-000000000003".parse().unwrap());
+/// let (sql, _) = pgstrata_rbac::admin::revoke_stmt(t, g);
+/// assert_eq!(sql, r#"DELETE FROM "rbac"."grants" WHERE "tenant_id" = $1 AND "id" = $2"#);
+/// ```
+pub fn revoke_stmt(tenant: TenantId, grant_id: GrantId) -> Built {
+    sql::build(
         Query::delete()
             .from_table(Grants::qualified())
-            .and_where(Expr::col(Grants::TenantId).eq(tenant.0))
+            .and_where(Expr::col(Grants::TenantId).eq(tenant))
             .and_where(Expr::col(Grants::Id).eq(grant_id)),
-    );
-    match execute(conn, built, Error::from).await? {
-        0 => Err(Error::GrantNotFound),
-        _ => Ok(()),
-    }
+    )
 }
 
-/// `SELECT` of a page of a principal's own grants (served by `grants_principal_idx`).
-pub fn select_grants(tenant: TenantId, principal: &Principal, page: &Page) -> Result<Built> {
+/// Revokes a grant; revoking a deny needs the acting user to hold what it denies
+/// ([`Error::DenyRemovalRefused`]). [`Error::NotFound`] when the tenant has no such grant.
+pub async fn revoke(tx: &mut TenantTx<'_>, grant_id: GrantId) -> Result<()> {
+    let built = revoke_stmt(tx.tenant_id(), grant_id);
+    let rows = execute(tx, built, About::default()).await?;
+    found(rows, "grant", || grant_id.to_string())
+}
+
+/// The SQL of [`list_grants`]: a page of a principal's own grants, in id order (served by
+/// `grants_principal_idx`).
+///
+/// ```
+/// use pgstrata_core::{Page, TenantId};
+/// use pgstrata_rbac::{GrantId, Principal};
+/// let t = TenantId("0190b6a0-0000-7000-8000-000000000001".parse().unwrap());
+/// let user = Principal::user("0190b6a0-0000-7000-8000-000000000002".parse().unwrap());
+/// let after = GrantId("0190b6a0-0000-7000-8000-000000000003".parse().unwrap());
+/// let (sql, _) = pgstrata_rbac::admin::list_grants_stmt(t, &user, &Page::after(after, 20)).unwrap();
+/// assert_eq!(
+///     sql,
+///     r#"SELECT * FROM "rbac"."grants" WHERE "tenant_id" = $1 AND "principal_type" = $2 AND "principal_id" = $3 AND "id" > $4 ORDER BY "id" ASC LIMIT $5"#
+/// );
+/// assert!(pgstrata_rbac::admin::list_grants_stmt(t, &user, &Page::first(0)).is_err());
+/// ```
+pub fn list_grants_stmt(tenant: TenantId, principal: &Principal, page: &Page<GrantId>) -> Result<Built> {
     page.validate()?;
     let mut q = Query::select();
     q.column(Asterisk)
         .from(Grants::qualified())
-        .and_where(Expr::col(Grants::TenantId).eq(tenant.0))
-        .and_where(Expr::col(Grants::PrincipalType).eq(principal.kind.as_str()))
+        .and_where(Expr::col(Grants::TenantId).eq(tenant))
+        .and_where(Expr::col(Grants::PrincipalType).eq(principal.kind))
         .and_where(Expr::col(Grants::PrincipalId).eq(principal.id));
     if let Some(after) = page.after {
         q.and_where(Expr::col(Grants::Id).gt(after));
@@ -333,54 +467,105 @@ pub fn select_grants(tenant: TenantId, principal: &Principal, page: &Page) -> Re
     Ok(sql::build(&q))
 }
 
-/// A page of a principal's own grants (not its groups' nor its membership's role).
-pub async fn list_grants(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    principal: &Principal,
-    page: &Page,
-) -> Result<Vec<Grant>> {
-    Ok(sql::query_as::<Grant>(select_grants(tenant, principal, page)?)
-        .fetch_all(conn)
-        .await?)
+/// A page of a principal's own grants (not its groups' nor its membership's role); the next
+/// page is `page.next(&rows, |g| g.id)`.
+pub async fn list_grants(tx: &mut TenantTx<'_>, principal: &Principal, page: &Page<GrantId>) -> Result<Vec<Grant>> {
+    let built = list_grants_stmt(tx.tenant_id(), principal, page)?;
+    Ok(sql::query_as::<Grant>(built).fetch_all(&mut **tx).await?)
 }
 
-/// Puts a principal in a group; it then receives the group's grants.
-pub async fn add_group_member(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    group: Uuid,
-    member: &Principal,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO rbac.group_members (tenant_id, group_id, principal_type, principal_id)
-         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant.0)
-    .bind(group)
-    .bind(member.kind.as_str())
-    .bind(member.id)
-    .execute(conn)
-    .await?;
+// ---------------------------------------------------------------------------------------------
+// Groups
+// ---------------------------------------------------------------------------------------------
+
+fn group_member(member: &Principal) -> Result<()> {
+    if member.kind == PrincipalType::Group {
+        return Err(Error::InvalidMember { kind: member.kind });
+    }
     Ok(())
 }
 
-/// Takes a principal out of a group.
-pub async fn remove_group_member(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    group: Uuid,
-    member: &Principal,
-) -> Result<bool> {
-    let done = sqlx::query(
-        "DELETE FROM rbac.group_members
-          WHERE tenant_id = $1 AND group_id = $2 AND principal_type = $3 AND principal_id = $4",
+/// The SQL of [`add_group_member`] (adding a member twice changes nothing).
+///
+/// ```
+/// use pgstrata_core::TenantId;
+/// use pgstrata_rbac::{GroupId, Principal};
+/// let t = TenantId("0190b6a0-0000-7000-8000-000000000001".parse().unwrap());
+/// let group = GroupId("0190b6a0-0000-7000-8000-000000000004".parse().unwrap());
+/// let key = Principal::api_key("0190b6a0-0000-7000-8000-000000000005".parse().unwrap());
+/// let (sql, _) = pgstrata_rbac::admin::add_group_member_stmt(t, group, &key).unwrap();
+/// assert_eq!(
+///     sql,
+///     r#"INSERT INTO "rbac"."group_members" ("tenant_id", "group_id", "principal_type", "principal_id") VALUES ($1, $2, $3, $4) ON CONFLICT ("tenant_id", "principal_type", "principal_id", "group_id") DO NOTHING"#
+/// );
+/// // Groups hold users, API keys and services, not groups.
+/// assert!(pgstrata_rbac::admin::add_group_member_stmt(t, group, &Principal::group(group)).is_err());
+/// ```
+pub fn add_group_member_stmt(tenant: TenantId, group: GroupId, member: &Principal) -> Result<Built> {
+    group_member(member)?;
+    let stmt = Query::insert()
+        .into_table(GroupMembers::qualified())
+        .columns([
+            GroupMembers::TenantId,
+            GroupMembers::GroupId,
+            GroupMembers::PrincipalType,
+            GroupMembers::PrincipalId,
+        ])
+        .values([tenant.into(), group.into(), member.kind.into(), member.id.into()])
+        .map_err(|_| Error::InvalidMember { kind: member.kind })?
+        .on_conflict(
+            // group_members_pkey: being a member already is not an error.
+            OnConflict::columns([
+                GroupMembers::TenantId,
+                GroupMembers::PrincipalType,
+                GroupMembers::PrincipalId,
+                GroupMembers::GroupId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .to_owned();
+    Ok(sql::build(&stmt))
+}
+
+/// Puts a principal in a group; it then receives the group's grants (the acting user must hold
+/// what they confer).
+pub async fn add_group_member(tx: &mut TenantTx<'_>, group: GroupId, member: &Principal) -> Result<()> {
+    let built = add_group_member_stmt(tx.tenant_id(), group, member)?;
+    execute(tx, built, About::default()).await.map(drop)
+}
+
+/// The SQL of [`remove_group_member`].
+///
+/// ```
+/// use pgstrata_core::TenantId;
+/// use pgstrata_rbac::{GroupId, Principal};
+/// let t = TenantId("0190b6a0-0000-7000-8000-000000000001".parse().unwrap());
+/// let group = GroupId("0190b6a0-0000-7000-8000-000000000004".parse().unwrap());
+/// let key = Principal::api_key("0190b6a0-0000-7000-8000-000000000005".parse().unwrap());
+/// let (sql, _) = pgstrata_rbac::admin::remove_group_member_stmt(t, group, &key);
+/// assert_eq!(
+///     sql,
+///     r#"DELETE FROM "rbac"."group_members" WHERE "tenant_id" = $1 AND "group_id" = $2 AND "principal_type" = $3 AND "principal_id" = $4"#
+/// );
+/// ```
+pub fn remove_group_member_stmt(tenant: TenantId, group: GroupId, member: &Principal) -> Built {
+    sql::build(
+        Query::delete()
+            .from_table(GroupMembers::qualified())
+            .and_where(Expr::col(GroupMembers::TenantId).eq(tenant))
+            .and_where(Expr::col(GroupMembers::GroupId).eq(group))
+            .and_where(Expr::col(GroupMembers::PrincipalType).eq(member.kind))
+            .and_where(Expr::col(GroupMembers::PrincipalId).eq(member.id)),
     )
-    .bind(tenant.0)
-    .bind(group)
-    .bind(member.kind.as_str())
-    .bind(member.id)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() > 0)
+}
+
+/// Takes a principal out of a group; leaving lifts the group's denies, which needs the acting
+/// user to hold what they deny. [`Error::NotFound`] when it was not a member.
+pub async fn remove_group_member(tx: &mut TenantTx<'_>, group: GroupId, member: &Principal) -> Result<()> {
+    let built = remove_group_member_stmt(tx.tenant_id(), group, member);
+    let rows = execute(tx, built, About::default()).await?;
+    found(rows, "group member", || {
+        format!("{} {} of group {group}", member.kind, member.id)
+    })
 }

@@ -17,16 +17,16 @@ impl Iden for RbacSchema {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct Grant {
     pub tenant_id: pgstrata_core::TenantId,
-    pub id: uuid::Uuid,
-    pub principal_type: String,
+    pub id: crate::ids::GrantId,
+    pub principal_type: crate::ids::PrincipalType,
     pub principal_id: uuid::Uuid,
     pub role_key: Option<String>,
     pub permission: Option<String>,
-    pub effect: String,
+    pub effect: crate::ids::Effect,
     pub resource_type: Option<String>,
     pub resource_id: Option<String>,
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub granted_by: Option<uuid::Uuid>,
+    pub granted_by: Option<pgstrata_core::UserId>,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -79,8 +79,8 @@ impl Iden for Grants {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct GroupMember {
     pub tenant_id: pgstrata_core::TenantId,
-    pub group_id: uuid::Uuid,
-    pub principal_type: String,
+    pub group_id: crate::ids::GroupId,
+    pub principal_type: crate::ids::PrincipalType,
     pub principal_id: uuid::Uuid,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
@@ -218,7 +218,7 @@ pub struct RolePermission {
     pub tenant_id: pgstrata_core::TenantId,
     pub role_key: String,
     pub permission: String,
-    pub effect: String,
+    pub effect: crate::ids::Effect,
 }
 
 /// Identifiers of `rbac.role_permissions` for sea-query; `Table` is the table itself.
@@ -325,7 +325,7 @@ impl Iden for SystemRoleParents {
 pub struct SystemRolePermission {
     pub role_key: String,
     pub permission: String,
-    pub effect: String,
+    pub effect: crate::ids::Effect,
 }
 
 /// Identifiers of `rbac.system_role_permissions` for sea-query; `Table` is the table itself.

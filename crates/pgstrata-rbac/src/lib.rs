@@ -2,8 +2,8 @@
 //!
 //! One call answers "may this principal do `invoice:delete` on invoice 42 in this tenant?":
 //! [`check`] in Rust, `rbac.check(...)` in SQL and inside RLS policies. Both read the same SQL
-//! function, `rbac.statements`, as do [`explain`], [`effective_permissions`] and
-//! [`principals_with`], so they always agree. The rules, in order:
+//! function, `rbac.resolve`, as do [`explain`], [`effective_permissions`],
+//! [`principals_with`] and the escalation guards, so they always agree. The rules, in order:
 //!
 //! 1. the statements that apply are those of the principal's unexpired grants (its own and its
 //!    groups'), tenant-wide or on the very resource asked about, plus its membership's role;
@@ -16,18 +16,46 @@
 //! hold, tenant-wide and without a deny, what the change confers, for as long as it confers it,
 //! and must hold what a deny restricts to remove the deny. A tenant's role graph is bounded
 //! ([`MAX_ROLE_DEPTH`], [`MAX_ROLES`], [`MAX_ROLE_EDGES`]).
+//!
+//! The API follows the module contract (ARCHITECTURE.md): every operation takes the tenant
+//! transaction that [`begin_tenant`](pgstrata_core::begin_tenant) returns and reads the tenant
+//! from it; keys and states are typed ([`GrantId`], [`GroupId`], [`ApiKeyId`], [`ServiceId`],
+//! [`PrincipalType`], [`Effect`], in [`ids`]); the SQL of operation `x` is the pure builder
+//! `x_stmt`; changing a row that is not there is [`Error::NotFound`]; [`error`] is the one
+//! place that reads what the database refused.
+//!
+//! ```no_run
+//! use pgstrata_core::{TenantContext, TenantId, UserId, begin_tenant};
+//! use pgstrata_rbac::admin::{self, NewGrant};
+//! use pgstrata_rbac::{GroupId, Principal, Resource, check};
+//!
+//! # async fn run(pool: sqlx::PgPool, tenant: TenantId, admin_user: UserId, bob: UserId) -> pgstrata_rbac::Result<()> {
+//! let ctx = TenantContext::tenant(tenant).with_actor(admin_user);
+//! let mut tx = begin_tenant(&pool, &ctx).await?;
+//! let auditors = GroupId::new();
+//! admin::grant(&mut tx, &NewGrant::role(Principal::group(auditors), "viewer")).await?;
+//! admin::add_group_member(&mut tx, auditors, &Principal::user(bob)).await?;
+//! let invoice = Resource::new("invoice", "42");
+//! let may_read = check(&mut tx, &Principal::user(bob), "invoice:read", Some(&invoice)).await?;
+//! tx.commit().await?;
+//! # let _ = may_read;
+//! # Ok(()) }
+//! ```
 
 pub mod admin;
 pub mod authz;
 pub mod error;
 pub mod generated;
+pub mod ids;
 mod pattern;
 
 pub use admin::{GrantTarget, NewGrant};
 pub use authz::{Explanation, Statement, check, effective_permissions, explain, principals_with};
 pub use error::{Error, Result};
+pub use ids::{ApiKeyId, Effect, GrantId, GroupId, PrincipalType, ServiceId};
 pub use pattern::{covers, is_pattern, is_permission};
 
+use pgstrata_core::UserId;
 use pgstrata_core::migrate::Module;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -37,10 +65,20 @@ pub static MODULE: Module = Module {
     name: "rbac",
     depends_on: &["tenancy"],
     after_migrate: None,
-    column_types: &[],
+    column_types: &[
+        ("grants.id", "crate::ids::GrantId"),
+        ("grants.principal_type", "crate::ids::PrincipalType"),
+        ("grants.effect", "crate::ids::Effect"),
+        ("grants.granted_by", "pgstrata_core::UserId"),
+        ("group_members.group_id", "crate::ids::GroupId"),
+        ("group_members.principal_type", "crate::ids::PrincipalType"),
+        ("role_permissions.effect", "crate::ids::Effect"),
+        ("system_role_permissions.effect", "crate::ids::Effect"),
+    ],
     migrations: &[
         pgstrata_core::migration!("rbac", 1, "rbac"),
         pgstrata_core::migration!("rbac", 2, "hardening"),
+        pgstrata_core::migration!("rbac", 3, "refusal_details"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
 };
@@ -52,38 +90,10 @@ pub const MAX_ROLES: u32 = 1000;
 /// Inheritance edges a tenant's custom roles may hold (`rbac.max_role_edges()`).
 pub const MAX_ROLE_EDGES: u32 = 4000;
 
-/// What kind of principal holds grants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PrincipalType {
-    User,
-    ApiKey,
-    Group,
-    Service,
-}
-
-impl PrincipalType {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            PrincipalType::User => "user",
-            PrincipalType::ApiKey => "api_key",
-            PrincipalType::Group => "group",
-            PrincipalType::Service => "service",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "user" => PrincipalType::User,
-            "api_key" => PrincipalType::ApiKey,
-            "group" => PrincipalType::Group,
-            "service" => PrincipalType::Service,
-            _ => return None,
-        })
-    }
-}
-
-/// Someone or something that can hold grants.
+/// Someone or something that can hold grants: a kind and the id of that kind. The id is a plain
+/// uuid because one column (`principal_id`) holds ids of every kind; build a principal with the
+/// typed constructors ([`Principal::user`], [`Principal::group`], ...), so that a user's id is
+/// never taken for a group's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Principal {
     pub kind: PrincipalType,
@@ -91,22 +101,35 @@ pub struct Principal {
 }
 
 impl Principal {
-    pub fn user(id: Uuid) -> Self {
+    /// A user (a member of the tenant, or any global user the tenant grants to).
+    pub fn user(id: UserId) -> Self {
         Self {
             kind: PrincipalType::User,
-            id,
+            id: id.0,
         }
     }
-    pub fn api_key(id: Uuid) -> Self {
+
+    /// An API key the application issued.
+    pub fn api_key(id: ApiKeyId) -> Self {
         Self {
             kind: PrincipalType::ApiKey,
-            id,
+            id: id.0,
         }
     }
-    pub fn group(id: Uuid) -> Self {
+
+    /// A group: its members receive its grants.
+    pub fn group(id: GroupId) -> Self {
         Self {
             kind: PrincipalType::Group,
-            id,
+            id: id.0,
+        }
+    }
+
+    /// A service principal.
+    pub fn service(id: ServiceId) -> Self {
+        Self {
+            kind: PrincipalType::Service,
+            id: id.0,
         }
     }
 }
@@ -136,22 +159,5 @@ impl Resource {
             ));
         }
         Ok(())
-    }
-}
-
-/// Allow or deny.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Effect {
-    Allow,
-    Deny,
-}
-
-impl Effect {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Effect::Allow => "allow",
-            Effect::Deny => "deny",
-        }
     }
 }

@@ -10,11 +10,9 @@ mod common;
 
 use chrono::{Duration, Utc};
 use pgstrata_core::testing::{Owner, TestDb};
-use pgstrata_core::{TenantContext, TenantId, UserId};
+use pgstrata_core::{TenantContext, TenantId, TenantTx, UserId};
 use pgstrata_rbac::admin::{self, NewGrant};
-use pgstrata_rbac::{Effect, Error, Principal, Resource, check, explain};
-use pgstrata_tenancy::tenants::{self, NewTenant};
-use pgstrata_tenancy::users::{self, NewUser};
+use pgstrata_rbac::{ApiKeyId, Effect, Error, GroupId, Principal, Resource, check, explain};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -34,7 +32,7 @@ impl Org {
         TenantContext::tenant(self.id).with_actor(self.member)
     }
     fn member(&self) -> Principal {
-        Principal::user(self.member.0)
+        Principal::user(self.member)
     }
 }
 
@@ -55,26 +53,12 @@ impl Env {
         .await
         .unwrap();
         let app = db.app_pool(2).await.unwrap();
-        let new_user = |who: &str| NewUser {
-            email: format!("{who}@acme.example"),
-            display_name: who.into(),
-        };
-        let mut conn = app.acquire().await.unwrap();
-        let owner_id = users::register(&mut conn, &new_user("owner")).await.unwrap().id;
-        let member = users::register(&mut conn, &new_user("member")).await.unwrap().id;
+        let owner_id = common::user(&app, "owner@acme.example").await;
+        let member = common::user(&app, "member@acme.example").await;
         // The founder becomes the owner through the application role (the bootstrap rule).
-        let id = tenants::create_tenant(&mut conn, &NewTenant::new("acme", "Acme"), Some(owner_id))
-            .await
-            .unwrap()
-            .id;
-        drop(conn);
+        let id = common::tenant(&app, "acme", owner_id).await;
         // Other members join by invitation; the fixture adds one directly.
-        sqlx::query("INSERT INTO tenancy.memberships (tenant_id, user_id, role) VALUES ($1, $2, 'member')")
-            .bind(id.0)
-            .bind(member.0)
-            .execute(&db.admin)
-            .await
-            .unwrap();
+        common::add_member(&db, id, member, "member").await;
         Env {
             db,
             app,
@@ -86,13 +70,13 @@ impl Env {
         }
     }
 
-    async fn as_owner(&self) -> pgstrata_core::TenantTx<'static> {
+    async fn as_owner(&self) -> TenantTx<'static> {
         pgstrata_core::begin_tenant(&self.app, &self.org.as_owner())
             .await
             .unwrap()
     }
 
-    async fn as_member(&self) -> pgstrata_core::TenantTx<'static> {
+    async fn as_member(&self) -> TenantTx<'static> {
         pgstrata_core::begin_tenant(&self.app, &self.org.as_member())
             .await
             .unwrap()
@@ -130,11 +114,11 @@ async fn an_empty_role_granted_to_oneself_cannot_then_receive_star() {
         let env = Env::new(owner).await;
         let a = &env.org;
         let mut tx = env.as_member().await;
-        admin::create_role(&mut tx, a.id, "mine", "").await.unwrap();
-        admin::grant(&mut tx, a.id, &NewGrant::role(a.member(), "mine"))
+        admin::create_role(&mut tx, "mine", "").await.unwrap();
+        admin::grant(&mut tx, &NewGrant::role(a.member(), "mine"))
             .await
             .unwrap();
-        let err = admin::add_role_permission(&mut tx, a.id, "mine", "*", Effect::Allow)
+        let err = admin::add_role_permission(&mut tx, "mine", "*", Effect::Allow)
             .await
             .unwrap_err();
         assert!(refused_escalation(&err), "{owner:?}: {err}");
@@ -142,13 +126,13 @@ async fn an_empty_role_granted_to_oneself_cannot_then_receive_star() {
 
         // Committed step by step, the last step is still refused.
         let mut tx = env.as_member().await;
-        admin::create_role(&mut tx, a.id, "mine", "").await.unwrap();
-        admin::grant(&mut tx, a.id, &NewGrant::role(a.member(), "mine"))
+        admin::create_role(&mut tx, "mine", "").await.unwrap();
+        admin::grant(&mut tx, &NewGrant::role(a.member(), "mine"))
             .await
             .unwrap();
         tx.commit().await.unwrap();
         let mut tx = env.as_member().await;
-        let err = admin::add_role_permission(&mut tx, a.id, "mine", "invoice:delete", Effect::Allow)
+        let err = admin::add_role_permission(&mut tx, "mine", "invoice:delete", Effect::Allow)
             .await
             .unwrap_err();
         assert!(refused_escalation(&err), "{owner:?}: {err}");
@@ -164,18 +148,18 @@ async fn a_permission_cannot_be_added_to_a_role_one_holds() {
         let env = Env::new(owner).await;
         let a = &env.org;
         let mut tx = env.as_owner().await;
-        admin::create_role(&mut tx, a.id, "helper", "").await.unwrap();
-        admin::add_role_permission(&mut tx, a.id, "helper", "project:read", Effect::Allow)
+        admin::create_role(&mut tx, "helper", "").await.unwrap();
+        admin::add_role_permission(&mut tx, "helper", "project:read", Effect::Allow)
             .await
             .unwrap();
-        admin::grant(&mut tx, a.id, &NewGrant::role(a.member(), "helper"))
+        admin::grant(&mut tx, &NewGrant::role(a.member(), "helper"))
             .await
             .unwrap();
         tx.commit().await.unwrap();
 
         for pattern in ["invoice:delete", "project:*", "*"] {
             let mut tx = env.as_member().await;
-            let err = admin::add_role_permission(&mut tx, a.id, "helper", pattern, Effect::Allow)
+            let err = admin::add_role_permission(&mut tx, "helper", pattern, Effect::Allow)
                 .await
                 .unwrap_err();
             assert!(refused_escalation(&err), "{owner:?} {pattern}: {err}");
@@ -183,7 +167,7 @@ async fn a_permission_cannot_be_added_to_a_role_one_holds() {
         }
         // What the member holds, it may put in the role.
         let mut tx = env.as_member().await;
-        admin::add_role_permission(&mut tx, a.id, "helper", "invoice:read", Effect::Allow)
+        admin::add_role_permission(&mut tx, "helper", "invoice:read", Effect::Allow)
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -199,20 +183,20 @@ async fn a_parent_edge_to_owner_or_admin_is_refused() {
         let env = Env::new(owner).await;
         let a = &env.org;
         let mut tx = env.as_member().await;
-        admin::create_role(&mut tx, a.id, "mine", "").await.unwrap();
-        admin::grant(&mut tx, a.id, &NewGrant::role(a.member(), "mine"))
+        admin::create_role(&mut tx, "mine", "").await.unwrap();
+        admin::grant(&mut tx, &NewGrant::role(a.member(), "mine"))
             .await
             .unwrap();
         tx.commit().await.unwrap();
         for parent in ["owner", "admin"] {
             let mut tx = env.as_member().await;
-            let err = admin::add_role_parent(&mut tx, a.id, "mine", parent).await.unwrap_err();
+            let err = admin::add_role_parent(&mut tx, "mine", parent).await.unwrap_err();
             assert!(refused_escalation(&err), "{owner:?} {parent}: {err}");
             tx.rollback().await.unwrap();
         }
         // Inheriting what it already has is fine.
         let mut tx = env.as_member().await;
-        admin::add_role_parent(&mut tx, a.id, "mine", "viewer").await.unwrap();
+        admin::add_role_parent(&mut tx, "mine", "viewer").await.unwrap();
         tx.commit().await.unwrap();
         assert!(!env.member_may("invoice:delete").await, "{owner:?}");
         env.close().await;
@@ -224,23 +208,21 @@ async fn joining_a_group_that_holds_admin_is_refused() {
     for owner in Owner::BOTH {
         let env = Env::new(owner).await;
         let a = &env.org;
-        let group = Uuid::now_v7();
+        let group = GroupId::new();
         let mut tx = env.as_owner().await;
-        admin::grant(&mut tx, a.id, &NewGrant::role(Principal::group(group), "admin"))
+        admin::grant(&mut tx, &NewGrant::role(Principal::group(group), "admin"))
             .await
             .unwrap();
         tx.commit().await.unwrap();
 
         let mut tx = env.as_member().await;
-        let err = admin::add_group_member(&mut tx, a.id, group, &a.member())
-            .await
-            .unwrap_err();
+        let err = admin::add_group_member(&mut tx, group, &a.member()).await.unwrap_err();
         assert!(refused_escalation(&err), "{owner:?}: {err}");
         tx.rollback().await.unwrap();
         // Nor for an API key it controls.
         let mut tx = env.as_member().await;
-        let key = Principal::api_key(Uuid::now_v7());
-        let err = admin::add_group_member(&mut tx, a.id, group, &key).await.unwrap_err();
+        let key = Principal::api_key(ApiKeyId::new());
+        let err = admin::add_group_member(&mut tx, group, &key).await.unwrap_err();
         assert!(refused_escalation(&err), "{owner:?}: {err}");
         tx.rollback().await.unwrap();
         assert!(!env.member_may("invoice:delete").await, "{owner:?}");
@@ -254,12 +236,11 @@ async fn deleting_a_deny_grant_that_restricts_oneself_is_refused() {
         let env = Env::new(owner).await;
         let a = &env.org;
         let mut tx = env.as_owner().await;
-        let deny = admin::grant(&mut tx, a.id, &NewGrant::deny(a.member(), "invoice:read"))
+        let deny = admin::grant(&mut tx, &NewGrant::deny(a.member(), "invoice:read"))
             .await
             .unwrap();
         let scoped = admin::grant(
             &mut tx,
-            a.id,
             &NewGrant::deny(a.member(), "project:read").on(Resource::new("project", "7")),
         )
         .await
@@ -269,7 +250,7 @@ async fn deleting_a_deny_grant_that_restricts_oneself_is_refused() {
 
         for id in [deny.id, scoped.id] {
             let mut tx = env.as_member().await;
-            let err = admin::revoke(&mut tx, a.id, id).await.unwrap_err();
+            let err = admin::revoke(&mut tx, id).await.unwrap_err();
             assert!(matches!(&err, Error::DenyRemovalRefused { .. }), "{owner:?}: {err}");
             tx.rollback().await.unwrap();
         }
@@ -288,7 +269,7 @@ async fn deleting_a_deny_grant_that_restricts_oneself_is_refused() {
 
         // The owner, who holds invoice:read, may lift it.
         let mut tx = env.as_owner().await;
-        admin::revoke(&mut tx, a.id, deny.id).await.unwrap();
+        admin::revoke(&mut tx, deny.id).await.unwrap();
         tx.commit().await.unwrap();
         assert!(env.member_may("invoice:read").await, "{owner:?}");
         env.close().await;
@@ -301,15 +282,13 @@ async fn deleting_a_deny_role_permission_or_what_carries_it_is_refused() {
         let env = Env::new(owner).await;
         let a = &env.org;
         let mut tx = env.as_owner().await;
-        admin::create_role(&mut tx, a.id, "restricted", "").await.unwrap();
-        admin::add_role_permission(&mut tx, a.id, "restricted", "invoice:read", Effect::Deny)
+        admin::create_role(&mut tx, "restricted", "").await.unwrap();
+        admin::add_role_permission(&mut tx, "restricted", "invoice:read", Effect::Deny)
             .await
             .unwrap();
-        admin::create_role(&mut tx, a.id, "wrapper", "").await.unwrap();
-        admin::add_role_parent(&mut tx, a.id, "wrapper", "restricted")
-            .await
-            .unwrap();
-        admin::grant(&mut tx, a.id, &NewGrant::role(a.member(), "wrapper"))
+        admin::create_role(&mut tx, "wrapper", "").await.unwrap();
+        admin::add_role_parent(&mut tx, "wrapper", "restricted").await.unwrap();
+        admin::grant(&mut tx, &NewGrant::role(a.member(), "wrapper"))
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -425,14 +404,14 @@ async fn an_expiring_admin_grant_cannot_mint_permanent_grants() {
         let a = &env.org;
         let until = Utc::now() + Duration::hours(1);
         let mut tx = env.as_owner().await;
-        admin::grant(&mut tx, a.id, &NewGrant::role(a.member(), "admin").until(until))
+        admin::grant(&mut tx, &NewGrant::role(a.member(), "admin").until(until))
             .await
             .unwrap();
-        admin::create_role(&mut tx, a.id, "ops", "").await.unwrap();
+        admin::create_role(&mut tx, "ops", "").await.unwrap();
         tx.commit().await.unwrap();
         assert!(env.member_may("invoice:delete").await);
 
-        let someone = Principal::api_key(Uuid::now_v7());
+        let someone = Principal::api_key(ApiKeyId::new());
         let refused = [
             NewGrant::allow(someone, "invoice:delete"),
             NewGrant::allow(someone, "invoice:delete").until(until + Duration::minutes(1)),
@@ -441,7 +420,7 @@ async fn an_expiring_admin_grant_cannot_mint_permanent_grants() {
         ];
         for grant in refused {
             let mut tx = env.as_member().await;
-            let err = admin::grant(&mut tx, a.id, &grant).await.unwrap_err();
+            let err = admin::grant(&mut tx, &grant).await.unwrap_err();
             assert!(
                 matches!(&err, Error::OutlivesActor { .. }),
                 "{owner:?} {grant:?}: {err}"
@@ -450,14 +429,14 @@ async fn an_expiring_admin_grant_cannot_mint_permanent_grants() {
         }
         // Roles do not expire, so a temporary admin cannot put what it holds for now in one.
         let mut tx = env.as_member().await;
-        let err = admin::add_role_permission(&mut tx, a.id, "ops", "invoice:delete", Effect::Allow)
+        let err = admin::add_role_permission(&mut tx, "ops", "invoice:delete", Effect::Allow)
             .await
             .unwrap_err();
         assert!(matches!(&err, Error::OutlivesActor { .. }), "{owner:?}: {err}");
         tx.rollback().await.unwrap();
         // Within its own time it may grant.
         let mut tx = env.as_member().await;
-        admin::grant(&mut tx, a.id, &NewGrant::allow(someone, "invoice:delete").until(until))
+        admin::grant(&mut tx, &NewGrant::allow(someone, "invoice:delete").until(until))
             .await
             .unwrap();
         tx.rollback().await.unwrap();
@@ -467,23 +446,17 @@ async fn an_expiring_admin_grant_cannot_mint_permanent_grants() {
 
 /// Class 3: `levels` levels of two roles each, every role of a level inheriting from both of the
 /// next (2^levels paths from bottom to top); the top holds `invoice:delete`.
-async fn diamond(conn: &mut PgConnection, tenant: TenantId, levels: usize) -> Result<(), Error> {
+async fn diamond(tx: &mut TenantTx<'_>, levels: usize) -> Result<(), Error> {
     for level in 0..=levels {
         for side in ["x", "y"] {
-            admin::create_role(conn, tenant, &format!("{side}{level}"), "").await?;
+            admin::create_role(tx, &format!("{side}{level}"), "").await?;
         }
     }
-    admin::add_role_permission(conn, tenant, &format!("x{levels}"), "invoice:delete", Effect::Allow).await?;
+    admin::add_role_permission(tx, &format!("x{levels}"), "invoice:delete", Effect::Allow).await?;
     for level in (0..levels).rev() {
         for side in ["x", "y"] {
             for parent in ["x", "y"] {
-                admin::add_role_parent(
-                    conn,
-                    tenant,
-                    &format!("{side}{level}"),
-                    &format!("{parent}{}", level + 1),
-                )
-                .await?;
+                admin::add_role_parent(tx, &format!("{side}{level}"), &format!("{parent}{}", level + 1)).await?;
             }
         }
     }
@@ -496,10 +469,8 @@ async fn a_twenty_level_diamond_resolves_once_per_role_and_deeper_graphs_are_ref
         let env = Env::new(owner).await;
         let a = &env.org;
         let mut tx = env.as_owner().await;
-        diamond(&mut tx, a.id, 20).await.unwrap();
-        admin::grant(&mut tx, a.id, &NewGrant::role(a.member(), "x0"))
-            .await
-            .unwrap();
+        diamond(&mut tx, 20).await.unwrap();
+        admin::grant(&mut tx, &NewGrant::role(a.member(), "x0")).await.unwrap();
         tx.commit().await.unwrap();
 
         let mut tx = env.as_member().await;
@@ -518,13 +489,11 @@ async fn a_twenty_level_diamond_resolves_once_per_role_and_deeper_graphs_are_ref
         let mut tx = env.as_owner().await;
         let mut err = None;
         for level in 0..=pgstrata_rbac::MAX_ROLE_DEPTH + 1 {
-            admin::create_role(&mut tx, a.id, &format!("c{level}"), "")
-                .await
-                .unwrap();
+            admin::create_role(&mut tx, &format!("c{level}"), "").await.unwrap();
             if level == 0 {
                 continue;
             }
-            let edge = admin::add_role_parent(&mut tx, a.id, &format!("c{}", level - 1), &format!("c{level}")).await;
+            let edge = admin::add_role_parent(&mut tx, &format!("c{}", level - 1), &format!("c{level}")).await;
             if let Err(e) = edge {
                 err = Some((level, e));
                 break;
@@ -551,7 +520,7 @@ async fn a_graph_loaded_past_the_limits_fails_checks_with_a_typed_error() {
         .await
         .unwrap();
     sqlx::query("INSERT INTO rbac.roles (tenant_id, key) SELECT $1, 'c' || i FROM generate_series(0, $2) i")
-        .bind(a.id.0)
+        .bind(a.id)
         .bind(depth)
         .execute(&mut *admin)
         .await
@@ -560,7 +529,7 @@ async fn a_graph_loaded_past_the_limits_fails_checks_with_a_typed_error() {
         "INSERT INTO rbac.role_parents (tenant_id, role_key, parent_key)
          SELECT $1, 'c' || i, 'c' || (i + 1) FROM generate_series(0, $2 - 1) i",
     )
-    .bind(a.id.0)
+    .bind(a.id)
     .bind(depth)
     .execute(&mut *admin)
     .await
@@ -572,8 +541,8 @@ async fn a_graph_loaded_past_the_limits_fails_checks_with_a_typed_error() {
     sqlx::query(
         "INSERT INTO rbac.grants (tenant_id, principal_type, principal_id, role_key) VALUES ($1, 'user', $2, 'c0')",
     )
-    .bind(a.id.0)
-    .bind(a.member.0)
+    .bind(a.id)
+    .bind(a.member)
     .execute(&mut *admin)
     .await
     .unwrap();
@@ -632,7 +601,6 @@ async fn rbac_functions_pin_search_path_and_are_not_executable_by_public() {
 async fn pg_temp_shadows_do_not_reach_the_guards() {
     for owner in Owner::BOTH {
         let env = Env::new(owner).await;
-        let a = &env.org;
         let mut tx = env.as_member().await;
         sqlx::raw_sql(
             "CREATE FUNCTION pg_temp.pwn(v anyelement) RETURNS boolean LANGUAGE plpgsql AS
@@ -651,12 +619,12 @@ async fn pg_temp_shadows_do_not_reach_the_guards() {
         .execute(&mut *tx)
         .await
         .unwrap();
-        let someone = Principal::api_key(Uuid::now_v7());
-        admin::grant(&mut tx, a.id, &NewGrant::allow(someone, "invoice:read"))
+        let someone = Principal::api_key(ApiKeyId::new());
+        admin::grant(&mut tx, &NewGrant::allow(someone, "invoice:read"))
             .await
             .unwrap();
-        admin::create_role(&mut tx, a.id, "mine", "").await.unwrap();
-        let err = admin::add_role_permission(&mut tx, a.id, "mine", "*", Effect::Allow)
+        admin::create_role(&mut tx, "mine", "").await.unwrap();
+        let err = admin::add_role_permission(&mut tx, "mine", "*", Effect::Allow)
             .await
             .unwrap_err();
         assert!(refused_escalation(&err), "{owner:?}: {err}");

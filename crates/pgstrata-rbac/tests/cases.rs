@@ -7,12 +7,11 @@ mod common;
 
 use chrono::{Duration, Utc};
 use pgstrata_core::testing::TestDb;
-use pgstrata_core::{TenantContext, TenantId, UserId};
+use pgstrata_core::{DbError, TenantContext, TenantId, UserId};
 use pgstrata_rbac::admin::{self, NewGrant};
-use pgstrata_rbac::{Effect, Error, Principal, Resource, check, effective_permissions, explain, principals_with};
-use pgstrata_tenancy::memberships;
-use pgstrata_tenancy::tenants::{self, NewTenant};
-use pgstrata_tenancy::users::{self, NewUser};
+use pgstrata_rbac::{
+    ApiKeyId, Effect, Error, GroupId, Principal, Resource, check, effective_permissions, explain, principals_with,
+};
 use sqlx::PgPool;
 
 /// A tenant with an owner and a plain member, and the demo permission catalog.
@@ -32,24 +31,11 @@ impl Org {
 }
 
 async fn org(db: &TestDb, app: &PgPool, slug: &str) -> Org {
-    let new_user = |who: &str| NewUser {
-        email: format!("{who}@{slug}.example"),
-        display_name: who.into(),
-    };
-    let mut conn = app.acquire().await.unwrap();
-    let owner = users::register(&mut conn, &new_user("owner")).await.unwrap().id;
-    let member = users::register(&mut conn, &new_user("member")).await.unwrap().id;
-    let id = tenants::create_tenant(&mut conn, &NewTenant::new(slug, slug), Some(owner))
-        .await
-        .unwrap()
-        .id;
-    drop(conn);
+    let owner = common::user(app, &format!("owner@{slug}.example")).await;
+    let member = common::user(app, &format!("member@{slug}.example")).await;
+    let id = common::tenant(app, slug, owner).await;
     // Members other than the founder join by invitation; the fixture adds one directly.
-    let mut tx = pgstrata_core::begin_tenant(&db.admin, &TenantContext::tenant(id).with_actor(member))
-        .await
-        .unwrap();
-    memberships::add(&mut tx, member, "member").await.unwrap();
-    tx.commit().await.unwrap();
+    common::add_member(db, id, member, "member").await;
     Org { id, owner, member }
 }
 
@@ -70,17 +56,15 @@ async fn setup() -> (TestDb, PgPool) {
 async fn a_deny_on_an_inherited_role_beats_a_direct_allow() {
     let (db, app) = setup().await;
     let a = org(&db, &app, "acme").await;
-    let user = Principal::user(a.member.0);
+    let user = Principal::user(a.member);
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
-    admin::create_role(&mut tx, a.id, "restricted", "").await.unwrap();
-    admin::add_role_permission(&mut tx, a.id, "restricted", "invoice:delete", Effect::Deny)
+    admin::create_role(&mut tx, "restricted", "").await.unwrap();
+    admin::add_role_permission(&mut tx, "restricted", "invoice:delete", Effect::Deny)
         .await
         .unwrap();
-    admin::create_role(&mut tx, a.id, "auditor", "").await.unwrap();
-    admin::add_role_parent(&mut tx, a.id, "auditor", "restricted")
-        .await
-        .unwrap();
-    admin::grant(&mut tx, a.id, &NewGrant::allow(user, "invoice:delete"))
+    admin::create_role(&mut tx, "auditor", "").await.unwrap();
+    admin::add_role_parent(&mut tx, "auditor", "restricted").await.unwrap();
+    admin::grant(&mut tx, &NewGrant::allow(user, "invoice:delete"))
         .await
         .unwrap();
     assert!(
@@ -88,9 +72,7 @@ async fn a_deny_on_an_inherited_role_beats_a_direct_allow() {
         "the direct allow alone allows"
     );
 
-    admin::grant(&mut tx, a.id, &NewGrant::role(user, "auditor"))
-        .await
-        .unwrap();
+    admin::grant(&mut tx, &NewGrant::role(user, "auditor")).await.unwrap();
     assert!(
         !check(&mut tx, &user, "invoice:delete", None).await.unwrap(),
         "the inherited deny wins"
@@ -118,14 +100,11 @@ async fn a_deny_on_an_inherited_role_beats_a_direct_allow() {
 async fn a_scoped_deny_does_not_deny_other_resources() {
     let (db, app) = setup().await;
     let a = org(&db, &app, "acme").await;
-    let key = Principal::api_key(uuid::Uuid::now_v7());
+    let key = Principal::api_key(ApiKeyId::new());
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
-    admin::grant(&mut tx, a.id, &NewGrant::allow(key, "invoice:*"))
-        .await
-        .unwrap();
+    admin::grant(&mut tx, &NewGrant::allow(key, "invoice:*")).await.unwrap();
     admin::grant(
         &mut tx,
-        a.id,
         &NewGrant::deny(key, "invoice:read").on(Resource::new("invoice", "42")),
     )
     .await
@@ -158,18 +137,16 @@ async fn a_scoped_deny_does_not_deny_other_resources() {
 async fn expired_grants_do_not_count() {
     let (db, app) = setup().await;
     let a = org(&db, &app, "acme").await;
-    let temp = Principal::api_key(uuid::Uuid::now_v7());
+    let temp = Principal::api_key(ApiKeyId::new());
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
     admin::grant(
         &mut tx,
-        a.id,
         &NewGrant::allow(temp, "project:read").until(Utc::now() - Duration::seconds(1)),
     )
     .await
     .unwrap();
     admin::grant(
         &mut tx,
-        a.id,
         &NewGrant::allow(temp, "invoice:read").until(Utc::now() + Duration::hours(1)),
     )
     .await
@@ -191,15 +168,15 @@ async fn a_cycle_in_role_inheritance_is_rejected() {
     let a = org(&db, &app, "acme").await;
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
     for key in ["a", "b", "c"] {
-        admin::create_role(&mut tx, a.id, key, "").await.unwrap();
+        admin::create_role(&mut tx, key, "").await.unwrap();
     }
-    admin::add_role_parent(&mut tx, a.id, "a", "b").await.unwrap();
-    admin::add_role_parent(&mut tx, a.id, "b", "c").await.unwrap();
-    admin::add_role_parent(&mut tx, a.id, "a", "viewer").await.unwrap();
+    admin::add_role_parent(&mut tx, "a", "b").await.unwrap();
+    admin::add_role_parent(&mut tx, "b", "c").await.unwrap();
+    admin::add_role_parent(&mut tx, "a", "viewer").await.unwrap();
     tx.commit().await.unwrap();
 
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
-    let err = admin::add_role_parent(&mut tx, a.id, "c", "a").await.unwrap_err();
+    let err = admin::add_role_parent(&mut tx, "c", "a").await.unwrap_err();
     assert!(
         matches!(&err, Error::Cycle { cycle } if cycle == "c -> a -> b -> c"),
         "{err}"
@@ -207,11 +184,11 @@ async fn a_cycle_in_role_inheritance_is_rejected() {
     tx.rollback().await.unwrap();
 
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
-    let err = admin::add_role_parent(&mut tx, a.id, "a", "nope").await.unwrap_err();
+    let err = admin::add_role_parent(&mut tx, "a", "nope").await.unwrap_err();
     assert!(matches!(&err, Error::UnknownRole { key } if key == "nope"), "{err}");
     tx.rollback().await.unwrap();
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
-    let err = admin::create_role(&mut tx, a.id, "admin", "").await.unwrap_err();
+    let err = admin::create_role(&mut tx, "admin", "").await.unwrap_err();
     assert!(matches!(&err, Error::RoleExists { .. }), "{err}");
     tx.rollback().await.unwrap();
     app.close().await;
@@ -222,20 +199,18 @@ async fn a_cycle_in_role_inheritance_is_rejected() {
 async fn granting_what_one_does_not_hold_is_refused() {
     let (db, app) = setup().await;
     let a = org(&db, &app, "acme").await;
-    let someone = Principal::api_key(uuid::Uuid::now_v7());
+    let someone = Principal::api_key(ApiKeyId::new());
 
     // The member (member -> viewer: *:read, *:create, *:update) may pass on what it holds...
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_member()).await.unwrap();
-    let g = admin::grant(&mut tx, a.id, &NewGrant::allow(someone, "invoice:read"))
+    let g = admin::grant(&mut tx, &NewGrant::allow(someone, "invoice:read"))
         .await
         .unwrap();
-    assert_eq!(g.granted_by, Some(a.member.0), "the database records who granted");
-    admin::grant(&mut tx, a.id, &NewGrant::allow(someone, "*:read"))
+    assert_eq!(g.granted_by, Some(a.member), "the database records who granted");
+    admin::grant(&mut tx, &NewGrant::allow(someone, "*:read"))
         .await
         .unwrap();
-    admin::grant(&mut tx, a.id, &NewGrant::role(someone, "viewer"))
-        .await
-        .unwrap();
+    admin::grant(&mut tx, &NewGrant::role(someone, "viewer")).await.unwrap();
     tx.commit().await.unwrap();
 
     // ...but not more.
@@ -243,12 +218,12 @@ async fn granting_what_one_does_not_hold_is_refused() {
         NewGrant::allow(someone, "invoice:delete"),
         NewGrant::allow(someone, "invoice:*"),
         NewGrant::role(someone, "admin"),
-        NewGrant::role(Principal::user(a.member.0), "owner"),
+        NewGrant::role(Principal::user(a.member), "owner"),
         NewGrant::deny(someone, "project:delete"),
     ];
     for grant in refused {
         let mut tx = pgstrata_core::begin_tenant(&app, &a.as_member()).await.unwrap();
-        let err = admin::grant(&mut tx, a.id, &grant).await.unwrap_err();
+        let err = admin::grant(&mut tx, &grant).await.unwrap_err();
         assert!(matches!(err, Error::EscalationRefused { .. }), "{grant:?}: {err}");
         tx.rollback().await.unwrap();
     }
@@ -256,17 +231,14 @@ async fn granting_what_one_does_not_hold_is_refused() {
     let mut tx = pgstrata_core::begin_tenant(&app, &TenantContext::tenant(a.id))
         .await
         .unwrap();
-    let err = admin::grant(&mut tx, a.id, &NewGrant::allow(someone, "invoice:read"))
+    let err = admin::grant(&mut tx, &NewGrant::allow(someone, "invoice:read"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(&err, Error::Db(pgstrata_core::DbError::Forbidden { .. })),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::Db(DbError::Forbidden { .. })), "{err}");
     tx.rollback().await.unwrap();
     // The owner may grant anything.
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
-    admin::grant(&mut tx, a.id, &NewGrant::role(Principal::user(a.member.0), "admin"))
+    admin::grant(&mut tx, &NewGrant::role(Principal::user(a.member), "admin"))
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -278,21 +250,28 @@ async fn granting_what_one_does_not_hold_is_refused() {
 async fn group_grants_reach_members_only_while_they_are_members() {
     let (db, app) = setup().await;
     let a = org(&db, &app, "acme").await;
-    let group = uuid::Uuid::now_v7();
-    let key = Principal::api_key(uuid::Uuid::now_v7());
+    let group = GroupId::new();
+    let key = Principal::api_key(ApiKeyId::new());
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
-    admin::grant(
-        &mut tx,
-        a.id,
-        &NewGrant::allow(Principal::group(group), "project:delete"),
-    )
-    .await
-    .unwrap();
+    admin::grant(&mut tx, &NewGrant::allow(Principal::group(group), "project:delete"))
+        .await
+        .unwrap();
     assert!(!check(&mut tx, &key, "project:delete", None).await.unwrap());
-    admin::add_group_member(&mut tx, a.id, group, &key).await.unwrap();
+    admin::add_group_member(&mut tx, group, &key).await.unwrap();
     assert!(check(&mut tx, &key, "project:delete", None).await.unwrap());
-    assert!(admin::remove_group_member(&mut tx, a.id, group, &key).await.unwrap());
+    admin::remove_group_member(&mut tx, group, &key).await.unwrap();
     assert!(!check(&mut tx, &key, "project:delete", None).await.unwrap());
+    let err = admin::remove_group_member(&mut tx, group, &key).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::NotFound {
+                what: "group member",
+                ..
+            }
+        ),
+        "{err}"
+    );
     tx.rollback().await.unwrap();
     app.close().await;
     db.close().await.unwrap();
@@ -303,9 +282,9 @@ async fn tenant_a_grants_never_answer_for_tenant_b() {
     let (db, app) = setup().await;
     let a = org(&db, &app, "acme").await;
     let b = org(&db, &app, "bravo").await;
-    let key = Principal::api_key(uuid::Uuid::now_v7());
+    let key = Principal::api_key(ApiKeyId::new());
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
-    admin::grant(&mut tx, a.id, &NewGrant::allow(key, "*")).await.unwrap();
+    admin::grant(&mut tx, &NewGrant::allow(key, "*")).await.unwrap();
     assert!(check(&mut tx, &key, "invoice:delete", None).await.unwrap());
     tx.commit().await.unwrap();
 
@@ -325,27 +304,34 @@ async fn tenant_a_grants_never_answer_for_tenant_b() {
             .unwrap()
             .contains(&key)
     );
-    let listed = admin::list_grants(&mut tx, a.id, &key, &Default::default())
-        .await
-        .unwrap();
-    assert!(listed.is_empty(), "A's grants are invisible from B");
+    let listed = admin::list_grants(&mut tx, &key, &Default::default()).await.unwrap();
+    assert!(listed.is_empty(), "A's grants are not B's");
+    // Named by A's tenant id, A's grants are still invisible from B (row-level security).
+    let in_a = pgstrata_core::sql::query_as::<pgstrata_rbac::generated::Grant>(
+        admin::list_grants_stmt(a.id, &key, &Default::default()).unwrap(),
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert!(in_a.is_empty(), "A's grants are invisible from B");
     // A's owner is no one in B.
     assert!(
-        !check(&mut tx, &Principal::user(a.owner.0), "invoice:read", None)
+        !check(&mut tx, &Principal::user(a.owner), "invoice:read", None)
             .await
             .unwrap()
     );
     tx.rollback().await.unwrap();
 
-    // Writing a grant into B from A's context is refused by row-level security.
+    // The operations take the tenant from the transaction, so no call can name B from A's
+    // context; the same insert naming B, run from A's context, is refused by row-level security.
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
-    let err = admin::grant(&mut tx, b.id, &NewGrant::allow(key, "invoice:read"))
+    let into_b = admin::grant_stmt(b.id, &NewGrant::allow(key, "invoice:read")).unwrap();
+    let err = pgstrata_core::sql::query(into_b)
+        .execute(&mut *tx)
         .await
+        .map_err(Error::from)
         .unwrap_err();
-    assert!(
-        matches!(&err, Error::Db(pgstrata_core::DbError::Forbidden { .. })),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::Db(DbError::Forbidden { .. })), "{err}");
     tx.rollback().await.unwrap();
     app.close().await;
     db.close().await.unwrap();
@@ -367,7 +353,7 @@ async fn the_check_works_inside_a_row_level_policy() {
     .await
     .unwrap();
     sqlx::query("INSERT INTO public.invoices VALUES ($1, 1), ($1, 2)")
-        .bind(a.id.0)
+        .bind(a.id)
         .execute(&db.admin)
         .await
         .unwrap();
@@ -386,16 +372,123 @@ async fn the_check_works_inside_a_row_level_policy() {
     };
     assert_eq!(count(a.as_member()).await, 2, "members read invoices (viewer: *:read)");
     let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
-    admin::grant(
-        &mut tx,
-        a.id,
-        &NewGrant::deny(Principal::user(a.member.0), "invoice:read"),
-    )
-    .await
-    .unwrap();
+    admin::grant(&mut tx, &NewGrant::deny(Principal::user(a.member), "invoice:read"))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(count(a.as_member()).await, 0, "the deny hides every row");
     assert_eq!(count(a.as_owner()).await, 2);
+    app.close().await;
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn changing_what_is_not_there_is_not_found_and_names_it() {
+    let (db, app) = setup().await;
+    let a = org(&db, &app, "acme").await;
+    let key = Principal::api_key(ApiKeyId::new());
+    let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
+    admin::create_role(&mut tx, "ops", "").await.unwrap();
+    admin::add_role_permission(&mut tx, "ops", "invoice:read", Effect::Allow)
+        .await
+        .unwrap();
+    admin::add_role_parent(&mut tx, "ops", "viewer").await.unwrap();
+    let g = admin::grant(&mut tx, &NewGrant::role(key, "ops")).await.unwrap();
+    assert_eq!(g.principal_type, pgstrata_rbac::PrincipalType::ApiKey);
+    assert_eq!(g.effect, Effect::Allow);
+
+    // Each removal works once, then is NotFound naming what was missing.
+    admin::remove_role_permission(&mut tx, "ops", "invoice:read", Effect::Allow)
+        .await
+        .unwrap();
+    let err = admin::remove_role_permission(&mut tx, "ops", "invoice:read", Effect::Allow)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound { what: "role permission", key } if key == "allow invoice:read of ops"),
+        "{err}"
+    );
+    admin::remove_role_parent(&mut tx, "ops", "viewer").await.unwrap();
+    let err = admin::remove_role_parent(&mut tx, "ops", "viewer").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound { what: "role parent", key } if key == "ops -> viewer"),
+        "{err}"
+    );
+    admin::revoke(&mut tx, g.id).await.unwrap();
+    let err = admin::revoke(&mut tx, g.id).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound { what: "grant", key } if *key == g.id.to_string()),
+        "{err}"
+    );
+    admin::delete_role(&mut tx, "ops").await.unwrap();
+    let err = admin::delete_role(&mut tx, "ops").await.unwrap_err();
+    assert!(matches!(&err, Error::NotFound { what: "role", .. }), "{err}");
+    // System roles are not the tenant's to delete.
+    let err = admin::delete_role(&mut tx, "admin").await.unwrap_err();
+    assert!(matches!(&err, Error::NotFound { what: "role", .. }), "{err}");
+
+    // Adding to a role that does not exist names the role. Each refusal by the database ends
+    // its transaction, so each runs in a savepoint of the test's transaction.
+    let ctx = a.as_owner();
+    let mut sp = pgstrata_core::begin_tenant(&mut *tx, &ctx).await.unwrap();
+    let err = admin::add_role_permission(&mut sp, "ghost", "invoice:read", Effect::Allow)
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::UnknownRole { key } if key == "ghost"), "{err}");
+    sp.rollback().await.unwrap();
+    let mut sp = pgstrata_core::begin_tenant(&mut *tx, &ctx).await.unwrap();
+    let err = admin::add_role_parent(&mut sp, "ghost", "viewer").await.unwrap_err();
+    assert!(matches!(&err, Error::UnknownRole { key } if key == "ghost"), "{err}");
+    sp.rollback().await.unwrap();
+    let mut sp = pgstrata_core::begin_tenant(&mut *tx, &ctx).await.unwrap();
+    let err = admin::grant(&mut sp, &NewGrant::role(key, "ghost")).await.unwrap_err();
+    assert!(matches!(&err, Error::UnknownRole { key } if key == "ghost"), "{err}");
+    sp.rollback().await.unwrap();
+    // A duplicate grant, a group in a group, a bad key: typed, before or after SQL.
+    admin::grant(&mut tx, &NewGrant::allow(key, "invoice:read"))
+        .await
+        .unwrap();
+    let mut sp = pgstrata_core::begin_tenant(&mut *tx, &ctx).await.unwrap();
+    let err = admin::grant(&mut sp, &NewGrant::allow(key, "invoice:read"))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::DuplicateGrant), "{err}");
+    sp.rollback().await.unwrap();
+    let group = GroupId::new();
+    let err = admin::add_group_member(&mut tx, group, &Principal::group(GroupId::new()))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::InvalidMember { .. }), "{err}");
+    let err = admin::create_role(&mut tx, "Ops!", "").await.unwrap_err();
+    assert!(matches!(&err, Error::InvalidRoleKey { .. }), "{err}");
+    tx.rollback().await.unwrap();
+    app.close().await;
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn grants_are_listed_page_by_page_with_typed_keys() {
+    let (db, app) = setup().await;
+    let a = org(&db, &app, "acme").await;
+    let key = Principal::api_key(ApiKeyId::new());
+    let mut tx = pgstrata_core::begin_tenant(&app, &a.as_owner()).await.unwrap();
+    let mut made = Vec::new();
+    for p in ["invoice:read", "invoice:create", "project:read"] {
+        made.push(admin::grant(&mut tx, &NewGrant::allow(key, p)).await.unwrap().id);
+    }
+    made.sort();
+    let page = pgstrata_core::Page::first(2);
+    let first = admin::list_grants(&mut tx, &key, &page).await.unwrap();
+    assert_eq!(first.iter().map(|g| g.id).collect::<Vec<_>>(), made[..2]);
+    let next = page.next(&first, |g| g.id).expect("a second page");
+    let second = admin::list_grants(&mut tx, &key, &next).await.unwrap();
+    assert_eq!(second.iter().map(|g| g.id).collect::<Vec<_>>(), made[2..]);
+    assert!(next.next(&second, |g| g.id).is_none());
+    let err = admin::list_grants(&mut tx, &key, &pgstrata_core::Page::first(1001))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::InvalidPage(_)), "{err}");
+    tx.rollback().await.unwrap();
     app.close().await;
     db.close().await.unwrap();
 }

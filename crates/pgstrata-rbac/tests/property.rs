@@ -498,38 +498,32 @@ async fn digest(admin: &PgPool, tenant: Uuid) -> String {
 /// Runs one operation as `actor`; Ok(true) when applied, Ok(false) when refused by a rule.
 async fn run_op(app: &PgPool, ids: &Ids, actor: usize, op: &Op, grant_ids: &[Uuid]) -> Result<Option<Uuid>, Error> {
     use pgstrata_core::{TenantContext, TenantId, UserId};
-    use pgstrata_rbac::admin;
-    let tenant = TenantId(ids.tenant);
-    let ctx = TenantContext::tenant(tenant).with_actor(UserId(ids.users[actor]));
+    use pgstrata_rbac::{ApiKeyId, GrantId, GroupId, admin};
+    let ctx = TenantContext::tenant(TenantId(ids.tenant)).with_actor(UserId(ids.users[actor]));
+    let group = GroupId(ids.group);
     let mut tx = pgstrata_core::begin_tenant(app, &ctx).await.unwrap();
     let principal = |p: P| {
         let (kind, id) = ids.of(p);
         match kind.as_str() {
-            "user" => Principal::user(id),
-            "api_key" => Principal::api_key(id),
-            _ => Principal::group(id),
+            "user" => Principal::user(UserId(id)),
+            "api_key" => Principal::api_key(ApiKeyId(id)),
+            _ => Principal::group(GroupId(id)),
         }
     };
     let mut new_id = None;
     let result: Result<(), Error> = async {
         match op {
-            Op::CreateRole(r) => admin::create_role(&mut tx, tenant, CUSTOM[*r], "").await,
+            Op::CreateRole(r) => admin::create_role(&mut tx, CUSTOM[*r], "").await,
             Op::AddPermission(r, p, d) => {
-                admin::add_role_permission(&mut tx, tenant, CUSTOM[*r], PATTERNS[*p], effect(*d)).await
+                admin::add_role_permission(&mut tx, CUSTOM[*r], PATTERNS[*p], effect(*d)).await
             }
             Op::RemovePermission(r, p, d) => {
-                admin::remove_role_permission(&mut tx, tenant, CUSTOM[*r], PATTERNS[*p], effect(*d))
-                    .await
-                    .map(drop)
+                admin::remove_role_permission(&mut tx, CUSTOM[*r], PATTERNS[*p], effect(*d)).await
             }
-            Op::AddParent(r, p) => admin::add_role_parent(&mut tx, tenant, CUSTOM[*r], &role_key(*p)).await,
-            Op::RemoveParent(r, p) => admin::remove_role_parent(&mut tx, tenant, CUSTOM[*r], &role_key(*p))
-                .await
-                .map(drop),
-            Op::JoinGroup(m) => admin::add_group_member(&mut tx, tenant, ids.group, &principal(PRINCIPALS[*m])).await,
-            Op::LeaveGroup(m) => admin::remove_group_member(&mut tx, tenant, ids.group, &principal(PRINCIPALS[*m]))
-                .await
-                .map(drop),
+            Op::AddParent(r, p) => admin::add_role_parent(&mut tx, CUSTOM[*r], &role_key(*p)).await,
+            Op::RemoveParent(r, p) => admin::remove_role_parent(&mut tx, CUSTOM[*r], &role_key(*p)).await,
+            Op::JoinGroup(m) => admin::add_group_member(&mut tx, group, &principal(PRINCIPALS[*m])).await,
+            Op::LeaveGroup(m) => admin::remove_group_member(&mut tx, group, &principal(PRINCIPALS[*m])).await,
             Op::Grant(p, target, until) => {
                 let mut grant = match target {
                     Target::Role(k) => admin::NewGrant::role(principal(PRINCIPALS[*p]), k.clone()),
@@ -543,12 +537,12 @@ async fn run_op(app: &PgPool, ids: &Ids, actor: usize, op: &Op, grant_ids: &[Uui
                 if let Some(minutes) = until {
                     grant = grant.until(chrono::Utc::now() + chrono::Duration::minutes(i64::from(*minutes)));
                 }
-                let made = admin::grant(&mut tx, tenant, &grant).await?;
-                new_id = Some(made.id);
+                let made = admin::grant(&mut tx, &grant).await?;
+                new_id = Some(made.id.0);
                 Ok(())
             }
             Op::Revoke(i) => match grant_ids.get(*i % grant_ids.len().max(1)) {
-                Some(id) => admin::revoke(&mut tx, tenant, *id).await,
+                Some(id) => admin::revoke(&mut tx, GrantId(*id)).await,
                 None => Ok(()),
             },
             Op::SetMembership(u, r) => sqlx::query("UPDATE tenancy.memberships SET role = $1 WHERE user_id = $2")
@@ -724,7 +718,7 @@ async fn run_sequence(app: &PgPool, admin: &PgPool, ops: &[(usize, Op)]) -> Resu
                             | Error::DuplicateGrant
                             | Error::RoleExists { .. }
                             | Error::UnknownRole { .. }
-                            | Error::GrantNotFound
+                            | Error::NotFound { .. }
                     ) || matches!(
                         &e,
                         Error::Db(

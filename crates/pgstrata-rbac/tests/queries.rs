@@ -1,14 +1,16 @@
 //! The check's own plan at scale: 1,000 tenants, 100,000 grants in one of them. The check is a
 //! PL/pgSQL function, so its inner statement is planned where EXPLAIN cannot see it;
-//! auto_explain (nested statements, NOTICE level) prints it through psql. Every tenant table
-//! must be read through an index; the global system-role tables (a handful of rows) may be
-//! scanned.
+//! auto_explain (nested statements, NOTICE level) prints it through psql
+//! (`testing::plans::nested_plans`). Every tenant table must be read through an index; the
+//! global system-role tables (a handful of rows) may be scanned.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use pgstrata_core::testing::psql_script;
+use pgstrata_core::testing::APP_LOGIN_ROLE;
+use pgstrata_core::testing::plans::{PlanReport, hot_queries, nested_plans, plan_in_context, queries_md, section};
+use sqlx::ConnectOptions;
 
 /// Scale data; ids follow `00000000-0000-7000-8000-<k in hex>` (tenants) and
 /// `00000002-0000-7000-8000-<k in hex>` (users), as queries.md uses them.
@@ -73,56 +75,62 @@ async fn the_check_reads_tenant_tables_through_indexes_at_100k_grants() {
         .unwrap();
     assert_eq!(grants, 100_100);
 
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../queries.md")).unwrap();
-    let section = doc.split("## rbac").nth(1).expect("queries.md has an rbac section");
-    let check_sql = section
-        .split("```sql\n")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .expect("queries.md shows the check")
-        .lines()
-        .filter(|l| !l.starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let doc = queries_md();
+    let queries = hot_queries(&doc, "rbac");
+    let check = queries
+        .iter()
+        .find(|q| q.name == "check")
+        .expect("queries.md shows the check");
+    let tenant = check.tag("tenant").expect("the check names its tenant");
+
+    // It runs as the application role in the tenant's context and answers.
+    let mut conn = db.app_options().connect().await.unwrap();
+    let ran = plan_in_context(&mut conn, Some(tenant), None, &check.sql)
+        .await
+        .unwrap();
+    assert_eq!(ran.rows, 1, "the check ran: {}", ran.plan);
+    drop(conn);
 
     // Run it 8 times so PL/pgSQL's plan cache settles, as the application's sessions would.
-    let script = format!(
-        "LOAD 'auto_explain';
-         SET auto_explain.log_min_duration = 0;
-         SET auto_explain.log_nested_statements = on;
-         SET auto_explain.log_level = notice;
-         BEGIN;
-         SET LOCAL ROLE pgstrata_test_app;
-         SELECT set_config('app.tenant_id', '00000000-0000-7000-8000-000000000001', true);
-         {}
-         ROLLBACK;",
-        std::iter::repeat_n(check_sql.trim(), 8).collect::<Vec<_>>().join("\n")
-    );
-    let (stdout, notices) = psql_script(&db.url().unwrap(), &script).unwrap();
+    let notices = nested_plans(
+        &db.url().unwrap(),
+        APP_LOGIN_ROLE,
+        &format!("SELECT set_config('app.tenant_id', '{tenant}', true)"),
+        &std::iter::repeat_n(check.sql.as_str(), 8)
+            .collect::<Vec<_>>()
+            .join(";\n"),
+    )
+    .unwrap();
     assert!(
-        stdout.contains(" t") || stdout.contains(" f"),
-        "the check ran: {stdout}"
+        notices.contains("Query Text: WITH RECURSIVE"),
+        "auto_explain printed the statement's plan: {notices}"
     );
     let last_plan = notices
         .rsplit("Query Text: WITH RECURSIVE")
         .next()
         .expect("auto_explain printed the statements plan");
-    if std::env::var_os("PGSTRATA_PRINT_PLANS").is_some() {
-        println!("{last_plan}");
-    }
-    for table in [
-        "grants",
-        "group_members",
-        "memberships",
-        "role_parents",
-        "role_permissions",
-    ] {
-        assert!(
-            !last_plan.contains(&format!("Seq Scan on {table}")),
-            "{table} is scanned:\n{last_plan}"
-        );
-    }
-    assert!(last_plan.contains("grants_principal_idx"), "{last_plan}");
-    assert!(section.contains("grants_principal_idx"), "queries.md shows the plan");
+    let mut report = PlanReport::new();
+    report
+        .show("check: rbac.resolve", last_plan)
+        .avoids(
+            "check",
+            last_plan,
+            &[
+                "Seq Scan on grants",
+                "Seq Scan on group_members",
+                "Seq Scan on memberships",
+                "Seq Scan on role_parents",
+                "Seq Scan on role_permissions",
+            ],
+        )
+        .uses_index("check", last_plan, "grants_principal_idx")
+        .uses_index("check", last_plan, &check.index)
+        .expect(section(&doc, "rbac").contains("grants_principal_idx"), || {
+            "queries.md shows the plan".into()
+        })
+        .expect(check.documented_plan.contains(&check.index), || {
+            format!("the plan shown in queries.md does not mention {}", check.index)
+        });
+    report.assert_ok();
     db.close().await.unwrap();
 }

@@ -200,8 +200,8 @@ async fn tenancy_flows_and_isolation_through_pgbouncer_in_transaction_mode() {
                     .await
                     .unwrap();
                 assert_eq!(moved.rows_affected(), 0, "another tenant's rows are out of reach");
-                let owner = pgstrata::rbac::Principal::user(founders[i].0);
-                let stranger = pgstrata::rbac::Principal::user(founders[1 - i].0);
+                let owner = pgstrata::rbac::Principal::user(founders[i]);
+                let stranger = pgstrata::rbac::Principal::user(founders[1 - i]);
                 assert!(
                     pgstrata::rbac::check(&mut tx, &owner, "invoice:delete", None)
                         .await

@@ -141,7 +141,9 @@ impl From<DbError> for ApiError {
             DbError::InvalidInput { .. } => ApiError::BadRequest(e.to_string()),
             // Row-level security or a privilege refused the statement: for the request path
             // this means the tenant is suspended (read-only) or the role lacks a grant.
-            DbError::Forbidden { ref code, ref message } => {
+            DbError::Forbidden {
+                ref code, ref message, ..
+            } => {
                 tracing::warn!(%code, %message, "the database refused the statement");
                 if code == pgstrata::core::error::sqlstate::FORBIDDEN {
                     ApiError::Refused(message.clone())
@@ -190,7 +192,7 @@ impl From<rbac::Error> for ApiError {
             E::EscalationRefused { .. } | E::OutlivesActor { .. } | E::DenyRemovalRefused { .. } => {
                 ApiError::Refused(e.to_string())
             }
-            E::UnknownRole { .. } | E::GrantNotFound => ApiError::NotFound(e.to_string()),
+            E::UnknownRole { .. } | E::NotFound { .. } => ApiError::NotFound(e.to_string()),
             E::RoleExists { .. } | E::Cycle { .. } | E::DuplicateGrant | E::RoleGraphLimit { .. } => {
                 ApiError::Conflict(e.to_string())
             }

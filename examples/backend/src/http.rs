@@ -14,7 +14,7 @@ use pgstrata::rbac::{self, Effect, Explanation, Principal, Resource};
 use pgstrata::{Page, TenantContext, TenantId, TenantTx, UserId};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use std::time::Instant;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -131,7 +131,7 @@ impl Caller {
 
     /// The caller as an rbac principal.
     pub fn principal(&self) -> Principal {
-        Principal::user(self.user.0)
+        Principal::user(self.user)
     }
 
     /// Passes when the caller may do `permission` (on `resource`, or tenant-wide) in its
@@ -140,15 +140,15 @@ impl Caller {
     /// tenant are not the caller's to read.
     pub async fn authorize(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut TenantTx<'_>,
         permission: &str,
         resource: Option<&Resource>,
     ) -> Result<(), ApiError> {
         let principal = self.principal();
-        if rbac::check(&mut *conn, &principal, permission, resource).await? {
+        if rbac::check(tx, &principal, permission, resource).await? {
             return Ok(());
         }
-        let why = rbac::explain(&mut *conn, &principal, permission, resource).await?;
+        let why = rbac::explain(tx, &principal, permission, resource).await?;
         tracing::warn!(
             permission,
             resource = %resource.map(|r| format!("{}:{}", r.kind, r.id)).unwrap_or_else(|| "tenant".into()),
@@ -339,7 +339,7 @@ mod tests {
 
     #[test]
     fn deciding_rules_name_effect_pattern_scope_and_source() {
-        let grant = Uuid::now_v7();
+        let grant = rbac::GrantId::new();
         let why = Explanation {
             allowed: false,
             decided_by: vec![rbac::Statement {

@@ -23,10 +23,9 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use chrono::{DateTime, Utc};
 use pgstrata::rbac::generated::Grant;
-use pgstrata::rbac::{self, Effect, NewGrant, Principal, Resource, admin};
+use pgstrata::rbac::{self, Effect, GrantId, NewGrant, Principal, Resource, admin};
 use pgstrata::{TenantId, UserId};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -81,14 +80,14 @@ async fn create_role(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
     caller.authorize(&mut tx, "role:manage", None).await?;
-    admin::create_role(&mut tx, caller.tenant, &input.key, &input.description).await?;
+    admin::create_role(&mut tx, &input.key, &input.description).await?;
     for (patterns, effect) in [(&input.allow, Effect::Allow), (&input.deny, Effect::Deny)] {
         for pattern in patterns {
-            admin::add_role_permission(&mut tx, caller.tenant, &input.key, pattern, effect).await?;
+            admin::add_role_permission(&mut tx, &input.key, pattern, effect).await?;
         }
     }
     for parent in &input.parents {
-        admin::add_role_parent(&mut tx, caller.tenant, &input.key, parent).await?;
+        admin::add_role_parent(&mut tx, &input.key, parent).await?;
     }
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "key": input.key }))))
@@ -101,9 +100,7 @@ async fn delete_role(
 ) -> Result<StatusCode, ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
     caller.authorize(&mut tx, "role:manage", None).await?;
-    if !admin::delete_role(&mut tx, caller.tenant, &key).await? {
-        return Err(ApiError::NotFound(format!("no custom role {key:?} in this tenant")));
-    }
+    admin::delete_role(&mut tx, &key).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -111,13 +108,13 @@ async fn delete_role(
 async fn list_grants(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(user): PathParams<Uuid>,
-    QueryParams(query): QueryParams<PageQuery>,
-) -> Result<Json<Paged<Grant>>, ApiError> {
+    PathParams(user): PathParams<UserId>,
+    QueryParams(query): QueryParams<PageQuery<GrantId>>,
+) -> Result<Json<Paged<Grant, GrantId>>, ApiError> {
     let page = query.page();
     let mut tx = caller.begin(&state.pool).await?;
     caller.authorize(&mut tx, "role:read", None).await?;
-    let grants = admin::list_grants(&mut tx, caller.tenant, &Principal::user(user), &page).await?;
+    let grants = admin::list_grants(&mut tx, &Principal::user(user), &page).await?;
     tx.commit().await?;
     Ok(Json(Paged::new(grants, &page, |g| g.id)))
 }
@@ -134,7 +131,7 @@ pub struct ResourceInput {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantInput {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub role: Option<String>,
     pub allow: Option<String>,
     pub deny: Option<String>,
@@ -173,7 +170,7 @@ async fn grant(
     let new = input.to_grant()?;
     let mut tx = caller.begin(&state.pool).await?;
     caller.authorize(&mut tx, "role:grant", None).await?;
-    let grant = admin::grant(&mut tx, caller.tenant, &new).await?;
+    let grant = admin::grant(&mut tx, &new).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(grant)))
 }
@@ -181,11 +178,11 @@ async fn grant(
 async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    PathParams(id): PathParams<Uuid>,
+    PathParams(id): PathParams<GrantId>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
     caller.authorize(&mut tx, "role:grant", None).await?;
-    admin::revoke(&mut tx, caller.tenant, id).await?;
+    admin::revoke(&mut tx, id).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
