@@ -16,6 +16,7 @@ use crate::scratch::{APP_ROLE, Scratch, WORKER_ROLE, create_app_role, create_wor
 use pgstrata::queue::client::{self, NewJob};
 use pgstrata::queue::worker::{BoxFuture, HandlerError};
 use pgstrata::queue::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
+use pgstrata_core::CancellationToken;
 use pgstrata_core::sql::{trusted, trusted_as};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -24,7 +25,6 @@ use std::error::Error;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use pgstrata_core::CancellationToken;
 use tokio::task::JoinHandle;
 
 /// What `main` passes in.

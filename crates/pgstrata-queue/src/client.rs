@@ -238,10 +238,10 @@ pub fn enqueue_many_stmt(jobs: &[NewJob], tenant: Option<TenantId>) -> Built {
     let payloads: Vec<serde_json::Value> = jobs.iter().map(|j| j.payload.clone()).collect();
     let queues: Vec<String> = jobs.iter().map(|j| j.queue.clone()).collect();
     let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
-    let run_ats = array_literal(jobs.iter().map(|j| {
-        j.run_at
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-    }));
+    let run_ats = array_literal(
+        jobs.iter()
+            .map(|j| j.run_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))),
+    );
     let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
     let tenants: Option<Vec<uuid::Uuid>> = tenant.map(|t| vec![t.0; jobs.len()]);
     // NULL rather than an array of NULLs when no job has one: the set-based insert.
@@ -290,9 +290,7 @@ async fn run_enqueue_many(conn: &mut PgConnection, jobs: &[NewJob], tenant: Opti
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<(JobId,)> = sql::query_as(enqueue_many_stmt(jobs, tenant))
-        .fetch_all(conn)
-        .await?;
+    let ids: Vec<(JobId,)> = sql::query_as(enqueue_many_stmt(jobs, tenant)).fetch_all(conn).await?;
     Ok(ids.into_iter().map(|(id,)| id).collect())
 }
 
@@ -304,17 +302,15 @@ async fn run_enqueue_many(conn: &mut PgConnection, jobs: &[NewJob], tenant: Opti
 /// assert_eq!(sql, r#"SELECT * FROM queue.claim($1, $2, $3, CAST($4 AS interval)) AS "jobs""#);
 /// ```
 pub fn claim_stmt(queue: &str, limit: i32, worker: &str, lease: Duration) -> Built {
-    sql::build(
-        Query::select().column(Asterisk).from_function(
-            Func::cust(QueueFn::Claim).args([
-                Expr::val(queue.to_owned()),
-                Expr::val(limit),
-                Expr::val(worker.to_owned()),
-                interval(lease),
-            ]),
-            Jobs::Table,
-        ),
-    )
+    sql::build(Query::select().column(Asterisk).from_function(
+        Func::cust(QueueFn::Claim).args([
+            Expr::val(queue.to_owned()),
+            Expr::val(limit),
+            Expr::val(worker.to_owned()),
+            interval(lease),
+        ]),
+        Jobs::Table,
+    ))
 }
 
 /// Claims up to `limit` (1 to 1000) ready jobs of `queue` for `worker`, under a lease of more
@@ -496,7 +492,9 @@ pub fn heartbeat_stmt(id: JobId, attempt: i32, lease: Duration) -> Built {
 
 /// Extends the lease of a job still running in `attempt` (lease bounds as [`claim`]'s).
 pub async fn heartbeat(conn: &mut PgConnection, id: JobId, attempt: i32, lease: Duration) -> Result<bool> {
-    let (done,) = sql::query_as(heartbeat_stmt(id, attempt, lease)).fetch_one(conn).await?;
+    let (done,) = sql::query_as(heartbeat_stmt(id, attempt, lease))
+        .fetch_one(conn)
+        .await?;
     Ok(done)
 }
 

@@ -209,11 +209,7 @@ async fn tenant_b_cannot_enqueue_a_job_that_runs_in_tenant_a_or_in_no_tenant() {
                                        ARRAY[NULL, $1]::uuid[])",
         ] {
             let mut tx = s.tenant(s.b).await;
-            assert_eq!(
-                sqlstate_naming(&mut tx, sql, s.a).await,
-                "42501",
-                "{owner:?}: {sql}"
-            );
+            assert_eq!(sqlstate_naming(&mut tx, sql, s.a).await, "42501", "{owner:?}: {sql}");
             drop(tx);
         }
         // B's transaction whose context was moved to A afterwards: the job is still B's, which
@@ -299,7 +295,11 @@ async fn the_request_path_cannot_enqueue_as_another_actor_or_request() {
         // The generated row carries the typed actor.
         let mut tx = begin_tenant(&s.app, &ctx).await.unwrap();
         let job = client::get(&mut tx, id).await.unwrap().unwrap();
-        assert_eq!((job.actor_id, job.state), (Some(actor), JobState::Available), "{owner:?}");
+        assert_eq!(
+            (job.actor_id, job.state),
+            (Some(actor), JobState::Available),
+            "{owner:?}"
+        );
         drop(tx);
         // Straight into the table, naming someone else (or no one) as the cause.
         for sql in [
@@ -695,7 +695,11 @@ async fn the_legitimate_paths_still_work() {
             .unwrap();
         assert_eq!(batch.len(), 1);
         let job = client::get(&mut tx, first).await.unwrap().unwrap();
-        assert_eq!(job.tenant_id, Some(s.a), "{owner:?}: the tenant comes from the transaction");
+        assert_eq!(
+            job.tenant_id,
+            Some(s.a),
+            "{owner:?}: the tenant comes from the transaction"
+        );
         client::cancel(&mut tx, named).await.unwrap();
         match client::cancel(&mut tx, named).await {
             Err(Error::Gone {

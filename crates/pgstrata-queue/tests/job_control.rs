@@ -201,9 +201,7 @@ async fn a_handler_enqueues_a_follow_up_for_its_tenant_with_its_context() {
     drop(admin);
     let app = db.app_pool(1).await.unwrap();
     let actor = UserId::new();
-    let ctx = TenantContext::tenant(tenant)
-        .with_actor(actor)
-        .with_request_id("req-7");
+    let ctx = TenantContext::tenant(tenant).with_actor(actor).with_request_id("req-7");
     let mut tx = begin_tenant(&app, &ctx).await.unwrap();
     let first = client::enqueue(
         &mut tx,
@@ -232,7 +230,10 @@ async fn a_handler_enqueues_a_follow_up_for_its_tenant_with_its_context() {
         if completed == 2 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{completed} of 2 jobs completed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{completed} of 2 jobs completed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     token.cancel();

@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use pgstrata_core::migrate::Migrator;
-use pgstrata_core::testing::{TestDb, WORKER_LOGIN_ROLE};
 use pgstrata_core::testing::plans::{PlanReport, nested_plans, queries_md, section};
+use pgstrata_core::testing::{TestDb, WORKER_LOGIN_ROLE};
 
 /// 1,000,000 ready jobs over 100 tenants and untenanted ones, 100,000 finished, 10,000 running
 /// with expired leases, 10,000 retryable and due.
@@ -76,7 +76,9 @@ async fn hot_statements_use_their_partial_indexes_at_a_million_jobs() {
                 format!("{statement}: the pivot is not an index condition:\n{inner}")
             });
         }
-        report.expect(documented.contains(index), || format!("queries.md does not show {index}"));
+        report.expect(documented.contains(index), || {
+            format!("queries.md does not show {index}")
+        });
     }
     report.assert_ok();
     db.close().await.unwrap();

@@ -319,7 +319,9 @@ async fn past_the_shutdown_deadline_running_jobs_are_abandoned_to_the_rescuer() 
     let db = setup().await;
     let pool = db.pool_as(WORKER_LOGIN_ROLE, 6).await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
-    let id = client::enqueue_system(&mut conn, &NewJob::of(&Stuck).unwrap()).await.unwrap();
+    let id = client::enqueue_system(&mut conn, &NewJob::of(&Stuck).unwrap())
+        .await
+        .unwrap();
     drop(conn);
     let token = pgstrata_core::CancellationToken::new();
     let mut config = WorkerConfig::new("default");

@@ -2,9 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use pgstrata_core::{TenantContext, TenantId, begin_tenant};
 use pgstrata_core::migrate::Migrator;
 use pgstrata_core::testing::{TestDb, WORKER_LOGIN_ROLE};
+use pgstrata_core::{TenantContext, TenantId, begin_tenant};
 use pgstrata_queue::client::{self, NewJob};
 use pgstrata_queue::{Periodic, periodic};
 use std::time::Duration;

@@ -149,10 +149,12 @@ async fn cancel_unique_keys_scheduled_jobs_and_pruning() {
         other => panic!("cancelling a cancelled job: {other:?}"),
     }
     match client::retry(&mut conn, other_queue).await {
-        Err(e @ Error::Gone {
-            state: JobState::Available,
-            ..
-        }) => assert_eq!(
+        Err(
+            e @ Error::Gone {
+                state: JobState::Available,
+                ..
+            },
+        ) => assert_eq!(
             e.to_string(),
             format!("job {other_queue} is available: retry takes a job that is discarded or cancelled")
         ),
@@ -293,6 +295,58 @@ async fn a_terminated_workers_job_comes_back_after_its_lease_and_a_heartbeating_
     assert_eq!((again[0].id, again[0].attempt), (dead, 2));
     assert!(client::complete(&mut conn, dead, 2).await.unwrap());
     assert!(client::complete(&mut conn, slow, 1).await.unwrap());
+    drop(conn);
+    workers.close().await;
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn enqueue_many_keeps_each_jobs_own_run_at_unique_key_and_time_limit() {
+    let (db, workers) = setup().await;
+    let mut conn = workers.acquire().await.unwrap();
+    // Microseconds, as PostgreSQL keeps them.
+    let later = chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros() + 3_600_123_456).unwrap();
+    let awkward = r#"say "hi"\now, {x,y} NULL"#;
+    let job = |n: i64| NewJob::new("batch", serde_json::json!({ "n": n }));
+    // With unique keys (one job at a time in SQL) and without (one set-based insert).
+    for keyed in [true, false] {
+        let key = |k: &str| keyed.then(|| k.to_owned());
+        let mut jobs = vec![
+            job(1),
+            job(2).run_at(later),
+            job(3).timeout(Duration::from_millis(1500)),
+            job(4),
+        ];
+        if keyed {
+            jobs[1] = jobs[1].clone().unique_key(awkward);
+            jobs[3] = jobs[3].clone().unique_key("NULL");
+        }
+        let ids = client::enqueue_system_many(&mut conn, &jobs).await.unwrap();
+        assert_eq!(ids.len(), 4);
+        let mut seen = Vec::new();
+        for id in &ids {
+            let j = client::get(&mut conn, *id).await.unwrap().unwrap();
+            seen.push((j.state, j.run_at == later, j.unique_key, j.timeout_ms));
+        }
+        assert_eq!(
+            seen,
+            [
+                (JobState::Available, false, None, None),
+                (JobState::Scheduled, true, key(awkward), None),
+                (JobState::Available, false, None, Some(1500)),
+                (JobState::Available, false, key("NULL"), None),
+            ],
+            "keyed: {keyed}"
+        );
+        if keyed {
+            // The keys were stored exactly: enqueueing them again finds the same jobs.
+            let again = client::enqueue_system_many(&mut conn, &[jobs[3].clone(), jobs[1].clone()])
+                .await
+                .unwrap();
+            assert_eq!(again, [ids[3], ids[1]]);
+        }
+    }
+    assert!(client::enqueue_system_many(&mut conn, &[]).await.unwrap().is_empty());
     drop(conn);
     workers.close().await;
     db.close().await.unwrap();
