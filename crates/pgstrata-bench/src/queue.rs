@@ -16,6 +16,7 @@ use crate::scratch::{APP_ROLE, Scratch, WORKER_ROLE, create_app_role, create_wor
 use pgstrata::queue::client::{self, NewJob};
 use pgstrata::queue::worker::{BoxFuture, HandlerError};
 use pgstrata::queue::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
+use pgstrata_core::CancellationToken;
 use pgstrata_core::sql::{trusted, trusted_as};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -24,7 +25,6 @@ use std::error::Error;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// What `main` passes in.
@@ -449,17 +449,17 @@ async fn drain_pgstrata(
         // Executors, the listener, maintenance and the batches' heartbeats.
         pools.push(app_pool(worker_db, worker_config(DRAIN_QUEUE, opts).concurrency + 3).await?);
     }
-    let (stop, stopped) = watch::channel(false);
+    let token = CancellationToken::new();
     let started = Instant::now();
     let mut handles = Vec::with_capacity(opts.workers);
     for pool in &pools {
         let config = worker_config(DRAIN_QUEUE, opts);
         let worker = Worker::new(pool.clone(), config)?.register::<Noop, _>(NoopHandler { ran: ran.clone() });
-        handles.push(tokio::spawn(worker.run(stopped.clone())));
+        handles.push(tokio::spawn(worker.run(token.clone())));
     }
     let outcome = wait_completed(admin, &ran, jobs, started, &handles).await;
     let took = started.elapsed();
-    let _ = stop.send(true);
+    token.cancel();
     for handle in handles {
         handle.await??;
     }
@@ -692,7 +692,7 @@ async fn notify_latency(
     for _ in 0..opts.workers {
         pools.push(app_pool(worker_db, worker_config(NOTIFY_QUEUE, opts).concurrency + 3).await?);
     }
-    let (stop, stopped) = watch::channel(false);
+    let token = CancellationToken::new();
     let mut handles = Vec::with_capacity(opts.workers);
     for pool in &pools {
         let mut config = worker_config(NOTIFY_QUEUE, opts);
@@ -702,7 +702,7 @@ async fn notify_latency(
             base,
             latencies: latencies.clone(),
         });
-        handles.push(tokio::spawn(worker.run(stopped.clone())));
+        handles.push(tokio::spawn(worker.run(token.clone())));
     }
     let outcome = async {
         // Let every worker connect its listener and every executor find the queue empty.
@@ -719,7 +719,7 @@ async fn notify_latency(
         wait_for_pings(&latencies, NOTIFY_JOBS).await
     }
     .await;
-    let _ = stop.send(true);
+    token.cancel();
     for handle in handles {
         handle.await??;
     }

@@ -667,7 +667,7 @@ async fn queue(conn: &mut PgConnection, action: QueueAction) -> Result<(), AnyEr
                     .oldest_available_secs
                     .map(|s| format!("{s:.1} s"))
                     .unwrap_or_else(|| "-".into());
-                println!("{:<20} {:<10} {:>10}  {waited}", r.queue, r.state, r.jobs);
+                println!("{:<20} {:<10} {:>10}  {waited}", r.queue, r.state.as_str(), r.jobs);
             }
         }
         QueueAction::Rescue => {

@@ -1,19 +1,23 @@
-//! Queue operations on a connection, so they join the caller's transaction: enqueue with the
-//! business write, or administer jobs. Each is one call of the SQL function of the same name.
+//! Queue operations, each joining the caller's transaction: enqueue with the business write,
+//! administer jobs, or (the worker) move a claimed job on. Each is one call of the SQL function
+//! of the same name, whose statement the pure builder `<operation>_stmt` renders.
+//!
+//! A tenant's jobs are enqueued in its [`TenantTx`] ([`enqueue`], [`enqueue_many`]); system jobs
+//! and everything else take a `&mut PgConnection`, which a `TenantTx` derefs to. The rest read
+//! no tenant from the caller: the database's policies decide what each role sees and changes
+//! (the request path its context tenant's unheld jobs, a worker every job).
 
 use crate::error::{Error, Result};
-use crate::generated::Job;
+use crate::functions::{Builtin, QueueFn, StatsRow};
+use crate::generated::{Job, Jobs};
+pub use crate::ids::JobId;
+use crate::ids::JobState;
 use chrono::{DateTime, Utc};
-use pgstrata_core::TenantId;
-use serde::{Deserialize, Serialize};
+use pgstrata_core::sql::{self, Built};
+use pgstrata_core::{TenantId, TenantTx};
+use sea_query::{Asterisk, Expr, ExprTrait, Func, Query};
 use sqlx::PgConnection;
 use std::time::Duration;
-
-/// The id of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
-#[sqlx(transparent)]
-#[serde(transparent)]
-pub struct JobId(pub i64);
 
 /// A job to enqueue.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,11 +30,9 @@ pub struct NewJob {
     /// `None`: now.
     pub run_at: Option<DateTime<Utc>>,
     pub max_attempts: i32,
-    /// At most one unfinished job per key and queue; enqueueing again returns the existing one.
+    /// At most one unfinished job per key, tenant and queue; enqueueing again returns the
+    /// existing one.
     pub unique_key: Option<String>,
-    /// The handler runs in this tenant's context. `None`: the tenant of the enqueueing
-    /// transaction's context (none: a system job, which only a worker may enqueue).
-    pub tenant_id: Option<TenantId>,
     /// How long one attempt may run, overriding the kind's [`crate::JobKind::TIMEOUT`]
     /// (1 ms to 1 day). `None`: the kind's.
     pub timeout: Option<Duration>,
@@ -47,7 +49,6 @@ impl NewJob {
             run_at: None,
             max_attempts: 20,
             unique_key: None,
-            tenant_id: None,
             timeout: None,
         }
     }
@@ -82,10 +83,6 @@ impl NewJob {
         self.unique_key = Some(key.into());
         self
     }
-    pub fn tenant(mut self, tenant: TenantId) -> Self {
-        self.tenant_id = Some(tenant);
-        self
-    }
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -95,7 +92,7 @@ impl NewJob {
         self.timeout.map(|t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX))
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         validate_queue(&self.queue)?;
         if self.kind.is_empty() || self.kind.chars().count() > 200 {
             return Err(Error::InvalidKind(self.kind.chars().take(80).collect()));
@@ -130,73 +127,190 @@ pub(crate) fn validate_queue(queue: &str) -> Result<()> {
     }
 }
 
-fn interval(d: Duration) -> f64 {
-    d.as_secs_f64()
+/// A duration as an interval: whole microseconds (PostgreSQL's resolution) as text, cast.
+fn interval(d: Duration) -> Expr {
+    Expr::val(format!("{} microseconds", d.as_micros())).cast_as("interval")
 }
 
-/// Enqueues a job in the caller's transaction; it becomes visible to workers at commit.
+/// A PostgreSQL array literal (`{"a",NULL,"b\"c"}`): every element quoted with `\` and `"`
+/// escaped, so any text survives, and `None` as NULL. sea-query-sqlx binds an array as `Vec<T>`,
+/// which cannot hold a NULL element, so a batch's nullable fields travel as one text value each
+/// and are cast to their array type in the statement.
+fn array_literal<S: AsRef<str>>(items: impl IntoIterator<Item = Option<S>>) -> String {
+    let mut out = String::from("{");
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match item {
+            None => out.push_str("NULL"),
+            Some(text) => {
+                out.push('"');
+                for c in text.as_ref().chars() {
+                    if c == '"' || c == '\\' {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out.push('"');
+            }
+        }
+    }
+    out.push('}');
+    out
+}
+
+/// `SELECT queue.<function>(args...)`.
+fn call(function: QueueFn, args: impl IntoIterator<Item = Expr>) -> Built {
+    sql::build(Query::select().expr(Func::cust(function).args(args)))
+}
+
+/// The statement of [`enqueue`] and [`enqueue_system`]: `queue.enqueue` for `tenant` (`None`:
+/// the context's tenant, or none).
 ///
-/// The job belongs to the tenant of the transaction's context unless [`NewJob::tenant`] names
-/// one; naming another tenant than the context's is refused ([`pgstrata_core::DbError::Forbidden`]).
-/// The application role (`pgstrata_app`) always enqueues in a `begin_tenant` transaction, for
-/// that tenant; a worker (`pgstrata_worker`) may enqueue for a tenant it names, or with no
-/// tenant in context and none named, a system job no tenant sees. The job takes the actor and
-/// request id of the transaction's context (`app.actor_id`, `app.request_id`), and its handler
-/// runs with them set.
-pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<JobId> {
-    job.validate()?;
-    Ok(
-        sqlx::query_scalar("SELECT queue.enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-            .bind(&job.kind)
-            .bind(&job.payload)
-            .bind(&job.queue)
-            .bind(job.priority)
-            .bind(job.run_at)
-            .bind(job.max_attempts)
-            .bind(&job.unique_key)
-            .bind(job.tenant_id.map(|t| t.0))
-            .bind(job.timeout_ms())
-            .fetch_one(conn)
-            .await?,
+/// ```
+/// use pgstrata_queue::client::{NewJob, enqueue_stmt};
+/// let (sql, _) = enqueue_stmt(&NewJob::new("mail", serde_json::json!({})), None);
+/// assert_eq!(sql, "SELECT queue.enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+/// ```
+pub fn enqueue_stmt(job: &NewJob, tenant: Option<TenantId>) -> Built {
+    call(
+        QueueFn::Enqueue,
+        [
+            Expr::val(job.kind.clone()),
+            Expr::val(job.payload.clone()),
+            Expr::val(job.queue.clone()),
+            Expr::val(job.priority),
+            Expr::val(job.run_at),
+            Expr::val(job.max_attempts),
+            Expr::val(job.unique_key.clone()),
+            Expr::val(tenant.map(|t| t.0)),
+            Expr::val(job.timeout_ms()),
+        ],
     )
 }
 
-/// Enqueues many jobs in one call of `queue.enqueue_many` (which [`enqueue`] also calls),
-/// returning their ids in order. The rules of [`enqueue`] apply to each job; a job whose unique
-/// key is held (by an unfinished job, or an earlier one of `jobs`) returns that job's id.
-pub async fn enqueue_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+/// Enqueues a job of the transaction's tenant; it becomes visible to workers at commit.
+///
+/// The job belongs to `tx.tenant_id()`, the tenant the transaction was opened with, and takes
+/// its actor and request id (`app.actor_id`, `app.request_id`), which are set again while its
+/// handler runs. The database refuses ([`pgstrata_core::DbError::Forbidden`]) a tenant other
+/// than the context's, so a statement that changed the context in between cannot enqueue for
+/// the other tenant either. Jobs of no tenant: [`enqueue_system`].
+pub async fn enqueue(tx: &mut TenantTx<'_>, job: &NewJob) -> Result<JobId> {
+    job.validate()?;
+    let tenant = tx.tenant_id();
+    let (id,) = sql::query_as(enqueue_stmt(job, Some(tenant)))
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(id)
+}
+
+/// Enqueues a job outside a tenant transaction: a system job, which no tenant sees and only a
+/// role holding `pgstrata_worker` may enqueue (the request path is refused,
+/// [`pgstrata_core::DbError::Forbidden`]). `queue.enqueue`'s rule still holds on a connection
+/// whose transaction has a tenant context (a handler's): the job is that tenant's. A worker
+/// that enqueues for a tenant opens that tenant's transaction (`begin_tenant(&mut *conn, ..)`,
+/// or [`crate::JobMeta::context`] inside a handler) and calls [`enqueue`].
+pub async fn enqueue_system(conn: &mut PgConnection, job: &NewJob) -> Result<JobId> {
+    job.validate()?;
+    let (id,) = sql::query_as(enqueue_stmt(job, None)).fetch_one(conn).await?;
+    Ok(id)
+}
+
+/// The statement of [`enqueue_many`] and [`enqueue_system_many`]: `queue.enqueue_many` with one
+/// array per field, every job for `tenant` (`None`: the context's tenant, or none). Run times,
+/// unique keys and time limits may be absent per job, so they are array literals cast to their
+/// type.
+///
+/// ```
+/// use pgstrata_queue::client::{NewJob, enqueue_many_stmt};
+/// let jobs = [NewJob::new("a", serde_json::json!({})), NewJob::new("b", serde_json::json!({})).unique_key("k")];
+/// let (sql, _) = enqueue_many_stmt(&jobs, None);
+/// assert_eq!(
+///     sql,
+///     "SELECT queue.enqueue_many($1, $2, $3, $4, CAST($5 AS timestamptz[]), $6, $7, \
+///      CAST($8 AS text[]), CAST($9 AS integer[]))"
+/// );
+/// ```
+pub fn enqueue_many_stmt(jobs: &[NewJob], tenant: Option<TenantId>) -> Built {
+    let kinds: Vec<String> = jobs.iter().map(|j| j.kind.clone()).collect();
+    let payloads: Vec<serde_json::Value> = jobs.iter().map(|j| j.payload.clone()).collect();
+    let queues: Vec<String> = jobs.iter().map(|j| j.queue.clone()).collect();
+    let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
+    let run_ats = array_literal(
+        jobs.iter()
+            .map(|j| j.run_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))),
+    );
+    let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
+    let tenants: Option<Vec<uuid::Uuid>> = tenant.map(|t| vec![t.0; jobs.len()]);
+    // NULL rather than an array of NULLs when no job has one: the set-based insert.
+    let unique_keys = jobs
+        .iter()
+        .any(|j| j.unique_key.is_some())
+        .then(|| array_literal(jobs.iter().map(|j| j.unique_key.as_deref())));
+    let timeouts = jobs
+        .iter()
+        .any(|j| j.timeout.is_some())
+        .then(|| array_literal(jobs.iter().map(|j| j.timeout_ms().map(|ms| ms.to_string()))));
+    call(
+        QueueFn::EnqueueMany,
+        [
+            Expr::val(kinds),
+            Expr::val(payloads),
+            Expr::val(queues),
+            Expr::val(priorities),
+            Expr::val(run_ats).cast_as("timestamptz[]"),
+            Expr::val(max_attempts),
+            Expr::val(tenants),
+            Expr::val(unique_keys).cast_as("text[]"),
+            Expr::val(timeouts).cast_as("integer[]"),
+        ],
+    )
+}
+
+/// Enqueues many jobs of the transaction's tenant in one call of `queue.enqueue_many` (which
+/// [`enqueue`] also calls), returning their ids in order. The rules of [`enqueue`] apply to each
+/// job; a job whose unique key is held (by an unfinished job, or an earlier one of `jobs`)
+/// returns that job's id.
+pub async fn enqueue_many(tx: &mut TenantTx<'_>, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+    let tenant = tx.tenant_id();
+    run_enqueue_many(&mut *tx, jobs, Some(tenant)).await
+}
+
+/// [`enqueue_many`] of system jobs, with the rules of [`enqueue_system`].
+pub async fn enqueue_system_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+    run_enqueue_many(conn, jobs, None).await
+}
+
+async fn run_enqueue_many(conn: &mut PgConnection, jobs: &[NewJob], tenant: Option<TenantId>) -> Result<Vec<JobId>> {
     for job in jobs {
         job.validate()?;
     }
-    let unique_keys: Option<Vec<Option<&str>>> = jobs
-        .iter()
-        .any(|j| j.unique_key.is_some())
-        .then(|| jobs.iter().map(|j| j.unique_key.as_deref()).collect());
-    let timeouts: Option<Vec<Option<i32>>> = jobs
-        .iter()
-        .any(|j| j.timeout.is_some())
-        .then(|| jobs.iter().map(NewJob::timeout_ms).collect());
-    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
-    let payloads: Vec<&serde_json::Value> = jobs.iter().map(|j| &j.payload).collect();
-    let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
-    let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
-    let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
-    let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
-    let tenants: Vec<Option<uuid::Uuid>> = jobs.iter().map(|j| j.tenant_id.map(|t| t.0)).collect();
-    Ok(
-        sqlx::query_scalar("SELECT queue.enqueue_many($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-            .bind(kinds)
-            .bind(payloads)
-            .bind(queues)
-            .bind(priorities)
-            .bind(run_ats)
-            .bind(max_attempts)
-            .bind(tenants)
-            .bind(unique_keys)
-            .bind(timeouts)
-            .fetch_all(conn)
-            .await?,
-    )
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<(JobId,)> = sql::query_as(enqueue_many_stmt(jobs, tenant)).fetch_all(conn).await?;
+    Ok(ids.into_iter().map(|(id,)| id).collect())
+}
+
+/// The statement of [`claim`].
+///
+/// ```
+/// use pgstrata_queue::client::claim_stmt;
+/// let (sql, _) = claim_stmt("default", 10, "w1", std::time::Duration::from_secs(60));
+/// assert_eq!(sql, r#"SELECT * FROM queue.claim($1, $2, $3, CAST($4 AS interval)) AS "jobs""#);
+/// ```
+pub fn claim_stmt(queue: &str, limit: i32, worker: &str, lease: Duration) -> Built {
+    sql::build(Query::select().column(Asterisk).from_function(
+        Func::cust(QueueFn::Claim).args([
+            Expr::val(queue.to_owned()),
+            Expr::val(limit),
+            Expr::val(worker.to_owned()),
+            interval(lease),
+        ]),
+        Jobs::Table,
+    ))
 }
 
 /// Claims up to `limit` (1 to 1000) ready jobs of `queue` for `worker`, under a lease of more
@@ -210,66 +324,105 @@ pub async fn claim(
     lease: Duration,
 ) -> Result<Vec<Job>> {
     validate_queue(queue)?;
-    Ok(
-        sqlx::query_as("SELECT * FROM queue.claim($1, $2, $3, make_interval(secs => $4))")
-            .bind(queue)
-            .bind(limit)
-            .bind(worker)
-            .bind(interval(lease))
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(sql::query_as(claim_stmt(queue, limit, worker, lease))
+        .fetch_all(conn)
+        .await?)
+}
+
+/// The statement of [`promote_due`].
+///
+/// ```
+/// assert_eq!(pgstrata_queue::client::promote_due_stmt().0, "SELECT queue.promote_due()");
+/// ```
+pub fn promote_due_stmt() -> Built {
+    call(QueueFn::PromoteDue, [])
 }
 
 /// Makes due scheduled and retryable jobs available; returns how many.
 pub async fn promote_due(conn: &mut PgConnection) -> Result<i32> {
-    Ok(sqlx::query_scalar("SELECT queue.promote_due()").fetch_one(conn).await?)
+    let (n,) = sql::query_as(promote_due_stmt()).fetch_one(conn).await?;
+    Ok(n)
+}
+
+/// The statement of [`complete`].
+///
+/// ```
+/// use pgstrata_queue::client::{JobId, complete_stmt};
+/// assert_eq!(complete_stmt(JobId(7), 1).0, "SELECT queue.complete($1, $2)");
+/// ```
+pub fn complete_stmt(id: JobId, attempt: i32) -> Built {
+    call(QueueFn::Complete, [Expr::val(id), Expr::val(attempt)])
 }
 
 /// Completes a job still running in `attempt`; false when it is not (rescued, cancelled).
 pub async fn complete(conn: &mut PgConnection, id: JobId, attempt: i32) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT queue.complete($1, $2)")
-        .bind(id.0)
-        .bind(attempt)
-        .fetch_one(conn)
-        .await?)
+    let (done,) = sql::query_as(complete_stmt(id, attempt)).fetch_one(conn).await?;
+    Ok(done)
+}
+
+fn ids_and_attempts(jobs: &[(JobId, i32)]) -> [Expr; 2] {
+    let ids: Vec<i64> = jobs.iter().map(|(id, _)| id.0).collect();
+    let attempts: Vec<i32> = jobs.iter().map(|(_, a)| *a).collect();
+    [Expr::val(ids), Expr::val(attempts)]
+}
+
+/// The statement of [`complete_many`].
+///
+/// ```
+/// use pgstrata_queue::client::{JobId, complete_many_stmt};
+/// assert_eq!(complete_many_stmt(&[(JobId(7), 1)]).0, "SELECT queue.complete_many($1, $2)");
+/// ```
+pub fn complete_many_stmt(jobs: &[(JobId, i32)]) -> Built {
+    call(QueueFn::CompleteMany, ids_and_attempts(jobs))
 }
 
 /// Completes a batch of jobs; returns the ids completed (a missing one was rescued or
 /// cancelled meanwhile).
 pub async fn complete_many(conn: &mut PgConnection, jobs: &[(JobId, i32)]) -> Result<Vec<JobId>> {
-    let ids: Vec<i64> = jobs.iter().map(|(id, _)| id.0).collect();
-    let attempts: Vec<i32> = jobs.iter().map(|(_, a)| *a).collect();
-    Ok(sqlx::query_scalar("SELECT queue.complete_many($1, $2)")
-        .bind(ids)
-        .bind(attempts)
-        .fetch_all(conn)
-        .await?)
+    let ids: Vec<(JobId,)> = sql::query_as(complete_many_stmt(jobs)).fetch_all(conn).await?;
+    Ok(ids.into_iter().map(|(id,)| id).collect())
+}
+
+/// The statement of [`heartbeat_many`].
+///
+/// ```
+/// use pgstrata_queue::client::{JobId, heartbeat_many_stmt};
+/// let (sql, _) = heartbeat_many_stmt(&[(JobId(7), 1)], std::time::Duration::from_secs(60));
+/// assert_eq!(sql, "SELECT queue.heartbeat_many($1, $2, CAST($3 AS interval))");
+/// ```
+pub fn heartbeat_many_stmt(jobs: &[(JobId, i32)], lease: Duration) -> Built {
+    let [ids, attempts] = ids_and_attempts(jobs);
+    call(QueueFn::HeartbeatMany, [ids, attempts, interval(lease)])
 }
 
 /// Extends the leases of a batch; returns how many were still ours.
 pub async fn heartbeat_many(conn: &mut PgConnection, jobs: &[(JobId, i32)], lease: Duration) -> Result<i32> {
-    let ids: Vec<i64> = jobs.iter().map(|(id, _)| id.0).collect();
-    let attempts: Vec<i32> = jobs.iter().map(|(_, a)| *a).collect();
-    Ok(
-        sqlx::query_scalar("SELECT queue.heartbeat_many($1, $2, make_interval(secs => $3))")
-            .bind(ids)
-            .bind(attempts)
-            .bind(interval(lease))
-            .fetch_one(conn)
-            .await?,
+    let (n,) = sql::query_as(heartbeat_many_stmt(jobs, lease)).fetch_one(conn).await?;
+    Ok(n)
+}
+
+/// The statement of [`fail`] and [`fail_at`] (`retry_at` `None`: the backoff's).
+///
+/// ```
+/// use pgstrata_queue::client::{JobId, fail_stmt};
+/// assert_eq!(fail_stmt(JobId(7), 1, "boom", None).0, "SELECT queue.fail($1, $2, $3, $4)");
+/// ```
+pub fn fail_stmt(id: JobId, attempt: i32, error: &str, retry_at: Option<DateTime<Utc>>) -> Built {
+    call(
+        QueueFn::Fail,
+        [
+            Expr::val(id),
+            Expr::val(attempt),
+            Expr::val(error.to_owned()),
+            Expr::val(retry_at),
+        ],
     )
 }
 
-/// Records a failed attempt; returns the new state (`retryable` or `discarded`), or `None`
-/// when the job is no longer running in `attempt`.
-pub async fn fail(conn: &mut PgConnection, id: JobId, attempt: i32, error: &str) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar("SELECT queue.fail($1, $2, $3)")
-        .bind(id.0)
-        .bind(attempt)
-        .bind(error)
-        .fetch_one(conn)
-        .await?)
+/// Records a failed attempt; returns the new state ([`JobState::Retryable`] or
+/// [`JobState::Discarded`]), or `None` when the job is no longer running in `attempt`.
+pub async fn fail(conn: &mut PgConnection, id: JobId, attempt: i32, error: &str) -> Result<Option<JobState>> {
+    fail_at(conn, id, attempt, error, None).await
 }
 
 /// Records a failed attempt that is to be retried at `retry_at` (`None`: the queue's
@@ -280,115 +433,256 @@ pub async fn fail_at(
     attempt: i32,
     error: &str,
     retry_at: Option<DateTime<Utc>>,
-) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar("SELECT queue.fail($1, $2, $3, $4)")
-        .bind(id.0)
-        .bind(attempt)
-        .bind(error)
-        .bind(retry_at)
+) -> Result<Option<JobState>> {
+    let (state,) = sql::query_as(fail_stmt(id, attempt, error, retry_at))
         .fetch_one(conn)
-        .await?)
+        .await?;
+    Ok(state)
+}
+
+/// The statement of [`snooze`].
+///
+/// ```
+/// use pgstrata_queue::client::{JobId, snooze_stmt};
+/// assert_eq!(snooze_stmt(JobId(7), 1, chrono::Utc::now()).0, "SELECT queue.snooze($1, $2, $3)");
+/// ```
+pub fn snooze_stmt(id: JobId, attempt: i32, run_at: DateTime<Utc>) -> Built {
+    call(QueueFn::Snooze, [Expr::val(id), Expr::val(attempt), Expr::val(run_at)])
 }
 
 /// Puts a job still running in `attempt` back to wait until `run_at`, giving the attempt back;
 /// false when it is no longer running in `attempt`.
 pub async fn snooze(conn: &mut PgConnection, id: JobId, attempt: i32, run_at: DateTime<Utc>) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT queue.snooze($1, $2, $3)")
-        .bind(id.0)
-        .bind(attempt)
-        .bind(run_at)
-        .fetch_one(conn)
-        .await?)
+    let (done,) = sql::query_as(snooze_stmt(id, attempt, run_at)).fetch_one(conn).await?;
+    Ok(done)
+}
+
+/// The statement of [`cancel_attempt`].
+///
+/// ```
+/// use pgstrata_queue::client::{JobId, cancel_attempt_stmt};
+/// assert_eq!(cancel_attempt_stmt(JobId(7), 1, "why").0, "SELECT queue.cancel_attempt($1, $2, $3)");
+/// ```
+pub fn cancel_attempt_stmt(id: JobId, attempt: i32, reason: &str) -> Built {
+    call(
+        QueueFn::CancelAttempt,
+        [Expr::val(id), Expr::val(attempt), Expr::val(reason.to_owned())],
+    )
 }
 
 /// Cancels a job still running in `attempt`, recording `reason`; false when it is no longer
 /// running in `attempt`.
 pub async fn cancel_attempt(conn: &mut PgConnection, id: JobId, attempt: i32, reason: &str) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT queue.cancel_attempt($1, $2, $3)")
-        .bind(id.0)
-        .bind(attempt)
-        .bind(reason)
+    let (done,) = sql::query_as(cancel_attempt_stmt(id, attempt, reason))
         .fetch_one(conn)
-        .await?)
+        .await?;
+    Ok(done)
+}
+
+/// The statement of [`heartbeat`].
+///
+/// ```
+/// use pgstrata_queue::client::{JobId, heartbeat_stmt};
+/// let (sql, _) = heartbeat_stmt(JobId(7), 1, std::time::Duration::from_secs(60));
+/// assert_eq!(sql, "SELECT queue.heartbeat($1, $2, CAST($3 AS interval))");
+/// ```
+pub fn heartbeat_stmt(id: JobId, attempt: i32, lease: Duration) -> Built {
+    call(QueueFn::Heartbeat, [Expr::val(id), Expr::val(attempt), interval(lease)])
 }
 
 /// Extends the lease of a job still running in `attempt` (lease bounds as [`claim`]'s).
 pub async fn heartbeat(conn: &mut PgConnection, id: JobId, attempt: i32, lease: Duration) -> Result<bool> {
-    Ok(
-        sqlx::query_scalar("SELECT queue.heartbeat($1, $2, make_interval(secs => $3))")
-            .bind(id.0)
-            .bind(attempt)
-            .bind(interval(lease))
-            .fetch_one(conn)
-            .await?,
-    )
+    let (done,) = sql::query_as(heartbeat_stmt(id, attempt, lease))
+        .fetch_one(conn)
+        .await?;
+    Ok(done)
 }
 
-/// Gives back a claimed job that was not started.
+/// The statement of [`release`].
+///
+/// ```
+/// use pgstrata_queue::client::{JobId, release_stmt};
+/// assert_eq!(release_stmt(JobId(7), 1).0, "SELECT queue.release($1, $2)");
+/// ```
+pub fn release_stmt(id: JobId, attempt: i32) -> Built {
+    call(QueueFn::Release, [Expr::val(id), Expr::val(attempt)])
+}
+
+/// Gives back a claimed job that was not started; false when it is no longer running in
+/// `attempt`.
 pub async fn release(conn: &mut PgConnection, id: JobId, attempt: i32) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT queue.release($1, $2)")
-        .bind(id.0)
-        .bind(attempt)
-        .fetch_one(conn)
-        .await?)
+    let (done,) = sql::query_as(release_stmt(id, attempt)).fetch_one(conn).await?;
+    Ok(done)
+}
+
+/// The statement of [`rescue`].
+///
+/// ```
+/// assert_eq!(pgstrata_queue::client::rescue_stmt().0, "SELECT queue.rescue()");
+/// ```
+pub fn rescue_stmt() -> Built {
+    call(QueueFn::Rescue, [])
 }
 
 /// Brings back jobs whose lease expired; returns how many.
 pub async fn rescue(conn: &mut PgConnection) -> Result<i32> {
-    Ok(sqlx::query_scalar("SELECT queue.rescue()").fetch_one(conn).await?)
+    let (n,) = sql::query_as(rescue_stmt()).fetch_one(conn).await?;
+    Ok(n)
+}
+
+/// The statement of [`cancel`].
+///
+/// ```
+/// use pgstrata_queue::client::{JobId, cancel_stmt};
+/// assert_eq!(cancel_stmt(JobId(7)).0, "SELECT queue.cancel($1)");
+/// ```
+pub fn cancel_stmt(id: JobId) -> Built {
+    call(QueueFn::Cancel, [Expr::val(id)])
 }
 
 /// Cancels an unfinished job. The application role cancels only its context tenant's jobs
-/// that no worker holds (false for a running one); a worker cancels any unfinished job.
-pub async fn cancel(conn: &mut PgConnection, id: JobId) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT queue.cancel($1)")
-        .bind(id.0)
-        .fetch_one(conn)
-        .await?)
+/// that no worker holds; a worker cancels any unfinished job (its worker then fails to complete
+/// it).
+///
+/// [`Error::NotFound`] when the caller sees no such job (another tenant's, a system job for the
+/// request path); [`Error::Gone`] with the job's state when it is finished, or running and the
+/// caller is the request path.
+pub async fn cancel(conn: &mut PgConnection, id: JobId) -> Result<()> {
+    let (done,) = sql::query_as(cancel_stmt(id)).fetch_one(&mut *conn).await?;
+    if done {
+        return Ok(());
+    }
+    Err(refusal(
+        conn,
+        id,
+        "cancel",
+        "available, scheduled or retryable (or running, for a worker)",
+    )
+    .await)
 }
 
-/// Puts a discarded or cancelled job back in line (the application role: its own tenant's).
-pub async fn retry(conn: &mut PgConnection, id: JobId) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT queue.retry($1)")
-        .bind(id.0)
-        .fetch_one(conn)
-        .await?)
+/// The statement of [`retry`].
+///
+/// ```
+/// use pgstrata_queue::client::{JobId, retry_stmt};
+/// assert_eq!(retry_stmt(JobId(7)).0, "SELECT queue.retry($1)");
+/// ```
+pub fn retry_stmt(id: JobId) -> Built {
+    call(QueueFn::Retry, [Expr::val(id)])
+}
+
+/// Puts a discarded or cancelled job back in line, with one more attempt allowed (the
+/// application role: its own tenant's). [`Error::NotFound`] and [`Error::Gone`] as for
+/// [`cancel`].
+pub async fn retry(conn: &mut PgConnection, id: JobId) -> Result<()> {
+    let (done,) = sql::query_as(retry_stmt(id)).fetch_one(&mut *conn).await?;
+    if done {
+        return Ok(());
+    }
+    Err(refusal(conn, id, "retry", "discarded or cancelled").await)
+}
+
+/// Why a change of job `id` by an operator changed nothing: the job is not visible, or its
+/// state (read after the refusal) does not allow it.
+async fn refusal(conn: &mut PgConnection, id: JobId, operation: &'static str, allowed: &'static str) -> Error {
+    match get(conn, id).await {
+        Ok(None) => Error::NotFound { id },
+        Ok(Some(job)) => Error::Gone {
+            id,
+            state: job.state,
+            operation,
+            allowed,
+        },
+        Err(e) => e,
+    }
+}
+
+/// The statement of [`prune`].
+///
+/// ```
+/// use pgstrata_queue::client::prune_stmt;
+/// let (sql, _) = prune_stmt(std::time::Duration::from_secs(86_400));
+/// assert_eq!(sql, "SELECT queue.prune(CAST($1 AS interval))");
+/// ```
+pub fn prune_stmt(older_than: Duration) -> Built {
+    call(QueueFn::Prune, [interval(older_than)])
 }
 
 /// Deletes finished jobs older than `older_than` (at least a minute; shorter:
 /// [`pgstrata_core::DbError::InvalidInput`], 22023), up to 10,000 per call; returns how many.
 pub async fn prune(conn: &mut PgConnection, older_than: Duration) -> Result<i32> {
-    Ok(sqlx::query_scalar("SELECT queue.prune(make_interval(secs => $1))")
-        .bind(interval(older_than))
-        .fetch_one(conn)
-        .await?)
+    let (n,) = sql::query_as(prune_stmt(older_than)).fetch_one(conn).await?;
+    Ok(n)
 }
 
 /// One row of [`stats`].
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct QueueStats {
     pub queue: String,
-    pub state: String,
+    pub state: JobState,
     pub jobs: i64,
     /// Seconds the oldest ready job has waited (available rows only).
     pub oldest_available_secs: Option<f64>,
 }
 
+/// The statement of [`stats`].
+///
+/// ```
+/// assert_eq!(
+///     pgstrata_queue::client::stats_stmt().0,
+///     r#"SELECT "queue", "state", "jobs", pg_catalog.date_part($1, "oldest_available_age") AS "oldest_available_secs" FROM queue.stats() AS "stats""#
+/// );
+/// ```
+pub fn stats_stmt() -> Built {
+    sql::build(
+        Query::select()
+            .columns([StatsRow::Queue, StatsRow::State, StatsRow::Jobs])
+            .expr_as(
+                Func::cust(Builtin::DatePart).args([Expr::val("epoch"), Expr::col(StatsRow::OldestAvailableAge)]),
+                StatsRow::OldestAvailableSecs,
+            )
+            .from_function(Func::cust(QueueFn::Stats), StatsRow::Table),
+    )
+}
+
 /// Jobs by queue and state, and the wait of the oldest ready job: every job for a worker, the
 /// context tenant's for the application role.
 pub async fn stats(conn: &mut PgConnection) -> Result<Vec<QueueStats>> {
-    Ok(sqlx::query_as(
-        "SELECT queue, state, jobs, extract(epoch FROM oldest_available_age)::float8 AS oldest_available_secs
-           FROM queue.stats()",
-    )
-    .fetch_all(conn)
-    .await?)
+    Ok(sql::query_as(stats_stmt()).fetch_all(conn).await?)
 }
 
-/// A job by id (`None` when it does not exist or the caller may not see it).
+/// The statement of [`get`].
+///
+/// ```
+/// use pgstrata_queue::client::{JobId, get_stmt};
+/// assert_eq!(get_stmt(JobId(7)).0, r#"SELECT * FROM "queue"."jobs" WHERE "id" = $1"#);
+/// ```
+pub fn get_stmt(id: JobId) -> Built {
+    sql::build(
+        Query::select()
+            .column(Asterisk)
+            .from(Jobs::qualified())
+            .and_where(Expr::col(Jobs::Id).eq(id)),
+    )
+}
+
+/// A job by id (`None` when it does not exist or the caller may not see it: the request path
+/// sees its context tenant's jobs, a worker every job).
 pub async fn get(conn: &mut PgConnection, id: JobId) -> Result<Option<Job>> {
-    Ok(sqlx::query_as("SELECT * FROM queue.jobs WHERE id = $1")
-        .bind(id.0)
-        .fetch_optional(conn)
-        .await?)
+    Ok(sql::query_as(get_stmt(id)).fetch_optional(conn).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::array_literal;
+
+    #[test]
+    fn array_literals_quote_every_element_and_keep_nulls() {
+        assert_eq!(array_literal::<&str>([]), "{}");
+        assert_eq!(array_literal([Some("a"), None, Some("")]), r#"{"a",NULL,""}"#);
+        assert_eq!(
+            array_literal([Some(r#"say "hi"\now"#), Some("NULL"), Some("{x,y}")]),
+            r#"{"say \"hi\"\\now","NULL","{x,y}"}"#
+        );
+    }
 }

@@ -1,5 +1,6 @@
-//! The queue module's errors.
+//! The queue module's errors, and the one place a [`DbError`] becomes one.
 
+use crate::ids::{JobId, JobState};
 use pgstrata_core::error::DbError;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,13 +28,37 @@ pub enum Error {
     )]
     NotWorker { role: String },
 
+    /// An operator action named a job the caller does not see (none with this id, another
+    /// tenant's, or a system job for the request path).
+    #[error("job {id} not found (or not visible to this role in this tenant context)")]
+    NotFound { id: JobId },
+
+    /// An operator action on a job whose state does not allow it.
+    #[error("job {id} is {state}: {operation} takes a job that is {allowed}")]
+    Gone {
+        id: JobId,
+        state: JobState,
+        operation: &'static str,
+        allowed: &'static str,
+    },
+
     #[error(transparent)]
-    Db(#[from] DbError),
+    Db(DbError),
+}
+
+impl From<DbError> for Error {
+    /// The queue's SQL raises no code of its own (PS4xx) and its constraints are internal, so
+    /// every database error keeps [`DbError`]'s meaning: `Forbidden` (a tenant other than the
+    /// context's, a worker function on the request path), `InvalidInput` (a lease or retention
+    /// out of range, 22023), `Retryable`, ...
+    fn from(e: DbError) -> Self {
+        Error::Db(e)
+    }
 }
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        Error::Db(e.into())
+        DbError::from(e).into()
     }
 }
 

@@ -16,12 +16,12 @@ impl Iden for QueueSchema {
 /// A row of `queue.jobs`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct Job {
-    pub id: i64,
+    pub id: crate::ids::JobId,
     pub queue: String,
     pub kind: String,
     pub tenant_id: Option<pgstrata_core::TenantId>,
     pub payload: serde_json::Value,
-    pub state: String,
+    pub state: crate::ids::JobState,
     pub priority: i16,
     pub run_at: chrono::DateTime<chrono::Utc>,
     pub attempt: i32,
@@ -35,7 +35,7 @@ pub struct Job {
     pub attempted_at: Option<chrono::DateTime<chrono::Utc>>,
     pub finalized_at: Option<chrono::DateTime<chrono::Utc>>,
     pub timeout_ms: Option<i32>,
-    pub actor_id: Option<uuid::Uuid>,
+    pub actor_id: Option<pgstrata_core::UserId>,
     pub request_id: Option<String>,
 }
 
@@ -107,7 +107,7 @@ impl Iden for Jobs {
 pub struct PeriodicRun {
     pub name: String,
     pub period_start: chrono::DateTime<chrono::Utc>,
-    pub job_id: Option<i64>,
+    pub job_id: Option<crate::ids::JobId>,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 

@@ -10,15 +10,16 @@
 //! effects commit exactly once per completed job; effects outside the database may repeat
 //! (at-least-once), and a failing job costs its batch-mates one replay.
 //!
-//! Nothing ends a worker but its shutdown signal: database errors are logged and retried with
-//! backoff (a lost connection is replaced), a panicking handler fails its job, and a task that
-//! panics anyway is started again.
+//! Nothing ends a worker but its cancellation token: database errors are logged and retried
+//! with backoff (a lost connection is replaced), a panicking handler fails its job, and a task
+//! that panics anyway is started again.
 
-use crate::client::{self, JobId};
+use crate::client;
 use crate::error::{Error, Result};
 use crate::generated::Job;
+use crate::ids::JobId;
 use chrono::{DateTime, Utc};
-use pgstrata_core::{TenantId, UserId};
+use pgstrata_core::{CancellationToken, TenantContext, TenantId, UserId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::pool::PoolConnection;
@@ -32,7 +33,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 /// A boxed, sendable future, as handlers return.
@@ -75,6 +76,20 @@ pub struct JobMeta {
     pub actor_id: Option<UserId>,
     /// The request id of that transaction, set as `app.request_id` while the handler runs.
     pub request_id: Option<String>,
+}
+
+impl JobMeta {
+    /// The tenant context the handler runs in (`None` for a system job). A handler that
+    /// enqueues a follow-up job for its tenant opens it as a savepoint of the job's transaction,
+    /// `begin_tenant(&mut *tx, &ctx)`, and calls [`crate::client::enqueue`] with it, so the
+    /// follow-up commits with the job.
+    pub fn context(&self) -> Option<TenantContext> {
+        self.tenant_id.map(|tenant_id| TenantContext {
+            tenant_id,
+            actor_id: self.actor_id,
+            request_id: self.request_id.clone(),
+        })
+    }
 }
 
 /// Runs jobs of one kind. `tx` is the job's transaction: write through it so the effects
@@ -144,9 +159,9 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// How often to promote due jobs, rescue expired leases and enqueue periodic jobs.
     pub maintenance_interval: Duration,
-    /// After the shutdown signal, how long running batches may take to finish; then they are
-    /// abandoned (rolled back) and their jobs return through the rescuer when their leases
-    /// expire.
+    /// After the cancellation token fires, how long running batches may take to finish; then
+    /// they are abandoned (rolled back) and their jobs return through the rescuer when their
+    /// leases expire.
     pub shutdown_timeout: Duration,
     /// Listen for enqueue notifications (turn off behind a transaction-mode pooler).
     pub listen: bool,
@@ -173,7 +188,7 @@ impl WorkerConfig {
     }
 }
 
-/// A worker for one queue. Register handlers, then [`Worker::run`] until the shutdown signal.
+/// A worker for one queue. Register handlers, then [`Worker::run`] until its token is cancelled.
 ///
 /// Its pool must log in as a role that holds `pgstrata_worker` (claiming, completing, rescuing,
 /// promoting and cron are that role's; the application's request path must not hold it), or
@@ -238,12 +253,25 @@ impl Worker {
         self
     }
 
-    /// Runs until `shutdown` turns true (or its sender is dropped): then stops claiming, lets
-    /// started batches finish within [`WorkerConfig::shutdown_timeout`] and returns. Jobs
-    /// claimed but not yet started are released back to the queue. Database errors do not end
-    /// it: it waits for the server (logging) and carries on. The only error is a pool whose
-    /// role does not hold `pgstrata_worker`.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    /// Runs until `token` is cancelled: then stops claiming, lets started batches finish within
+    /// [`WorkerConfig::shutdown_timeout`] and returns. Jobs claimed but not yet started are
+    /// released back to the queue. Database errors do not end it: it waits for the server
+    /// (logging) and carries on. The only error is a pool whose role does not hold
+    /// `pgstrata_worker`.
+    ///
+    /// ```no_run
+    /// # async fn start(pool: sqlx::PgPool) -> Result<(), pgstrata_queue::Error> {
+    /// use pgstrata_core::CancellationToken;
+    /// use pgstrata_queue::{Worker, WorkerConfig};
+    /// let token = CancellationToken::new();
+    /// let worker = Worker::new(pool, WorkerConfig::new("default"))?;
+    /// let running = tokio::spawn(worker.run(token.clone()));
+    /// // ... on shutdown:
+    /// token.cancel();
+    /// running.await.ok();
+    /// # Ok(()) }
+    /// ```
+    pub async fn run(self, token: CancellationToken) -> Result<()> {
         let mut errors = Backoff::default();
         loop {
             let checked: Result<(String, bool), sqlx::Error> =
@@ -257,7 +285,7 @@ impl Worker {
                     let wait = errors.next();
                     tracing::warn!(queue = %self.config.queue, error = %e, retry_in_ms = wait.as_millis() as u64,
                         "queue worker cannot reach the database; retrying");
-                    if !pause(wait, &mut shutdown).await {
+                    if !pause(wait, &token).await {
                         return Ok(());
                     }
                 }
@@ -267,7 +295,7 @@ impl Worker {
         let wake = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
         let mut roles = HashMap::new();
-        let signal = shutdown.clone();
+        let signal = token.clone();
         let spawn = |tasks: &mut JoinSet<()>, roles: &mut HashMap<tokio::task::Id, Task>, task: Task| {
             let (w, wake, stop) = (worker.clone(), wake.clone(), signal.clone());
             let handle = match task {
@@ -299,10 +327,8 @@ impl Worker {
                         }
                     }
                 },
-                _ = shutdown.changed(), if deadline.is_none() => {
-                    if stopped(&shutdown) {
-                        deadline = Some(tokio::time::Instant::now() + worker.config.shutdown_timeout);
-                    }
+                _ = token.cancelled(), if deadline.is_none() => {
+                    deadline = Some(tokio::time::Instant::now() + worker.config.shutdown_timeout);
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
                     tracing::warn!(queue = %worker.config.queue, tasks = tasks.len(),
@@ -318,7 +344,7 @@ impl Worker {
 
     /// Rescues expired leases, promotes due jobs and enqueues periodic ones, waking executors
     /// when it found some. Errors are logged and retried with backoff.
-    async fn maintain(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    async fn maintain(self: Arc<Self>, wake: Arc<Notify>, shutdown: CancellationToken) {
         let mut errors = Backoff::default();
         while !stopped(&shutdown) {
             let round = async {
@@ -347,13 +373,13 @@ impl Worker {
                     wait
                 }
             };
-            pause(wait, &mut shutdown).await;
+            pause(wait, &shutdown).await;
         }
     }
 
     /// Wakes idle executors when a job is enqueued (the trigger notifies `pgstrata_queue`).
     /// Reconnects with backoff; executors keep polling meanwhile.
-    async fn listen(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    async fn listen(self: Arc<Self>, wake: Arc<Notify>, shutdown: CancellationToken) {
         let mut errors = Backoff::default();
         while !stopped(&shutdown) {
             let connected = async {
@@ -368,7 +394,7 @@ impl Worker {
                     let wait = errors.next();
                     tracing::warn!(queue = %self.config.queue, error = %e, retry_in_ms = wait.as_millis() as u64,
                         "queue listener cannot connect; polling meanwhile");
-                    pause(wait, &mut shutdown).await;
+                    pause(wait, &shutdown).await;
                     continue;
                 }
             };
@@ -382,7 +408,7 @@ impl Worker {
                             break;
                         }
                     },
-                    _ = shutdown.changed() => {}
+                    _ = shutdown.cancelled() => {}
                 }
             }
         }
@@ -390,7 +416,7 @@ impl Worker {
 
     /// One executor: claim a batch, run it, repeat; wait for a wake-up when the queue is empty.
     /// A failed claim is logged and retried with backoff on a fresh connection.
-    async fn execute(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    async fn execute(self: Arc<Self>, wake: Arc<Notify>, shutdown: CancellationToken) {
         let max = self.config.batch_size.clamp(1, 1000);
         let mut limit = max;
         let mut conn = Held::new(self.pool.clone());
@@ -422,7 +448,7 @@ impl Worker {
                     let wait = errors.next();
                     tracing::warn!(queue = %self.config.queue, error = %e, retry_in_ms = wait.as_millis() as u64,
                         "queue claim failed; retrying");
-                    pause(wait, &mut shutdown).await;
+                    pause(wait, &shutdown).await;
                     continue;
                 }
             };
@@ -432,7 +458,7 @@ impl Worker {
                 tokio::select! {
                     _ = woken => {}
                     _ = tokio::time::sleep(self.config.poll_interval) => {}
-                    _ = shutdown.changed() => {}
+                    _ = shutdown.cancelled() => {}
                 }
                 continue;
             }
@@ -440,17 +466,17 @@ impl Worker {
         }
     }
 
-    async fn run_batch(&self, conn: &mut Held, jobs: Vec<Job>, shutdown: &watch::Receiver<bool>) {
+    async fn run_batch(&self, conn: &mut Held, jobs: Vec<Job>, shutdown: &CancellationToken) {
         let batch: Vec<(Job, JobMeta)> = jobs
             .into_iter()
             .map(|j| {
                 let meta = JobMeta {
-                    id: JobId(j.id),
+                    id: j.id,
                     attempt: j.attempt,
                     max_attempts: j.max_attempts,
                     queue: j.queue.clone(),
                     tenant_id: j.tenant_id,
-                    actor_id: j.actor_id.map(UserId),
+                    actor_id: j.actor_id,
                     request_id: j.request_id.clone(),
                 };
                 (j, meta)
@@ -472,7 +498,10 @@ impl Worker {
             }
             return;
         }
-        let (stop_beat, beat) = watch::channel(false);
+        // The heartbeat stops when the batch ends, or when this future is dropped (aborted at the
+        // shutdown deadline).
+        let beat = CancellationToken::new();
+        let stop_beat = beat.clone().drop_guard();
         let held: Vec<(JobId, i32)> = batch.iter().map(|(_, m)| (m.id, m.attempt)).collect();
         let heartbeat = tokio::spawn(heartbeat(self.pool.clone(), held, self.config.lease, beat));
         let mut outcome = self.try_batch(conn, &batch).await;
@@ -493,7 +522,7 @@ impl Worker {
                 self.run_alone(conn, job, meta, shutdown).await;
             }
         }
-        let _ = stop_beat.send(true);
+        drop(stop_beat);
         let _ = heartbeat.await;
     }
 
@@ -523,7 +552,7 @@ impl Worker {
     /// The slow path: one job in its own transaction. A failure of the job is recorded with its
     /// error; a failure of the database is retried on a fresh connection a few times, then left
     /// to the rescuer (the job's lease expires).
-    async fn run_alone(&self, conn: &mut Held, job: &Job, meta: &JobMeta, shutdown: &watch::Receiver<bool>) {
+    async fn run_alone(&self, conn: &mut Held, job: &Job, meta: &JobMeta, shutdown: &CancellationToken) {
         let mut errors = Backoff::default();
         for _ in 0..ALONE_TRIES {
             let fault = match self.attempt_alone(conn, job, meta).await {
@@ -540,11 +569,11 @@ impl Worker {
                 break;
             }
             let wait = errors.next();
-            tracing::warn!(queue = %self.config.queue, job = job.id, %fault, retry_in_ms = wait.as_millis() as u64,
+            tracing::warn!(queue = %self.config.queue, job = job.id.0, %fault, retry_in_ms = wait.as_millis() as u64,
                 "running a job failed on the database; retrying");
             tokio::time::sleep(wait).await;
         }
-        tracing::warn!(queue = %self.config.queue, job = job.id,
+        tracing::warn!(queue = %self.config.queue, job = job.id.0,
             "giving up on a job for now; it returns when its lease expires");
     }
 
@@ -587,8 +616,8 @@ impl Worker {
                         .and_then(|k| (k.backoff)(meta.attempt))
                         .map(|d| Utc::now() + to_chrono(d));
                     let state = client::fail_at(c, meta.id, meta.attempt, &fault.to_string(), retry_at).await?;
-                    tracing::info!(queue = %self.config.queue, job = job.id, kind = %job.kind, attempt = meta.attempt,
-                        state = state.as_deref().unwrap_or("not ours"), error = %fault, "job attempt failed");
+                    tracing::info!(queue = %self.config.queue, job = job.id.0, kind = %job.kind, attempt = meta.attempt,
+                        state = state.map_or("not ours", |s| s.as_str()), error = %fault, "job attempt failed");
                 }
             }
             Ok::<(), Error>(())
@@ -596,7 +625,7 @@ impl Worker {
         .await;
         if let Err(e) = recorded {
             conn.check().await;
-            tracing::warn!(queue = %self.config.queue, job = job.id, error = %e,
+            tracing::warn!(queue = %self.config.queue, job = job.id.0, error = %e,
                 "could not record a job's outcome; it returns when its lease expires");
         }
     }
@@ -699,16 +728,16 @@ fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// True once the shutdown signal is given or its sender is gone.
-fn stopped(shutdown: &watch::Receiver<bool>) -> bool {
-    *shutdown.borrow() || shutdown.has_changed().is_err()
+/// True once the worker's token is cancelled.
+fn stopped(shutdown: &CancellationToken) -> bool {
+    shutdown.is_cancelled()
 }
 
-/// Sleeps `wait` unless the shutdown signal comes first; false when it did.
-async fn pause(wait: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+/// Sleeps `wait` unless the token is cancelled first; false when it was.
+async fn pause(wait: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(wait) => {}
-        _ = shutdown.changed() => {}
+        _ = shutdown.cancelled() => {}
     }
     !stopped(shutdown)
 }
@@ -814,12 +843,12 @@ async fn set_context(tx: &mut PgConnection, meta: &JobMeta) -> Result<(), sqlx::
     Ok(())
 }
 
-/// Extends the batch's leases every third of the lease until told to stop (or dropped).
-async fn heartbeat(pool: PgPool, held: Vec<(JobId, i32)>, lease: Duration, mut stop: watch::Receiver<bool>) {
+/// Extends the batch's leases every third of the lease until `stop` is cancelled.
+async fn heartbeat(pool: PgPool, held: Vec<(JobId, i32)>, lease: Duration, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(lease / 3) => {}
-            _ = stop.changed() => return,
+            _ = stop.cancelled() => return,
         }
         let beat = async {
             let mut conn = pool.acquire().await?;

@@ -8,11 +8,10 @@ use pgstrata_core::testing::{TestDb, WORKER_LOGIN_ROLE};
 use pgstrata_core::{TenantContext, TenantId, UserId, begin_tenant};
 use pgstrata_queue::client::{self, NewJob};
 use pgstrata_queue::worker::{BoxFuture, Control, HandlerError};
-use pgstrata_queue::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
+use pgstrata_queue::{Handler, JobKind, JobMeta, JobState, Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use std::time::Duration;
-use tokio::sync::watch;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Step {
@@ -46,6 +45,17 @@ impl Handler<Step> for Act {
             .execute(&mut *tx)
             .await?;
             match job.action.as_str() {
+                "follow_up" => {
+                    // A follow-up for the job's tenant, in a savepoint of the job's transaction.
+                    let ctx = meta.context().ok_or("a follow-up needs a tenant job")?;
+                    let mut tenant_tx = begin_tenant(&mut *tx, &ctx).await?;
+                    let next = NewJob::of(&Step {
+                        action: "complete".into(),
+                    })?;
+                    client::enqueue(&mut tenant_tx, &next).await?;
+                    tenant_tx.commit().await?;
+                    Ok(())
+                }
                 "snooze" => Err(Control::Snooze(Duration::from_secs(3600)).into()),
                 "cancel" => Err(Control::Cancel("no longer wanted".into()).into()),
                 "retry_at" => Err(Control::RetryAt(
@@ -110,13 +120,13 @@ async fn outcomes_context_and_unique_keys_in_enqueue_many() {
     };
     assert_eq!(again, ids[3], "enqueue finds the unfinished job holding the key");
 
-    let (stop, stopped) = watch::channel(false);
+    let token = pgstrata_core::CancellationToken::new();
     let mut config = WorkerConfig::new("default");
     config.poll_interval = Duration::from_millis(50);
     let worker = Worker::new(db.pool_as(WORKER_LOGIN_ROLE, 5).await.unwrap(), config)
         .unwrap()
         .register::<Step, _>(Act);
-    let handle = tokio::spawn(worker.run(stopped));
+    let handle = tokio::spawn(worker.run(token.clone()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let running: i64 =
@@ -130,7 +140,7 @@ async fn outcomes_context_and_unique_keys_in_enqueue_many() {
         assert!(tokio::time::Instant::now() < deadline, "the jobs were not run");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop.send(true).unwrap();
+    token.cancel();
     handle.await.unwrap().unwrap();
 
     let rows: Vec<(i64, String, i32, bool, String)> = sqlx::query_as(
@@ -167,6 +177,95 @@ async fn outcomes_context_and_unique_keys_in_enqueue_many() {
         seen,
         [("complete".into(), t, a.clone(), "req-42".into(), a, "req-42".into())]
     );
+    app.close().await;
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_handler_enqueues_a_follow_up_for_its_tenant_with_its_context() {
+    let migrator = Migrator::new([&pgstrata_tenancy::MODULE, &pgstrata_queue::MODULE]).unwrap();
+    let db = TestDb::migrated(&migrator).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE public.seen (job_id bigint, action text, tenant text, actor text, request text,
+                                   meta_actor text, meta_request text);
+         GRANT SELECT, INSERT ON public.seen TO pgstrata_worker;",
+    )
+    .execute(&db.admin)
+    .await
+    .unwrap();
+    let tenant = TenantId::new();
+    let mut admin = db.admin_conn().await.unwrap();
+    pgstrata_tenancy::fixtures::insert_tenants(&mut admin, &[tenant])
+        .await
+        .unwrap();
+    drop(admin);
+    let app = db.app_pool(1).await.unwrap();
+    let actor = UserId::new();
+    let ctx = TenantContext::tenant(tenant).with_actor(actor).with_request_id("req-7");
+    let mut tx = begin_tenant(&app, &ctx).await.unwrap();
+    let first = client::enqueue(
+        &mut tx,
+        &NewJob::of(&Step {
+            action: "follow_up".into(),
+        })
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let token = pgstrata_core::CancellationToken::new();
+    let mut config = WorkerConfig::new("default");
+    config.poll_interval = Duration::from_millis(50);
+    let worker = Worker::new(db.pool_as(WORKER_LOGIN_ROLE, 5).await.unwrap(), config)
+        .unwrap()
+        .register::<Step, _>(Act);
+    let handle = tokio::spawn(worker.run(token.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let completed: i64 = sqlx::query_scalar("SELECT count(*) FROM queue.jobs WHERE state = 'completed'")
+            .fetch_one(&db.admin)
+            .await
+            .unwrap();
+        if completed == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{completed} of 2 jobs completed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    token.cancel();
+    handle.await.unwrap().unwrap();
+
+    // The follow-up belongs to the job's tenant and carries the original actor and request.
+    let next: pgstrata_queue::JobId = sqlx::query_scalar("SELECT id FROM queue.jobs WHERE id <> $1")
+        .bind(first)
+        .fetch_one(&db.admin)
+        .await
+        .unwrap();
+    let mut tx = begin_tenant(&app, &ctx).await.unwrap();
+    let follow_up = client::get(&mut tx, next)
+        .await
+        .unwrap()
+        .expect("the follow-up is the tenant's");
+    assert_eq!(
+        (
+            follow_up.tenant_id,
+            follow_up.actor_id,
+            follow_up.request_id.as_deref(),
+            follow_up.state
+        ),
+        (Some(tenant), Some(actor), Some("req-7"), JobState::Completed)
+    );
+    drop(tx);
+    let seen: Vec<(String, String)> = sqlx::query_as("SELECT action, tenant FROM public.seen ORDER BY job_id")
+        .fetch_all(&db.admin)
+        .await
+        .unwrap();
+    let t = tenant.0.to_string();
+    assert_eq!(seen, [("follow_up".into(), t.clone()), ("complete".into(), t)]);
     app.close().await;
     db.close().await.unwrap();
 }

@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use pgstrata_core::migrate::Migrator;
-use pgstrata_core::testing::{TestDb, psql_script};
+use pgstrata_core::testing::plans::{PlanReport, nested_plans, queries_md, section};
+use pgstrata_core::testing::{TestDb, WORKER_LOGIN_ROLE};
 
 /// 1,000,000 ready jobs over 100 tenants and untenanted ones, 100,000 finished, 10,000 running
 /// with expired leases, 10,000 retryable and due.
@@ -46,43 +47,39 @@ async fn hot_statements_use_their_partial_indexes_at_a_million_jobs() {
         .execute(&db.admin)
         .await
         .unwrap();
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../queries.md")).unwrap();
-    let section = doc.split("## queue").nth(1).expect("queries.md has a queue section");
+    let doc = queries_md();
+    let documented = section(&doc, "queue");
+    let url = db.url().unwrap();
 
-    let mut failures = Vec::new();
+    let mut report = PlanReport::new();
     for (statement, index) in HOT {
-        let script = format!(
-            "LOAD 'auto_explain';
-             SET auto_explain.log_min_duration = 0;
-             SET auto_explain.log_nested_statements = on;
-             SET auto_explain.log_level = notice;
-             BEGIN;
-             SET LOCAL ROLE pgstrata_test_worker;
-             {statement};
-             ROLLBACK;"
-        );
-        let (_, notices) = psql_script(&db.url().unwrap(), &script).unwrap();
+        // The worker's statements run with no tenant in context.
+        let plans = nested_plans(
+            &url,
+            WORKER_LOGIN_ROLE,
+            "SELECT set_config('app.tenant_id', '', true)",
+            statement,
+        )
+        .unwrap();
         // The plans of the function's own statement(s), not of the outer SELECT.
-        let inner: String = notices
-            .split("NOTICE:")
+        let inner: String = plans
+            .split("Query Text:")
             .filter(|plan| plan.contains("queue.jobs") && !plan.contains(statement))
             .collect();
-        if std::env::var_os("PGSTRATA_PRINT_PLANS").is_some() {
-            println!("==== {statement}\n{inner}");
-        }
-        if !inner.contains(index) || inner.contains("Seq Scan on jobs") {
-            failures.push(format!(
-                "{statement}: expected {index} and no sequential scan:\n{inner}"
-            ));
-        }
+        report
+            .show(statement, &inner)
+            .uses_index(statement, &inner, index)
+            .avoids(statement, &inner, &["Seq Scan on jobs"]);
         // The skip scan must seek to the random pivot, not filter its way to it.
-        if index == "jobs_fetch_idx" && !inner.contains("(fair_key >= $") {
-            failures.push(format!("{statement}: the pivot is not an index condition:\n{inner}"));
+        if index == "jobs_fetch_idx" {
+            report.expect(inner.contains("(fair_key >= $"), || {
+                format!("{statement}: the pivot is not an index condition:\n{inner}")
+            });
         }
-        if !section.contains(index) {
-            failures.push(format!("queries.md does not show {index}"));
-        }
+        report.expect(documented.contains(index), || {
+            format!("queries.md does not show {index}")
+        });
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    report.assert_ok();
     db.close().await.unwrap();
 }

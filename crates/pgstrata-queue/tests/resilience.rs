@@ -15,7 +15,6 @@ use sqlx::PgConnection;
 use std::hash::BuildHasher;
 use std::sync::Once;
 use std::time::Duration;
-use tokio::sync::watch;
 
 const PANIC_TEXT: &str = "chaos: a planned panic";
 
@@ -101,12 +100,12 @@ async fn workers_survive_terminated_connections_and_panicking_handlers() {
     let mut conn = producer.acquire().await.unwrap();
     for chunk in (0..JOBS).collect::<Vec<_>>().chunks(5_000) {
         let jobs: Vec<NewJob> = chunk.iter().map(|n| NewJob::of(&Chaos { n: *n }).unwrap()).collect();
-        client::enqueue_many(&mut conn, &jobs).await.unwrap();
+        client::enqueue_system_many(&mut conn, &jobs).await.unwrap();
     }
     drop(conn);
     producer.close().await;
 
-    let (stop, stopped) = watch::channel(false);
+    let token = pgstrata_core::CancellationToken::new();
     let mut workers = Vec::new();
     for _ in 0..8 {
         let pool = db.pool_as(WORKER_LOGIN_ROLE, 6).await.unwrap();
@@ -116,7 +115,7 @@ async fn workers_survive_terminated_connections_and_panicking_handlers() {
         config.poll_interval = Duration::from_millis(50);
         config.maintenance_interval = Duration::from_millis(200);
         let worker = Worker::new(pool, config).unwrap().register::<Chaos, _>(Panicky);
-        workers.push(tokio::spawn(worker.run(stopped.clone())));
+        workers.push(tokio::spawn(worker.run(token.clone())));
     }
 
     // Terminate every connection of the workers, every 700 ms, while they drain.
@@ -161,7 +160,7 @@ async fn workers_survive_terminated_connections_and_panicking_handlers() {
     for w in &workers {
         assert!(!w.is_finished(), "every worker is still running at the end");
     }
-    stop.send(true).unwrap();
+    token.cancel();
     for w in workers {
         w.await.unwrap().unwrap();
     }
@@ -241,10 +240,10 @@ async fn a_handler_past_its_time_limit_fails_and_its_statement_is_cancelled() {
     let pool = db.pool_as(WORKER_LOGIN_ROLE, 6).await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
     // The kind's limit (300 ms) against a 20 s statement; a job's own limit overrides it.
-    let late = client::enqueue(&mut conn, &NewJob::of(&Sleep { secs: 20.0 }).unwrap())
+    let late = client::enqueue_system(&mut conn, &NewJob::of(&Sleep { secs: 20.0 }).unwrap())
         .await
         .unwrap();
-    let allowed = client::enqueue(
+    let allowed = client::enqueue_system(
         &mut conn,
         &NewJob::of(&Sleep { secs: 0.5 })
             .unwrap()
@@ -253,11 +252,11 @@ async fn a_handler_past_its_time_limit_fails_and_its_statement_is_cancelled() {
     .await
     .unwrap();
     drop(conn);
-    let (stop, stopped) = watch::channel(false);
+    let token = pgstrata_core::CancellationToken::new();
     let mut config = WorkerConfig::new("default");
     config.poll_interval = Duration::from_millis(50);
     let worker = Worker::new(pool.clone(), config).unwrap().register::<Sleep, _>(Sleeper);
-    let handle = tokio::spawn(worker.run(stopped));
+    let handle = tokio::spawn(worker.run(token.clone()));
     wait_until(
         &db,
         "SELECT count(*) = 2 FROM queue.jobs WHERE finalized_at IS NOT NULL",
@@ -285,7 +284,7 @@ async fn a_handler_past_its_time_limit_fails_and_its_statement_is_cancelled() {
     let executions = count(&db, "SELECT count(*) FROM public.executions").await;
     assert_eq!(executions, 1, "the timed-out attempt's writes were rolled back");
     assert!(!handle.is_finished(), "the worker goes on");
-    stop.send(true).unwrap();
+    token.cancel();
     handle.await.unwrap().unwrap();
     pool.close().await;
     db.close().await.unwrap();
@@ -320,14 +319,16 @@ async fn past_the_shutdown_deadline_running_jobs_are_abandoned_to_the_rescuer() 
     let db = setup().await;
     let pool = db.pool_as(WORKER_LOGIN_ROLE, 6).await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
-    let id = client::enqueue(&mut conn, &NewJob::of(&Stuck).unwrap()).await.unwrap();
+    let id = client::enqueue_system(&mut conn, &NewJob::of(&Stuck).unwrap())
+        .await
+        .unwrap();
     drop(conn);
-    let (stop, stopped) = watch::channel(false);
+    let token = pgstrata_core::CancellationToken::new();
     let mut config = WorkerConfig::new("default");
     config.lease = Duration::from_secs(2);
     config.shutdown_timeout = Duration::from_millis(300);
     let worker = Worker::new(pool.clone(), config).unwrap().register::<Stuck, _>(Forever);
-    let handle = tokio::spawn(worker.run(stopped));
+    let handle = tokio::spawn(worker.run(token.clone()));
     wait_until(
         &db,
         "SELECT count(*) = 1 FROM queue.jobs WHERE state = 'running'",
@@ -335,7 +336,7 @@ async fn past_the_shutdown_deadline_running_jobs_are_abandoned_to_the_rescuer() 
     )
     .await;
     let asked = tokio::time::Instant::now();
-    stop.send(true).unwrap();
+    token.cancel();
     tokio::time::timeout(Duration::from_secs(5), handle)
         .await
         .expect("run returns soon after the deadline")

@@ -2,9 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use pgstrata_core::TenantId;
 use pgstrata_core::migrate::Migrator;
 use pgstrata_core::testing::{TestDb, WORKER_LOGIN_ROLE};
+use pgstrata_core::{TenantContext, TenantId, begin_tenant};
 use pgstrata_queue::client::{self, NewJob};
 use pgstrata_queue::{Periodic, periodic};
 use std::time::Duration;
@@ -86,16 +86,22 @@ async fn a_heavy_tenant_does_not_starve_a_light_one() {
     let db = setup().await;
     let workers = db.pool_as(WORKER_LOGIN_ROLE, 2).await.unwrap();
     let (heavy, light) = (TenantId::new(), TenantId::new());
+    let mut admin = db.admin_conn().await.unwrap();
+    pgstrata_tenancy::fixtures::insert_tenants(&mut admin, &[heavy, light])
+        .await
+        .unwrap();
+    drop(admin);
+    // The heavy tenant's 5,000 jobs are all older than the light tenant's 10; the worker
+    // enqueues each tenant's in that tenant's transaction.
+    for (tenant, kind, count) in [(heavy, "import", 5_000), (light, "invite", 10)] {
+        let jobs: Vec<NewJob> = (0..count)
+            .map(|n| NewJob::new(kind, serde_json::json!({ "n": n })))
+            .collect();
+        let mut tx = begin_tenant(&workers, &TenantContext::tenant(tenant)).await.unwrap();
+        client::enqueue_many(&mut tx, &jobs).await.unwrap();
+        tx.commit().await.unwrap();
+    }
     let mut conn = workers.acquire().await.unwrap();
-    // The heavy tenant's 5,000 jobs are all older than the light tenant's 10.
-    let heavy_jobs: Vec<NewJob> = (0..5_000)
-        .map(|n| NewJob::new("import", serde_json::json!({ "n": n })).tenant(heavy))
-        .collect();
-    client::enqueue_many(&mut conn, &heavy_jobs).await.unwrap();
-    let light_jobs: Vec<NewJob> = (0..10)
-        .map(|n| NewJob::new("invite", serde_json::json!({ "n": n })).tenant(light))
-        .collect();
-    client::enqueue_many(&mut conn, &light_jobs).await.unwrap();
     sqlx::query("ANALYZE queue.jobs").execute(&db.admin).await.unwrap();
 
     let mut light_done = 0;

@@ -23,6 +23,18 @@ async fn schema_sql_and_generated_types_match_the_migrations() {
     .await
     .unwrap();
     assert!(compared.snapshot.contains("jobs_fetch_idx"));
+    // The hand-written function identifiers the builders call name functions that exist.
+    let functions: Vec<String> = sqlx::query_scalar(
+        "SELECT n.nspname || '.' || p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = 'queue'",
+    )
+    .fetch_all(&compared.migrated.admin)
+    .await
+    .unwrap();
+    for f in pgstrata_queue::functions::QueueFn::ALL {
+        let name = sea_query::Iden::unquoted(f);
+        assert!(functions.iter().any(|g| g == name), "{name} is not a function of queue");
+    }
     compared.migrated.close().await.unwrap();
     compared.copied.close().await.unwrap();
 }

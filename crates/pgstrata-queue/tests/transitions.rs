@@ -5,7 +5,8 @@
 
 use pgstrata_core::migrate::Migrator;
 use pgstrata_core::testing::{TestDb, WORKER_LOGIN_ROLE};
-use pgstrata_queue::client::{self, JobId, NewJob};
+use pgstrata_queue::client::{self, NewJob};
+use pgstrata_queue::{Error, JobId, JobState};
 use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ async fn setup() -> (TestDb, PgPool) {
     (db, workers)
 }
 
-async fn state(conn: &mut PgConnection, id: JobId) -> (String, i32) {
+async fn state(conn: &mut PgConnection, id: JobId) -> (JobState, i32) {
     let job = client::get(conn, id).await.unwrap().unwrap();
     (job.state, job.attempt)
 }
@@ -27,7 +28,7 @@ const SECOND: Duration = Duration::from_secs(1);
 async fn a_stale_worker_changes_nothing_after_a_rescue() {
     let (db, workers) = setup().await;
     let mut conn = workers.acquire().await.unwrap();
-    let id = client::enqueue(&mut conn, &NewJob::new("work", serde_json::json!({})))
+    let id = client::enqueue_system(&mut conn, &NewJob::new("work", serde_json::json!({})))
         .await
         .unwrap();
 
@@ -38,7 +39,7 @@ async fn a_stale_worker_changes_nothing_after_a_rescue() {
     assert_eq!((a.len(), a[0].attempt), (1, 1));
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(client::rescue(&mut conn).await.unwrap(), 1);
-    assert_eq!(state(&mut conn, id).await, ("retryable".into(), 1));
+    assert_eq!(state(&mut conn, id).await, (JobState::Retryable, 1));
     client::promote_due(&mut conn).await.unwrap();
 
     // Worker B takes it over in attempt 2.
@@ -48,11 +49,11 @@ async fn a_stale_worker_changes_nothing_after_a_rescue() {
     assert!(!client::complete(&mut conn, id, 1).await.unwrap());
     assert_eq!(client::fail(&mut conn, id, 1, "late").await.unwrap(), None);
     assert!(!client::heartbeat(&mut conn, id, 1, SECOND).await.unwrap());
-    assert_eq!(state(&mut conn, id).await, ("running".into(), 2));
+    assert_eq!(state(&mut conn, id).await, (JobState::Running, 2));
     // A rescue now does not touch it either: its lease is alive.
     assert_eq!(client::rescue(&mut conn).await.unwrap(), 0);
     assert!(client::complete(&mut conn, id, 2).await.unwrap());
-    assert_eq!(state(&mut conn, id).await, ("completed".into(), 2));
+    assert_eq!(state(&mut conn, id).await, (JobState::Completed, 2));
     // Completed is final: a rescue or a second complete does not reopen it.
     assert_eq!(client::rescue(&mut conn).await.unwrap(), 0);
     assert!(!client::complete(&mut conn, id, 2).await.unwrap());
@@ -65,7 +66,7 @@ async fn a_stale_worker_changes_nothing_after_a_rescue() {
 async fn failures_back_off_exponentially_then_discard_and_a_manual_retry_revives() {
     let (db, workers) = setup().await;
     let mut conn = workers.acquire().await.unwrap();
-    let id = client::enqueue(&mut conn, &NewJob::new("flaky", serde_json::json!({})).max_attempts(4))
+    let id = client::enqueue_system(&mut conn, &NewJob::new("flaky", serde_json::json!({})).max_attempts(4))
         .await
         .unwrap();
     for attempt in 1..=4 {
@@ -80,7 +81,7 @@ async fn failures_back_off_exponentially_then_discard_and_a_manual_retry_revives
             .await
             .unwrap();
         if attempt < 4 {
-            assert_eq!(new_state.as_deref(), Some("retryable"));
+            assert_eq!(new_state, Some(JobState::Retryable));
             let delay: f64 =
                 sqlx::query_scalar("SELECT extract(epoch FROM run_at - now())::float8 FROM queue.jobs WHERE id = $1")
                     .bind(id.0)
@@ -93,14 +94,14 @@ async fn failures_back_off_exponentially_then_discard_and_a_manual_retry_revives
                 "attempt {attempt}: {delay}s"
             );
         } else {
-            assert_eq!(new_state.as_deref(), Some("discarded"));
+            assert_eq!(new_state, Some(JobState::Discarded));
         }
     }
     let job = client::get(&mut conn, id).await.unwrap().unwrap();
     assert!(job.finalized_at.is_some());
     assert_eq!(job.errors.as_array().unwrap().len(), 4, "every attempt's error is kept");
     // Discarded jobs are kept for inspection, and can be retried by hand.
-    assert!(client::retry(&mut conn, id).await.unwrap());
+    client::retry(&mut conn, id).await.unwrap();
     let claimed = client::claim(&mut conn, "default", 1, "w", 60 * SECOND).await.unwrap();
     assert_eq!(claimed[0].attempt, 5);
     assert!(client::complete(&mut conn, id, 5).await.unwrap());
@@ -114,20 +115,20 @@ async fn cancel_unique_keys_scheduled_jobs_and_pruning() {
     let (db, workers) = setup().await;
     let mut conn = workers.acquire().await.unwrap();
 
-    let first = client::enqueue(
+    let first = client::enqueue_system(
         &mut conn,
         &NewJob::new("report", serde_json::json!({"n": 1})).unique_key("daily"),
     )
     .await
     .unwrap();
-    let again = client::enqueue(
+    let again = client::enqueue_system(
         &mut conn,
         &NewJob::new("report", serde_json::json!({"n": 2})).unique_key("daily"),
     )
     .await
     .unwrap();
     assert_eq!(first, again, "an unfinished job with the key exists");
-    let other_queue = client::enqueue(
+    let other_queue = client::enqueue_system(
         &mut conn,
         &NewJob::new("report", serde_json::json!({}))
             .queue("other")
@@ -137,10 +138,39 @@ async fn cancel_unique_keys_scheduled_jobs_and_pruning() {
     .unwrap();
     assert_ne!(first, other_queue, "keys are per queue");
 
-    assert!(client::cancel(&mut conn, first).await.unwrap());
-    assert!(!client::cancel(&mut conn, first).await.unwrap());
-    assert_eq!(state(&mut conn, first).await.0, "cancelled");
-    let fresh = client::enqueue(
+    client::cancel(&mut conn, first).await.unwrap();
+    match client::cancel(&mut conn, first).await {
+        Err(Error::Gone {
+            id,
+            state: JobState::Cancelled,
+            operation: "cancel",
+            ..
+        }) if id == first => {}
+        other => panic!("cancelling a cancelled job: {other:?}"),
+    }
+    match client::retry(&mut conn, other_queue).await {
+        Err(
+            e @ Error::Gone {
+                state: JobState::Available,
+                ..
+            },
+        ) => assert_eq!(
+            e.to_string(),
+            format!("job {other_queue} is available: retry takes a job that is discarded or cancelled")
+        ),
+        other => panic!("retrying an available job: {other:?}"),
+    }
+    let missing = JobId(i64::MAX);
+    match client::cancel(&mut conn, missing).await {
+        Err(Error::NotFound { id }) if id == missing => {}
+        other => panic!("cancelling a job that does not exist: {other:?}"),
+    }
+    match client::retry(&mut conn, missing).await {
+        Err(Error::NotFound { id }) if id == missing => {}
+        other => panic!("retrying a job that does not exist: {other:?}"),
+    }
+    assert_eq!(state(&mut conn, first).await.0, JobState::Cancelled);
+    let fresh = client::enqueue_system(
         &mut conn,
         &NewJob::new("report", serde_json::json!({})).unique_key("daily"),
     )
@@ -149,23 +179,23 @@ async fn cancel_unique_keys_scheduled_jobs_and_pruning() {
     assert_ne!(fresh, first, "a finished job frees its key");
 
     let later = chrono::Utc::now() + chrono::Duration::hours(1);
-    let scheduled = client::enqueue(&mut conn, &NewJob::new("later", serde_json::json!({})).run_at(later))
+    let scheduled = client::enqueue_system(&mut conn, &NewJob::new("later", serde_json::json!({})).run_at(later))
         .await
         .unwrap();
-    assert_eq!(state(&mut conn, scheduled).await.0, "scheduled");
+    assert_eq!(state(&mut conn, scheduled).await.0, JobState::Scheduled);
     let claimed = client::claim(&mut conn, "default", 10, "w", 60 * SECOND).await.unwrap();
     assert_eq!(
         claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
-        [fresh.0],
+        [fresh],
         "the scheduled job waits"
     );
 
     // Cancelling a running job: the worker's complete then fails.
-    assert!(client::cancel(&mut conn, fresh).await.unwrap());
+    client::cancel(&mut conn, fresh).await.unwrap();
     assert!(!client::complete(&mut conn, fresh, 1).await.unwrap());
 
     let stats = client::stats(&mut conn).await.unwrap();
-    let count = |q: &str, s: &str| {
+    let count = |q: &str, s: JobState| {
         stats
             .iter()
             .find(|r| r.queue == q && r.state == s)
@@ -173,9 +203,9 @@ async fn cancel_unique_keys_scheduled_jobs_and_pruning() {
     };
     assert_eq!(
         (
-            count("default", "cancelled"),
-            count("default", "scheduled"),
-            count("other", "available")
+            count("default", JobState::Cancelled),
+            count("default", JobState::Scheduled),
+            count("other", JobState::Available)
         ),
         (2, 1, 1)
     );
@@ -192,7 +222,7 @@ async fn cancel_unique_keys_scheduled_jobs_and_pruning() {
         "recent finished jobs stay"
     );
 
-    let err = client::enqueue(&mut conn, &NewJob::new("x", serde_json::json!({})).queue("Bad Queue"))
+    let err = client::enqueue_system(&mut conn, &NewJob::new("x", serde_json::json!({})).queue("Bad Queue"))
         .await
         .unwrap_err();
     assert!(matches!(err, pgstrata_queue::Error::InvalidQueue(_)), "{err}");
@@ -205,10 +235,10 @@ async fn cancel_unique_keys_scheduled_jobs_and_pruning() {
 async fn a_terminated_workers_job_comes_back_after_its_lease_and_a_heartbeating_one_does_not() {
     let (db, workers) = setup().await;
     let mut conn = workers.acquire().await.unwrap();
-    let dead = client::enqueue(&mut conn, &NewJob::new("dead", serde_json::json!({})))
+    let dead = client::enqueue_system(&mut conn, &NewJob::new("dead", serde_json::json!({})))
         .await
         .unwrap();
-    let slow = client::enqueue(&mut conn, &NewJob::new("slow", serde_json::json!({})))
+    let slow = client::enqueue_system(&mut conn, &NewJob::new("slow", serde_json::json!({})))
         .await
         .unwrap();
 
@@ -219,7 +249,7 @@ async fn a_terminated_workers_job_comes_back_after_its_lease_and_a_heartbeating_
     let claimed = client::claim(&mut doomed, "default", 1, "doomed", Duration::from_millis(500))
         .await
         .unwrap();
-    assert_eq!(claimed[0].id, dead.0);
+    assert_eq!(claimed[0].id, dead);
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut doomed)
         .await
@@ -238,7 +268,7 @@ async fn a_terminated_workers_job_comes_back_after_its_lease_and_a_heartbeating_
     let slow_claim = client::claim(&mut conn, "default", 1, "slow", Duration::from_millis(500))
         .await
         .unwrap();
-    assert_eq!(slow_claim[0].id, slow.0);
+    assert_eq!(slow_claim[0].id, slow);
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
@@ -249,22 +279,74 @@ async fn a_terminated_workers_job_comes_back_after_its_lease_and_a_heartbeating_
         client::rescue(&mut conn).await.unwrap();
         assert_eq!(
             state(&mut conn, slow).await,
-            ("running".into(), 1),
+            (JobState::Running, 1),
             "a heartbeating job is not stolen"
         );
     }
     assert_eq!(
         state(&mut conn, dead).await.0,
-        "retryable",
+        JobState::Retryable,
         "the dead worker's job came back"
     );
     client::promote_due(&mut conn).await.unwrap();
     let again = client::claim(&mut conn, "default", 1, "survivor", 60 * SECOND)
         .await
         .unwrap();
-    assert_eq!((again[0].id, again[0].attempt), (dead.0, 2));
+    assert_eq!((again[0].id, again[0].attempt), (dead, 2));
     assert!(client::complete(&mut conn, dead, 2).await.unwrap());
     assert!(client::complete(&mut conn, slow, 1).await.unwrap());
+    drop(conn);
+    workers.close().await;
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn enqueue_many_keeps_each_jobs_own_run_at_unique_key_and_time_limit() {
+    let (db, workers) = setup().await;
+    let mut conn = workers.acquire().await.unwrap();
+    // Microseconds, as PostgreSQL keeps them.
+    let later = chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros() + 3_600_123_456).unwrap();
+    let awkward = r#"say "hi"\now, {x,y} NULL"#;
+    let job = |n: i64| NewJob::new("batch", serde_json::json!({ "n": n }));
+    // With unique keys (one job at a time in SQL) and without (one set-based insert).
+    for keyed in [true, false] {
+        let key = |k: &str| keyed.then(|| k.to_owned());
+        let mut jobs = vec![
+            job(1),
+            job(2).run_at(later),
+            job(3).timeout(Duration::from_millis(1500)),
+            job(4),
+        ];
+        if keyed {
+            jobs[1] = jobs[1].clone().unique_key(awkward);
+            jobs[3] = jobs[3].clone().unique_key("NULL");
+        }
+        let ids = client::enqueue_system_many(&mut conn, &jobs).await.unwrap();
+        assert_eq!(ids.len(), 4);
+        let mut seen = Vec::new();
+        for id in &ids {
+            let j = client::get(&mut conn, *id).await.unwrap().unwrap();
+            seen.push((j.state, j.run_at == later, j.unique_key, j.timeout_ms));
+        }
+        assert_eq!(
+            seen,
+            [
+                (JobState::Available, false, None, None),
+                (JobState::Scheduled, true, key(awkward), None),
+                (JobState::Available, false, None, Some(1500)),
+                (JobState::Available, false, key("NULL"), None),
+            ],
+            "keyed: {keyed}"
+        );
+        if keyed {
+            // The keys were stored exactly: enqueueing them again finds the same jobs.
+            let again = client::enqueue_system_many(&mut conn, &[jobs[3].clone(), jobs[1].clone()])
+                .await
+                .unwrap();
+            assert_eq!(again, [ids[3], ids[1]]);
+        }
+    }
+    assert!(client::enqueue_system_many(&mut conn, &[]).await.unwrap().is_empty());
     drop(conn);
     workers.close().await;
     db.close().await.unwrap();

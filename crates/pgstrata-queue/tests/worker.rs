@@ -13,7 +13,6 @@ use pgstrata_queue::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use std::time::Duration;
-use tokio::sync::watch;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Count {
@@ -80,17 +79,17 @@ async fn eight_workers_drain_twenty_thousand_jobs_exactly_once() {
     let mut conn = producer.acquire().await.unwrap();
     for chunk in (0..20_000i64).collect::<Vec<_>>().chunks(5_000) {
         let jobs: Vec<NewJob> = chunk.iter().map(|n| NewJob::of(&Count { n: *n }).unwrap()).collect();
-        client::enqueue_many(&mut conn, &jobs).await.unwrap();
+        client::enqueue_system_many(&mut conn, &jobs).await.unwrap();
     }
     drop(conn);
 
-    let (stop, stopped) = watch::channel(false);
+    let token = pgstrata_core::CancellationToken::new();
     let mut workers = Vec::new();
     for _ in 0..8 {
         // Each worker has its own pool: its own connections.
         let pool = db.pool_as(WORKER_LOGIN_ROLE, 10).await.unwrap();
         let worker = Worker::new(pool, config()).unwrap().register::<Count, _>(Record);
-        workers.push(tokio::spawn(worker.run(stopped.clone())));
+        workers.push(tokio::spawn(worker.run(token.clone())));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
@@ -107,7 +106,7 @@ async fn eight_workers_drain_twenty_thousand_jobs_exactly_once() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    stop.send(true).unwrap();
+    token.cancel();
     for w in workers {
         w.await.unwrap().unwrap();
     }
@@ -155,11 +154,11 @@ async fn handlers_run_in_the_jobs_tenant_context_and_shutdown_is_graceful() {
     tx.commit().await.unwrap();
     // System work (no tenant) comes from the worker side.
     let mut conn = system.acquire().await.unwrap();
-    client::enqueue(&mut conn, &NewJob::of(&Count { n: 2 }).unwrap())
+    client::enqueue_system(&mut conn, &NewJob::of(&Count { n: 2 }).unwrap())
         .await
         .unwrap();
     // One attempt, so its failure is final and the check below does not race its backoff.
-    client::enqueue(
+    client::enqueue_system(
         &mut conn,
         &NewJob::new("unknown_kind", serde_json::json!({})).max_attempts(1),
     )
@@ -167,13 +166,13 @@ async fn handlers_run_in_the_jobs_tenant_context_and_shutdown_is_graceful() {
     .unwrap();
     drop(conn);
 
-    let (stop, stopped) = watch::channel(false);
+    let token = pgstrata_core::CancellationToken::new();
     let worker = Worker::new(db.pool_as(WORKER_LOGIN_ROLE, 11).await.unwrap(), config())
         .unwrap()
         .register::<Count, _>(Record);
-    let handle = tokio::spawn(worker.run(stopped));
+    let handle = tokio::spawn(worker.run(token.clone()));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.send(true).unwrap();
+    token.cancel();
     handle.await.unwrap().unwrap();
 
     let tenants: Vec<(i64, Option<String>)> = sqlx::query_as("SELECT n, tenant FROM public.executions ORDER BY n")

@@ -31,17 +31,8 @@ impl Settings {
 /// `pgstrata_worker`); `stop` is then cancelled too, so the sealer ends with it.
 pub async fn run(pool: PgPool, settings: Settings, stop: CancellationToken) -> Result<(), ApiError> {
     let worker = crate::jobs::worker(pool.clone(), settings.worker)?;
-    // The queue's worker takes a watch channel; the token is the one signal of this binary.
-    let (tell, stopped) = tokio::sync::watch::channel(false);
-    let relay = {
-        let stop = stop.clone();
-        async move {
-            stop.cancelled().await;
-            let _ = tell.send(true);
-        }
-    };
     let work = async {
-        let done = worker.run(stopped).await;
+        let done = worker.run(stop.clone()).await;
         if let Err(e) = &done {
             tracing::error!(error = %e, "queue worker cannot run");
             stop.cancel();
@@ -52,7 +43,7 @@ pub async fn run(pool: PgPool, settings: Settings, stop: CancellationToken) -> R
         stop.clone().cancelled_owned(),
         |e| tracing::warn!(error = %e, "audit sealing round failed; retrying at the next interval"),
     );
-    let (worked, (), sealed) = tokio::join!(work, relay, seal);
+    let (worked, sealed) = tokio::join!(work, seal);
     tracing::info!(
         sealed = sealed.sealed,
         failed_rounds = sealed.failed_rounds,

@@ -205,6 +205,8 @@ impl From<queue::Error> for ApiError {
     fn from(e: queue::Error) -> Self {
         match e {
             queue::Error::Db(db) => db.into(),
+            queue::Error::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            queue::Error::Gone { .. } => ApiError::Conflict(e.to_string()),
             // The application builds its jobs: a refused one is a bug here, not the client's.
             other => ApiError::Internal(other.to_string()),
         }

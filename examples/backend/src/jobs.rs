@@ -7,6 +7,7 @@
 //! with the job id as the provider's idempotency key.
 
 use crate::error::ApiError;
+use pgstrata::core::TenantTx;
 use pgstrata::queue::worker::{BoxFuture, Control, HandlerError};
 use pgstrata::queue::{Handler, JobId, JobKind, JobMeta, NewJob, Periodic, Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
@@ -28,10 +29,10 @@ impl JobKind for SendEmail {
     const TIMEOUT: Option<Duration> = Some(Duration::from_secs(30));
 }
 
-/// Enqueues an e-mail in the caller's transaction: it is sent only if that transaction
+/// Enqueues an e-mail in the request's transaction: it is sent only if that transaction
 /// commits, and carries the request's tenant, actor and request id.
-pub async fn enqueue_email(conn: &mut PgConnection, email: &SendEmail) -> Result<JobId, ApiError> {
-    Ok(pgstrata::queue::client::enqueue(conn, &NewJob::of(email)?).await?)
+pub async fn enqueue_email(tx: &mut TenantTx<'_>, email: &SendEmail) -> Result<JobId, ApiError> {
+    Ok(pgstrata::queue::client::enqueue(tx, &NewJob::of(email)?).await?)
 }
 
 /// The [`SendEmail`] handler.
