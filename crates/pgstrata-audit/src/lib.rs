@@ -25,7 +25,7 @@
 //! loop {
 //!     let rows = query::list(&mut tx, &filter, &page).await?;
 //!     // ... show rows ...
-//!     let Some(next) = page.next(&rows, Cursor::from) else { break };
+//!     let Some(next) = page.next(&rows, Cursor::of) else { break };
 //!     page = next;
 //! }
 //! tx.commit().await?;

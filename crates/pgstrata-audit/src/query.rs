@@ -26,12 +26,19 @@ pub struct Cursor {
     pub id: RecordId,
 }
 
-impl From<&Record> for Cursor {
-    fn from(r: &Record) -> Self {
+impl Cursor {
+    /// The key of `record`: pass it to [`Page::next`] (`page.next(&rows, Cursor::of)`).
+    pub fn of(record: &Record) -> Self {
         Self {
-            occurred_at: r.occurred_at,
-            id: r.id,
+            occurred_at: record.occurred_at,
+            id: record.id,
         }
+    }
+}
+
+impl From<&Record> for Cursor {
+    fn from(record: &Record) -> Self {
+        Self::of(record)
     }
 }
 
@@ -174,7 +181,7 @@ pub fn list_stmt(tenant: TenantId, filter: &RecordFilter, page: &Page<Cursor>) -
 }
 
 /// The records of the transaction's tenant that `filter` selects, newest first, one page; the
-/// next page is `page.next(&rows, Cursor::from)`.
+/// next page is `page.next(&rows, Cursor::of)`.
 pub async fn list(tx: &mut TenantTx<'_>, filter: &RecordFilter, page: &Page<Cursor>) -> Result<Vec<Record>> {
     let built = list_stmt(tx.tenant_id(), filter, page)?;
     Ok(sql::query_as::<Record>(built).fetch_all(&mut **tx).await?)

@@ -392,7 +392,7 @@ async fn keyset_pages_walk_a_history_without_gaps_or_repeats() {
         let rows = query::list(&mut t, &filter, &p).await.unwrap();
         pages.push(rows.len());
         seen.extend(rows.iter().map(|r| (r.occurred_at, r.id)));
-        page = p.next(&rows, Cursor::from);
+        page = p.next(&rows, Cursor::of);
     }
     assert_eq!(pages, [50, 50, 20]);
     let mut sorted = seen.clone();
