@@ -158,14 +158,11 @@ async fn no_other_role_can_hold_or_block_the_sealers_lock() {
         );
         let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = seen.clone();
-        let handle = tokio::spawn(looping.run_reporting(
-            stop.clone(),
-            move |e| {
-                if matches!(e, Error::SealerBusy { .. }) {
-                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            },
-        ));
+        let handle = tokio::spawn(looping.run_reporting(stop.clone(), move |e| {
+            if matches!(e, Error::SealerBusy { .. }) {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         holding.commit().await.unwrap();
         for _ in 0..1000 {

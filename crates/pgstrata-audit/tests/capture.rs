@@ -316,7 +316,9 @@ async fn tenant_b_never_reads_tenant_a_audit() {
     .await
     .unwrap();
     assert!(asked.is_empty());
-    let listed = query::list(&mut t, &RecordFilter::new(), &Page::default()).await.unwrap();
+    let listed = query::list(&mut t, &RecordFilter::new(), &Page::default())
+        .await
+        .unwrap();
     assert!(!listed.is_empty());
     assert!(listed.iter().all(|r| r.tenant_id == f.b), "{listed:?}");
     let heads: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM audit.chain_heads")
@@ -409,7 +411,12 @@ async fn keyset_pages_walk_a_history_without_gaps_or_repeats() {
         );
     }
     let now = chrono::Utc::now();
-    let empty = query::list(&mut t, &RecordFilter::new().between(Some(now), Some(now)), &Page::default()).await;
+    let empty = query::list(
+        &mut t,
+        &RecordFilter::new().between(Some(now), Some(now)),
+        &Page::default(),
+    )
+    .await;
     assert!(
         matches!(
             empty,

@@ -112,7 +112,9 @@ impl DbError {
     /// pgstrata's functions name what they refused this way, so no caller reads message text.
     pub fn detail_value(&self, key: &str) -> Option<&str> {
         match self {
-            DbError::InvalidInput { detail, .. } | DbError::Rejected { detail, .. } => detail_value(detail.as_deref(), key),
+            DbError::InvalidInput { detail, .. } | DbError::Rejected { detail, .. } => {
+                detail_value(detail.as_deref(), key)
+            }
             _ => None,
         }
     }
