@@ -11,7 +11,7 @@
 //!   seconds until its [`CancellationToken`] is cancelled) chains committed records per tenant
 //!   with SHA-256, and [`chain::verify`] returns the first broken link of each tenant's chain.
 //! - [`query::list`] answers the three questions (a resource's history, an actor's actions, a
-//!   time range) from an index: a [`RecordFilter`] and a keyset [`Page<Cursor>`](Page), in the
+//!   time range) from an index: a [`RecordFilter`] and a keyset [`Page<Cursor>`](pgstrata_core::Page), in the
 //!   tenant of the [`TenantTx`], returning the generated [`Record`] rows.
 //!
 //! ```no_run
@@ -34,7 +34,6 @@
 //!
 //! [`TenantTx`]: pgstrata_core::TenantTx
 //! [`CancellationToken`]: pgstrata_core::CancellationToken
-//! [`Page`]: pgstrata_core::Page
 
 pub mod capture;
 pub mod chain;

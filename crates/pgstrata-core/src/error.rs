@@ -41,13 +41,13 @@ pub enum DbError {
 
     /// A CHECK, NOT NULL or type conversion refused the value. `detail` is the DETAIL line, which
     /// pgstrata's own functions write as `key=value` (e.g. `field=details`, read with
-    /// [`DbError::detail_value`]).
+    /// [`DbError::detail_value`]); boxed, so that `DbError` stays small enough to return.
     #[error("invalid input ({code}{}): {message}", constraint.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
     InvalidInput {
         code: String,
         constraint: Option<String>,
         message: String,
-        detail: Option<String>,
+        detail: Option<Box<str>>,
     },
 
     /// Row-level security or a privilege refused the statement (SQLSTATE 42501), or a
@@ -112,9 +112,8 @@ impl DbError {
     /// pgstrata's functions name what they refused this way, so no caller reads message text.
     pub fn detail_value(&self, key: &str) -> Option<&str> {
         match self {
-            DbError::InvalidInput { detail, .. } | DbError::Rejected { detail, .. } => {
-                detail_value(detail.as_deref(), key)
-            }
+            DbError::InvalidInput { detail, .. } => detail_value(detail.as_deref(), key),
+            DbError::Rejected { detail, .. } => detail_value(detail.as_deref(), key),
             _ => None,
         }
     }
@@ -176,7 +175,7 @@ impl From<sqlx::Error> for DbError {
                 code,
                 constraint,
                 message,
-                detail: detail.map(str::to_owned),
+                detail: detail.map(Box::from),
             },
             _ => DbError::Other(err),
         }
