@@ -11,8 +11,9 @@
 //!   seconds until its [`CancellationToken`] is cancelled) chains committed records per tenant
 //!   with SHA-256, and [`chain::verify`] returns the first broken link of each tenant's chain.
 //! - [`query::list`] answers the three questions (a resource's history, an actor's actions, a
-//!   time range) from an index: a [`RecordFilter`] and a keyset [`Page<Cursor>`](pgstrata_core::Page), in the
-//!   tenant of the [`TenantTx`], returning the generated [`Record`] rows.
+//!   time range) from an index: a [`RecordFilter`] and a keyset
+//!   [`Page<Cursor>`](pgstrata_core::Page), in the tenant of the [`TenantTx`], returning the
+//!   generated [`Record`] rows.
 //!
 //! ```no_run
 //! use pgstrata_audit::{Cursor, Event, RecordFilter, capture, query};
