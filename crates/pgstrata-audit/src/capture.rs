@@ -1,6 +1,8 @@
 //! Capturing: attach the audit trigger to a table, record application events.
 
 use crate::error::{Error, Result};
+use crate::ids::RecordId;
+use pgstrata_core::TenantTx;
 use sqlx::PgConnection;
 
 /// How a table is audited.
@@ -129,17 +131,19 @@ impl Event {
     }
 }
 
-/// Records `event` in the current tenant, inside the caller's transaction (set the tenant
-/// context first; the actor and request id are read from it). The record's `origin` is
-/// `event`: it can never pass for a captured change. Returns the record's id.
-pub async fn record(conn: &mut PgConnection, event: &Event) -> Result<i64> {
+/// Records `event` in the transaction's tenant, committed or rolled back with the rest of the
+/// transaction; the actor and request id are the transaction's too (`audit.record` reads them
+/// from the context, so they cannot be forged). The record's `origin` is
+/// [`RecordOrigin::Event`](crate::RecordOrigin::Event): it can never pass for a captured change.
+/// Returns the record's id.
+pub async fn record(tx: &mut TenantTx<'_>, event: &Event) -> Result<RecordId> {
     event.validate()?;
     let id = sqlx::query_scalar("SELECT audit.record($1, $2, $3, $4)")
         .bind(&event.action)
         .bind(&event.resource_type)
         .bind(&event.resource_id)
         .bind(&event.details)
-        .fetch_one(conn)
+        .fetch_one(&mut **tx)
         .await?;
     Ok(id)
 }

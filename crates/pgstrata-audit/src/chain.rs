@@ -14,9 +14,9 @@
 //! records removed anywhere, including all of them.
 
 use crate::error::{Error, Result};
-use pgstrata_core::TenantId;
+use crate::ids::RecordId;
+use pgstrata_core::{CancellationToken, TenantId};
 use sqlx::{PgConnection, PgPool};
-use std::future::Future;
 use std::time::Duration;
 
 /// Seals up to `limit` committed records; returns how many. Run it as `pgstrata_worker` (or the
@@ -34,7 +34,7 @@ pub struct BrokenLink {
     pub tenant_id: TenantId,
     pub seq: i64,
     /// The record (none when the chain head's record itself is gone).
-    pub id: Option<i64>,
+    pub id: Option<RecordId>,
     pub occurred_at: Option<chrono::DateTime<chrono::Utc>>,
     pub problem: String,
 }
@@ -97,7 +97,7 @@ pub struct SealerStats {
     pub failed_rounds: u64,
 }
 
-/// Seals in the background: a round every `interval`, until `shutdown` completes.
+/// Seals in the background: a round every `interval`, until its token is cancelled.
 #[derive(Debug, Clone)]
 pub struct Sealer {
     pool: PgPool,
@@ -125,40 +125,52 @@ impl Sealer {
         }
     }
 
-    /// Runs rounds until `shutdown` completes. A failed round is retried at the next tick, so
-    /// the loop only ends on shutdown; blocked and failed rounds are counted in the returned
-    /// stats. Use [`Sealer::run_reporting`] to see each error as it happens.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> SealerStats {
-        self.run_reporting(shutdown, |_| {}).await
+    /// Runs rounds until `token` is cancelled, then one last round (so records committed since
+    /// the previous round do not wait for the next sealer), and returns what it did. A round in
+    /// progress is never interrupted. A failed round is retried at the next tick, so the loop
+    /// only ends on cancellation; blocked and failed rounds are counted in the returned stats.
+    /// Use [`Sealer::run_reporting`] to see each error as it happens.
+    ///
+    /// ```no_run
+    /// use pgstrata_audit::{Sealer, SealerConfig};
+    /// use pgstrata_core::CancellationToken;
+    /// # async fn run(worker_pool: sqlx::PgPool) {
+    /// let token = CancellationToken::new();
+    /// let sealer = tokio::spawn(Sealer::new(worker_pool, SealerConfig::default()).run(token.clone()));
+    /// // ... on shutdown:
+    /// token.cancel();
+    /// let stats = sealer.await.unwrap();
+    /// # let _ = stats; }
+    /// ```
+    pub async fn run(self, token: CancellationToken) -> SealerStats {
+        self.run_reporting(token, |_| {}).await
     }
 
     /// [`Sealer::run`], calling `on_error` with every failed round's error (log it: a sealer
     /// that keeps getting [`Error::SealerBusy`] is not sealing).
-    pub async fn run_reporting(
-        self,
-        shutdown: impl Future<Output = ()>,
-        mut on_error: impl FnMut(&Error),
-    ) -> SealerStats {
+    pub async fn run_reporting(self, token: CancellationToken, mut on_error: impl FnMut(&Error)) -> SealerStats {
         let mut stats = SealerStats::default();
         let mut tick = tokio::time::interval(self.config.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
         loop {
-            tokio::select! {
-                _ = &mut shutdown => return stats,
-                _ = tick.tick() => {
-                    match self.round().await {
-                        Ok(n) => stats.sealed += n,
-                        Err(e) => {
-                            if matches!(e, Error::SealerBusy { .. }) {
-                                stats.blocked_rounds += 1;
-                            } else {
-                                stats.failed_rounds += 1;
-                            }
-                            on_error(&e);
-                        }
+            let last = tokio::select! {
+                biased;
+                _ = token.cancelled() => true,
+                _ = tick.tick() => false,
+            };
+            match self.round().await {
+                Ok(n) => stats.sealed += n,
+                Err(e) => {
+                    if matches!(e, Error::SealerBusy { .. }) {
+                        stats.blocked_rounds += 1;
+                    } else {
+                        stats.failed_rounds += 1;
                     }
+                    on_error(&e);
                 }
+            }
+            if last {
+                return stats;
             }
         }
     }

@@ -1,4 +1,4 @@
-//! The audit module's errors.
+//! The audit module's errors, and the one place that maps what the database reports to them.
 
 use pgstrata_core::error::DbError;
 use pgstrata_core::page::InvalidPage;
@@ -6,11 +6,15 @@ use pgstrata_core::page::InvalidPage;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A value the log does not keep: refused by [`crate::Event`]'s checks before any SQL, by a
+    /// filter ("time range"), or by the writers (22023 with `DETAIL: field=<name>`; `reason` is
+    /// the database's message).
     #[error("invalid {field}: {reason}")]
     InvalidField { field: &'static str, reason: String },
 
+    /// A page size outside 1..=1000.
     #[error(transparent)]
-    Page(#[from] InvalidPage),
+    InvalidPage(#[from] InvalidPage),
 
     /// The month of the write has no partition: partitions were not created ahead.
     #[error("audit.records has no partition for this month ({message}): run `pgstrata audit maintain`")]
@@ -26,7 +30,7 @@ pub enum Error {
     Db(DbError),
 }
 
-/// The fields the database refuses by name (SQLSTATE 22023, `DETAIL: field=<name>`).
+/// The fields the writers refuse by name (SQLSTATE 22023, `DETAIL: field=<name>`).
 const CHECKED_FIELDS: [&str; 7] = [
     "details",
     "old_values",
@@ -37,20 +41,27 @@ const CHECKED_FIELDS: [&str; 7] = [
     "request_id",
 ];
 
+/// `lock_not_available`: `audit.seal` found the sealer's row lock taken (`FOR UPDATE NOWAIT`).
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
 impl From<DbError> for Error {
     fn from(db: DbError) -> Self {
         match db {
-            // 23514 is also a CHECK violation; only the routing failure names "no partition".
+            // A row no partition takes is a 23514 that names no constraint (every CHECK
+            // violation names its constraint); audit.records has no CHECK constraint since V3.
             DbError::InvalidInput {
-                ref code, ref message, ..
-            } if code == "23514" && message.contains("no partition of relation") => Error::NoPartition {
+                ref code,
+                constraint: None,
+                ref message,
+                ..
+            } if code == "23514" => Error::NoPartition {
                 message: message.clone(),
             },
             DbError::InvalidInput {
                 ref code, ref message, ..
-            } if code == "22023" => match CHECKED_FIELDS
-                .iter()
-                .find(|f| message.contains(&format!("{f} is")) || message.contains(&format!("{f} must")))
+            } if code == "22023" => match db
+                .detail_value("field")
+                .and_then(|named| CHECKED_FIELDS.into_iter().find(|f| *f == named))
             {
                 Some(field) => Error::InvalidField {
                     field,
@@ -61,7 +72,7 @@ impl From<DbError> for Error {
             DbError::Other(ref e)
                 if e.as_database_error()
                     .and_then(|d| d.code())
-                    .is_some_and(|c| c == "55P03") =>
+                    .is_some_and(|c| c == LOCK_NOT_AVAILABLE) =>
             {
                 Error::SealerBusy { message: e.to_string() }
             }

@@ -95,23 +95,38 @@ impl Iden for Checkpoints {
 /// A row of `audit.records`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct Record {
+    /// The tenant: the audited row's, or the writing transaction's context (app.tenant_id)
     pub tenant_id: pgstrata_core::TenantId,
-    pub id: i64,
+    /// Increasing in insertion order, unique across tenants
+    pub id: crate::ids::RecordId,
+    /// The writing transaction's start (now()): records of one transaction share it
     pub occurred_at: chrono::DateTime<chrono::Utc>,
+    /// The writing transaction (pg_current_xact_id()), xid8; read as txid::text::bigint
     pub txid: i64,
-    pub actor_id: Option<uuid::Uuid>,
+    /// The acting user of the writing transaction (app.actor_id); NULL: none
+    pub actor_id: Option<pgstrata_core::UserId>,
+    /// The request of the writing transaction (app.request_id); NULL: none
     pub request_id: Option<String>,
+    /// insert, update or delete for a captured change; the event's lowercase dotted name for an event
     pub action: String,
+    /// schema.table for a captured change; the event's resource type for an event
     pub resource_type: String,
+    /// The changed row's key without tenant_id (columns joined by commas), or the event's resource id
     pub resource_id: Option<String>,
+    /// Update and delete: the columns before the change (update: only those that changed)
     pub old_values: Option<serde_json::Value>,
+    /// Insert and update: the columns after the change (update: only those that changed)
     pub new_values: Option<serde_json::Value>,
+    /// An event's details (at most 64 KiB of JSON text)
     pub details: Option<serde_json::Value>,
+    /// Sealed before audit V3: the record's position in its tenant's chain; NULL since V3 (audit.links)
     pub seq: Option<i64>,
+    /// Sealed before audit V3: the previous link's hash; NULL since V3 (audit.links)
     pub prev_hash: Option<Vec<u8>>,
+    /// Sealed before audit V3: this link's hash; NULL since V3 (audit.links)
     pub hash: Option<Vec<u8>>,
     /// capture: written by the capture trigger; event: written by audit.record(); NULL: before audit V2
-    pub origin: Option<String>,
+    pub origin: Option<crate::ids::RecordOrigin>,
 }
 
 /// Identifiers of `audit.records` for sea-query; `Table` is the table itself.
@@ -172,7 +187,7 @@ impl Iden for Records {
 pub struct SealLock {
     pub singleton: bool,
     pub after_txid: i64,
-    pub after_id: i64,
+    pub after_id: crate::ids::RecordId,
 }
 
 /// Identifiers of `audit.seal_locks` for sea-query; `Table` is the table itself.
@@ -209,7 +224,7 @@ pub struct Seal {
     pub first_seq: i64,
     pub month: chrono::DateTime<chrono::Utc>,
     pub prev_hash: Vec<u8>,
-    pub record_ids: Vec<i64>,
+    pub record_ids: Vec<crate::ids::RecordId>,
     pub hashes: Vec<Vec<u8>>,
     pub sealed_at: chrono::DateTime<chrono::Utc>,
 }
@@ -288,7 +303,7 @@ impl Iden for Settings {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct Table {
     pub table_name: String,
-    pub tenant_source: String,
+    pub tenant_source: crate::ids::TenantSource,
     pub key_columns: Vec<String>,
     pub ignored: Vec<String>,
     pub redacted: Vec<String>,

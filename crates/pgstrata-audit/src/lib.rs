@@ -3,20 +3,44 @@
 //! - [`capture::enable`] attaches the generic capture trigger to any table: every insert, update
 //!   and delete is recorded with its tenant, actor (`app.actor_id`), request (`app.request_id`)
 //!   and transaction id; updates keep only the columns that changed. [`capture::record`] writes an
-//!   application event (`user.login`) into the same log, in the caller's transaction.
+//!   application event (`user.login`) into the same log, in the caller's [`TenantTx`].
 //! - The application role can read its tenant's records; only the capture trigger (origin
 //!   `capture`) and `audit.record` (origin `event`) write them; nobody changes or removes one
 //!   (privileges and triggers); months are dropped whole by [`partitions::maintain`].
 //! - Records are written unsealed; [`chain::seal`] (or a [`chain::Sealer`] running every few
-//!   seconds) chains committed records per tenant with SHA-256, and [`chain::verify`] returns
-//!   the first broken link of each tenant's chain.
-//! - [`query::AuditQuery`] answers the three questions (a resource's history, an actor's
-//!   actions, a time range) from an index, with keyset pagination.
+//!   seconds until its [`CancellationToken`] is cancelled) chains committed records per tenant
+//!   with SHA-256, and [`chain::verify`] returns the first broken link of each tenant's chain.
+//! - [`query::list`] answers the three questions (a resource's history, an actor's actions, a
+//!   time range) from an index: a [`RecordFilter`] and a keyset
+//!   [`Page<Cursor>`](pgstrata_core::Page), in the tenant of the [`TenantTx`], returning the
+//!   generated [`Record`] rows.
+//!
+//! ```no_run
+//! use pgstrata_audit::{Cursor, Event, RecordFilter, capture, query};
+//! use pgstrata_core::{Page, TenantContext, begin_tenant};
+//! # async fn run(pool: sqlx::PgPool, ctx: TenantContext) -> pgstrata_audit::Result<()> {
+//! let mut tx = begin_tenant(&pool, &ctx).await?;
+//! capture::record(&mut tx, &Event::new("invoice.sent", "invoice").resource_id("42")).await?;
+//! let filter = RecordFilter::new().resource("billing.invoices", "42");
+//! let mut page = Page::<Cursor>::first(20);
+//! loop {
+//!     let rows = query::list(&mut tx, &filter, &page).await?;
+//!     // ... show rows ...
+//!     let Some(next) = page.next(&rows, Cursor::of) else { break };
+//!     page = next;
+//! }
+//! tx.commit().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`TenantTx`]: pgstrata_core::TenantTx
+//! [`CancellationToken`]: pgstrata_core::CancellationToken
 
 pub mod capture;
 pub mod chain;
 pub mod error;
 pub mod generated;
+pub mod ids;
 pub mod partitions;
 pub mod query;
 
@@ -24,8 +48,9 @@ pub use capture::{Event, TableOptions};
 pub use chain::{BrokenLink, Sealer, SealerConfig, SealerStats, Unsealed};
 pub use error::{Error, Result};
 pub use generated::Record;
-pub use partitions::{MaintainStep, Partition};
-pub use query::{AuditQuery, AuditRecord, Cursor};
+pub use ids::{RecordId, RecordOrigin, TenantSource};
+pub use partitions::{MaintainAction, MaintainStep, Partition};
+pub use query::{Cursor, RecordFilter};
 
 use pgstrata_core::migrate::Module;
 
@@ -36,11 +61,19 @@ pub static MODULE: Module = Module {
     depends_on: &["tenancy"],
     // Audits the tables of modules migrated after audit (rbac); every path that migrates runs it.
     after_migrate: Some("SELECT audit.enable_defaults()"),
-    column_types: &[],
+    column_types: &[
+        ("records.id", "crate::ids::RecordId"),
+        ("records.actor_id", "pgstrata_core::UserId"),
+        ("records.origin", "crate::ids::RecordOrigin"),
+        ("seals.record_ids", "Vec<crate::ids::RecordId>"),
+        ("seal_locks.after_id", "crate::ids::RecordId"),
+        ("tables.tenant_source", "crate::ids::TenantSource"),
+    ],
     migrations: &[
         pgstrata_core::migration!("audit", 1, "audit"),
         pgstrata_core::migration!("audit", 2, "hardening"),
         pgstrata_core::migration!("audit", 3, "lighter_writes"),
+        pgstrata_core::migration!("audit", 4, "record_comments"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
 };

@@ -3,12 +3,23 @@
 use crate::error::Result;
 use sqlx::PgConnection;
 
+pgstrata_core::text_enum!(
+    /// What [`maintain`] did to a partition.
+    MaintainAction, "maintain action" {
+        /// A month was created ahead.
+        Created = "created",
+        /// An expired month was dropped, with its seals.
+        Dropped = "dropped",
+        /// An expired month still holds unsealed records, so it was kept: run a sealer, then
+        /// maintain again (later months wait for it).
+        KeptUnsealed = "kept_unsealed",
+    }
+);
+
 /// One step `maintain` took.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct MaintainStep {
-    /// `created`, `dropped`, or `kept_unsealed` (an expired month that still holds unsealed
-    /// records: run a sealer, then maintain again; later months wait for it).
-    pub action: String,
+    pub action: MaintainAction,
     pub partition: String,
 }
 

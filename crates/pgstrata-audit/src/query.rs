@@ -5,79 +5,58 @@
 //! - what happened between these times: the primary key `(tenant_id, occurred_at, id)`, and
 //!   only the months of the range are read (partition pruning).
 //!
-//! A page continues after the `(occurred_at, id)` of the previous page's last record, so its
-//! cost does not grow with depth.
+//! [`list`] reads the records of the transaction's tenant that a [`RecordFilter`] selects, one
+//! [`Page<Cursor>`] at a time: a page continues after the `(occurred_at, id)` of the previous
+//! page's last record, so its cost does not grow with depth.
 
 use crate::error::{Error, Result};
-use crate::generated::{AuditSchema, Records};
+use crate::generated::{Record, Records};
+use crate::ids::RecordId;
 use chrono::{DateTime, Utc};
-use pgstrata_core::page::{DEFAULT_PAGE_SIZE, InvalidPage, MAX_PAGE_SIZE};
 use pgstrata_core::sql::{self, Built};
-use pgstrata_core::{TenantId, UserId};
+use pgstrata_core::{Page, TenantId, TenantTx, UserId};
 use sea_query::{Expr, ExprTrait, Order, Query};
-use sqlx::PgConnection;
 
-/// A record as read back. `txid` is the `xid8` transaction id as a number.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
-pub struct AuditRecord {
-    pub tenant_id: TenantId,
-    pub id: i64,
-    pub occurred_at: DateTime<Utc>,
-    pub txid: i64,
-    pub actor_id: Option<uuid::Uuid>,
-    pub request_id: Option<String>,
-    pub action: String,
-    pub resource_type: String,
-    pub resource_id: Option<String>,
-    pub old_values: Option<serde_json::Value>,
-    pub new_values: Option<serde_json::Value>,
-    pub details: Option<serde_json::Value>,
-    /// `capture` (the row trigger) or `event` (`audit.record`); `None` for records written
-    /// before audit V2.
-    pub origin: Option<String>,
-}
-
-/// Where the previous page ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Where a page of records ends: the ordering key `(occurred_at, id)` of its last record, the
+/// key of [`Page<Cursor>`]. Records of one transaction share `occurred_at`, so the id is part
+/// of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Cursor {
     pub occurred_at: DateTime<Utc>,
-    pub id: i64,
+    pub id: RecordId,
 }
 
-impl From<&AuditRecord> for Cursor {
-    fn from(r: &AuditRecord) -> Self {
+impl Cursor {
+    /// The key of `record`: pass it to [`Page::next`] (`page.next(&rows, Cursor::of)`).
+    pub fn of(record: &Record) -> Self {
         Self {
-            occurred_at: r.occurred_at,
-            id: r.id,
+            occurred_at: record.occurred_at,
+            id: record.id,
         }
     }
 }
 
-/// A query over one tenant's records. Filters combine with AND.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditQuery {
-    tenant: TenantId,
+impl From<&Record> for Cursor {
+    fn from(record: &Record) -> Self {
+        Self::of(record)
+    }
+}
+
+/// Which records of the tenant to list. Filters combine with AND; the default selects every
+/// record.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordFilter {
     resource: Option<(String, Option<String>)>,
     actor: Option<UserId>,
     action: Option<String>,
     from: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
-    after: Option<Cursor>,
-    limit: u64,
 }
 
-impl AuditQuery {
-    pub fn new(tenant: TenantId) -> Self {
-        Self {
-            tenant,
-            resource: None,
-            actor: None,
-            action: None,
-            from: None,
-            until: None,
-            after: None,
-            limit: DEFAULT_PAGE_SIZE,
-        }
+impl RecordFilter {
+    /// Every record.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Records of one resource (`resource_type` is `schema.table` for row changes).
@@ -92,11 +71,13 @@ impl AuditQuery {
         self
     }
 
+    /// Records written with this user as the actor.
     pub fn actor(mut self, actor: UserId) -> Self {
         self.actor = Some(actor);
         self
     }
 
+    /// Records of one action (`insert`, `update`, `delete`, or an event's name).
     pub fn action(mut self, action: impl Into<String>) -> Self {
         self.action = Some(action.into());
         self
@@ -108,101 +89,100 @@ impl AuditQuery {
         self.until = until;
         self
     }
+}
 
-    /// The page after `cursor`.
-    pub fn after(mut self, cursor: Cursor) -> Self {
-        self.after = Some(cursor);
-        self
+/// The statement of [`list`]: `tenant`'s records selected by `filter`, newest first, one page.
+/// The tenant is written out (`tenant_id = $1`) so each index is entered by its first column;
+/// the row-level policy restricts the rows to the same tenant. Refuses a page size outside
+/// 1..=1000 ([`Error::InvalidPage`]) and an empty time range (`InvalidField`, "time range").
+///
+/// ```
+/// use pgstrata_audit::{Cursor, RecordFilter, RecordId, query::list_stmt};
+/// use pgstrata_core::{Page, TenantId};
+/// let t: TenantId = "0190b6a0-0000-7000-8000-000000000001".parse().unwrap();
+/// let filter = RecordFilter::new().resource("billing.invoices", "42");
+/// let (sql, _) = list_stmt(t, &filter, &Page::first(20)).unwrap();
+/// assert_eq!(
+///     sql,
+///     r#"SELECT "tenant_id", "id", "occurred_at", CAST(CAST("txid" AS text) AS bigint) AS "txid", "actor_id", "request_id", "action", "resource_type", "resource_id", "old_values", "new_values", "details", "seq", "prev_hash", "hash", "origin" FROM "audit"."records" WHERE "tenant_id" = $1 AND "resource_type" = $2 AND "resource_id" = $3 ORDER BY "occurred_at" DESC, "id" DESC LIMIT $4"#
+/// );
+///
+/// // The next page continues after the last record's (occurred_at, id).
+/// let after = Cursor { occurred_at: "2026-10-01T00:00:00Z".parse().unwrap(), id: RecordId(700000) };
+/// let actor = "0190b6a0-0000-7000-8000-0000000000a7".parse().unwrap();
+/// let (sql, _) = list_stmt(t, &RecordFilter::new().actor(actor), &Page::after(after, 50)).unwrap();
+/// assert!(sql.ends_with(
+///     r#"WHERE "tenant_id" = $1 AND "actor_id" = $2 AND ("occurred_at", "id") < ($3, $4) ORDER BY "occurred_at" DESC, "id" DESC LIMIT $5"#
+/// ));
+/// assert!(list_stmt(t, &filter, &Page::first(1001)).is_err());
+/// ```
+pub fn list_stmt(tenant: TenantId, filter: &RecordFilter, page: &Page<Cursor>) -> Result<Built> {
+    page.validate()?;
+    if let (Some(from), Some(until)) = (filter.from, filter.until)
+        && from >= until
+    {
+        return Err(Error::InvalidField {
+            field: "time range",
+            reason: format!("from ({from}) must be before until ({until})"),
+        });
     }
+    let mut q = Query::select();
+    q.columns([Records::TenantId, Records::Id, Records::OccurredAt])
+        // xid8 has no Rust decoder; its text is the 64-bit transaction id.
+        .expr_as(
+            Expr::col(Records::Txid).cast_as("text").cast_as("bigint"),
+            Records::Txid,
+        )
+        .columns([
+            Records::ActorId,
+            Records::RequestId,
+            Records::Action,
+            Records::ResourceType,
+            Records::ResourceId,
+            Records::OldValues,
+            Records::NewValues,
+            Records::Details,
+            Records::Seq,
+            Records::PrevHash,
+            Records::Hash,
+            Records::Origin,
+        ])
+        .from(Records::qualified())
+        .and_where(Expr::col(Records::TenantId).eq(tenant));
+    if let Some((resource_type, resource_id)) = &filter.resource {
+        q.and_where(Expr::col(Records::ResourceType).eq(resource_type.as_str()));
+        if let Some(id) = resource_id {
+            q.and_where(Expr::col(Records::ResourceId).eq(id.as_str()));
+        }
+    }
+    if let Some(actor) = filter.actor {
+        q.and_where(Expr::col(Records::ActorId).eq(actor));
+    }
+    if let Some(action) = &filter.action {
+        q.and_where(Expr::col(Records::Action).eq(action.as_str()));
+    }
+    if let Some(from) = filter.from {
+        q.and_where(Expr::col(Records::OccurredAt).gte(from));
+    }
+    if let Some(until) = filter.until {
+        q.and_where(Expr::col(Records::OccurredAt).lt(until));
+    }
+    if let Some(c) = page.after {
+        // Row comparison: the index walks on from the cursor instead of filtering.
+        q.and_where(
+            Expr::tuple([Expr::col(Records::OccurredAt), Expr::col(Records::Id)])
+                .lt(Expr::tuple([Expr::val(c.occurred_at), Expr::val(c.id)])),
+        );
+    }
+    q.order_by(Records::OccurredAt, Order::Desc)
+        .order_by(Records::Id, Order::Desc)
+        .limit(page.limit);
+    Ok(sql::build(&q))
+}
 
-    /// Page size, 1 to 1000.
-    pub fn limit(mut self, limit: u64) -> Self {
-        self.limit = limit;
-        self
-    }
-
-    /// The statement.
-    ///
-    /// ```
-    /// use pgstrata_audit::AuditQuery;
-    /// use pgstrata_core::TenantId;
-    /// let t = TenantId("0190b6a0-0000-7000-8000-000000000001".parse().unwrap());
-    /// let (sql, _) = AuditQuery::new(t).resource("billing.invoices", "42").limit(20).build().unwrap();
-    /// assert_eq!(
-    ///     sql,
-    ///     r#"SELECT "tenant_id", "id", "occurred_at", "txid"::text::bigint AS "txid", "actor_id", "request_id", "action", "resource_type", "resource_id", "old_values", "new_values", "details", "origin" FROM "audit"."records" WHERE "tenant_id" = $1 AND "resource_type" = $2 AND "resource_id" = $3 ORDER BY "occurred_at" DESC, "id" DESC LIMIT $4"#
-    /// );
-    /// ```
-    pub fn build(&self) -> Result<Built> {
-        if !(1..=MAX_PAGE_SIZE).contains(&self.limit) {
-            return Err(Error::Page(InvalidPage { limit: self.limit }));
-        }
-        if let (Some(from), Some(until)) = (self.from, self.until)
-            && from >= until
-        {
-            return Err(Error::InvalidField {
-                field: "time range",
-                reason: format!("from ({from}) must be before until ({until})"),
-            });
-        }
-        let mut q = Query::select();
-        q.columns([Records::TenantId, Records::Id, Records::OccurredAt])
-            .expr_as(Expr::cust(r#""txid"::text::bigint"#), Records::Txid)
-            .columns([
-                Records::ActorId,
-                Records::RequestId,
-                Records::Action,
-                Records::ResourceType,
-                Records::ResourceId,
-                Records::OldValues,
-                Records::NewValues,
-                Records::Details,
-                Records::Origin,
-            ])
-            .from((AuditSchema, Records::Table))
-            .and_where(Expr::col(Records::TenantId).eq(self.tenant.0));
-        if let Some((resource_type, resource_id)) = &self.resource {
-            q.and_where(Expr::col(Records::ResourceType).eq(resource_type.as_str()));
-            if let Some(id) = resource_id {
-                q.and_where(Expr::col(Records::ResourceId).eq(id.as_str()));
-            }
-        }
-        if let Some(actor) = self.actor {
-            q.and_where(Expr::col(Records::ActorId).eq(actor.0));
-        }
-        if let Some(action) = &self.action {
-            q.and_where(Expr::col(Records::Action).eq(action.as_str()));
-        }
-        if let Some(from) = self.from {
-            q.and_where(Expr::col(Records::OccurredAt).gte(from));
-        }
-        if let Some(until) = self.until {
-            q.and_where(Expr::col(Records::OccurredAt).lt(until));
-        }
-        if let Some(c) = self.after {
-            // Row comparison: the index walks on from the cursor instead of filtering.
-            q.and_where(
-                Expr::tuple([Expr::col(Records::OccurredAt), Expr::col(Records::Id)])
-                    .lt(Expr::tuple([Expr::val(c.occurred_at), Expr::val(c.id)])),
-            );
-        }
-        q.order_by(Records::OccurredAt, Order::Desc)
-            .order_by(Records::Id, Order::Desc)
-            .limit(self.limit);
-        Ok(sql::build(&q))
-    }
-
-    /// Runs the query; the connection's transaction must have this tenant in context (the
-    /// records are under row-level security).
-    pub async fn fetch(&self, conn: &mut PgConnection) -> Result<Vec<AuditRecord>> {
-        Ok(sql::query_as::<AuditRecord>(self.build()?).fetch_all(conn).await?)
-    }
-
-    /// The query for the page after `rows`, or `None` when `rows` was the last page.
-    pub fn next_page(&self, rows: &[AuditRecord]) -> Option<Self> {
-        if (rows.len() as u64) < self.limit {
-            return None;
-        }
-        rows.last().map(|r| self.clone().after(Cursor::from(r)))
-    }
+/// The records of the transaction's tenant that `filter` selects, newest first, one page; the
+/// next page is `page.next(&rows, Cursor::of)`.
+pub async fn list(tx: &mut TenantTx<'_>, filter: &RecordFilter, page: &Page<Cursor>) -> Result<Vec<Record>> {
+    let built = list_stmt(tx.tenant_id(), filter, page)?;
+    Ok(sql::query_as::<Record>(built).fetch_all(&mut **tx).await?)
 }

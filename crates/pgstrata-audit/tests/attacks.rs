@@ -8,7 +8,7 @@
 mod common;
 
 use common::{Fixture, code, fixture_by, invoice, tx};
-use pgstrata_audit::{Error, chain};
+use pgstrata_audit::{Error, MaintainAction, chain};
 use pgstrata_core::testing::{
     APP_LOGIN_ROLE, OPERATOR_LOGIN_ROLE, Owner, TestDb, WORKER_LOGIN_ROLE, ensure_login_role,
 };
@@ -148,7 +148,7 @@ async fn no_other_role_can_hold_or_block_the_sealers_lock() {
         let busy = chain::seal(&mut second, 10).await;
         assert!(matches!(busy, Err(Error::SealerBusy { .. })), "{owner:?}: {busy:?}");
         // The background loop reports it through its stats and its error callback.
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = pgstrata_core::CancellationToken::new();
         let looping = chain::Sealer::new(
             f.db.pool_as(WORKER_LOGIN_ROLE, 1).await.unwrap(),
             chain::SealerConfig {
@@ -158,16 +158,11 @@ async fn no_other_role_can_hold_or_block_the_sealers_lock() {
         );
         let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = seen.clone();
-        let handle = tokio::spawn(looping.run_reporting(
-            async {
-                let _ = stop_rx.await;
-            },
-            move |e| {
-                if matches!(e, Error::SealerBusy { .. }) {
-                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            },
-        ));
+        let handle = tokio::spawn(looping.run_reporting(stop.clone(), move |e| {
+            if matches!(e, Error::SealerBusy { .. }) {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         holding.commit().await.unwrap();
         for _ in 0..1000 {
@@ -176,7 +171,7 @@ async fn no_other_role_can_hold_or_block_the_sealers_lock() {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        stop_tx.send(()).unwrap();
+        stop.cancel();
         let stats = handle.await.unwrap();
         assert!(stats.blocked_rounds > 0, "{owner:?}: {stats:?}");
         assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), stats.blocked_rounds);
@@ -241,7 +236,7 @@ async fn the_app_role_cannot_forge_a_captured_record() {
         }
         // What audit.record writes under a captured-looking name is an event, by the actor in
         // context, at the transaction's time.
-        let id: i64 = sqlx::query_scalar("SELECT audit.record('insert', 'rbac.grants', 'x', $1)")
+        let id: pgstrata_audit::RecordId = sqlx::query_scalar("SELECT audit.record('insert', 'rbac.grants', 'x', $1)")
             .bind(&grant)
             .fetch_one(&mut *t)
             .await
@@ -249,7 +244,7 @@ async fn the_app_role_cannot_forge_a_captured_record() {
         t.commit().await.unwrap();
         invoice(&f.app, f.a, "A-1", 1).await;
 
-        let rows: Vec<(i64, String, String, Option<Uuid>, bool)> = sqlx::query_as(
+        let rows: Vec<(pgstrata_audit::RecordId, String, String, Option<Uuid>, bool)> = sqlx::query_as(
             "SELECT id, resource_type, origin, actor_id, occurred_at > now() - interval '1 minute'
                FROM audit.records WHERE tenant_id = $1 AND resource_type <> 'tenancy.tenants' ORDER BY id",
         )
@@ -553,12 +548,16 @@ async fn retention_moves_the_checkpoint_and_verify_stays_clean() {
         let steps = pgstrata_audit::partitions::maintain(&mut w, Some(1), Some(1))
             .await
             .unwrap();
-        let dropped: Vec<&str> = steps
+        let dropped: Vec<MaintainAction> = steps
             .iter()
-            .filter(|s| s.action != "created")
-            .map(|s| s.action.as_str())
+            .filter(|s| s.action != MaintainAction::Created)
+            .map(|s| s.action)
             .collect();
-        assert_eq!(dropped, vec!["dropped", "kept_unsealed"], "{owner:?}: {steps:?}");
+        assert_eq!(
+            dropped,
+            vec![MaintainAction::Dropped, MaintainAction::KeptUnsealed],
+            "{owner:?}: {steps:?}"
+        );
         let checkpoints: Vec<(Uuid, i64)> =
             sqlx::query_as("SELECT tenant_id, first_seq FROM audit.checkpoints ORDER BY first_seq")
                 .fetch_all(&f.db.admin)
@@ -575,7 +574,7 @@ async fn retention_moves_the_checkpoint_and_verify_stays_clean() {
         assert!(
             steps
                 .iter()
-                .any(|s| s.action == "dropped" && s.partition == "records_p202405"),
+                .any(|s| s.action == MaintainAction::Dropped && s.partition == "records_p202405"),
             "{steps:?}"
         );
         assert_eq!(chain::verify(&mut w, None).await.unwrap(), vec![], "{owner:?}");

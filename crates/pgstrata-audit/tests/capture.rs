@@ -5,8 +5,8 @@
 mod common;
 
 use common::{code, fixture, invoice, tx};
-use pgstrata_audit::{AuditQuery, Event};
-use pgstrata_core::UserId;
+use pgstrata_audit::{Cursor, Event, RecordFilter, RecordId, RecordOrigin, query};
+use pgstrata_core::{Page, UserId};
 use uuid::Uuid;
 
 #[tokio::test]
@@ -36,29 +36,38 @@ async fn actor_tenant_request_and_txid_are_captured() {
     t.commit().await.unwrap();
 
     let mut t = tx(&f.app, f.a, None, None).await;
-    let rows = AuditQuery::new(f.a)
-        .resource("billing.invoices", id.to_string())
-        .fetch(&mut t)
-        .await
-        .unwrap();
+    let rows = query::list(
+        &mut t,
+        &RecordFilter::new().resource("billing.invoices", id.to_string()),
+        &Page::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
     let r = &rows[0];
     assert_eq!(r.tenant_id, f.a);
-    assert_eq!(r.actor_id, Some(actor.0));
+    assert_eq!(r.actor_id, Some(actor));
     assert_eq!(r.request_id.as_deref(), Some("req-7f3a"));
     assert_eq!(r.txid, txid);
     assert_eq!(r.action, "insert");
+    assert_eq!(r.origin, Some(RecordOrigin::Capture));
     assert_eq!(r.new_values.as_ref().unwrap()["amount"], 1200);
     assert_eq!(r.old_values, None);
+    assert_eq!((r.seq, &r.hash), (None, &None), "links live in audit.seals since V3");
 
     // The application event went through the same table, with the same context.
-    let events = AuditQuery::new(f.a).action("invoice.sent").fetch(&mut t).await.unwrap();
+    let events = query::list(&mut t, &RecordFilter::new().action("invoice.sent"), &Page::default())
+        .await
+        .unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].id, event);
-    assert_eq!((events[0].txid, events[0].actor_id), (txid, Some(actor.0)));
+    assert_eq!(events[0].origin, Some(RecordOrigin::Event));
+    assert_eq!((events[0].txid, events[0].actor_id), (txid, Some(actor)));
     assert_eq!(events[0].details.as_ref().unwrap()["to"], "ap@example.com");
     // And the actor's question finds both.
-    let by_actor = AuditQuery::new(f.a).actor(actor).fetch(&mut t).await.unwrap();
+    let by_actor = query::list(&mut t, &RecordFilter::new().actor(actor), &Page::default())
+        .await
+        .unwrap();
     assert_eq!(by_actor.len(), 2);
     t.rollback().await.unwrap();
 
@@ -70,8 +79,10 @@ async fn actor_tenant_request_and_txid_are_captured() {
         "{bad:?}"
     );
     t.rollback().await.unwrap();
-    let mut conn = f.app.acquire().await.unwrap();
-    let mut t = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    // The database has the last word: a transaction whose context was cleared after it was
+    // opened records nothing.
+    let mut t = tx(&f.app, f.a, None, None).await;
+    pgstrata_core::context::clear_context(&mut t).await.unwrap();
     let none = pgstrata_audit::capture::record(&mut t, &Event::new("user.login", "user")).await;
     assert!(
         matches!(
@@ -81,7 +92,6 @@ async fn actor_tenant_request_and_txid_are_captured() {
         "{none:?}"
     );
     drop(t);
-    drop(conn);
     f.app.close().await;
     f.db.close().await.unwrap();
 }
@@ -119,11 +129,13 @@ async fn update_records_only_changed_fields() {
     t.commit().await.unwrap();
 
     let mut t = tx(&f.app, f.a, None, None).await;
-    let rows = AuditQuery::new(f.a)
-        .resource("billing.invoices", id.to_string())
-        .fetch(&mut t)
-        .await
-        .unwrap();
+    let rows = query::list(
+        &mut t,
+        &RecordFilter::new().resource("billing.invoices", id.to_string()),
+        &Page::default(),
+    )
+    .await
+    .unwrap();
     let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
     assert_eq!(actions, ["delete", "update", "insert"], "newest first");
     let update = &rows[1];
@@ -294,12 +306,21 @@ async fn tenant_b_never_reads_tenant_a_audit() {
         .await
         .unwrap();
     assert_eq!(all, vec![f.b.0], "B sees exactly its own records");
-    let asked = AuditQuery::new(f.a)
-        .resource("billing.invoices", id.to_string())
-        .fetch(&mut t)
+    // Listing in B's transaction lists B's records: A's invoice has no history there, and
+    // every record listed is B's.
+    let asked = query::list(
+        &mut t,
+        &RecordFilter::new().resource("billing.invoices", id.to_string()),
+        &Page::default(),
+    )
+    .await
+    .unwrap();
+    assert!(asked.is_empty());
+    let listed = query::list(&mut t, &RecordFilter::new(), &Page::default())
         .await
         .unwrap();
-    assert!(asked.is_empty());
+    assert!(!listed.is_empty());
+    assert!(listed.iter().all(|r| r.tenant_id == f.b), "{listed:?}");
     let heads: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM audit.chain_heads")
         .fetch_all(&mut *t)
         .await
@@ -365,14 +386,15 @@ async fn keyset_pages_walk_a_history_without_gaps_or_repeats() {
         t.commit().await.unwrap();
     }
     let mut t = tx(&f.app, f.a, None, None).await;
-    let mut query = Some(AuditQuery::new(f.a).actor(actor).limit(50));
-    let mut seen: Vec<(chrono::DateTime<chrono::Utc>, i64)> = Vec::new();
+    let filter = RecordFilter::new().actor(actor);
+    let mut page = Some(Page::<Cursor>::first(50));
+    let mut seen: Vec<(chrono::DateTime<chrono::Utc>, RecordId)> = Vec::new();
     let mut pages = Vec::new();
-    while let Some(q) = query {
-        let rows = q.fetch(&mut t).await.unwrap();
+    while let Some(p) = page {
+        let rows = query::list(&mut t, &filter, &p).await.unwrap();
         pages.push(rows.len());
         seen.extend(rows.iter().map(|r| (r.occurred_at, r.id)));
-        query = q.next_page(&rows);
+        page = p.next(&rows, Cursor::of);
     }
     assert_eq!(pages, [50, 50, 20]);
     let mut sorted = seen.clone();
@@ -381,10 +403,20 @@ async fn keyset_pages_walk_a_history_without_gaps_or_repeats() {
     assert_eq!(seen, sorted, "newest first, each record once");
 
     // A page size out of range and an empty time range are refused before any SQL runs.
-    let too_big = AuditQuery::new(f.a).limit(5000).fetch(&mut t).await;
-    assert!(matches!(too_big, Err(pgstrata_audit::Error::Page(_))), "{too_big:?}");
+    for size in [0, 5000] {
+        let refused = query::list(&mut t, &filter, &Page::first(size)).await;
+        assert!(
+            matches!(refused, Err(pgstrata_audit::Error::InvalidPage(ref p)) if p.limit == size),
+            "{refused:?}"
+        );
+    }
     let now = chrono::Utc::now();
-    let empty = AuditQuery::new(f.a).between(Some(now), Some(now)).fetch(&mut t).await;
+    let empty = query::list(
+        &mut t,
+        &RecordFilter::new().between(Some(now), Some(now)),
+        &Page::default(),
+    )
+    .await;
     assert!(
         matches!(
             empty,

@@ -132,6 +132,28 @@ async fn running_out_of_partitions_warns_then_fails_clearly() {
     let err = pgstrata_audit::Error::from(err);
     assert!(matches!(err, pgstrata_audit::Error::NoPartition { .. }), "{err:?}");
     assert!(err.to_string().contains("pgstrata audit maintain"));
+    // A CHECK of the audited table names its constraint: the table's refusal, not a missing
+    // month.
+    sqlx::raw_sql("ALTER TABLE billing.invoices ADD CONSTRAINT invoices_amount_positive CHECK (amount > 0)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut t = common::tx(&f.app, f.a, None, None).await;
+    let err = sqlx::query("INSERT INTO billing.invoices (tenant_id, number, amount) VALUES ($1, 'INV-0', 0)")
+        .bind(f.a.0)
+        .execute(&mut *t)
+        .await
+        .unwrap_err();
+    let err = pgstrata_audit::Error::from(err);
+    assert!(
+        matches!(
+            &err,
+            pgstrata_audit::Error::Db(pgstrata_core::DbError::InvalidInput { constraint: Some(c), .. })
+                if c == "invoices_amount_positive"
+        ),
+        "{err:?}"
+    );
+    drop(t);
 
     // Maintenance puts them back and the warning goes away.
     let steps = partitions::maintain(&mut conn, None, None).await.unwrap();

@@ -8,61 +8,8 @@
 
 use pgstrata_core::migrate::Migrator;
 use pgstrata_core::testing::TestDb;
-use sqlx::{ConnectOptions, Connection};
-
-/// A query block of queries.md: its SQL, the index it must use and its context.
-#[derive(Debug)]
-struct HotQuery {
-    name: String,
-    sql: String,
-    index: String,
-    tenant: String,
-    /// Partitions its plan may touch (the time range's months); none means any.
-    partitions: Option<usize>,
-    /// Must read the months in order instead of sorting (`-- ordered: yes`).
-    ordered: bool,
-    documented_plan: String,
-}
-
-/// Reads the ```sql blocks tagged `-- query:` of the audit module and the plan block after each.
-fn hot_queries(doc: &str) -> Vec<HotQuery> {
-    let mut out = Vec::new();
-    let blocks: Vec<&str> = doc.split("```").collect();
-    for (i, block) in blocks.iter().enumerate() {
-        let Some(body) = block.strip_prefix("sql\n") else {
-            continue;
-        };
-        let tag = |key: &str| {
-            body.lines().find_map(|l| {
-                l.trim()
-                    .strip_prefix(&format!("-- {key}:"))
-                    .map(|v| v.trim().to_owned())
-            })
-        };
-        let Some(name) = tag("query") else { continue };
-        if tag("module").as_deref() != Some("audit") {
-            continue;
-        }
-        let sql = body
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("--"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        out.push(HotQuery {
-            name,
-            sql: sql.trim().trim_end_matches(';').to_owned(),
-            index: tag("index").unwrap_or_default(),
-            tenant: tag("tenant").unwrap_or_default(),
-            partitions: tag("partitions").and_then(|p| p.parse().ok()),
-            ordered: tag("ordered").as_deref() == Some("yes"),
-            documented_plan: blocks
-                .get(i + 2)
-                .map(|p| p.trim_start_matches("text\n").to_owned())
-                .unwrap_or_default(),
-        });
-    }
-    out
-}
+use pgstrata_core::testing::plans::{PlanReport, hot_queries, plan_in_context, queries_md};
+use sqlx::ConnectOptions;
 
 /// 1,000,000 records from 2026-08-01 on, one every 8 seconds (about 3 months), over 100
 /// tenants; each tenant has 10 actors and 500 resources of its own. Fixed dates, so the
@@ -86,8 +33,7 @@ SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(k % 100), 12, '0'))::uuid,
 
 #[tokio::test]
 async fn the_three_questions_use_their_index_at_a_million_records() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../queries.md")).unwrap();
-    let queries = hot_queries(&doc);
+    let queries = hot_queries(&queries_md(), "audit");
     assert!(queries.len() >= 4, "queries.md lists the audit queries");
 
     let migrator = Migrator::new([&pgstrata_tenancy::MODULE, &pgstrata_audit::MODULE]).unwrap();
@@ -107,69 +53,48 @@ async fn the_three_questions_use_their_index_at_a_million_records() {
     assert!(filled.len() >= 3, "{filled:?}");
     let mut conn = db.app_options().connect().await.unwrap();
 
-    let mut failures = Vec::new();
+    let mut report = PlanReport::new();
     for q in &queries {
-        let mut tx = conn.begin().await.unwrap();
-        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-            .bind(&q.tenant)
-            .execute(&mut *tx)
+        let planned = plan_in_context(&mut conn, q.tag("tenant"), q.tag("actor"), &q.sql)
             .await
             .unwrap();
-        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN (COSTS OFF) {}", q.sql)))
-            .fetch_all(&mut *tx)
-            .await
-            .unwrap();
-        let plan = plan.join("\n");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q.sql.clone()))
-            .fetch_all(&mut *tx)
-            .await
-            .unwrap();
-        tx.rollback().await.unwrap();
-        if std::env::var_os("PGSTRATA_PRINT_PLANS").is_some() {
-            println!("-- {} ({} rows)\n{plan}\n", q.name, rows.len());
+        let plan = &planned.plan;
+        report.show(&format!("{} ({} rows)", q.name, planned.rows), plan);
+        report.uses_index(&q.name, plan, &q.index);
+        // The empty months ahead may be read sequentially (at no cost); a month holding
+        // records may not.
+        let filled_scans: Vec<String> = filled.iter().map(|p| format!("Seq Scan on {p} ")).collect();
+        let filled_scans: Vec<&str> = filled_scans.iter().map(String::as_str).collect();
+        report.avoids(&q.name, plan, &filled_scans);
+        if q.tag("ordered") == Some("yes") {
+            report.expect(
+                !plan
+                    .lines()
+                    .any(|l| l.trim_start().trim_start_matches("->  ").starts_with("Sort")),
+                || format!("{}: sorts instead of reading the months in order:\n{plan}", q.name),
+            );
         }
-
-        if !plan.contains(&q.index) {
-            failures.push(format!("{}: expected {} in the plan:\n{plan}", q.name, q.index));
-        }
-        for p in &filled {
-            if plan.contains(&format!("Seq Scan on {p} ")) {
-                failures.push(format!("{}: scans {p} sequentially:\n{plan}", q.name));
-            }
-        }
-        if q.ordered
-            && plan
-                .lines()
-                .any(|l| l.trim_start().trim_start_matches("->  ").starts_with("Sort"))
-        {
-            failures.push(format!(
-                "{}: sorts instead of reading the months in order:\n{plan}",
-                q.name
-            ));
-        }
-        if let Some(max) = q.partitions {
+        // `-- partitions: n`: the time range's months; its plan reads no more.
+        if let Some(max) = q.tag("partitions").and_then(|p| p.parse::<usize>().ok()) {
             let scanned = plan.matches(" on records_p").count();
-            if scanned > max {
-                failures.push(format!(
+            report.expect(scanned <= max, || {
+                format!(
                     "{}: reads {scanned} partitions, the range covers {max}:\n{plan}",
                     q.name
-                ));
-            }
+                )
+            });
         }
-        if rows.is_empty() {
-            failures.push(format!(
+        report.expect(planned.rows > 0, || {
+            format!(
                 "{}: returned no rows; the query in queries.md does not hit the test data",
                 q.name
-            ));
-        }
-        if !q.documented_plan.contains(&q.index) {
-            failures.push(format!(
-                "{}: the plan in queries.md does not mention {}",
-                q.name, q.index
-            ));
-        }
+            )
+        });
+        report.expect(q.documented_plan.contains(&q.index), || {
+            format!("{}: the plan in queries.md does not mention {}", q.name, q.index)
+        });
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    report.assert_ok();
     drop(conn);
     db.close().await.unwrap();
 }

@@ -13,6 +13,7 @@
 
 use crate::scratch::{APP_ROLE, Scratch, create_app_role, round};
 use pgstrata::audit::chain::{self, Sealer, SealerConfig};
+use pgstrata::core::CancellationToken;
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
@@ -262,7 +263,7 @@ async fn throughput(
     for _ in 0..opts.rounds.max(1) {
         plain += phase(app, tenants, "plain", op, duration).await?;
 
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stop = CancellationToken::new();
         let sealer = Sealer::new(
             admin.clone(),
             SealerConfig {
@@ -270,16 +271,15 @@ async fn throughput(
                 batch: 5000,
             },
         );
-        let sealing = tokio::spawn(sealer.run(async {
-            let _ = stopped.await;
-        }));
+        let sealing = tokio::spawn(sealer.run(stop.clone()));
         audited += phase(app, tenants, "audited", op, duration).await?;
-        let _ = stop.send(());
-        sealing.await?;
+        // The backlog when the writers stop, before the sealer's last round on cancellation.
         let unsealed: i64 = sqlx::query_scalar("SELECT unsealed FROM audit.unsealed()")
             .fetch_one(admin)
             .await?;
         max_unsealed = max_unsealed.max(unsealed);
+        stop.cancel();
+        sealing.await?;
         seal_backlog(admin).await?;
     }
     let secs = duration.as_secs_f64() * opts.rounds.max(1) as f64;
@@ -424,7 +424,7 @@ async fn retention(admin: &PgPool, rows: i64) -> Result<(f64, f64, f64), Box<dyn
     let drop_ms = started.elapsed().as_secs_f64() * 1000.0;
     let dropped: Vec<&str> = steps
         .iter()
-        .filter(|s| s.action == "dropped")
+        .filter(|s| s.action == pgstrata::audit::MaintainAction::Dropped)
         .map(|s| s.partition.as_str())
         .collect();
     if deleted != rows as u64 || dropped != ["records_p202001"] {

@@ -39,12 +39,15 @@ pub enum DbError {
     #[error("reference not found: {constraint} ({message})")]
     MissingReference { constraint: String, message: String },
 
-    /// A CHECK, NOT NULL or type conversion refused the value.
+    /// A CHECK, NOT NULL or type conversion refused the value. `detail` is the DETAIL line, which
+    /// pgstrata's own functions write as `key=value` (e.g. `field=details`, read with
+    /// [`DbError::detail_value`]); boxed, so that `DbError` stays small enough to return.
     #[error("invalid input ({code}{}): {message}", constraint.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
     InvalidInput {
         code: String,
         constraint: Option<String>,
         message: String,
+        detail: Option<Box<str>>,
     },
 
     /// Row-level security or a privilege refused the statement (SQLSTATE 42501), or a
@@ -106,6 +109,17 @@ impl DbError {
             DbError::LimitExceeded { .. } => Some(sqlstate::LIMIT_EXCEEDED),
             DbError::Rejected { .. } => Some(sqlstate::REJECTED),
             DbError::Other(_) => None,
+        }
+    }
+
+    /// The value of `key` in the DETAIL line of an [`InvalidInput`](DbError::InvalidInput) or a
+    /// [`Rejected`](DbError::Rejected) (`field=details` → `detail_value("field") == Some("details")`).
+    /// pgstrata's functions name what they refused this way, so no caller reads message text.
+    pub fn detail_value(&self, key: &str) -> Option<&str> {
+        match self {
+            DbError::InvalidInput { detail, .. } => detail_value(detail.as_deref(), key),
+            DbError::Rejected { detail, .. } => detail_value(detail.as_deref(), key),
+            _ => None,
         }
     }
 
@@ -177,6 +191,7 @@ impl From<sqlx::Error> for DbError {
                 code,
                 constraint,
                 message,
+                detail: detail.map(Box::from),
             },
             _ => DbError::Other(err),
         }

@@ -40,7 +40,7 @@ pub async fn run(pool: PgPool, settings: Settings, stop: CancellationToken) -> R
         done
     };
     let seal = Sealer::new(pool, settings.sealer).run_reporting(
-        stop.clone().cancelled_owned(),
+        stop.clone(),
         |e| tracing::warn!(error = %e, "audit sealing round failed; retrying at the next interval"),
     );
     let (worked, sealed) = tokio::join!(work, seal);

@@ -217,7 +217,7 @@ impl From<audit::Error> for ApiError {
     fn from(e: audit::Error) -> Self {
         match e {
             audit::Error::Db(db) => db.into(),
-            audit::Error::InvalidField { .. } | audit::Error::Page(_) => ApiError::BadRequest(e.to_string()),
+            audit::Error::InvalidField { .. } | audit::Error::InvalidPage(_) => ApiError::BadRequest(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

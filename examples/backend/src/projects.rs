@@ -23,7 +23,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use pgstrata::audit::{AuditQuery, AuditRecord};
+use pgstrata::audit::{Record, RecordFilter, query as audit_query};
 use pgstrata::rbac::Resource;
 use pgstrata::{Page, TenantId};
 use serde::{Deserialize, Serialize};
@@ -325,16 +325,14 @@ async fn history(
     caller: Caller,
     PathParams(id): PathParams<Uuid>,
     QueryParams(query): QueryParams<HistoryQuery>,
-) -> Result<Json<Vec<AuditRecord>>, ApiError> {
+) -> Result<Json<Vec<Record>>, ApiError> {
     let mut tx = caller.begin(&state.pool).await?;
     caller
         .authorize(&mut tx, "project:read", Some(&project_resource(id)))
         .await?;
-    let records = AuditQuery::new(caller.tenant)
-        .resource(RESOURCE_TYPE, id.to_string())
-        .limit(query.limit.unwrap_or(pgstrata::core::page::DEFAULT_PAGE_SIZE))
-        .fetch(&mut tx)
-        .await?;
+    let filter = RecordFilter::new().resource(RESOURCE_TYPE, id.to_string());
+    let page = Page::first(query.limit.unwrap_or(pgstrata::core::page::DEFAULT_PAGE_SIZE));
+    let records = audit_query::list(&mut tx, &filter, &page).await?;
     tx.commit().await?;
     Ok(Json(records))
 }
