@@ -159,13 +159,21 @@ impl Sealer {
                 _ = tick.tick() => false,
             };
             match self.round().await {
-                Ok(n) => stats.sealed += n,
+                Ok(n) => {
+                    stats.sealed += n;
+                    if n > 0 {
+                        tracing::debug!(sealed = n, "audit seal round");
+                    }
+                }
                 Err(e) => {
                     if matches!(e, Error::SealerBusy { .. }) {
                         stats.blocked_rounds += 1;
                     } else {
                         stats.failed_rounds += 1;
                     }
+                    // Logged here as well as reported: a sealer run without a callback must
+                    // not fail silently.
+                    tracing::warn!(error = %e, "audit seal round failed; retrying at the next interval");
                     on_error(&e);
                 }
             }

@@ -445,3 +445,30 @@ async fn an_open_transaction_holds_back_sealing_only_in_its_own_database() {
     f.app.close().await;
     f.db.close().await.unwrap();
 }
+
+/// A sealer whose rounds fail (here: a database without the audit schema) says so in the log
+/// even when nobody passed a callback, and keeps counting the failures.
+#[tokio::test]
+async fn a_sealer_logs_the_rounds_it_cannot_run() {
+    use pgstrata_audit::{Sealer, SealerConfig};
+    use pgstrata_core::CancellationToken;
+    use pgstrata_core::testing::TestDb;
+    use pgstrata_core::testing::logs::CapturedLogs;
+    let db = TestDb::new().await.unwrap();
+    let (logs, _guard) = CapturedLogs::start();
+    let token = CancellationToken::new();
+    let stop = token.clone();
+    let config = SealerConfig {
+        interval: std::time::Duration::from_millis(20),
+        ..SealerConfig::default()
+    };
+    let sealer = Sealer::new(db.admin.clone(), config);
+    let (stats, ()) = tokio::join!(sealer.run(token), async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        stop.cancel();
+    });
+    assert!(stats.failed_rounds >= 2, "{stats:?}");
+    let failures = logs.matching(&["WARN", "audit seal round failed"]);
+    assert_eq!(failures.len() as u64, stats.failed_rounds, "{:#?}", logs.lines());
+    db.close().await.unwrap();
+}

@@ -106,6 +106,14 @@ pub async fn check(
 ) -> Result<bool> {
     let built = check_stmt(principal, permission_key, resource)?;
     let (allowed,): (bool,) = sql::query_as(built).fetch_one(&mut **tx).await?;
+    tracing::debug!(
+        tenant_id = %tx.tenant_id(),
+        principal = %format!("{}:{}", principal.kind.as_str(), principal.id),
+        permission = permission_key,
+        resource = resource.map(|r| format!("{}:{}", r.kind, r.id)),
+        allowed,
+        "rbac check"
+    );
     Ok(allowed)
 }
 
