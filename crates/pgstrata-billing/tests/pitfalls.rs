@@ -125,7 +125,7 @@ async fn events_before_the_customer_link_are_deferred_then_applied() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Db(pgstrata_core::DbError::Forbidden { .. })),
+        matches!(&err, Error::LinkedElsewhere { customer } if *customer == cus),
         "{err}"
     );
     drop(conn);
