@@ -128,16 +128,14 @@ struct PlanRow {
 /// );
 /// ```
 pub fn current_plan_stmt(tenant: TenantId, rules: &AccessRules) -> Built {
-    sql::build(
-        Query::select().column(Asterisk).from_function(
-            Func::cust(Function::TenantCurrentPlan).args([
-                Expr::val(tenant),
-                interval(rules.past_due_grace).into(),
-                rules.at(),
-            ]),
-            "p",
-        ),
-    )
+    sql::build(Query::select().column(Asterisk).from_function(
+        Func::cust(Function::TenantCurrentPlan).args([
+            Expr::val(tenant),
+            interval(rules.past_due_grace).into(),
+            rules.at(),
+        ]),
+        "p",
+    ))
 }
 
 /// The transaction's tenant's current plan, or `None` when it has no subscription.

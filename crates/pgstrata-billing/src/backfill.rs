@@ -158,10 +158,7 @@ pub async fn backfill(
             let page = list
                 .page(resource, after.as_deref())
                 .await
-                .map_err(|reason| Error::Backfill {
-                    resource,
-                    reason,
-                })?;
+                .map_err(|reason| Error::Backfill { resource, reason })?;
             let data = page["data"].as_array().ok_or_else(|| Error::Backfill {
                 resource,
                 reason: "the page has no data list".into(),

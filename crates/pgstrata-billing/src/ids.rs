@@ -154,10 +154,10 @@ mod tests {
     #[test]
     fn outcomes_and_ledger_statuses_agree() {
         for outcome in Outcome::ALL {
-            if let Some(status) = outcome.ledger_status() {
-                if *outcome != Outcome::Applied && *outcome != Outcome::Stale {
-                    assert_eq!(outcome.as_str(), status.as_str());
-                }
+            if let Some(status) = outcome.ledger_status()
+                && !matches!(outcome, Outcome::Applied | Outcome::Stale)
+            {
+                assert_eq!(outcome.as_str(), status.as_str());
             }
         }
         for status in EventStatus::ALL {
@@ -181,6 +181,9 @@ mod tests {
         assert!(v4.contains(&format!("CHECK (resource IN ({}))", list(BackfillResource::WORDS))));
         let subscription = list(SubscriptionStatus::WORDS);
         let v1_flat = v1.split_whitespace().collect::<Vec<_>>().join(" ");
-        assert!(v1_flat.contains(&format!("CHECK (status IN ({subscription}))")), "{subscription}");
+        assert!(
+            v1_flat.contains(&format!("CHECK (status IN ({subscription}))")),
+            "{subscription}"
+        );
     }
 }

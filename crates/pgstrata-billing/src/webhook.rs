@@ -226,7 +226,10 @@ pub fn link_customer_stmt(customer_id: &str, tenant: TenantId) -> Result<Built> 
     if customer_id.is_empty() || customer_id.chars().count() > 255 {
         return Err(Error::InvalidField {
             field: "customer id",
-            reason: format!("a Stripe customer id has 1 to 255 characters, got {}", customer_id.chars().count()),
+            reason: format!(
+                "a Stripe customer id has 1 to 255 characters, got {}",
+                customer_id.chars().count()
+            ),
         });
     }
     Ok(sql::build(Query::select().expr(

@@ -208,10 +208,7 @@ async fn verified_metadata_and_checkout_sessions_link_a_customer() {
             assert_eq!(deferred_events(&db, &customer).await, 0, "{tag}: replayed");
             let app = db.app_pool(1).await.unwrap();
             let mut tx = app_tx(&app, tenant).await;
-            assert!(
-                has_feature(&mut tx, "seats", &trialing()).await.unwrap(),
-                "{tag}"
-            );
+            assert!(has_feature(&mut tx, "seats", &trialing()).await.unwrap(), "{tag}");
             tx.commit().await.unwrap();
             app.close().await;
             // The rest of the lifecycle applies as usual.
@@ -277,7 +274,13 @@ async fn the_sync_role_links_a_customer_to_the_tenant_it_names() {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, Error::InvalidField { field: "customer id", .. }),
+            matches!(
+                err,
+                Error::InvalidField {
+                    field: "customer id",
+                    ..
+                }
+            ),
             "{owner:?}: {err}"
         );
         // The function refuses it too, for callers that are not this crate.
@@ -528,7 +531,9 @@ async fn definer_functions_do_not_run_the_callers_pg_temp_types_as_the_owner() {
             .fetch_one(&mut sync)
             .await;
         seen.push(format!("sync retry: {:?}", retried.map_err(|e| e.to_string())));
-        let listed = pgstrata_billing::ledger::events(&mut sync, Some(EventStatus::Failed), &pgstrata_core::Page::first(10)).await;
+        let listed =
+            pgstrata_billing::ledger::events(&mut sync, Some(EventStatus::Failed), &pgstrata_core::Page::first(10))
+                .await;
         seen.push(format!(
             "sync ledger: {:?}",
             listed.map(|l| l.len()).map_err(|e| e.to_string())

@@ -161,7 +161,13 @@ async fn backfill_applies_every_list_resumes_where_it_stopped_and_never_beats_a_
     })
     .await;
     assert!(
-        matches!(&first, Err(Error::Backfill { resource: BackfillResource::Invoices, .. })),
+        matches!(
+            &first,
+            Err(Error::Backfill {
+                resource: BackfillResource::Invoices,
+                ..
+            })
+        ),
         "{first:?}"
     );
     assert_eq!(pages.len(), 5, "{pages:?}");

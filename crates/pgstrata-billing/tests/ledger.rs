@@ -32,7 +32,9 @@ async fn operators_read_the_ledger_and_the_sync_role_prunes_what_is_done_with() 
     let mut operator = <sqlx::PgConnection as sqlx::Connection>::connect_with(&db.login_options(OPERATOR_LOGIN_ROLE))
         .await
         .unwrap();
-    let rejected = ledger::events(&mut operator, Some(EventStatus::Rejected), &Page::first(10)).await.unwrap();
+    let rejected = ledger::events(&mut operator, Some(EventStatus::Rejected), &Page::first(10))
+        .await
+        .unwrap();
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].id, "evt_no_customer_lg");
     assert!(
@@ -103,7 +105,13 @@ async fn operators_read_the_ledger_and_the_sync_role_prunes_what_is_done_with() 
     // never what still has work to do.
     let r = ledger::prune(&mut conn, Duration::from_secs(86_400)).await;
     assert!(
-        matches!(&r, Err(Error::InvalidField { field: "older_than", .. })),
+        matches!(
+            &r,
+            Err(Error::InvalidField {
+                field: "older_than",
+                ..
+            })
+        ),
         "{r:?}"
     );
     let r: Error = sqlx::query("SELECT billing.prune_events(interval '1 day')")

@@ -247,11 +247,7 @@ async fn stale_events_never_resurrect_a_canceled_subscription_or_lock_out_a_paye
     };
     let app = db.app_pool(1).await.unwrap();
     let mut tx = app_tx(&app, tenant).await;
-    assert!(
-        pgstrata_billing::has_feature(&mut tx, "seats", &rules)
-            .await
-            .unwrap()
-    );
+    assert!(pgstrata_billing::has_feature(&mut tx, "seats", &rules).await.unwrap());
     tx.commit().await.unwrap();
 
     apply_expect(&mut conn, &event(&ev, "18"), Outcome::Applied).await; // deleted: canceled
