@@ -9,29 +9,36 @@
 //! (`billing.backfill_cursors`): a run that stops goes on where it stopped.
 
 use crate::error::{Error, Result};
+use crate::functions::Function;
 use crate::webhook::{Outcome, apply_event};
 use chrono::{DateTime, Utc};
+use pgstrata_core::sql::{self, Built};
+use sea_query::{Asterisk, Expr, Func, Query};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use std::future::Future;
 use std::time::Duration;
 
-/// The resources, parents first (a subscription's customer and prices before it).
-pub const RESOURCES: [&str; 5] = ["products", "prices", "customers", "subscriptions", "invoices"];
+pub use crate::ids::BackfillResource;
 
 /// One page of Stripe's list endpoints: `GET /v1/{resource}?limit=100` plus
 /// `starting_after={id}` after the first page (for subscriptions, `status=all`, or canceled
 /// ones are left out). Implement it with the HTTP client of your choice; return the list
 /// object as received (`{"object": "list", "data": [...], "has_more": ...}`).
 pub trait StripeList {
-    fn page(&self, resource: &str, starting_after: Option<&str>) -> impl Future<Output = Result<Value, String>> + Send;
+    fn page(
+        &self,
+        resource: BackfillResource,
+        starting_after: Option<&str>,
+    ) -> impl Future<Output = Result<Value, String>> + Send;
 }
 
 /// How to run a backfill.
 #[derive(Debug, Clone)]
 pub struct BackfillOptions {
-    /// Which resources, in this order; [`RESOURCES`] by default.
-    pub resources: Vec<String>,
+    /// Which resources, in this order; every one ([`BackfillResource::ALL`], parents first) by
+    /// default.
+    pub resources: Vec<BackfillResource>,
     /// Start every list from its beginning instead of where the last run stopped.
     pub restart: bool,
     /// Subtracted from the fetch time: how far this machine's clock may run ahead of Stripe's.
@@ -41,7 +48,7 @@ pub struct BackfillOptions {
 impl Default for BackfillOptions {
     fn default() -> Self {
         BackfillOptions {
-            resources: RESOURCES.iter().map(|r| (*r).to_owned()).collect(),
+            resources: BackfillResource::ALL.to_vec(),
             restart: false,
             clock_margin: Duration::from_secs(60),
         }
@@ -51,7 +58,7 @@ impl Default for BackfillOptions {
 /// Progress after each page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
-    pub resource: String,
+    pub resource: BackfillResource,
     pub pages: i32,
     pub objects: i64,
     pub done: bool,
@@ -70,16 +77,45 @@ pub struct BackfillReport {
     pub rejected: u64,
 }
 
-/// The kind and event type an object of `resource` is applied as.
-fn kind_of(resource: &str) -> Option<(&'static str, &'static str)> {
-    Some(match resource {
-        "products" => ("product", "product.updated"),
-        "prices" => ("price", "price.updated"),
-        "customers" => ("customer", "customer.updated"),
-        "subscriptions" => ("subscription", "customer.subscription.updated"),
-        "invoices" => ("invoice", "invoice.updated"),
-        _ => return None,
-    })
+/// The statement that reads where the backfill of `resource` stands (`billing.backfill_position`;
+/// no row: not started), forgetting it first when `restart`.
+///
+/// ```
+/// use pgstrata_billing::backfill::{BackfillResource, position_stmt};
+/// let (sql, _) = position_stmt(BackfillResource::Prices, false);
+/// assert_eq!(sql, r#"SELECT * FROM billing.backfill_position($1, $2) AS "c""#);
+/// ```
+pub fn position_stmt(resource: BackfillResource, restart: bool) -> Built {
+    sql::build(Query::select().column(Asterisk).from_function(
+        Func::cust(Function::BackfillPosition).args([Expr::val(resource), Expr::val(restart)]),
+        "c",
+    ))
+}
+
+/// The statement that records a page of `resource` applied (`billing.backfill_advance`): the
+/// last object's id, how many objects, and whether it was the last page.
+///
+/// ```
+/// use pgstrata_billing::backfill::{BackfillResource, advance_stmt};
+/// let (sql, _) = advance_stmt(BackfillResource::Prices, Some("price_9"), 100, false);
+/// assert_eq!(sql, "SELECT billing.backfill_advance($1, $2, $3, $4)");
+/// ```
+pub fn advance_stmt(resource: BackfillResource, last_id: Option<&str>, objects: i32, done: bool) -> Built {
+    sql::build(Query::select().expr(Func::cust(Function::BackfillAdvance).args([
+        Expr::val(resource),
+        Expr::val(last_id.map(str::to_owned)),
+        Expr::val(objects),
+        Expr::val(done),
+    ])))
+}
+
+/// Where a resource's backfill stands.
+#[derive(sqlx::FromRow)]
+struct Position {
+    starting_after: Option<String>,
+    pages: i32,
+    objects: i64,
+    completed: bool,
 }
 
 /// Runs the backfill on `conn` (a role that is a member of `pgstrata_billing_sync`), calling
@@ -92,21 +128,25 @@ pub async fn backfill(
     mut progress: impl FnMut(&Progress),
 ) -> Result<BackfillReport> {
     let mut report = BackfillReport::default();
-    for resource in &options.resources {
-        let (kind, event_type) = kind_of(resource).ok_or_else(|| Error::Backfill {
-            resource: resource.clone(),
-            reason: format!("not one of {}", RESOURCES.join(", ")),
-        })?;
-        let position: Option<(Option<String>, i32, i64, bool)> =
-            sqlx::query_as("SELECT starting_after, pages, objects, completed FROM billing.backfill_position($1, $2)")
-                .bind(resource)
-                .bind(options.restart)
-                .fetch_optional(&mut *conn)
-                .await?;
-        let (mut after, mut pages, mut objects, done) = position.unwrap_or((None, 0, 0, false));
+    for &resource in &options.resources {
+        let (kind, event_type) = resource.kind();
+        let position: Option<Position> = sql::query_as(position_stmt(resource, options.restart))
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Position {
+            starting_after: mut after,
+            mut pages,
+            mut objects,
+            completed: done,
+        } = position.unwrap_or(Position {
+            starting_after: None,
+            pages: 0,
+            objects: 0,
+            completed: false,
+        });
         if done {
             progress(&Progress {
-                resource: resource.clone(),
+                resource,
                 pages,
                 objects,
                 done,
@@ -118,18 +158,15 @@ pub async fn backfill(
             let page = list
                 .page(resource, after.as_deref())
                 .await
-                .map_err(|reason| Error::Backfill {
-                    resource: resource.clone(),
-                    reason,
-                })?;
+                .map_err(|reason| Error::Backfill { resource, reason })?;
             let data = page["data"].as_array().ok_or_else(|| Error::Backfill {
-                resource: resource.clone(),
+                resource,
                 reason: "the page has no data list".into(),
             })?;
             let has_more = page["has_more"].as_bool().unwrap_or(false);
             for object in data {
                 let id = object["id"].as_str().ok_or_else(|| Error::Backfill {
-                    resource: resource.clone(),
+                    resource,
                     reason: "an object has no id".into(),
                 })?;
                 let event = json!({
@@ -149,19 +186,20 @@ pub async fn backfill(
                 }
             }
             let last = data.last().and_then(|o| o["id"].as_str()).map(str::to_owned);
-            sqlx::query("SELECT billing.backfill_advance($1, $2, $3, $4)")
-                .bind(resource)
-                .bind(&last)
-                .bind(data.len() as i32)
-                .bind(!has_more || last.is_none())
-                .execute(&mut *conn)
-                .await?;
+            sql::query(advance_stmt(
+                resource,
+                last.as_deref(),
+                data.len() as i32,
+                !has_more || last.is_none(),
+            ))
+            .execute(&mut *conn)
+            .await?;
             report.pages += 1;
             pages += 1;
             objects += data.len() as i64;
             let done = !has_more || last.is_none();
             progress(&Progress {
-                resource: resource.clone(),
+                resource,
                 pages,
                 objects,
                 done,

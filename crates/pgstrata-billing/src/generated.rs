@@ -57,7 +57,7 @@ impl Iden for ActiveEntitlements {
 /// A row of `billing.backfill_cursors`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct BackfillCursor {
-    pub resource: String,
+    pub resource: crate::BackfillResource,
     pub starting_after: Option<String>,
     pub pages: i32,
     pub objects: i64,
@@ -107,7 +107,7 @@ pub struct CustomerLink {
     pub customer_id: String,
     pub tenant_id: Option<pgstrata_core::TenantId>,
     /// metadata: the customer's metadata.tenant_id; checkout: a completed checkout session's metadata.tenant_id or client_reference_id; sync: billing.link_customer(customer, tenant) by the sync role; explicit: linked before billing V2 by the tenant in context (unverified)
-    pub source: Option<String>,
+    pub source: Option<crate::LinkSource>,
     pub linked_at: Option<chrono::DateTime<chrono::Utc>>,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
@@ -268,7 +268,7 @@ pub struct Event {
     pub api_version: Option<String>,
     pub livemode: bool,
     /// processed (applied or stale), ignored (type not mirrored), deferred (no tenant yet), failed (retried when delivered again), rejected (a state the mirror does not take; see error)
-    pub status: String,
+    pub status: crate::EventStatus,
     pub object_type: Option<String>,
     pub object_id: Option<String>,
     pub customer_id: Option<String>,
@@ -345,7 +345,7 @@ pub struct Invoice {
     pub id: String,
     pub customer_id: String,
     pub subscription_id: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<crate::InvoiceStatus>,
     pub currency: Option<String>,
     pub amount_due: Option<i64>,
     pub amount_paid: Option<i64>,
@@ -699,7 +699,7 @@ pub struct Subscription {
     pub tenant_id: pgstrata_core::TenantId,
     pub id: String,
     pub customer_id: String,
-    pub status: String,
+    pub status: crate::SubscriptionStatus,
     pub cancel_at_period_end: bool,
     pub cancel_at: Option<chrono::DateTime<chrono::Utc>>,
     pub canceled_at: Option<chrono::DateTime<chrono::Utc>>,

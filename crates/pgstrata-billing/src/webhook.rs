@@ -1,68 +1,16 @@
 //! Receiving Stripe events: verify, then claim and apply in one statement.
 
-use crate::error::{MalformedEvent, Result};
+use crate::error::{About, Error, MalformedEvent, Result};
+use crate::functions::Function;
 use crate::signature::Verifier;
 use pgstrata_core::TenantId;
+use pgstrata_core::sql::{self, Built};
+use sea_query::{Asterisk, Expr, Func, Query};
 use serde_json::Value;
 use sqlx::PgConnection;
 use std::future::Future;
-use uuid::Uuid;
 
-/// What happened to one delivered event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The event's object state is now mirrored.
-    Applied,
-    /// The mirror already holds a greater state of the object (a late event); recorded, no change.
-    Stale,
-    /// The event id was processed before: nothing done.
-    Duplicate,
-    /// A type the mirror does not handle; recorded in the ledger.
-    Ignored,
-    /// The event's customer is not linked to a tenant yet; kept in the ledger and applied when
-    /// the customer is linked (by its or a checkout session's metadata, or by
-    /// [`link_customer`](crate::link_customer)).
-    Deferred,
-    /// Applying raised an error, recorded on the ledger row; delivering the event again (or
-    /// `billing.retry_failed()`) retries it. Answer Stripe with a 5xx so that it redelivers.
-    Failed,
-    /// A state the mirror does not take (a period ending before it starts, a live subscription
-    /// that has ended, an object naming no customer): recorded with the reason in `error`,
-    /// never applied. Delivering it again changes nothing, so answer Stripe with a 2xx.
-    Rejected,
-}
-
-impl Outcome {
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "applied" => Outcome::Applied,
-            "stale" => Outcome::Stale,
-            "duplicate" => Outcome::Duplicate,
-            "ignored" => Outcome::Ignored,
-            "deferred" => Outcome::Deferred,
-            "failed" => Outcome::Failed,
-            "rejected" => Outcome::Rejected,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Applied => "applied",
-            Outcome::Stale => "stale",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Ignored => "ignored",
-            Outcome::Deferred => "deferred",
-            Outcome::Failed => "failed",
-            Outcome::Rejected => "rejected",
-        }
-    }
-
-    /// Whether Stripe should be told to deliver the event again (HTTP 5xx).
-    pub fn should_retry(self) -> bool {
-        self == Outcome::Failed
-    }
-}
+pub use crate::ids::Outcome;
 
 /// The result of processing one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,15 +34,31 @@ pub struct Processed {
     pub error: Option<String>,
 }
 
+/// A row of `billing.process_event`.
 #[derive(sqlx::FromRow)]
 struct Row {
-    outcome: String,
+    outcome: Outcome,
     tie: bool,
     incomplete: bool,
     object_type: Option<String>,
     object_id: Option<String>,
-    tenant_id: Option<Uuid>,
+    tenant_id: Option<TenantId>,
     error: Option<String>,
+}
+
+/// The statement of [`process_webhook`]: `billing.process_event` of the body as received.
+/// The body is bound as text and cast by the server, so the bytes Stripe signed are the bytes
+/// stored (no serializing again).
+///
+/// ```
+/// let (sql, _) = pgstrata_billing::webhook::process_webhook_stmt(r#"{"id": "evt_1"}"#);
+/// assert_eq!(sql, r#"SELECT * FROM billing.process_event(CAST($1 AS jsonb)) AS "e""#);
+/// ```
+pub fn process_webhook_stmt(body: &str) -> Built {
+    sql::build(Query::select().column(Asterisk).from_function(
+        Func::cust(Function::ProcessEvent).arg(Func::cast_as(body, "jsonb")),
+        "e",
+    ))
 }
 
 /// Verifies a webhook delivery and applies its event: the raw body exactly as received and
@@ -112,42 +76,48 @@ pub async fn process_webhook(
     let ids = check_event(&event)?;
     // The body is valid JSON, hence UTF-8: bind it as received rather than serializing again.
     let text = std::str::from_utf8(body).map_err(|e| MalformedEvent(format!("body is not UTF-8: {e}")))?;
-    let row: Row = sqlx::query_as(PROCESS_SQL).bind(text).fetch_one(conn).await?;
-    processed(ids, row)
+    let row: Row = sql::query_as(process_webhook_stmt(text)).fetch_one(conn).await?;
+    Ok(processed(ids, row))
 }
 
-const PROCESS_SQL: &str =
-    "SELECT outcome, tie, incomplete, object_type, object_id, tenant_id, error FROM billing.process_event($1::jsonb)";
+/// The statement of [`apply_event`]: [`process_webhook_stmt`] of the event's text, so both
+/// share one prepared statement per connection. A value that is not a Stripe event (no `id`,
+/// `type`, `created` or `data.object`) is [`Error::Malformed`].
+///
+/// ```
+/// use serde_json::json;
+/// use pgstrata_billing::webhook::apply_event_stmt;
+/// let event = json!({"id": "evt_1", "type": "product.created", "created": 1, "data": {"object": {}}});
+/// let (sql, _) = apply_event_stmt(&event).unwrap();
+/// assert_eq!(sql, r#"SELECT * FROM billing.process_event(CAST($1 AS jsonb)) AS "e""#);
+/// assert!(apply_event_stmt(&json!({"id": "evt_1"})).is_err());
+/// ```
+pub fn apply_event_stmt(event: &Value) -> Result<Built> {
+    check_event(event)?;
+    let text = serde_json::to_string(event).map_err(|e| MalformedEvent(format!("event is not serializable: {e}")))?;
+    Ok(process_webhook_stmt(&text))
+}
 
 /// Applies an event whose authenticity is established otherwise (fetched from Stripe's API,
 /// replayed from an archive, or verified by [`process_webhook`]).
 pub async fn apply_event(conn: &mut PgConnection, event: &Value) -> Result<Processed> {
     let ids = check_event(event)?;
-    // Bound as text like process_webhook's body: both share one prepared statement per
-    // connection, whose parameter type is set by its first use.
-    let text = serde_json::to_string(event).map_err(|e| MalformedEvent(format!("event is not serializable: {e}")))?;
-    let row: Row = sqlx::query_as(PROCESS_SQL).bind(text).fetch_one(conn).await?;
-    processed(ids, row)
+    let row: Row = sql::query_as(apply_event_stmt(event)?).fetch_one(conn).await?;
+    Ok(processed(ids, row))
 }
 
-fn processed((event_id, event_type): (String, String), row: Row) -> Result<Processed> {
-    let outcome = Outcome::parse(&row.outcome).ok_or_else(|| {
-        MalformedEvent(format!(
-            "unexpected outcome {:?} from billing.process_event",
-            row.outcome
-        ))
-    })?;
-    Ok(Processed {
+fn processed((event_id, event_type): (String, String), row: Row) -> Processed {
+    Processed {
         event_id,
         event_type,
-        outcome,
+        outcome: row.outcome,
         tie: row.tie,
         incomplete: row.incomplete,
         object_kind: row.object_type,
         object_id: row.object_id,
-        tenant_id: row.tenant_id.map(TenantId),
+        tenant_id: row.tenant_id,
         error: row.error,
-    })
+    }
 }
 
 /// Checks the fields the ledger needs, naming the first one that is wrong.
@@ -210,7 +180,7 @@ pub async fn refetch_on_tie(
     if kind == "entitlement_summary" && !processed.incomplete {
         return Ok(None);
     }
-    let fetched = hook.refetch(kind, id).await.map_err(|reason| crate::Error::Refetch {
+    let fetched = hook.refetch(kind, id).await.map_err(|reason| Error::Refetch {
         kind: kind.clone(),
         id: id.clone(),
         reason,
@@ -221,15 +191,50 @@ pub async fn refetch_on_tie(
     }
 }
 
+/// The statement of [`apply_refetched`]: `billing.apply_refetched(kind, object)`.
+///
+/// ```
+/// use serde_json::json;
+/// let (sql, _) = pgstrata_billing::webhook::apply_refetched_stmt("subscription", &json!({"id": "sub_1"}));
+/// assert_eq!(sql, r#"SELECT "outcome" FROM billing.apply_refetched($1, $2) AS "r""#);
+/// ```
+pub fn apply_refetched_stmt(kind: &str, object: &Value) -> Built {
+    sql::build(Query::select().column("outcome").from_function(
+        Func::cust(Function::ApplyRefetched).args([Expr::val(kind), Expr::val(object.clone())]),
+        "r",
+    ))
+}
+
 /// Applies an object fetched from Stripe's API as its current state.
 pub async fn apply_refetched(conn: &mut PgConnection, kind: &str, object: &Value) -> Result<Outcome> {
-    let outcome: String = sqlx::query_scalar("SELECT outcome FROM billing.apply_refetched($1, $2)")
-        .bind(kind)
-        .bind(sqlx::types::Json(object))
+    let (outcome,): (Outcome,) = sql::query_as(apply_refetched_stmt(kind, object))
         .fetch_one(conn)
         .await?;
-    Outcome::parse(&outcome)
-        .ok_or_else(|| MalformedEvent(format!("unexpected outcome {outcome:?} from billing.apply_refetched")).into())
+    Ok(outcome)
+}
+
+/// The statement of [`link_customer`]: `billing.link_customer(customer, tenant)`. An empty or
+/// overlong customer id is [`Error::InvalidField`].
+///
+/// ```
+/// use pgstrata_billing::webhook::link_customer_stmt;
+/// let (sql, _) = link_customer_stmt("cus_1", pgstrata_core::TenantId::new()).unwrap();
+/// assert_eq!(sql, "SELECT billing.link_customer($1, $2)");
+/// assert!(link_customer_stmt("", pgstrata_core::TenantId::new()).is_err());
+/// ```
+pub fn link_customer_stmt(customer_id: &str, tenant: TenantId) -> Result<Built> {
+    if customer_id.is_empty() || customer_id.chars().count() > 255 {
+        return Err(Error::InvalidField {
+            field: "customer id",
+            reason: format!(
+                "a Stripe customer id has 1 to 255 characters, got {}",
+                customer_id.chars().count()
+            ),
+        });
+    }
+    Ok(sql::build(Query::select().expr(
+        Func::cust(Function::LinkCustomer).args([Expr::val(customer_id), Expr::val(tenant)]),
+    )))
 }
 
 /// Links a Stripe customer to `tenant` and applies the customer's deferred events; returns how
@@ -238,20 +243,23 @@ pub async fn apply_refetched(conn: &mut PgConnection, kind: &str, object: &Value
 /// application's request path cannot link; see `billing.link_customer(text, uuid)`). Prefer
 /// setting `metadata.tenant_id` when creating the customer: the webhook then links it.
 ///
-/// Errors: a customer linked to another tenant is [`DbError::Forbidden`] (the message does not
-/// name that tenant); an unknown or deleted tenant is [`DbError::NotFound`]; an empty or
-/// overlong customer id is [`DbError::InvalidInput`]. Linking again to the same tenant is not
-/// an error.
-///
-/// [`DbError::Forbidden`]: pgstrata_core::DbError::Forbidden
-/// [`DbError::NotFound`]: pgstrata_core::DbError::NotFound
-/// [`DbError::InvalidInput`]: pgstrata_core::DbError::InvalidInput
+/// Errors: a customer linked to another tenant is [`Error::LinkedElsewhere`] (which does not
+/// name that tenant); an unknown or deleted tenant is [`Error::NotFound`]; an empty or overlong
+/// customer id is [`Error::InvalidField`]. Linking again to the same tenant is not an error.
 pub async fn link_customer(conn: &mut PgConnection, customer_id: &str, tenant: TenantId) -> Result<i32> {
-    Ok(sqlx::query_scalar("SELECT billing.link_customer($1, $2)")
-        .bind(customer_id)
-        .bind(tenant.0)
+    let (applied,): (i32,) = sql::query_as(link_customer_stmt(customer_id, tenant)?)
         .fetch_one(conn)
-        .await?)
+        .await
+        .map_err(|e| {
+            Error::from_db(
+                e.into(),
+                About::Link {
+                    customer: customer_id,
+                    tenant,
+                },
+            )
+        })?;
+    Ok(applied)
 }
 
 #[cfg(test)]

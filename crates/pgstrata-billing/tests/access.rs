@@ -27,7 +27,7 @@ fn at(t: i64, grace_days: u64) -> AccessRules {
 
 async fn has(app: &PgPool, tenant: TenantId, feature: &str, rules: AccessRules) -> bool {
     let mut tx = app_tx(app, tenant).await;
-    let answer = has_feature(&mut tx, tenant, feature, &rules).await.unwrap();
+    let answer = has_feature(&mut tx, feature, &rules).await.unwrap();
     tx.commit().await.unwrap();
     answer
 }
@@ -92,7 +92,7 @@ async fn has_feature_and_current_plan_follow_the_lifecycle() {
     assert!(has(&app, tenant, "sso", at(S + DAY, 3)).await);
     assert!(!has(&app, tenant, "audit_log", at(S + DAY, 3)).await);
     let mut tx = app_tx(&app, tenant).await;
-    let plan = current_plan(&mut tx, tenant, &at(S + DAY, 3)).await.unwrap().unwrap();
+    let plan = current_plan(&mut tx, &at(S + DAY, 3)).await.unwrap().unwrap();
     tx.commit().await.unwrap();
     assert_eq!((plan.status.as_str(), plan.has_access), ("trialing", true));
     assert_eq!(plan.items.len(), 1);
@@ -106,7 +106,7 @@ async fn has_feature_and_current_plan_follow_the_lifecycle() {
     assert!(!has(&app, tenant, "seats", at(TRIAL_END + 4 * DAY, 3)).await);
     assert!(has(&app, tenant, "seats", at(TRIAL_END + 4 * DAY, 7)).await);
     let mut tx = app_tx(&app, tenant).await;
-    let plan = current_plan(&mut tx, tenant, &at(TRIAL_END + 4 * DAY, 3))
+    let plan = current_plan(&mut tx, &at(TRIAL_END + 4 * DAY, 3))
         .await
         .unwrap()
         .unwrap();
@@ -138,6 +138,26 @@ async fn has_feature_and_current_plan_follow_the_lifecycle() {
     db.close().await.unwrap();
 }
 
+/// An empty feature key is refused before any SQL runs, naming the argument: the transaction
+/// is not aborted and answers the next question.
+#[tokio::test]
+async fn an_empty_feature_is_a_typed_error_and_leaves_the_transaction_usable() {
+    let db = migrated_db().await;
+    let app = db.app_pool(1).await.unwrap();
+    let tenant = tenant(&db).await;
+    let mut tx = app_tx(&app, tenant).await;
+    let err = has_feature(&mut tx, "", &AccessRules::default()).await.unwrap_err();
+    assert!(
+        matches!(err, pgstrata_billing::Error::InvalidField { field: "feature", .. }),
+        "{err}"
+    );
+    assert!(!has_feature(&mut tx, "seats", &AccessRules::default()).await.unwrap());
+    assert_eq!(current_plan(&mut tx, &AccessRules::default()).await.unwrap(), None);
+    tx.commit().await.unwrap();
+    app.close().await;
+    db.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn tenants_see_only_their_own_mirror_and_cannot_write_it() {
     let db = migrated_db().await;
@@ -154,11 +174,20 @@ async fn tenants_see_only_their_own_mirror_and_cannot_write_it() {
         }
     }
     let day = at(S + DAY, 3);
-    // In b's context, a's subscription is invisible: asking about a answers no.
+    // In b's context, a's subscription is invisible: the SQL functions asked about a (the Rust
+    // API asks only about the transaction's tenant) answer no and list nothing.
     let mut tx = app_tx(&app, b).await;
-    assert!(has_feature(&mut tx, b, "seats", &day).await.unwrap());
-    assert!(!has_feature(&mut tx, a, "seats", &day).await.unwrap());
-    assert!(current_plan(&mut tx, a, &day).await.unwrap().is_none());
+    assert!(has_feature(&mut tx, "seats", &day).await.unwrap());
+    let about_a: (bool, i64) = sqlx::query_as(
+        "SELECT billing.tenant_has_feature($1, 'seats', interval '3 days', $2), \
+                (SELECT count(*) FROM billing.tenant_current_plan($1, interval '3 days', $2))",
+    )
+    .bind(a.0)
+    .bind(day.at)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(about_a, (false, 0));
     let visible: Vec<String> = sqlx::query_scalar("SELECT id FROM billing.subscriptions")
         .fetch_all(&mut *tx)
         .await

@@ -10,7 +10,9 @@ mod common;
 
 use common::*;
 use pgstrata_billing::signature::sign;
-use pgstrata_billing::{AccessRules, Error, Outcome, Verifier, current_plan, has_feature, process_webhook};
+use pgstrata_billing::{
+    AccessRules, Error, EventStatus, Outcome, SubscriptionStatus, Verifier, current_plan, has_feature, process_webhook,
+};
 use pgstrata_core::testing::{Owner, TestDb};
 use pgstrata_core::{DbError, TenantId};
 use serde_json::{Value, json};
@@ -133,8 +135,8 @@ async fn the_app_role_cannot_link_a_customer_and_so_gets_no_subscription() {
         assert_eq!(link_of(&db, &customer).await, (None, None), "{owner:?}");
         assert_eq!(deferred_events(&db, &customer).await, 5, "{owner:?}");
         let mut tx = app_tx(&app, attacker).await;
-        assert!(!has_feature(&mut tx, attacker, "seats", &trialing()).await.unwrap());
-        assert_eq!(current_plan(&mut tx, attacker, &trialing()).await.unwrap(), None);
+        assert!(!has_feature(&mut tx, "seats", &trialing()).await.unwrap());
+        assert_eq!(current_plan(&mut tx, &trialing()).await.unwrap(), None);
         tx.commit().await.unwrap();
 
         sync.close().await.unwrap();
@@ -206,10 +208,7 @@ async fn verified_metadata_and_checkout_sessions_link_a_customer() {
             assert_eq!(deferred_events(&db, &customer).await, 0, "{tag}: replayed");
             let app = db.app_pool(1).await.unwrap();
             let mut tx = app_tx(&app, tenant).await;
-            assert!(
-                has_feature(&mut tx, tenant, "seats", &trialing()).await.unwrap(),
-                "{tag}"
-            );
+            assert!(has_feature(&mut tx, "seats", &trialing()).await.unwrap(), "{tag}");
             tx.commit().await.unwrap();
             app.close().await;
             // The rest of the lifecycle applies as usual.
@@ -263,13 +262,34 @@ async fn the_sync_role_links_a_customer_to_the_tenant_it_names() {
         let (_, customer) = unlinked_customer(&db, &mut sync, "sl", tenant).await;
 
         // Wrong input first: typed errors, nothing linked.
-        let err = pgstrata_billing::link_customer(&mut sync, &customer, TenantId(uuid::Uuid::now_v7()))
+        let unknown = TenantId(uuid::Uuid::now_v7());
+        let err = pgstrata_billing::link_customer(&mut sync, &customer, unknown)
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Db(DbError::NotFound { .. })), "{owner:?}: {err}");
+        assert!(
+            matches!(&err, Error::NotFound { entity: "tenant", id } if *id == unknown.to_string()),
+            "{owner:?}: {err}"
+        );
         let err = pgstrata_billing::link_customer(&mut sync, "", tenant)
             .await
             .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidField {
+                    field: "customer id",
+                    ..
+                }
+            ),
+            "{owner:?}: {err}"
+        );
+        // The function refuses it too, for callers that are not this crate.
+        let err: Error = sqlx::query_scalar::<_, i32>("SELECT billing.link_customer('', $1)")
+            .bind(tenant.0)
+            .fetch_one(&mut sync)
+            .await
+            .unwrap_err()
+            .into();
         assert!(
             matches!(err, Error::Db(DbError::InvalidInput { .. })),
             "{owner:?}: {err}"
@@ -298,9 +318,9 @@ async fn the_sync_role_links_a_customer_to_the_tenant_it_names() {
 
         let app = db.app_pool(1).await.unwrap();
         let mut tx = app_tx(&app, tenant).await;
-        assert!(has_feature(&mut tx, tenant, "seats", &trialing()).await.unwrap());
-        let plan = current_plan(&mut tx, tenant, &trialing()).await.unwrap().unwrap();
-        assert_eq!(plan.status, "trialing");
+        assert!(has_feature(&mut tx, "seats", &trialing()).await.unwrap());
+        let plan = current_plan(&mut tx, &trialing()).await.unwrap().unwrap();
+        assert_eq!(plan.status, SubscriptionStatus::Trialing);
         tx.commit().await.unwrap();
         app.close().await;
         sync.close().await.unwrap();
@@ -324,6 +344,19 @@ async fn a_customer_linked_elsewhere_is_refused_without_naming_its_tenant() {
         let err = pgstrata_billing::link_customer(&mut sync, &customer, other)
             .await
             .unwrap_err();
+        assert!(
+            matches!(&err, Error::LinkedElsewhere { customer: c } if *c == customer),
+            "{owner:?}: {err}"
+        );
+        assert!(!err.to_string().contains(&holder_id), "{err}");
+        // The function's own refusal does not name it either.
+        let err: Error = sqlx::query_scalar::<_, i32>("SELECT billing.link_customer($1, $2)")
+            .bind(&customer)
+            .bind(other.0)
+            .fetch_one(&mut sync)
+            .await
+            .unwrap_err()
+            .into();
         let message = forbidden(&err).unwrap_or_else(|| panic!("{owner:?}: {err}"));
         assert!(message.contains("linked to another tenant"), "{message}");
         assert!(!err.to_string().contains(&holder_id), "{err}");
@@ -455,7 +488,7 @@ async fn definer_functions_do_not_run_the_callers_pg_temp_types_as_the_owner() {
                 "billing.apply_refetched(text,jsonb)",
                 "billing.backfill_advance(text,text,integer,boolean)",
                 "billing.backfill_position(text,boolean)",
-                "billing.ledger(text,integer)",
+                "billing.ledger(text,integer,timestamp with time zone,text)",
                 "billing.link_customer(text,uuid)",
                 "billing.process_event(jsonb)",
                 "billing.prune_events(interval)",
@@ -498,7 +531,9 @@ async fn definer_functions_do_not_run_the_callers_pg_temp_types_as_the_owner() {
             .fetch_one(&mut sync)
             .await;
         seen.push(format!("sync retry: {:?}", retried.map_err(|e| e.to_string())));
-        let listed = pgstrata_billing::ledger::events(&mut sync, Some("failed"), 10).await;
+        let listed =
+            pgstrata_billing::ledger::events(&mut sync, Some(EventStatus::Failed), &pgstrata_core::Page::first(10))
+                .await;
         seen.push(format!(
             "sync ledger: {:?}",
             listed.map(|l| l.len()).map_err(|e| e.to_string())

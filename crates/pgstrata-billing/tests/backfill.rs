@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use pgstrata_billing::backfill::{BackfillOptions, StripeList, backfill};
+use pgstrata_billing::backfill::{BackfillOptions, BackfillResource, StripeList, backfill};
 use pgstrata_billing::{Error, Outcome};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -81,7 +81,7 @@ struct Lister {
     address: String,
     calls: Mutex<usize>,
     fail_on_call: Option<usize>,
-    webhook_with: Option<(String, Value, sqlx::PgPool)>,
+    webhook_with: Option<(BackfillResource, Value, sqlx::PgPool)>,
 }
 
 impl Lister {
@@ -97,7 +97,7 @@ impl Lister {
 }
 
 impl StripeList for Lister {
-    async fn page(&self, resource: &str, starting_after: Option<&str>) -> Result<Value, String> {
+    async fn page(&self, resource: BackfillResource, starting_after: Option<&str>) -> Result<Value, String> {
         let call = {
             let mut calls = self.calls.lock().unwrap();
             *calls += 1;
@@ -115,7 +115,7 @@ impl StripeList for Lister {
             .await
             .unwrap()?;
         if let Some((on, event, pool)) = &self.webhook_with
-            && on == resource
+            && *on == resource
             && starting_after.is_none()
         {
             let mut conn = pool.acquire().await.unwrap();
@@ -152,7 +152,7 @@ async fn backfill_applies_every_list_resumes_where_it_stopped_and_never_beats_a_
         address: address.clone(),
         calls: Mutex::new(0),
         fail_on_call: Some(6),
-        webhook_with: Some(("subscriptions".into(), newer.clone(), sync.clone())),
+        webhook_with: Some((BackfillResource::Subscriptions, newer.clone(), sync.clone())),
     };
     let mut conn = sync.acquire().await.unwrap();
     let mut pages = Vec::new();
@@ -161,7 +161,13 @@ async fn backfill_applies_every_list_resumes_where_it_stopped_and_never_beats_a_
     })
     .await;
     assert!(
-        matches!(&first, Err(Error::Backfill { resource, .. }) if resource == "invoices"),
+        matches!(
+            &first,
+            Err(Error::Backfill {
+                resource: BackfillResource::Invoices,
+                ..
+            })
+        ),
         "{first:?}"
     );
     assert_eq!(pages.len(), 5, "{pages:?}");
@@ -201,7 +207,9 @@ async fn backfill_applies_every_list_resumes_where_it_stopped_and_never_beats_a_
     .unwrap();
     assert_eq!(stale, "processed", "recorded, and lost to the newer webhook");
 
-    // A third run has nothing left; with restart it lists everything again, all stale now.
+    // A third run has nothing left; with restart it lists everything again. Stamped an hour
+    // back (a clock an hour ahead of Stripe's), every object is older than what the runs above
+    // mirrored: all stale, whichever second each run fell in.
     let lister = Lister::plain(&lister.address);
     let report = backfill(&mut conn, &lister, &BackfillOptions::default(), |_| {})
         .await
@@ -209,6 +217,7 @@ async fn backfill_applies_every_list_resumes_where_it_stopped_and_never_beats_a_
     assert_eq!(report.pages, 0);
     let restart = BackfillOptions {
         restart: true,
+        clock_margin: std::time::Duration::from_secs(3600),
         ..BackfillOptions::default()
     };
     let report = backfill(&mut conn, &lister, &restart, |_| {}).await.unwrap();

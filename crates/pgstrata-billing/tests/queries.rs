@@ -8,7 +8,7 @@
 mod common;
 
 use common::migrated_db;
-use pgstrata_core::testing::psql_script;
+use pgstrata_core::testing::plans::{PlanReport, nested_plans, queries_md, section};
 
 /// Tenant k has id 00000000-0000-7000-8000-<k in hex>, customer cus_k, subscription sub_k with
 /// item si_k on one of ten prices, four invoices and two active entitlements; the ledger holds
@@ -48,41 +48,47 @@ const EVENT: &str = r#"{"id": "evt_hot_1", "object": "event", "type": "customer.
 
 const TENANT: &str = "00000000-0000-7000-8000-000000001092"; // k = 4242
 
-/// (name, role, SQL, the indexes its inner plans must use, tables that must not be scanned)
-fn hot() -> Vec<(&'static str, &'static str, String, Vec<&'static str>)> {
+/// The tenant context of the application role's reads.
+fn in_tenant() -> String {
+    format!("SELECT set_config('app.tenant_id', '{TENANT}', true)")
+}
+
+/// (name, role, setup, SQL, the indexes its inner plans must use)
+fn hot() -> Vec<(&'static str, &'static str, String, String, Vec<&'static str>)> {
     vec![
         (
             "process-event",
             "pgstrata_billing_sync",
+            String::new(),
             format!("SELECT * FROM billing.process_event('{EVENT}')"),
             vec!["events_pkey", "customer_links_pkey", "subscriptions_pkey", "subscription_items_pkey"],
         ),
         (
             "duplicate-event",
             "pgstrata_billing_sync",
+            String::new(),
             "SELECT * FROM billing.process_event('{\"id\": \"evt_scale_77\", \"type\": \"invoice.paid\", \"created\": 1, \"data\": {\"object\": {\"id\": \"in_78_1\", \"customer\": \"cus_78\"}}}')".into(),
             vec!["events_pkey"],
         ),
         (
             "link-customer",
             "pgstrata_billing_sync",
+            String::new(),
             format!("SELECT billing.link_customer('cus_unlinked_17', '{TENANT}')"),
             vec!["tenants_pkey", "customer_links_pkey", "events_deferred_idx"],
         ),
         (
             "has-feature",
             "pgstrata_test_app",
-            format!(
-                "SELECT set_config('app.tenant_id', '{TENANT}', true); SELECT billing.tenant_has_feature('{TENANT}', 'seats')"
-            ),
+            in_tenant(),
+            format!("SELECT billing.tenant_has_feature('{TENANT}', 'seats')"),
             vec!["subscriptions_customer_idx", "active_entitlements_lookup_key"],
         ),
         (
             "current-plan",
             "pgstrata_test_app",
-            format!(
-                "SELECT set_config('app.tenant_id', '{TENANT}', true); SELECT * FROM billing.tenant_current_plan('{TENANT}')"
-            ),
+            in_tenant(),
+            format!("SELECT * FROM billing.tenant_current_plan('{TENANT}')"),
             vec!["subscriptions_customer_idx", "subscription_items_pkey"],
         ),
     ]
@@ -103,43 +109,23 @@ async fn hot_statements_use_their_indexes_at_scale() {
     let db = migrated_db().await;
     sqlx::raw_sql(SCALE_SQL).execute(&db.admin).await.unwrap();
     sqlx::raw_sql("VACUUM ANALYZE").execute(&db.admin).await.unwrap();
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../queries.md")).unwrap();
-    let section = doc.split("\n## billing").nth(1).unwrap_or_default();
+    let doc = queries_md();
+    let section = section(&doc, "billing");
+    let url = db.url().unwrap();
 
-    let mut failures = Vec::new();
-    for (name, role, statement, indexes) in hot() {
-        let script = format!(
-            "LOAD 'auto_explain';
-             SET auto_explain.log_min_duration = 0;
-             SET auto_explain.log_nested_statements = on;
-             SET auto_explain.log_level = notice;
-             BEGIN;
-             SET LOCAL ROLE {role};
-             {statement};
-             ROLLBACK;"
-        );
-        let (_, notices) = psql_script(&db.url().unwrap(), &script).unwrap();
-        let plans: String = notices.split("NOTICE:").filter(|p| p.contains("Query Text")).collect();
-        if std::env::var_os("PGSTRATA_PRINT_PLANS").is_some() {
-            println!("==== {name}\n{plans}");
-        }
+    let mut report = PlanReport::new();
+    for (name, role, setup, statement, indexes) in hot() {
+        let plans = nested_plans(&url, role, &setup, &statement).unwrap();
+        report.show(name, &plans);
         for index in &indexes {
-            if !plans.contains(index) {
-                failures.push(format!("{name}: expected {index}:\n{plans}"));
-            }
-            if !section.contains(index) {
-                failures.push(format!("queries.md does not show {index}"));
-            }
+            report.uses_index(name, &plans, index);
+            report.expect(section.contains(index), || format!("queries.md does not show {index}"));
         }
-        for scan in BIG_TABLES {
-            if plans.contains(scan) {
-                failures.push(format!("{name}: {scan}:\n{plans}"));
-            }
-        }
-        if !section.contains(&format!("### {name}")) {
-            failures.push(format!("queries.md has no `### {name}`"));
-        }
+        report.avoids(name, &plans, &BIG_TABLES);
+        report.expect(section.contains(&format!("### {name}")), || {
+            format!("queries.md has no `### {name}`")
+        });
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    report.assert_ok();
     db.close().await.unwrap();
 }

@@ -126,9 +126,10 @@ enum BillingAction {
     Events {
         /// Only events of this status: processed, ignored, deferred, failed or rejected.
         #[arg(long)]
-        status: Option<String>,
+        status: Option<pgstrata::billing::EventStatus>,
+        /// How many (1 to 1000).
         #[arg(long, default_value_t = 50)]
-        limit: i32,
+        limit: u64,
     },
     /// Apply failed events again, oldest first (after a fix).
     Retry {
@@ -743,7 +744,7 @@ async fn billing(conn: &mut PgConnection, action: BillingAction) -> Result<(), A
     use pgstrata::billing::ledger;
     match action {
         BillingAction::Events { status, limit } => {
-            let events = ledger::events(conn, status.as_deref(), limit).await?;
+            let events = ledger::events(conn, status, &pgstrata::core::Page::first(limit)).await?;
             if events.is_empty() {
                 println!("billing ledger: no events");
             }
@@ -751,7 +752,7 @@ async fn billing(conn: &mut PgConnection, action: BillingAction) -> Result<(), A
                 println!(
                     "{} {:<9} {:<45} {} {} attempts {}{}",
                     e.received_at.format("%Y-%m-%d %H:%M:%S"),
-                    e.status,
+                    e.status.as_str(),
                     e.event_type,
                     e.id,
                     e.object_id.as_deref().unwrap_or("-"),

@@ -56,7 +56,10 @@ async fn execute(conn: &mut PgConnection, built: Built, about: About<'_>) -> Res
 /// `Ok` when a statement changed a row, else [`Error::NotFound`] naming it.
 fn found(rows: u64, what: &'static str, key: impl FnOnce() -> String) -> Result<()> {
     if rows == 0 {
-        Err(Error::NotFound { what, key: key() })
+        Err(Error::NotFound {
+            entity: what,
+            id: key(),
+        })
     } else {
         Ok(())
     }

@@ -72,10 +72,11 @@ pub enum Error {
     #[error("the same grant already exists")]
     DuplicateGrant,
 
-    /// The row an operation was to change does not exist in this tenant (`what` names it:
-    /// `grant`, `role`, `role permission`, `role parent`, `group member`; `key` is its key).
-    #[error("{what} {key} not found (or not visible in the current tenant context)")]
-    NotFound { what: &'static str, key: String },
+    /// The row an operation was to change does not exist in this tenant (`entity` names it:
+    /// `grant`, `role`, `role permission`, `role parent`, `group member`; `id` is its key).
+    /// The same shape as every module's `NotFound`.
+    #[error("{entity} {id} not found (or not visible in the current tenant context)")]
+    NotFound { entity: &'static str, id: String },
 
     #[error(transparent)]
     Db(DbError),

@@ -266,7 +266,7 @@ async fn group_grants_reach_members_only_while_they_are_members() {
         matches!(
             &err,
             Error::NotFound {
-                what: "group member",
+                entity: "group member",
                 ..
             }
         ),
@@ -405,27 +405,27 @@ async fn changing_what_is_not_there_is_not_found_and_names_it() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::NotFound { what: "role permission", key } if key == "allow invoice:read of ops"),
+        matches!(&err, Error::NotFound { entity: "role permission", id } if id == "allow invoice:read of ops"),
         "{err}"
     );
     admin::remove_role_parent(&mut tx, "ops", "viewer").await.unwrap();
     let err = admin::remove_role_parent(&mut tx, "ops", "viewer").await.unwrap_err();
     assert!(
-        matches!(&err, Error::NotFound { what: "role parent", key } if key == "ops -> viewer"),
+        matches!(&err, Error::NotFound { entity: "role parent", id } if id == "ops -> viewer"),
         "{err}"
     );
     admin::revoke(&mut tx, g.id).await.unwrap();
     let err = admin::revoke(&mut tx, g.id).await.unwrap_err();
     assert!(
-        matches!(&err, Error::NotFound { what: "grant", key } if *key == g.id.to_string()),
+        matches!(&err, Error::NotFound { entity: "grant", id } if *id == g.id.to_string()),
         "{err}"
     );
     admin::delete_role(&mut tx, "ops").await.unwrap();
     let err = admin::delete_role(&mut tx, "ops").await.unwrap_err();
-    assert!(matches!(&err, Error::NotFound { what: "role", .. }), "{err}");
+    assert!(matches!(&err, Error::NotFound { entity: "role", .. }), "{err}");
     // System roles are not the tenant's to delete.
     let err = admin::delete_role(&mut tx, "admin").await.unwrap_err();
-    assert!(matches!(&err, Error::NotFound { what: "role", .. }), "{err}");
+    assert!(matches!(&err, Error::NotFound { entity: "role", .. }), "{err}");
 
     // Adding to a role that does not exist names the role. Each refusal by the database ends
     // its transaction, so each runs in a savepoint of the test's transaction.
