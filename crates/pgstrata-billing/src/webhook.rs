@@ -107,6 +107,17 @@ pub async fn apply_event(conn: &mut PgConnection, event: &Value) -> Result<Proce
 }
 
 fn processed((event_id, event_type): (String, String), row: Row) -> Processed {
+    // One event per Stripe event applied: failures and refusals at warn, so they are seen.
+    match row.outcome {
+        Outcome::Failed | Outcome::Rejected => tracing::warn!(
+            event_id = %event_id, event_type = %event_type, outcome = %row.outcome,
+            error = row.error.as_deref().unwrap_or_default(), "stripe event not applied"
+        ),
+        _ => tracing::info!(
+            event_id = %event_id, event_type = %event_type, outcome = %row.outcome,
+            tenant_id = row.tenant_id.map(tracing::field::display), "stripe event"
+        ),
+    }
     Processed {
         event_id,
         event_type,
