@@ -89,7 +89,11 @@ pub async fn unsealed(conn: &mut PgConnection) -> Result<Unsealed> {
 /// assert_eq!(sql, r#"SELECT * FROM audit.unsealed() AS "r""#);
 /// ```
 pub fn unsealed_stmt() -> Built {
-    sql::build(Query::select().column(Asterisk).from_function(Func::cust(AuditFn::Unsealed), Rows))
+    sql::build(
+        Query::select()
+            .column(Asterisk)
+            .from_function(Func::cust(AuditFn::Unsealed), Rows),
+    )
 }
 
 /// How often and how much the [`Sealer`] seals.

@@ -44,7 +44,9 @@ pub async fn maintain(
     ahead: Option<i32>,
     retention_months: Option<i32>,
 ) -> Result<Vec<MaintainStep>> {
-    Ok(sql::query_as(maintain_stmt(ahead, retention_months)).fetch_all(conn).await?)
+    Ok(sql::query_as(maintain_stmt(ahead, retention_months))
+        .fetch_all(conn)
+        .await?)
 }
 
 /// The SQL of [`maintain`]; `None` takes the default of `audit.settings`.
@@ -70,5 +72,9 @@ pub async fn list(conn: &mut PgConnection) -> Result<Vec<Partition>> {
 /// assert_eq!(sql, r#"SELECT * FROM audit.partitions() AS "r""#);
 /// ```
 pub fn list_stmt() -> Built {
-    sql::build(Query::select().column(Asterisk).from_function(Func::cust(AuditFn::Partitions), Rows))
+    sql::build(
+        Query::select()
+            .column(Asterisk)
+            .from_function(Func::cust(AuditFn::Partitions), Rows),
+    )
 }
