@@ -1,8 +1,11 @@
 //! Capturing: attach the audit trigger to a table, record application events.
 
 use crate::error::{Error, Result};
+use crate::functions::{AuditFn, regclass};
 use crate::ids::RecordId;
 use pgstrata_core::TenantTx;
+use pgstrata_core::sql::{self, Built};
+use sea_query::{Expr, Func, Query};
 use sqlx::PgConnection;
 
 /// How a table is audited.
@@ -32,22 +35,40 @@ impl TableOptions {
 /// `audit.capture()`, which is not granted to PUBLIC). Unknown columns and tables without a
 /// primary key are refused.
 pub async fn enable(conn: &mut PgConnection, table: &str, options: &TableOptions) -> Result<()> {
-    sqlx::query("SELECT audit.enable($1::text::regclass, $2, $3)")
-        .bind(table)
-        .bind(&options.ignored)
-        .bind(&options.redacted)
-        .execute(conn)
-        .await?;
+    sql::query(enable_stmt(table, options)).execute(conn).await?;
     Ok(())
+}
+
+/// The SQL of [`enable`].
+///
+/// ```
+/// use pgstrata_audit::{TableOptions, capture::enable_stmt};
+/// let options = TableOptions::default().ignore("updated_at").redact("token_hash");
+/// let (sql, _) = enable_stmt("public.projects", &options);
+/// assert_eq!(sql, "SELECT audit.enable(CAST($1 AS regclass), $2, $3)");
+/// ```
+pub fn enable_stmt(table: &str, options: &TableOptions) -> Built {
+    sql::build(Query::select().expr(Func::cust(AuditFn::Enable).args([
+        Expr::from(regclass(table)),
+        Expr::val(options.ignored.clone()),
+        Expr::val(options.redacted.clone()),
+    ])))
 }
 
 /// Stops auditing `table`; its records stay.
 pub async fn disable(conn: &mut PgConnection, table: &str) -> Result<()> {
-    sqlx::query("SELECT audit.disable($1::text::regclass)")
-        .bind(table)
-        .execute(conn)
-        .await?;
+    sql::query(disable_stmt(table)).execute(conn).await?;
     Ok(())
+}
+
+/// The SQL of [`disable`].
+///
+/// ```
+/// let (sql, _) = pgstrata_audit::capture::disable_stmt("public.projects");
+/// assert_eq!(sql, "SELECT audit.disable(CAST($1 AS regclass))");
+/// ```
+pub fn disable_stmt(table: &str) -> Built {
+    sql::build(Query::select().expr(Func::cust(AuditFn::Disable).arg(regclass(table))))
 }
 
 /// The cap on an event's `details`, in bytes of JSON text (`audit.record` refuses larger ones
@@ -137,15 +158,29 @@ impl Event {
 /// [`RecordOrigin::Event`](crate::RecordOrigin::Event): it can never pass for a captured change.
 /// Returns the record's id.
 pub async fn record(tx: &mut TenantTx<'_>, event: &Event) -> Result<RecordId> {
-    event.validate()?;
-    let id = sqlx::query_scalar("SELECT audit.record($1, $2, $3, $4)")
-        .bind(&event.action)
-        .bind(&event.resource_type)
-        .bind(&event.resource_id)
-        .bind(&event.details)
-        .fetch_one(&mut **tx)
-        .await?;
+    let (id,): (RecordId,) = sql::query_as(record_stmt(event)?).fetch_one(&mut **tx).await?;
     Ok(id)
+}
+
+/// The SQL of [`record`]; refuses an event whose fields are malformed
+/// ([`Error::InvalidField`] naming the field) before it reaches the database.
+///
+/// ```
+/// use pgstrata_audit::{Error, Event, capture::record_stmt};
+/// let event = Event::new("invoice.sent", "invoice").resource_id("42");
+/// let (sql, _) = record_stmt(&event).unwrap();
+/// assert_eq!(sql, "SELECT audit.record($1, $2, $3, $4)");
+/// let err = record_stmt(&Event::new("Invoice Sent", "invoice")).unwrap_err();
+/// assert!(matches!(err, Error::InvalidField { field: "action", .. }));
+/// ```
+pub fn record_stmt(event: &Event) -> Result<Built> {
+    event.validate()?;
+    Ok(sql::build(Query::select().expr(Func::cust(AuditFn::Record).args([
+        Expr::val(event.action.clone()),
+        Expr::val(event.resource_type.clone()),
+        Expr::val(event.resource_id.clone()),
+        Expr::val(event.details.clone()),
+    ]))))
 }
 
 #[cfg(test)]

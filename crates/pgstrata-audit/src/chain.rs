@@ -14,18 +14,29 @@
 //! records removed anywhere, including all of them.
 
 use crate::error::{Error, Result};
+use crate::functions::AuditFn;
 use crate::ids::RecordId;
+use pgstrata_core::sql::{self, Built, Rows};
 use pgstrata_core::{CancellationToken, TenantId};
+use sea_query::{Asterisk, Expr, Func, Query};
 use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
 
 /// Seals up to `limit` committed records; returns how many. Run it as `pgstrata_worker` (or the
 /// owner). While another sealer holds the lock it fails at once with [`Error::SealerBusy`].
 pub async fn seal(conn: &mut PgConnection, limit: i32) -> Result<i32> {
-    Ok(sqlx::query_scalar("SELECT audit.seal($1)")
-        .bind(limit.max(1))
-        .fetch_one(conn)
-        .await?)
+    let (sealed,): (i32,) = sql::query_as(seal_stmt(limit)).fetch_one(conn).await?;
+    Ok(sealed)
+}
+
+/// The SQL of [`seal`]; a `limit` below 1 seals one record.
+///
+/// ```
+/// let (sql, _) = pgstrata_audit::chain::seal_stmt(5000);
+/// assert_eq!(sql, "SELECT audit.seal($1)");
+/// ```
+pub fn seal_stmt(limit: i32) -> Built {
+    sql::build(Query::select().expr(Func::cust(AuditFn::Seal).arg(limit.max(1))))
 }
 
 /// The first broken link of a tenant's chain.
@@ -42,12 +53,18 @@ pub struct BrokenLink {
 /// Recomputes the chain of `tenant` (or every tenant) and returns the first broken link of each
 /// broken chain; empty when every sealed record is intact.
 pub async fn verify(conn: &mut PgConnection, tenant: Option<TenantId>) -> Result<Vec<BrokenLink>> {
-    Ok(
-        sqlx::query_as("SELECT tenant_id, seq, id, occurred_at, problem FROM audit.verify($1)")
-            .bind(tenant.map(|t| t.0))
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(sql::query_as(verify_stmt(tenant)).fetch_all(conn).await?)
+}
+
+/// The SQL of [`verify`]; `None` verifies every tenant's chain.
+///
+/// ```
+/// let (sql, _) = pgstrata_audit::chain::verify_stmt(None);
+/// assert_eq!(sql, r#"SELECT * FROM audit.verify($1) AS "r""#);
+/// ```
+pub fn verify_stmt(tenant: Option<TenantId>) -> Built {
+    let f = Func::cust(AuditFn::Verify).arg(Expr::val(tenant.map(|t| t.0)));
+    sql::build(Query::select().column(Asterisk).from_function(f, Rows))
 }
 
 /// Records still waiting for the sealer.
@@ -62,9 +79,21 @@ pub struct Unsealed {
 /// than a few seal intervals, no sealer is running or something holds it back (a writing
 /// transaction open anywhere in the cluster delays sealing until it ends).
 pub async fn unsealed(conn: &mut PgConnection) -> Result<Unsealed> {
-    Ok(sqlx::query_as("SELECT unsealed, oldest FROM audit.unsealed()")
-        .fetch_one(conn)
-        .await?)
+    Ok(sql::query_as(unsealed_stmt()).fetch_one(conn).await?)
+}
+
+/// The SQL of [`unsealed`].
+///
+/// ```
+/// let (sql, _) = pgstrata_audit::chain::unsealed_stmt();
+/// assert_eq!(sql, r#"SELECT * FROM audit.unsealed() AS "r""#);
+/// ```
+pub fn unsealed_stmt() -> Built {
+    sql::build(
+        Query::select()
+            .column(Asterisk)
+            .from_function(Func::cust(AuditFn::Unsealed), Rows),
+    )
 }
 
 /// How often and how much the [`Sealer`] seals.

@@ -39,6 +39,7 @@
 pub mod capture;
 pub mod chain;
 pub mod error;
+pub mod functions;
 pub mod generated;
 pub mod ids;
 pub mod partitions;

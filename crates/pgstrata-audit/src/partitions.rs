@@ -1,6 +1,9 @@
 //! Monthly partitions of `audit.records`: created ahead, dropped whole when expired.
 
 use crate::error::Result;
+use crate::functions::AuditFn;
+use pgstrata_core::sql::{self, Built, Rows};
+use sea_query::{Asterisk, Expr, Func, Query};
 use sqlx::PgConnection;
 
 pgstrata_core::text_enum!(
@@ -41,18 +44,37 @@ pub async fn maintain(
     ahead: Option<i32>,
     retention_months: Option<i32>,
 ) -> Result<Vec<MaintainStep>> {
-    Ok(sqlx::query_as("SELECT action, partition FROM audit.maintain($1, $2)")
-        .bind(ahead)
-        .bind(retention_months)
+    Ok(sql::query_as(maintain_stmt(ahead, retention_months))
         .fetch_all(conn)
         .await?)
 }
 
+/// The SQL of [`maintain`]; `None` takes the default of `audit.settings`.
+///
+/// ```
+/// let (sql, _) = pgstrata_audit::partitions::maintain_stmt(Some(3), None);
+/// assert_eq!(sql, r#"SELECT * FROM audit.maintain($1, $2) AS "r""#);
+/// ```
+pub fn maintain_stmt(ahead: Option<i32>, retention_months: Option<i32>) -> Built {
+    let f = Func::cust(AuditFn::Maintain).args([Expr::val(ahead), Expr::val(retention_months)]);
+    sql::build(Query::select().column(Asterisk).from_function(f, Rows))
+}
+
 /// The partitions, oldest first.
 pub async fn list(conn: &mut PgConnection) -> Result<Vec<Partition>> {
-    Ok(
-        sqlx::query_as("SELECT name, lower_bound, upper_bound FROM audit.partitions()")
-            .fetch_all(conn)
-            .await?,
+    Ok(sql::query_as(list_stmt()).fetch_all(conn).await?)
+}
+
+/// The SQL of [`list`].
+///
+/// ```
+/// let (sql, _) = pgstrata_audit::partitions::list_stmt();
+/// assert_eq!(sql, r#"SELECT * FROM audit.partitions() AS "r""#);
+/// ```
+pub fn list_stmt() -> Built {
+    sql::build(
+        Query::select()
+            .column(Asterisk)
+            .from_function(Func::cust(AuditFn::Partitions), Rows),
     )
 }

@@ -47,6 +47,18 @@ async fn schema_sql_and_generated_types_match_the_migrations() {
         audited,
         ["tenancy.invitations", "tenancy.memberships", "tenancy.tenants"]
     );
+    // The function identifiers the builders call name functions that exist.
+    let functions: Vec<String> = sqlx::query_scalar(
+        "SELECT n.nspname || '.' || p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = 'audit'",
+    )
+    .fetch_all(&mut a)
+    .await
+    .unwrap();
+    for f in pgstrata_audit::functions::AuditFn::ALL {
+        let name = f.qualified_name();
+        assert!(functions.iter().any(|g| g == name), "{name} is not a function of audit");
+    }
     drop((a, b));
     compared.migrated.close().await.unwrap();
     compared.copied.close().await.unwrap();

@@ -1,39 +1,22 @@
 //! The `billing` schema's SQL functions as sea-query identifiers, schema-qualified, for the
-//! builders (`Func::cust(Function::ProcessEvent)`). Codegen renders tables and columns; these
-//! are the entry points the crate calls.
+//! builders (`Func::cust(Function::ProcessEvent)`), declared with
+//! `pgstrata_core::sql_functions!`. Codegen renders tables and columns; these are the entry
+//! points the crate calls.
 
-use sea_query::Iden;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Function {
-    ProcessEvent,
-    ApplyRefetched,
-    LinkCustomer,
-    TenantHasFeature,
-    TenantCurrentPlan,
-    Ledger,
-    RetryFailed,
-    PruneEvents,
-    BackfillPosition,
-    BackfillAdvance,
-}
-
-impl Iden for Function {
-    fn unquoted(&self) -> &str {
-        match self {
-            Function::ProcessEvent => "billing.process_event",
-            Function::ApplyRefetched => "billing.apply_refetched",
-            Function::LinkCustomer => "billing.link_customer",
-            Function::TenantHasFeature => "billing.tenant_has_feature",
-            Function::TenantCurrentPlan => "billing.tenant_current_plan",
-            Function::Ledger => "billing.ledger",
-            Function::RetryFailed => "billing.retry_failed",
-            Function::PruneEvents => "billing.prune_events",
-            Function::BackfillPosition => "billing.backfill_position",
-            Function::BackfillAdvance => "billing.backfill_advance",
-        }
+pgstrata_core::sql_functions!(
+    pub(crate) Function, "billing" {
+        ProcessEvent = "process_event",
+        ApplyRefetched = "apply_refetched",
+        LinkCustomer = "link_customer",
+        TenantHasFeature = "tenant_has_feature",
+        TenantCurrentPlan = "tenant_current_plan",
+        Ledger = "ledger",
+        RetryFailed = "retry_failed",
+        PruneEvents = "prune_events",
+        BackfillPosition = "backfill_position",
+        BackfillAdvance = "backfill_advance",
     }
-}
+);
 
 /// A duration as an `interval` argument: `CAST($n AS interval)` of its seconds as text
 /// (`'259200 seconds'`), since sea-query binds no interval values.

@@ -8,7 +8,8 @@
 //! - [`error`]: SQLSTATE-to-meaning mapping.
 //! - [`ids`]: UUIDv7 and the [`uuid_id!`] macro every module declares its ids with;
 //!   [`enums`]: the [`text_enum!`] macro for state columns.
-//! - [`sql`]: the one place built SQL is handed to sqlx.
+//! - [`sql`]: the one place built SQL is handed to sqlx; the [`sql_functions!`] macro every
+//!   module names its SQL functions with.
 //! - Tools, each behind its feature so an application's build compiles only what runs:
 //!   `doctor` (the catalog checks of `pgstrata doctor`), `codegen` (row types from the catalog),
 //!   `testing` (`catalog` snapshots, `server`: a throwaway PostgreSQL from the local binaries,
@@ -44,7 +45,7 @@ pub use page::Page;
 /// The one way every background loop (queue worker, audit sealer, ...) is told to stop.
 pub use tokio_util::sync::CancellationToken;
 
-/// What [`uuid_id!`] and [`text_enum!`] expand to need; not part of the API.
+/// What [`uuid_id!`], [`text_enum!`] and [`sql_functions!`] expand to need; not part of the API.
 #[doc(hidden)]
 pub mod __private {
     pub use sea_query;

@@ -48,3 +48,67 @@ where
 pub fn raw(sql: &str) -> sqlx::RawSql {
     sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
 }
+
+/// Declares a module's SQL functions as one sea-query identifier enum, for `Func::cust`: each
+/// variant is written as its schema-qualified name, unquoted (`audit.seal`), as the builders
+/// call them. Codegen renders tables, not functions, so each module lists the functions it
+/// calls with this macro; `ALL` lets a test check that every one exists in the schema.
+///
+/// ```
+/// use sea_query::{Expr, Func, Query};
+/// pgstrata_core::sql_functions!(
+///     /// The `shop` schema's functions.
+///     pub ShopFn, "shop" {
+///         PlaceOrder = "place_order",
+///         Stats = "stats",
+///     }
+/// );
+/// assert_eq!(ShopFn::PlaceOrder.qualified_name(), "shop.place_order");
+/// assert_eq!(ShopFn::ALL, &[ShopFn::PlaceOrder, ShopFn::Stats]);
+/// let (sql, _) = pgstrata_core::sql::build(Query::select().expr(Func::cust(ShopFn::PlaceOrder).arg(Expr::val(7))));
+/// assert_eq!(sql, "SELECT shop.place_order($1)");
+/// let (sql, _) = pgstrata_core::sql::build(
+///     Query::select().column(sea_query::Asterisk).from_function(Func::cust(ShopFn::Stats), pgstrata_core::sql::Rows),
+/// );
+/// assert_eq!(sql, r#"SELECT * FROM shop.stats() AS "r""#);
+/// ```
+#[macro_export]
+macro_rules! sql_functions {
+    ($(#[$meta:meta])* $vis:vis $name:ident, $schema:literal { $($(#[$vmeta:meta])* $variant:ident = $function:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        #[allow(dead_code)]
+        impl $name {
+            /// Every function, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The function's name as written in SQL: `schema.function`.
+            pub fn qualified_name(&self) -> &'static str {
+                match self {
+                    $($name::$variant => concat!($schema, ".", $function),)+
+                }
+            }
+        }
+
+        impl $crate::__private::sea_query::Iden for $name {
+            fn unquoted(&self) -> &str {
+                self.qualified_name()
+            }
+        }
+    };
+}
+
+/// The alias of a set-returning function in `FROM` (`SELECT * FROM audit.verify($1) AS "r"`):
+/// the rows are read by column name, so the alias is never referred to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rows;
+
+impl sea_query::Iden for Rows {
+    fn unquoted(&self) -> &str {
+        "r"
+    }
+}

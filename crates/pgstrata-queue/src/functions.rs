@@ -6,77 +6,29 @@
 
 use sea_query::Iden;
 
-/// A function of the `queue` schema, schema-qualified, for `Func::cust`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueFn {
-    Enqueue,
-    EnqueueMany,
-    EnqueuePeriodic,
-    Claim,
-    PromoteDue,
-    Complete,
-    CompleteMany,
-    Fail,
-    Snooze,
-    CancelAttempt,
-    Heartbeat,
-    HeartbeatMany,
-    Release,
-    Rescue,
-    Cancel,
-    Retry,
-    Prune,
-    Stats,
-}
-
-impl QueueFn {
-    /// Every function the crate calls.
-    pub const ALL: &'static [QueueFn] = &[
-        QueueFn::Enqueue,
-        QueueFn::EnqueueMany,
-        QueueFn::EnqueuePeriodic,
-        QueueFn::Claim,
-        QueueFn::PromoteDue,
-        QueueFn::Complete,
-        QueueFn::CompleteMany,
-        QueueFn::Fail,
-        QueueFn::Snooze,
-        QueueFn::CancelAttempt,
-        QueueFn::Heartbeat,
-        QueueFn::HeartbeatMany,
-        QueueFn::Release,
-        QueueFn::Rescue,
-        QueueFn::Cancel,
-        QueueFn::Retry,
-        QueueFn::Prune,
-        QueueFn::Stats,
-    ];
-}
-
-impl Iden for QueueFn {
-    fn unquoted(&self) -> &str {
-        match self {
-            QueueFn::Enqueue => "queue.enqueue",
-            QueueFn::EnqueueMany => "queue.enqueue_many",
-            QueueFn::EnqueuePeriodic => "queue.enqueue_periodic",
-            QueueFn::Claim => "queue.claim",
-            QueueFn::PromoteDue => "queue.promote_due",
-            QueueFn::Complete => "queue.complete",
-            QueueFn::CompleteMany => "queue.complete_many",
-            QueueFn::Fail => "queue.fail",
-            QueueFn::Snooze => "queue.snooze",
-            QueueFn::CancelAttempt => "queue.cancel_attempt",
-            QueueFn::Heartbeat => "queue.heartbeat",
-            QueueFn::HeartbeatMany => "queue.heartbeat_many",
-            QueueFn::Release => "queue.release",
-            QueueFn::Rescue => "queue.rescue",
-            QueueFn::Cancel => "queue.cancel",
-            QueueFn::Retry => "queue.retry",
-            QueueFn::Prune => "queue.prune",
-            QueueFn::Stats => "queue.stats",
-        }
+pgstrata_core::sql_functions!(
+    /// A function of the `queue` schema, schema-qualified, for `Func::cust`.
+    pub QueueFn, "queue" {
+        Enqueue = "enqueue",
+        EnqueueMany = "enqueue_many",
+        EnqueuePeriodic = "enqueue_periodic",
+        Claim = "claim",
+        PromoteDue = "promote_due",
+        Complete = "complete",
+        CompleteMany = "complete_many",
+        Fail = "fail",
+        Snooze = "snooze",
+        CancelAttempt = "cancel_attempt",
+        Heartbeat = "heartbeat",
+        HeartbeatMany = "heartbeat_many",
+        Release = "release",
+        Rescue = "rescue",
+        Cancel = "cancel",
+        Retry = "retry",
+        Prune = "prune",
+        Stats = "stats",
     }
-}
+);
 
 /// The rows of `queue.stats()` (and the alias the call is given), for sea-query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

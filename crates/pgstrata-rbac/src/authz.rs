@@ -9,41 +9,20 @@ use crate::error::{Error, Result};
 use crate::ids::{Effect, GrantId, PrincipalType};
 use crate::{Principal, Resource, is_permission};
 use pgstrata_core::TenantTx;
-use pgstrata_core::sql::{self, Built};
-use sea_query::{Asterisk, Expr, Func, FunctionCall, Iden, Query};
+use pgstrata_core::sql::{self, Built, Rows};
+use sea_query::{Asterisk, Expr, Func, FunctionCall, Query};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// rbac's SQL functions, for sea-query calls. Function names are written as they are
-/// (schema-qualified, unquoted).
-#[derive(Debug, Clone, Copy)]
-enum Function {
-    Check,
-    Explain,
-    EffectivePermissions,
-    PrincipalsWith,
-}
-
-impl Iden for Function {
-    fn unquoted(&self) -> &str {
-        match self {
-            Function::Check => "rbac.check",
-            Function::Explain => "rbac.explain",
-            Function::EffectivePermissions => "rbac.effective_permissions",
-            Function::PrincipalsWith => "rbac.principals_with",
-        }
+pgstrata_core::sql_functions!(
+    /// rbac's SQL functions, for sea-query calls.
+    Function, "rbac" {
+        Check = "check",
+        Explain = "explain",
+        EffectivePermissions = "effective_permissions",
+        PrincipalsWith = "principals_with",
     }
-}
-
-/// The alias of a function in `FROM`.
-#[derive(Debug, Clone, Copy)]
-struct Rows;
-
-impl Iden for Rows {
-    fn unquoted(&self) -> &str {
-        "r"
-    }
-}
+);
 
 fn scope(resource: Option<&Resource>) -> Result<[Expr; 2]> {
     let (kind, id) = match resource {
