@@ -13,7 +13,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL").map_err(|_| "set DATABASE_URL")?;
     let pool = sqlx::PgPool::connect(&url).await?;
 
-    // Every instance may run this at once: an advisory lock makes one apply, the rest wait.
+    // Every instance may run this at once: a lease row lets one apply, the rest wait.
     let applied = Backend::all()?.migrate(&pool).await?;
     println!("migrations applied now: {}", applied.len());
 
