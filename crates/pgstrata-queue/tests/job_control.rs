@@ -69,8 +69,8 @@ impl Handler<Step> for Act {
     }
 }
 
-#[tokio::test]
-async fn outcomes_context_and_unique_keys_in_enqueue_many() {
+/// A migrated database with one tenant and `public.seen`, where handlers write what they saw.
+async fn with_seen_table() -> (TestDb, TenantId) {
     let migrator = Migrator::new([&pgstrata_tenancy::MODULE, &pgstrata_queue::MODULE]).unwrap();
     let db = TestDb::migrated(&migrator).await.unwrap();
     sqlx::raw_sql(
@@ -86,7 +86,12 @@ async fn outcomes_context_and_unique_keys_in_enqueue_many() {
     pgstrata_tenancy::fixtures::insert_tenants(&mut admin, &[tenant])
         .await
         .unwrap();
-    drop(admin);
+    (db, tenant)
+}
+
+#[tokio::test]
+async fn outcomes_context_and_unique_keys_in_enqueue_many() {
+    let (db, tenant) = with_seen_table().await;
     let app = db.app_pool(2).await.unwrap();
     let actor = UserId::new();
     let ctx = TenantContext::tenant(tenant)
@@ -183,22 +188,7 @@ async fn outcomes_context_and_unique_keys_in_enqueue_many() {
 
 #[tokio::test]
 async fn a_handler_enqueues_a_follow_up_for_its_tenant_with_its_context() {
-    let migrator = Migrator::new([&pgstrata_tenancy::MODULE, &pgstrata_queue::MODULE]).unwrap();
-    let db = TestDb::migrated(&migrator).await.unwrap();
-    sqlx::raw_sql(
-        "CREATE TABLE public.seen (job_id bigint, action text, tenant text, actor text, request text,
-                                   meta_actor text, meta_request text);
-         GRANT SELECT, INSERT ON public.seen TO pgstrata_worker;",
-    )
-    .execute(&db.admin)
-    .await
-    .unwrap();
-    let tenant = TenantId::new();
-    let mut admin = db.admin_conn().await.unwrap();
-    pgstrata_tenancy::fixtures::insert_tenants(&mut admin, &[tenant])
-        .await
-        .unwrap();
-    drop(admin);
+    let (db, tenant) = with_seen_table().await;
     let app = db.app_pool(1).await.unwrap();
     let actor = UserId::new();
     let ctx = TenantContext::tenant(tenant).with_actor(actor).with_request_id("req-7");
