@@ -114,9 +114,9 @@ static QUERIES: [Query; 16] = [
     Query {
         module: "tenancy",
         name: "member-directory",
-        rls: "SELECT m.id, m.user_id, m.role, u.email, u.display_name \
-                FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id \
-               WHERE m.tenant_id = $1 AND m.id > $2 ORDER BY m.tenant_id, m.id LIMIT 20",
+        // The product's directory query (memberships::directory_stmt) reads the view.
+        rls: "SELECT id, user_id, role, email, display_name FROM tenancy.member_directory \
+               WHERE tenant_id = $1 AND id > $2 LIMIT 20",
         rls_args: &[Tenant, Nil],
         base: "SELECT m.id, m.user_id, m.role, u.email, u.display_name \
                  FROM tenancy.memberships m JOIN tenancy.users u ON u.id = m.user_id \

@@ -79,6 +79,7 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("rbac", 1, "rbac"),
         pgstrata_core::migration!("rbac", 2, "hardening"),
         pgstrata_core::migration!("rbac", 3, "refusal_details"),
+        pgstrata_core::migration!("rbac", 4, "check_as_owner"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
 };

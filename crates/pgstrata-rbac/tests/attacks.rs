@@ -554,8 +554,50 @@ async fn a_graph_loaded_past_the_limits_fails_checks_with_a_typed_error() {
     env.close().await;
 }
 
+/// `rbac.check` runs as its owner (D-146), which a superuser owner makes blind to the policies:
+/// its answer must still come from the caller's tenant only. A second tenant whose only member
+/// holds every permission there is asked about from the first tenant, by raw SQL naming that
+/// member, and from no tenant at all; neither answers yes.
+#[tokio::test]
+async fn the_check_run_as_its_owner_answers_only_from_the_callers_tenant() {
+    for owner in Owner::BOTH {
+        let env = Env::new(owner).await;
+        let other = common::user(&env.app, "owner@bravo.example").await;
+        let other_tenant = common::tenant(&env.app, "bravo", other).await;
+        let ask = "SELECT rbac.check('user', $1, 'invoice:delete')";
+        // Bravo's owner holds invoice:delete in bravo.
+        let mut tx = pgstrata_core::begin_tenant(&env.app, &TenantContext::tenant(other_tenant).with_actor(other))
+            .await
+            .unwrap();
+        let in_bravo: bool = sqlx::query_scalar(ask).bind(other).fetch_one(&mut *tx).await.unwrap();
+        assert!(
+            in_bravo,
+            "{owner:?}: the fixture's owner holds invoice:delete in its own tenant"
+        );
+        tx.rollback().await.unwrap();
+        // From acme, bravo's owner holds nothing, and neither does acme's member.
+        let mut tx = env.as_member().await;
+        for principal in [other, env.org.member] {
+            let from_acme: bool = sqlx::query_scalar(ask)
+                .bind(principal)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            assert!(!from_acme, "{owner:?}: a check in acme answered from bravo's grants");
+        }
+        tx.rollback().await.unwrap();
+        // Without a tenant context nobody holds anything.
+        let mut conn = env.app.acquire().await.unwrap();
+        let no_tenant: bool = sqlx::query_scalar(ask).bind(other).fetch_one(&mut *conn).await.unwrap();
+        assert!(!no_tenant, "{owner:?}: a check without a tenant context answered yes");
+        drop(conn);
+        env.close().await;
+    }
+}
+
 /// Class 1 for rbac: every function that runs a query pins `search_path = pg_catalog, pg_temp`,
-/// none is SECURITY DEFINER, none is executable by PUBLIC.
+/// none but `check` is SECURITY DEFINER (it reads the caller's tenant as the owner, D-146),
+/// none is executable by PUBLIC.
 #[tokio::test]
 async fn rbac_functions_pin_search_path_and_are_not_executable_by_public() {
     for owner in Owner::BOTH {
@@ -581,7 +623,11 @@ async fn rbac_functions_pin_search_path_and_are_not_executable_by_public() {
         ];
         for (name, definer, config, public) in rows {
             assert!(!public, "{owner:?}: PUBLIC may execute rbac.{name}");
-            assert!(!definer, "{owner:?}: rbac.{name} is SECURITY DEFINER");
+            assert_eq!(
+                definer,
+                name == "check",
+                "{owner:?}: rbac.{name} SECURITY DEFINER is {definer}"
+            );
             if !pure.contains(&name.as_str()) {
                 let pinned = config
                     .unwrap_or_default()

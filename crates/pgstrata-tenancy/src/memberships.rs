@@ -93,6 +93,86 @@ pub fn list_stmt(tenant: TenantId, filter: &MembershipFilter, page: &Page<Member
     Ok(sql::build(&q))
 }
 
+/// A member as the directory shows them: the membership with its user's email and name.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct DirectoryEntry {
+    pub tenant_id: TenantId,
+    pub id: MembershipId,
+    pub user_id: UserId,
+    pub role: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub email: String,
+    pub display_name: String,
+}
+
+/// Identifiers of the `tenancy.member_directory` view (tenancy V7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MemberDirectory {
+    Table,
+    TenantId,
+    Id,
+    UserId,
+    Role,
+    CreatedAt,
+    Email,
+    EmailKey,
+    DisplayName,
+}
+
+impl sea_query::Iden for MemberDirectory {
+    fn unquoted(&self) -> &str {
+        match self {
+            Self::Table => "member_directory",
+            Self::TenantId => "tenant_id",
+            Self::Id => "id",
+            Self::UserId => "user_id",
+            Self::Role => "role",
+            Self::CreatedAt => "created_at",
+            Self::Email => "email",
+            Self::EmailKey => "email_key",
+            Self::DisplayName => "display_name",
+        }
+    }
+}
+
+/// `SELECT` of a page of the member directory: memberships with their users' email and name,
+/// in membership order. It reads the `tenancy.member_directory` view, which joins users without
+/// paying the users policy per row (D-145). The view is ordered by `(tenant_id, id)` itself: an
+/// `ORDER BY` here would make the planner sort the whole tenant, since it cannot push one
+/// through the view's security barrier. `email` filters on the case-folded address.
+///
+/// ```
+/// use pgstrata_core::Page;
+/// use pgstrata_tenancy::memberships::directory_stmt;
+/// let t = "0190b6a0-0000-7000-8000-000000000001".parse().unwrap();
+/// let (sql, _) = directory_stmt(t, None, &Page::first(20)).unwrap();
+/// assert_eq!(sql, r#"SELECT "tenant_id", "id", "user_id", "role", "created_at", "email", "display_name" FROM "tenancy"."member_directory" WHERE "tenant_id" = $1 LIMIT $2"#);
+/// ```
+pub fn directory_stmt(tenant: TenantId, email: Option<&str>, page: &Page<MembershipId>) -> Result<Built> {
+    use crate::generated::TenancySchema;
+    page.validate()?;
+    let mut q = Query::select();
+    q.columns([
+        MemberDirectory::TenantId,
+        MemberDirectory::Id,
+        MemberDirectory::UserId,
+        MemberDirectory::Role,
+        MemberDirectory::CreatedAt,
+        MemberDirectory::Email,
+        MemberDirectory::DisplayName,
+    ])
+    .from((TenancySchema, MemberDirectory::Table))
+    .and_where(Expr::col(MemberDirectory::TenantId).eq(tenant));
+    if let Some(email) = email {
+        q.and_where(Expr::col(MemberDirectory::EmailKey).eq(email.to_lowercase()));
+    }
+    if let Some(after) = page.after {
+        q.and_where(Expr::col(MemberDirectory::Id).gt(after));
+    }
+    q.limit(page.limit);
+    Ok(sql::build(&q))
+}
+
 /// `UPDATE` of the role, refused when `expected_version` is stale.
 ///
 /// ```
@@ -153,6 +233,17 @@ pub async fn list(
 ) -> Result<Vec<Membership>> {
     let tenant = tx.tenant_id();
     exec::all(tx, list_stmt(tenant, filter, page)?, &Subject::of("membership")).await
+}
+
+/// A page of the transaction's tenant's member directory, optionally only the member with
+/// `email` (compared case-insensitively).
+pub async fn directory(
+    tx: &mut TenantTx<'_>,
+    email: Option<&str>,
+    page: &Page<MembershipId>,
+) -> Result<Vec<DirectoryEntry>> {
+    let tenant = tx.tenant_id();
+    exec::all(tx, directory_stmt(tenant, email, page)?, &Subject::of("membership")).await
 }
 
 /// Changes the role if the membership is still at `expected_version`.

@@ -407,3 +407,91 @@ async fn lookups_before_a_tenant_is_chosen_show_only_the_actors_tenants() {
         db.close().await.unwrap();
     }
 }
+
+/// The member directory view reads users as its owner (D-145): it must show exactly the
+/// tenant's members, page and filter by email, show nothing without a tenant, and never hand
+/// another tenant's row to a caller's own function, even one that leaks what it is given.
+#[tokio::test]
+async fn the_member_directory_shows_the_tenants_members_and_nothing_else() {
+    use pgstrata_core::Page;
+    use pgstrata_tenancy::memberships;
+    for owner in Owner::BOTH {
+        let db = TestDb::migrated_by(&migrator(), owner).await.unwrap();
+        let app = db.app_pool(2).await.unwrap();
+        let a = org(&app, "acme").await;
+        let b = org(&app, "bravo").await;
+
+        let mut tx = pgstrata_core::begin_tenant(&app, &a.ctx()).await.unwrap();
+        let all = memberships::directory(&mut tx, None, &Page::first(50)).await.unwrap();
+        let mut users: Vec<UserId> = all.iter().map(|e| e.user_id).collect();
+        users.sort();
+        let mut expected = vec![a.owner, a.member];
+        expected.sort();
+        assert_eq!(users, expected, "{owner:?}: acme's directory lists acme's members");
+        assert!(
+            all.iter()
+                .all(|e| e.tenant_id == a.id && e.email.ends_with("@acme.example"))
+        );
+        assert!(
+            all.windows(2).all(|w| w[0].id < w[1].id),
+            "the view's own order is the page order"
+        );
+        // Keyset paging: one row, then the other.
+        let first = memberships::directory(&mut tx, None, &Page::first(1)).await.unwrap();
+        let next = memberships::directory(&mut tx, None, &Page::after(first[0].id, 1))
+            .await
+            .unwrap();
+        assert_eq!(first.len() + next.len(), 2);
+        assert_ne!(first[0].id, next[0].id);
+        // By email, in another case than stored; bravo's owner is nobody here.
+        let found = memberships::directory(&mut tx, Some("OWNER@ACME.example"), &Page::first(5))
+            .await
+            .unwrap();
+        assert_eq!(found.iter().map(|e| e.user_id).collect::<Vec<_>>(), [a.owner]);
+        let bravo = memberships::directory(&mut tx, Some("owner@bravo.example"), &Page::first(5))
+            .await
+            .unwrap();
+        assert!(bravo.is_empty(), "{owner:?}: bravo's owner is in acme's directory");
+        // Naming bravo's tenant from acme's context finds nothing.
+        let named: Vec<memberships::DirectoryEntry> =
+            pgstrata_core::sql::query_as(memberships::directory_stmt(b.id, None, &Page::first(50)).unwrap())
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap();
+        assert!(named.is_empty(), "{owner:?}: bravo's members through its tenant id");
+        // A caller's function that records every email it is shown sees acme's only.
+        sqlx::raw_sql(
+            "CREATE TEMP TABLE seen (email text);
+             CREATE FUNCTION pg_temp.leak(e text) RETURNS boolean LANGUAGE plpgsql COST 0.0001 AS
+                 $$ BEGIN INSERT INTO pg_temp.seen VALUES (e); RETURN true; END $$;",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let leaked: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy.member_directory WHERE pg_temp.leak(email)")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(leaked, 2);
+        let seen: Vec<String> = sqlx::query_scalar("SELECT email FROM pg_temp.seen")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        assert!(
+            seen.iter().all(|e| e.ends_with("@acme.example")),
+            "{owner:?}: a caller's function was shown {seen:?}"
+        );
+        tx.rollback().await.unwrap();
+
+        // Without a tenant in context the directory is empty.
+        let mut conn = app.acquire().await.unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy.member_directory")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "{owner:?}");
+        drop(conn);
+        app.close().await;
+        db.close().await.unwrap();
+    }
+}

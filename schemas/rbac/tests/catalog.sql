@@ -1,5 +1,5 @@
 -- rbac: the catalog rules (D-056): tenant tables with forced RLS and tenant-led keys; global
--- catalogs read-only for the application; no SECURITY DEFINER, nothing executable by PUBLIC,
+-- catalogs read-only for the application; no SECURITY DEFINER but rbac.check (D-146), nothing executable by PUBLIC,
 -- every function that runs queries pinned. One transaction, rolled back.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
@@ -25,7 +25,8 @@ SELECT is(ARRAY(SELECT k.conname::text FROM pg_constraint k
 
 SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'rbac'::regnamespace AND p.prosecdef),
-          '{}'::text[], 'no rbac function is SECURITY DEFINER');
+          ARRAY['rbac."check"(text,uuid,text,text,text)'],
+          'rbac.check alone is SECURITY DEFINER (it reads the caller''s tenant as the owner)');
 SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'rbac'::regnamespace
                    AND EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x

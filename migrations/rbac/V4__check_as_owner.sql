@@ -1,0 +1,14 @@
+-- rbac V4: rbac.check reads the grant graph as its owner, in the caller's tenant.
+--
+-- A check reads six of rbac's tables (and tenancy.memberships), each under forced RLS, so as
+-- the application role every one of those reads paid its tenant policy: a check cost about 1.4x
+-- what the same check costs a role that bypasses RLS, and a policy that calls it paid that on
+-- every statement. Every one of those reads already names the tenant: rbac.resolve and
+-- rbac.role_closure take it as their first argument, and check passes
+-- tenancy.current_tenant_id(), the caller's own context. Run as the owner (SECURITY DEFINER,
+-- search_path pinned since V2), a check reads the same rows without the policies when the owner
+-- bypasses RLS (a superuser owner); with a non-superuser owner the forced policies still apply
+-- and give the same answer at V3's cost. The caller learns nothing more than before: whether a
+-- principal of its own tenant holds a permission, which its tenant's grants already show it
+-- (D-146). The other functions stay SECURITY INVOKER.
+ALTER FUNCTION rbac.check(text, uuid, text, text, text) SECURITY DEFINER;
