@@ -1,4 +1,4 @@
--- Reverts tenancy V7: no member directory view, V4's current_tenant_id() in PL/pgSQL.
+-- Reverts tenancy V7: no member directory view, V4's current_tenant_id().
 DROP POLICY owner_lookup ON tenancy.users;
 DROP VIEW tenancy.member_directory;
 

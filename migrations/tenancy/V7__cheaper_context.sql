@@ -1,22 +1,25 @@
--- tenancy V7: the tenant context is an expression the planner inlines, and the member directory
--- is one join.
+-- tenancy V7: the tenant context is one cached expression that no search_path change re-plans
+-- twice a statement, and the member directory is one join.
 --
--- Every statement under a tenant policy evaluates current_tenant_id() once. Since V4 it was a
--- PL/pgSQL function, and PL/pgSQL caches the plans of its expressions together with the
--- search_path they were planned under. It runs under the application's search_path from the
--- policies of the application's own statements, and under `pg_catalog, pg_temp` from inside
--- every function that pins it (rbac.check, billing's access functions, the policies of the
--- tables they read). Each switch between the two invalidated those plans, so a statement whose
--- policy also called rbac.check planned six expressions again on every execution: a document
--- list guarded by rbac.check cost 1.8x the same list with an explicit WHERE (D-144).
+-- Every statement under a tenant policy evaluates current_tenant_id() once. PL/pgSQL caches the
+-- plans of a function's expressions together with the search_path they were planned under, and
+-- current_tenant_id() runs both under the application's search_path (the policies of the
+-- application's statements) and under `pg_catalog, pg_temp` (inside every function that pins it:
+-- rbac.check, the audit trigger, the policies of the tables those read). Each switch between
+-- the two planned its four expressions again: a page of documents under a policy that calls
+-- rbac.check re-planned six expressions on every execution and cost 1.8x the explicit WHERE
+-- (D-144).
 --
--- current_tenant_id() is now a SQL expression the planner inlines into the statement that
--- calls it, so it has no plans of its own. Its common case is one comparison of two settings:
--- the context names the tenant this transaction already found live (D-071). Anything else
--- (first call, another tenant, the JWT claim, no context) calls checked_context_tenant_id(),
--- V4's function under a new name, which does what current_tenant_id() did.
+-- current_tenant_id() is now one expression, so a switch re-plans one. Its common case is one
+-- comparison of two settings as text: the context names the tenant this transaction already
+-- found live (D-071). Anything else (first call, another tenant, the JWT claim, no context) calls
+-- checked_context_tenant_id(), V4's body under a new name, with its search_path pinned: it runs
+-- about once per transaction, and pinned it keeps its plans whoever calls it. Functions that pin
+-- their search_path and need the tenant on a hot path call checked_context_tenant_id() directly
+-- (rbac V4's check).
 CREATE FUNCTION tenancy.checked_context_tenant_id() RETURNS uuid
     LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     v_context pg_catalog.uuid := tenancy.context_tenant_id();
@@ -35,19 +38,24 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenancy.checked_context_tenant_id() IS
-    'The context''s tenant if it exists and is not deleted, remembered for the transaction; else NULL (current_tenant_id()''s slow path)';
+    'The context''s tenant if it exists and is not deleted, remembered for the transaction; else NULL. current_tenant_id() without its fast path, for functions that pin their search_path';
 GRANT EXECUTE ON FUNCTION tenancy.checked_context_tenant_id()
     TO pgstrata_app, pgstrata_worker, pgstrata_operator;
 
 -- The fast path compares texts: '' (a setting reset at the end of an earlier transaction) never
 -- matches, and a context written in another form than the remembered one takes the slow path.
+-- (A LANGUAGE sql body, inlined into the caller, would have no plans of its own; but every
+-- statement planned afresh, as unprepared statements are, then parses it again: measured
+-- +127,000 instructions a statement, half the statement. D-144.)
 CREATE OR REPLACE FUNCTION tenancy.current_tenant_id() RETURNS uuid
-    LANGUAGE sql STABLE PARALLEL UNSAFE
+    LANGUAGE plpgsql STABLE PARALLEL UNSAFE
     AS $$
-    SELECT CASE WHEN NULLIF(pg_catalog.current_setting('pgstrata.live_tenant_id', true), '')
+BEGIN
+    RETURN CASE WHEN NULLIF(pg_catalog.current_setting('pgstrata.live_tenant_id', true), '')
                          = pg_catalog.current_setting('app.tenant_id', true)
                 THEN pg_catalog.current_setting('app.tenant_id', true)::pg_catalog.uuid
-                ELSE tenancy.checked_context_tenant_id() END
+                ELSE tenancy.checked_context_tenant_id() END;
+END
 $$;
 
 -- The member directory: the current tenant's memberships with their users' email and name.
