@@ -10,9 +10,10 @@
 --   ones; doctor warns when fewer than two future months exist.
 -- - Dedup: the primary key (tenant_id, occurred_at, event_id) holds the partition column, as
 --   every unique index of a partitioned table must. A batch is recorded in events.batches
---   first: a retried batch is found there and skipped, a fresh one is COPYed straight in, and
---   the primary key turns a partial overlap into an error the client answers with the
---   row-by-row path (INSERT ... ON CONFLICT DO NOTHING). See D-125.
+--   first: a retried batch is found there and skipped; a fresh one is COPYed into a temporary
+--   table of the session (COPY FROM is refused on a table whose RLS applies to the caller) and
+--   moved in with one plain INSERT ... SELECT; the primary key turns a partial overlap into an
+--   error the client answers with INSERT ... SELECT ... ON CONFLICT DO NOTHING. See D-125.
 -- - Rollups (daily counts per name, daily unique actors) are kept by one statement-level
 --   trigger over the inserted rows only, so a retried or overlapping batch adds nothing twice
 --   and a late event lands on its own day.

@@ -25,9 +25,10 @@ COMMENT ON TABLE pgstrata.events_history IS 'pgstrata module events: migration h
 --   ones; doctor warns when fewer than two future months exist.
 -- - Dedup: the primary key (tenant_id, occurred_at, event_id) holds the partition column, as
 --   every unique index of a partitioned table must. A batch is recorded in events.batches
---   first: a retried batch is found there and skipped, a fresh one is COPYed straight in, and
---   the primary key turns a partial overlap into an error the client answers with the
---   row-by-row path (INSERT ... ON CONFLICT DO NOTHING). See D-125.
+--   first: a retried batch is found there and skipped; a fresh one is COPYed into a temporary
+--   table of the session (COPY FROM is refused on a table whose RLS applies to the caller) and
+--   moved in with one plain INSERT ... SELECT; the primary key turns a partial overlap into an
+--   error the client answers with INSERT ... SELECT ... ON CONFLICT DO NOTHING. See D-125.
 -- - Rollups (daily counts per name, daily unique actors) are kept by one statement-level
 --   trigger over the inserted rows only, so a retried or overlapping batch adds nothing twice
 --   and a late event lands on its own day.
@@ -642,4 +643,4 @@ GRANT EXECUTE ON FUNCTION events.maintain(integer, integer, timestamptz) TO pgst
 SELECT events.maintain();
 
 INSERT INTO pgstrata.events_history (version, name, applied_on, checksum)
-VALUES (1, 'events', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '7976457143873849871');
+VALUES (1, 'events', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '8424334138005794016');

@@ -3,13 +3,15 @@
 //! event id and safe to retry.
 //!
 //! A batch is recorded in `events.batches` first (`events.begin_batch`). A batch id already
-//! there is a retry: nothing is written and the report says [`IngestOutcome::Duplicate`]. A
-//! fresh batch is sent with one `COPY ... FROM STDIN`, which adds no per-row dedup cost; should
-//! some of its events be stored already (the client batched them again under a new id, or two
-//! batches overlap), the primary key `(tenant_id, occurred_at, event_id)` refuses the COPY, which
-//! is undone to a savepoint and replaced by `INSERT ... ON CONFLICT DO NOTHING`
-//! ([`IngestOutcome::Merged`]). Either way each event is stored once and the rollups count it
-//! once (D-125).
+//! there is a retry: nothing is sent or written and the report says
+//! [`IngestOutcome::Duplicate`]. A fresh batch is sent with one `COPY ... FROM STDIN` into a
+//! temporary table of the session ([`INBOX_SQL`]: PostgreSQL refuses COPY into a table whose
+//! row-level security applies to the caller), then moved by one plain `INSERT ... SELECT`
+//! under the policies, with no per-row dedup check. Should some of its events be stored already
+//! (the client batched them again under a new id, or two batches overlap), the primary key
+//! `(tenant_id, occurred_at, event_id)` refuses the move, which is undone to a savepoint and
+//! made again with `ON CONFLICT DO NOTHING` ([`IngestOutcome::Merged`]). Either way each event
+//! is stored once and the rollups count it once (D-125).
 //!
 //! Every event is checked before anything is sent, the time window against the server's clock
 //! that `begin_batch` returns; the first bad event fails the whole batch with
@@ -30,20 +32,58 @@ use std::fmt::Write as _;
 /// Most events in one batch: a batch is checked and encoded in memory before it is sent.
 pub const MAX_BATCH: usize = 100_000;
 
-/// Rows per statement on the row-by-row path: 8 values each, under PostgreSQL's 65,535
-/// parameters.
-const INSERT_CHUNK: usize = 4_096;
+/// The batch's rows go first to a temporary table of the session: PostgreSQL refuses `COPY
+/// FROM` into a table whose row-level security applies to the caller (0A000), which is every
+/// pgstrata role, so COPY fills this table (no WAL, no index, no policy) and one
+/// `INSERT ... SELECT` moves the rows under the policies. Dropped at the end of the transaction
+/// that created it, so a transaction pooler never hands it to another client.
+pub const INBOX_SQL: &str = "CREATE TEMP TABLE IF NOT EXISTS events_inbox (tenant_id uuid, event_id uuid, \
+    occurred_at timestamptz, name text, actor text, properties jsonb, session_id text, source text) ON COMMIT DROP";
 
-/// The COPY of a fresh batch. `received_at` is the server's default.
-pub const COPY_SQL: &str = "COPY events.events (tenant_id, event_id, occurred_at, name, actor, properties, session_id, source) FROM STDIN";
+/// The COPY of a batch into the inbox.
+pub const COPY_SQL: &str = "COPY pg_temp.events_inbox (tenant_id, event_id, occurred_at, name, actor, properties, session_id, source) FROM STDIN";
+
+/// Empties the inbox once its rows are moved (a second batch in the same transaction reuses it).
+pub const CLEAR_INBOX_SQL: &str = "TRUNCATE pg_temp.events_inbox";
+
+/// The session's temporary inbox, for `merge_stmt`.
+#[derive(Debug, Clone, Copy)]
+struct Inbox;
+
+impl sea_query::Iden for Inbox {
+    fn unquoted(&self) -> &str {
+        "events_inbox"
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PgTemp;
+
+impl sea_query::Iden for PgTemp {
+    fn unquoted(&self) -> &str {
+        "pg_temp"
+    }
+}
+
+const COLUMNS: [Events; 8] = [
+    Events::TenantId,
+    Events::EventId,
+    Events::OccurredAt,
+    Events::Name,
+    Events::Actor,
+    Events::Properties,
+    Events::SessionId,
+    Events::Source,
+];
 
 /// How a batch was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IngestOutcome {
-    /// A fresh batch, sent with COPY.
+    /// A fresh batch, sent with COPY and moved in whole.
     Copied,
-    /// A fresh batch holding events stored already: written row by row, those skipped.
+    /// A fresh batch holding events stored already: moved with `ON CONFLICT DO NOTHING`,
+    /// those skipped.
     Merged,
     /// A retry of a batch ingested before: nothing written.
     Duplicate,
@@ -102,16 +142,7 @@ pub fn track_stmt(tenant: TenantId, event: &NewEvent) -> Result<Built> {
 /// Multi-row `INSERT ... ON CONFLICT DO NOTHING` of checked events (their properties as JSON).
 fn insert_stmt(rows: &[(TenantId, &NewEvent, String)]) -> Result<Built> {
     let mut q = Query::insert();
-    q.into_table(Events::qualified()).columns([
-        Events::TenantId,
-        Events::EventId,
-        Events::OccurredAt,
-        Events::Name,
-        Events::Actor,
-        Events::Properties,
-        Events::SessionId,
-        Events::Source,
-    ]);
+    q.into_table(Events::qualified()).columns(COLUMNS);
     for (tenant, e, json) in rows {
         q.values([
             Expr::val(*tenant),
@@ -131,6 +162,27 @@ fn insert_stmt(rows: &[(TenantId, &NewEvent, String)]) -> Result<Built> {
     }
     q.on_conflict(OnConflict::new().do_nothing().to_owned());
     Ok(sql::build(&q))
+}
+
+/// The move of a batch from the inbox into `events.events`: plain for a fresh batch (no
+/// per-row arbiter check), `ON CONFLICT DO NOTHING` when the primary key refused the plain one.
+///
+/// ```
+/// let (sql, _) = pgstrata_events::ingest::merge_stmt(true);
+/// assert_eq!(
+///     sql,
+///     r#"INSERT INTO "events"."events" ("tenant_id", "event_id", "occurred_at", "name", "actor", "properties", "session_id", "source") SELECT "tenant_id", "event_id", "occurred_at", "name", "actor", "properties", "session_id", "source" FROM "pg_temp"."events_inbox" ON CONFLICT DO NOTHING"#
+/// );
+/// ```
+pub fn merge_stmt(skip_stored: bool) -> Built {
+    let mut q = Query::insert();
+    q.into_table(Events::qualified()).columns(COLUMNS);
+    // The select names exactly the columns of the insert, so this cannot fail.
+    let _ = q.select_from(Query::select().columns(COLUMNS).from((PgTemp, Inbox)).to_owned());
+    if skip_stored {
+        q.on_conflict(OnConflict::new().do_nothing().to_owned());
+    }
+    sql::build(&q)
 }
 
 /// Ingests a batch of the transaction's tenant (1 to [`MAX_BATCH`] events) with COPY, in the
@@ -253,22 +305,28 @@ async fn write_batch(
             });
         }
         let data = encode_copy(&sorted);
-        let mut copy_sp = sp.begin().await?;
-        match copy(&mut copy_sp, &data).await {
-            Ok(n) => {
-                copy_sp.commit().await?;
-                Ok((IngestOutcome::Copied, n))
+        sqlx::raw_sql(INBOX_SQL).execute(&mut *sp).await?;
+        copy(&mut sp, &data).await?;
+        let mut plain = sp.begin().await?;
+        let moved = sql::query(merge_stmt(false)).execute(&mut *plain).await;
+        let outcome = match moved {
+            Ok(done) => {
+                plain.commit().await?;
+                (IngestOutcome::Copied, done.rows_affected())
             }
-            Err(Error::Db(DbError::Conflict { ref constraint, .. })) if constraint == "events_pkey" => {
-                copy_sp.rollback().await?;
-                let mut inserted = 0;
-                for chunk in sorted.chunks(INSERT_CHUNK) {
-                    inserted += sql::query(insert_stmt(chunk)?).execute(&mut *sp).await?.rows_affected();
+            Err(e) => {
+                plain.rollback().await?;
+                match Error::from(e) {
+                    Error::Db(DbError::Conflict { ref constraint, .. }) if is_primary_key(constraint) => {
+                        let done = sql::query(merge_stmt(true)).execute(&mut *sp).await?;
+                        (IngestOutcome::Merged, done.rows_affected())
+                    }
+                    other => return Err(other),
                 }
-                Ok((IngestOutcome::Merged, inserted))
             }
-            Err(e) => Err(e),
-        }
+        };
+        sqlx::raw_sql(CLEAR_INBOX_SQL).execute(&mut *sp).await?;
+        Ok(outcome)
     }
     .await;
     match result {
@@ -287,6 +345,12 @@ async fn write_batch(
             Err(e.in_batch(index_of))
         }
     }
+}
+
+/// The primary key of `events.events`, as a unique violation names it: the partition's own
+/// index (`events_p202612_pkey`), or the parent's.
+fn is_primary_key(constraint: &str) -> bool {
+    constraint == "events_pkey" || (constraint.starts_with("events_p") && constraint.ends_with("_pkey"))
 }
 
 fn seconds(s: f64) -> chrono::Duration {

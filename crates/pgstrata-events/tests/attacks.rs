@@ -137,23 +137,34 @@ async fn copy_past_the_api_is_held_to_the_same_rules() {
     for owner in Owner::BOTH {
         let f = loaded(owner).await;
         let (a, b) = (f.a.0, f.b.0);
-        // COPY as the application role in B's context with a row of A: refused by the policy.
+        // COPY straight into the table, past the inbox and its policies: PostgreSQL refuses
+        // COPY FROM where row-level security applies (0A000), for the app and the worker.
         let mut t = tx(&f.app, f.b).await;
+        let Err(e) = t
+            .copy_in_raw("COPY events.events (tenant_id, event_id, occurred_at, name, actor) FROM STDIN")
+            .await
+        else {
+            panic!("{owner:?}: COPY into events.events was accepted");
+        };
+        assert_eq!(e.as_database_error().and_then(|d| d.code()).as_deref(), Some("0A000"), "{owner:?}");
+        drop(t);
+        // The inbox filled with a row of A, in B's context: the move is refused by the policy.
+        let mut t = tx(&f.app, f.b).await;
+        sqlx::raw_sql(ingest::INBOX_SQL).execute(&mut *t).await.unwrap();
         let row = format!("{a}\t{}\t{}\tforged\tx\t{{}}\t\\N\t\\N\n", uuid::Uuid::now_v7(), chrono::Utc::now());
         let mut copy = t.copy_in_raw(ingest::COPY_SQL).await.unwrap();
         copy.send(row.as_bytes()).await.unwrap();
-        let e = copy.finish().await.unwrap_err();
-        assert_eq!(e.as_database_error().and_then(|d| d.code()).as_deref(), Some("42501"), "{owner:?}");
+        copy.finish().await.unwrap();
+        let (sql, _) = ingest::merge_stmt(true);
+        assert_eq!(outcome(&mut t, &sql).await, "42501", "{owner:?}");
         drop(t);
-        // COPY naming received_at (to back-date the server's clock): no privilege.
+        // Writing received_at (to back-date the server's clock): no privilege.
         let mut t = tx(&f.app, f.b).await;
-        let Err(e) = t
-            .copy_in_raw("COPY events.events (tenant_id, event_id, occurred_at, received_at, name, actor) FROM STDIN")
-            .await
-        else {
-            panic!("{owner:?}: COPY naming received_at was accepted");
-        };
-        assert_eq!(e.as_database_error().and_then(|d| d.code()).as_deref(), Some("42501"), "{owner:?}");
+        let sql = format!(
+            "INSERT INTO events.events (tenant_id, event_id, occurred_at, received_at, name, actor)
+             VALUES ('{b}', gen_random_uuid(), now(), now() - interval '1 year', 'x', 'x')"
+        );
+        assert_eq!(outcome(&mut t, &sql).await, "42501", "{owner:?}");
         drop(t);
         // Oversized properties past the Rust cap are refused by the table's CHECK.
         let mut t = tx(&f.app, f.b).await;

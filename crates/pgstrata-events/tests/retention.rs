@@ -131,6 +131,7 @@ async fn a_tenants_shorter_retention_deletes_its_old_events_only() {
     let mut t = tx(&f.app, f.a).await;
     let e = retention::purge(&mut t, 10).await.unwrap_err();
     assert!(matches!(e, Error::Db(pgstrata_core::DbError::Forbidden { .. })), "{e:?}");
+    drop(t);
     f.close().await;
 }
 
