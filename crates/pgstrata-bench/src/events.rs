@@ -120,7 +120,12 @@ fn copy_text(rows: &[(TenantId, NewEvent)]) -> Vec<u8> {
     }
     let mut out = String::with_capacity(rows.len() * 300);
     for (t, e) in rows {
-        let _ = write!(out, "{t}\t{}\t{}\t", e.id, e.occurred_at.format("%Y-%m-%d %H:%M:%S%.6f+00"));
+        let _ = write!(
+            out,
+            "{t}\t{}\t{}\t",
+            e.id,
+            e.occurred_at.format("%Y-%m-%d %H:%M:%S%.6f+00")
+        );
         esc(&mut out, &e.name);
         out.push('\t');
         esc(&mut out, &e.actor);
@@ -138,7 +143,9 @@ fn copy_text(rows: &[(TenantId, NewEvent)]) -> Vec<u8> {
 const COLUMNS: &str = "tenant_id, event_id, occurred_at, name, actor, properties, session_id, source";
 
 async fn copy_into(conn: &mut PgConnection, table: &str, data: &[u8]) -> Result<u64, sqlx::Error> {
-    let mut copy = conn.copy_in_raw(&format!("COPY {table} ({COLUMNS}) FROM STDIN")).await?;
+    let mut copy = conn
+        .copy_in_raw(&format!("COPY {table} ({COLUMNS}) FROM STDIN"))
+        .await?;
     copy.send(data).await?;
     copy.finish().await
 }
@@ -247,8 +254,13 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
 
     let start = Utc::now() - Span::days(7);
     let n = opts.events;
-    let (mut ingest_c, mut raw_c, mut unnest_c, mut staged_c, mut retry_c) =
-        (Clock::default(), Clock::default(), Clock::default(), Clock::default(), Clock::default());
+    let (mut ingest_c, mut raw_c, mut unnest_c, mut staged_c, mut retry_c) = (
+        Clock::default(),
+        Clock::default(),
+        Clock::default(),
+        Clock::default(),
+        Clock::default(),
+    );
     let mut ids = Vec::new();
     eprintln!(
         "Ingesting {n} events over {} tenants in batches of {}, interleaved with the baselines...",
@@ -307,7 +319,9 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
             return Err(format!("a retried batch stored {} events", r.inserted).into());
         }
     }
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events.events").fetch_one(&admin).await?;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events.events")
+        .fetch_one(&admin)
+        .await?;
     let counted: i64 = sqlx::query_scalar("SELECT sum(events)::bigint FROM events.daily_counts")
         .fetch_one(&admin)
         .await?;
@@ -385,7 +399,9 @@ async fn index_bytes(admin: &PgPool, parent: &str) -> Result<i64, sqlx::Error> {
 }
 
 async fn scale(admin: &PgPool, opts: &Options, tenants: &[TenantId]) -> Result<Scaled, Box<dyn Error>> {
-    let have: i64 = sqlx::query_scalar("SELECT count(*) FROM events.events").fetch_one(admin).await?;
+    let have: i64 = sqlx::query_scalar("SELECT count(*) FROM events.events")
+        .fetch_one(admin)
+        .await?;
     let add = (opts.scale - have).max(0);
     eprintln!("Adding {add} events with generate_series (90 days back, the rollups kept by the trigger)...");
     sqlx::raw_sql(
@@ -425,14 +441,18 @@ async fn scale(admin: &PgPool, opts: &Options, tenants: &[TenantId]) -> Result<S
     sqlx::raw_sql("VACUUM ANALYZE events.events, events.daily_counts, events.daily_uniques")
         .execute(admin)
         .await?;
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events.events").fetch_one(admin).await?;
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events.events")
+        .fetch_one(admin)
+        .await?;
     let brin_bytes = index_bytes(admin, "events.events_occurred_brin").await?;
     eprintln!("Building a btree on occurred_at to compare sizes...");
     sqlx::raw_sql("CREATE INDEX bench_occurred_btree ON events.events (occurred_at)")
         .execute(admin)
         .await?;
     let btree_bytes = index_bytes(admin, "events.bench_occurred_btree").await?;
-    sqlx::raw_sql("DROP INDEX events.bench_occurred_btree").execute(admin).await?;
+    sqlx::raw_sql("DROP INDEX events.bench_occurred_btree")
+        .execute(admin)
+        .await?;
     println!(
         "\nat {events} events: BRIN on occurred_at {} kB, a btree on it {} kB ({:.0}x)",
         brin_bytes / 1024,
@@ -471,14 +491,15 @@ async fn scale(admin: &PgPool, opts: &Options, tenants: &[TenantId]) -> Result<S
     println!("{}", "-".repeat(86));
     for (label, sql) in &questions {
         if opts.explain {
-            let plan: Vec<String> = pgstrata::core::sql::trusted_as::<(String,)>(format!("EXPLAIN (ANALYZE, COSTS OFF, BUFFERS) {sql}"))
-                .bind(tenants[0].0)
-                .bind(today)
-                .fetch_all(&mut *conn)
-                .await?
-                .into_iter()
-                .map(|(l,)| l)
-                .collect();
+            let plan: Vec<String> =
+                pgstrata::core::sql::trusted_as::<(String,)>(format!("EXPLAIN (ANALYZE, COSTS OFF, BUFFERS) {sql}"))
+                    .bind(tenants[0].0)
+                    .bind(today)
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .into_iter()
+                    .map(|(l,)| l)
+                    .collect();
             println!("-- {label}\n{}\n", plan.join("\n"));
         }
         // The funnel runs as the tenant (its SQL reads the context); the others name it.

@@ -21,7 +21,7 @@ pub async fn add_name(tx: &mut TenantTx<'_>, name: &str, description: Option<&st
 /// let (sql, _) = pgstrata_events::catalog::add_name_stmt(pgstrata_core::TenantId::new(), "signup", None);
 /// assert_eq!(
 ///     sql,
-///     r#"INSERT INTO "events"."names" ("tenant_id", "name", "description") VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"#
+///     r#"INSERT INTO "events"."names" ("tenant_id", "name", "description") VALUES ($1, $2, $3) ON CONFLICT  DO NOTHING"#
 /// );
 /// ```
 pub fn add_name_stmt(tenant: pgstrata_core::TenantId, name: &str, description: Option<&str>) -> Built {

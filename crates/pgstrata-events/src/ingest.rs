@@ -131,7 +131,7 @@ pub async fn track(tx: &mut TenantTx<'_>, event: &NewEvent) -> Result<bool> {
 /// let (sql, _) = track_stmt(pgstrata_core::TenantId::new(), &NewEvent::new("signup", "user-1")).unwrap();
 /// assert_eq!(
 ///     sql,
-///     r#"INSERT INTO "events"."events" ("tenant_id", "event_id", "occurred_at", "name", "actor", "properties", "session_id", "source") VALUES ($1, $2, $3, $4, $5, CAST($6 AS jsonb), $7, $8) ON CONFLICT DO NOTHING"#
+///     r#"INSERT INTO "events"."events" ("tenant_id", "event_id", "occurred_at", "name", "actor", "properties", "session_id", "source") VALUES ($1, $2, $3, $4, $5, CAST($6 AS jsonb), $7, $8) ON CONFLICT  DO NOTHING"#
 /// );
 /// ```
 pub fn track_stmt(tenant: TenantId, event: &NewEvent) -> Result<Built> {
@@ -171,7 +171,7 @@ fn insert_stmt(rows: &[(TenantId, &NewEvent, String)]) -> Result<Built> {
 /// let (sql, _) = pgstrata_events::ingest::merge_stmt(true);
 /// assert_eq!(
 ///     sql,
-///     r#"INSERT INTO "events"."events" ("tenant_id", "event_id", "occurred_at", "name", "actor", "properties", "session_id", "source") SELECT "tenant_id", "event_id", "occurred_at", "name", "actor", "properties", "session_id", "source" FROM "pg_temp"."events_inbox" ON CONFLICT DO NOTHING"#
+///     r#"INSERT INTO "events"."events" ("tenant_id", "event_id", "occurred_at", "name", "actor", "properties", "session_id", "source") SELECT "tenant_id", "event_id", "occurred_at", "name", "actor", "properties", "session_id", "source" FROM "pg_temp"."events_inbox" ON CONFLICT  DO NOTHING"#
 /// );
 /// ```
 pub fn merge_stmt(skip_stored: bool) -> Built {

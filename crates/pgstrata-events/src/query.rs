@@ -188,7 +188,7 @@ pub async fn count(tx: &mut TenantTx<'_>, name: &str, from: DateTime<Utc>, until
 /// let (sql, _) = pgstrata_events::query::rollup_count_stmt(pgstrata_core::TenantId::new(), "signup", day(1), day(8)).unwrap();
 /// assert_eq!(
 ///     sql,
-///     r#"SELECT CAST(COALESCE(SUM("events"), 0) AS bigint) FROM "events"."daily_counts" WHERE "tenant_id" = $1 AND "name" = $2 AND "day" >= $3 AND "day" < $4"#
+///     r#"SELECT CAST(COALESCE(SUM("events"), $1) AS bigint) FROM "events"."daily_counts" WHERE "tenant_id" = $2 AND "name" = $3 AND "day" >= $4 AND "day" < $5"#
 /// );
 /// ```
 pub fn rollup_count_stmt(tenant: TenantId, name: &str, from: NaiveDate, until: NaiveDate) -> Result<Built> {

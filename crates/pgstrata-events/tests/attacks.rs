@@ -30,7 +30,9 @@ async fn loaded(owner: Owner) -> Fixture {
     let f = fixture_by(owner).await;
     for (tenant, seed) in [(f.a, 1), (f.b, 2)] {
         let mut t = tx(&f.app, tenant).await;
-        ingest::ingest(&mut t, BatchId::new(), &events(seed, 200, 5)).await.unwrap();
+        ingest::ingest(&mut t, BatchId::new(), &events(seed, 200, 5))
+            .await
+            .unwrap();
         t.commit().await.unwrap();
     }
     f
@@ -45,9 +47,18 @@ async fn the_application_role_reaches_only_its_tenants_events() {
         let checks = [
             // Reading A's rows from B's context, by every table.
             (format!("SELECT * FROM events.events WHERE tenant_id = '{a}'"), "ok 0"),
-            (format!("SELECT * FROM events.daily_counts WHERE tenant_id = '{a}'"), "ok 0"),
-            (format!("SELECT * FROM events.daily_actors WHERE tenant_id = '{a}'"), "ok 0"),
-            (format!("SELECT * FROM events.daily_uniques WHERE tenant_id = '{a}'"), "ok 0"),
+            (
+                format!("SELECT * FROM events.daily_counts WHERE tenant_id = '{a}'"),
+                "ok 0",
+            ),
+            (
+                format!("SELECT * FROM events.daily_actors WHERE tenant_id = '{a}'"),
+                "ok 0",
+            ),
+            (
+                format!("SELECT * FROM events.daily_uniques WHERE tenant_id = '{a}'"),
+                "ok 0",
+            ),
             (format!("SELECT * FROM events.batches WHERE tenant_id = '{a}'"), "ok 0"),
             // Writing into A: an event, a batch record (to make A's next batch a "retry").
             (
@@ -66,19 +77,27 @@ async fn the_application_role_reaches_only_its_tenants_events() {
             (format!("DELETE FROM events.events WHERE tenant_id = '{b}'"), "42501"),
             ("TRUNCATE events.events".to_owned(), "42501"),
             (
-                "TRUNCATE events.events_p".to_owned()
-                    + &chrono::Utc::now().format("%Y%m").to_string(),
+                "TRUNCATE events.events_p".to_owned() + &chrono::Utc::now().format("%Y%m").to_string(),
                 "42501",
             ),
             // Forging its own rollups.
-            (format!("UPDATE events.daily_counts SET events = 1000000 WHERE tenant_id = '{b}'"), "42501"),
+            (
+                format!("UPDATE events.daily_counts SET events = 1000000 WHERE tenant_id = '{b}'"),
+                "42501",
+            ),
             (
                 format!("INSERT INTO events.daily_uniques (tenant_id, day, actors) VALUES ('{b}', current_date, 1)"),
                 "42501",
             ),
             // The operator's field and the global catalog.
-            (format!("UPDATE events.tenant_settings SET retention_days = 1 WHERE tenant_id = '{b}'"), "42501"),
-            ("INSERT INTO events.global_names (name) VALUES ('forged')".to_owned(), "42501"),
+            (
+                format!("UPDATE events.tenant_settings SET retention_days = 1 WHERE tenant_id = '{b}'"),
+                "42501",
+            ),
+            (
+                "INSERT INTO events.global_names (name) VALUES ('forged')".to_owned(),
+                "42501",
+            ),
             ("UPDATE events.settings SET accept_late_days = 366".to_owned(), "42501"),
             // Maintenance and retention belong to the worker.
             ("SELECT * FROM events.maintain(1, 1)".to_owned(), "42501"),
@@ -146,12 +165,20 @@ async fn copy_past_the_api_is_held_to_the_same_rules() {
         else {
             panic!("{owner:?}: COPY into events.events was accepted");
         };
-        assert_eq!(e.as_database_error().and_then(|d| d.code()).as_deref(), Some("0A000"), "{owner:?}");
+        assert_eq!(
+            e.as_database_error().and_then(|d| d.code()).as_deref(),
+            Some("0A000"),
+            "{owner:?}"
+        );
         drop(t);
         // The inbox filled with a row of A, in B's context: the move is refused by the policy.
         let mut t = tx(&f.app, f.b).await;
         sqlx::raw_sql(ingest::INBOX_SQL).execute(&mut *t).await.unwrap();
-        let row = format!("{a}\t{}\t{}\tforged\tx\t{{}}\t\\N\t\\N\n", uuid::Uuid::now_v7(), chrono::Utc::now());
+        let row = format!(
+            "{a}\t{}\t{}\tforged\tx\t{{}}\t\\N\t\\N\n",
+            uuid::Uuid::now_v7(),
+            chrono::Utc::now()
+        );
         let mut copy = t.copy_in_raw(ingest::COPY_SQL).await.unwrap();
         copy.send(row.as_bytes()).await.unwrap();
         copy.finish().await.unwrap();
@@ -180,7 +207,10 @@ async fn copy_past_the_api_is_held_to_the_same_rules() {
         let mut worker = f.db.login_options(WORKER_LOGIN_ROLE).connect().await.unwrap();
         assert_eq!(outcome(&mut worker, "SELECT * FROM events.events").await, "42501");
         assert_eq!(outcome(&mut worker, "SELECT * FROM events.daily_counts").await, "42501");
-        assert_eq!(outcome(&mut worker, "SELECT events.erase_actor('user-1')").await, "42501");
+        assert_eq!(
+            outcome(&mut worker, "SELECT events.erase_actor('user-1')").await,
+            "42501"
+        );
         assert_eq!(outcome(&mut worker, "DELETE FROM events.events").await, "42501");
         f.close().await;
     }
@@ -205,7 +235,10 @@ async fn a_pg_temp_shadow_does_not_reach_the_definer_functions() {
             .await
             .unwrap();
         let old = NewEvent::new("late", "x").at(chrono::Utc::now() - chrono::Duration::days(40));
-        assert!(ingest::track(&mut t, &old).await.is_err(), "{owner:?}: the window still holds");
+        assert!(
+            ingest::track(&mut t, &old).await.is_err(),
+            "{owner:?}: the window still holds"
+        );
         drop(t);
         let mut t = pgstrata_core::begin_tenant(&mut conn, &pgstrata_core::TenantContext::tenant(f.a))
             .await

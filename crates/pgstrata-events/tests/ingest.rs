@@ -215,7 +215,10 @@ async fn bad_input_is_a_typed_error_naming_the_event_and_writes_nothing() {
             "properties",
             NewEvent::new("signup", "u").properties(serde_json::json!({"blob": "x".repeat(40_000)})),
         ),
-        ("properties", NewEvent::new("signup", "u").properties(serde_json::json!([1, 2]))),
+        (
+            "properties",
+            NewEvent::new("signup", "u").properties(serde_json::json!([1, 2])),
+        ),
         (
             "properties",
             NewEvent::new("signup", "u").properties(serde_json::json!({"nul": "a\u{0}b"})),
@@ -264,7 +267,9 @@ async fn bad_input_is_a_typed_error_naming_the_event_and_writes_nothing() {
 
     // A name outside the tenant's enforced catalog: refused by the database, the event named.
     let mut t = tx(&f.app, f.a).await;
-    catalog::add_name(&mut t, "signup", Some("a new account")).await.unwrap();
+    catalog::add_name(&mut t, "signup", Some("a new account"))
+        .await
+        .unwrap();
     catalog::enforce(&mut t, true).await.unwrap();
     t.commit().await.unwrap();
     let mut batch = vec![NewEvent::new("signup", "u1"), NewEvent::new("sigunp", "u2")];

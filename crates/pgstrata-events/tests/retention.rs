@@ -25,7 +25,9 @@ async fn maintain_creates_the_months_ahead_and_drops_only_expired_months() {
 
     // Events in this month.
     let mut t = tx(&f.app, f.a).await;
-    ingest::ingest(&mut t, BatchId::new(), &events(1, 100, 1)).await.unwrap();
+    ingest::ingest(&mut t, BatchId::new(), &events(1, 100, 1))
+        .await
+        .unwrap();
     t.commit().await.unwrap();
 
     // Fourteen months on, with 13 months kept: the months whose end is over 13 months back go,
@@ -70,7 +72,16 @@ async fn maintain_creates_the_months_ahead_and_drops_only_expired_months() {
         .await
         .unwrap();
     let e = retention::maintain(&mut worker, None, Some(2)).await.unwrap_err();
-    assert!(matches!(e, Error::InvalidField { field: "retention_months", .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::InvalidField {
+                field: "retention_months",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     f.close().await;
 }
 
@@ -79,7 +90,9 @@ async fn a_tenants_shorter_retention_deletes_its_old_events_only() {
     let f = fixture().await;
     for tenant in [f.a, f.b] {
         let mut t = tx(&f.app, tenant).await;
-        ingest::ingest(&mut t, BatchId::new(), &events(2, 2000, 30)).await.unwrap();
+        ingest::ingest(&mut t, BatchId::new(), &events(2, 2000, 30))
+            .await
+            .unwrap();
         t.commit().await.unwrap();
     }
     let counts_before: i64 = sqlx::query_scalar("SELECT sum(events)::bigint FROM events.daily_counts")
@@ -101,12 +114,11 @@ async fn a_tenants_shorter_retention_deletes_its_old_events_only() {
             break;
         }
     }
-    let left: Vec<(uuid::Uuid, i64, Option<chrono::DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT tenant_id, count(*), min(occurred_at) FROM events.events GROUP BY 1 ORDER BY 1",
-    )
-    .fetch_all(&f.db.admin)
-    .await
-    .unwrap();
+    let left: Vec<(uuid::Uuid, i64, Option<chrono::DateTime<Utc>>)> =
+        sqlx::query_as("SELECT tenant_id, count(*), min(occurred_at) FROM events.events GROUP BY 1 ORDER BY 1")
+            .fetch_all(&f.db.admin)
+            .await
+            .unwrap();
     let a = left.iter().find(|r| r.0 == f.a.0).unwrap();
     let b = left.iter().find(|r| r.0 == f.b.0).unwrap();
     assert_eq!(b.1, 2000, "B keeps everything");
@@ -130,7 +142,10 @@ async fn a_tenants_shorter_retention_deletes_its_old_events_only() {
     // The application role cannot purge.
     let mut t = tx(&f.app, f.a).await;
     let e = retention::purge(&mut t, 10).await.unwrap_err();
-    assert!(matches!(e, Error::Db(pgstrata_core::DbError::Forbidden { .. })), "{e:?}");
+    assert!(
+        matches!(e, Error::Db(pgstrata_core::DbError::Forbidden { .. })),
+        "{e:?}"
+    );
     drop(t);
     f.close().await;
 }
@@ -140,20 +155,32 @@ async fn erasing_an_actor_removes_its_events_and_corrects_the_rollups() {
     let f = fixture().await;
     for tenant in [f.a, f.b] {
         let mut t = tx(&f.app, tenant).await;
-        ingest::ingest(&mut t, BatchId::new(), &events(3, 3000, 20)).await.unwrap();
+        ingest::ingest(&mut t, BatchId::new(), &events(3, 3000, 20))
+            .await
+            .unwrap();
         t.commit().await.unwrap();
     }
     let mut t = tx(&f.app, f.a).await;
-    let mine = query::recent(&mut t, "user-7", &pgstrata_core::Page::first(1000)).await.unwrap();
+    let mine = query::recent(&mut t, "user-7", &pgstrata_core::Page::first(1000))
+        .await
+        .unwrap();
     assert!(!mine.is_empty());
     let erased = retention::erase_actor(&mut t, "user-7").await.unwrap();
     assert_eq!(erased, mine.len() as i64);
-    assert!(query::recent(&mut t, "user-7", &pgstrata_core::Page::first(10)).await.unwrap().is_empty());
+    assert!(
+        query::recent(&mut t, "user-7", &pgstrata_core::Page::first(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     t.commit().await.unwrap();
     // B's user-7 is another tenant's: untouched.
     let mut t = tx(&f.app, f.b).await;
     assert_eq!(
-        query::recent(&mut t, "user-7", &pgstrata_core::Page::first(1000)).await.unwrap().len(),
+        query::recent(&mut t, "user-7", &pgstrata_core::Page::first(1000))
+            .await
+            .unwrap()
+            .len(),
         mine.len()
     );
     t.commit().await.unwrap();
@@ -161,7 +188,10 @@ async fn erasing_an_actor_removes_its_events_and_corrects_the_rollups() {
     assert_eq!(stored, recount);
     // Without a tenant in context it erases nothing.
     let mut conn = f.db.app_options().connect().await.unwrap();
-    let e = sqlx::query("SELECT events.erase_actor('user-8')").execute(&mut conn).await.unwrap_err();
+    let e = sqlx::query("SELECT events.erase_actor('user-8')")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
     assert_eq!(e.as_database_error().and_then(|d| d.code()).as_deref(), Some("42501"));
     f.close().await;
 }
@@ -171,7 +201,9 @@ async fn the_doctor_warns_when_months_ahead_run_out_and_maintain_fixes_it() {
     let f = fixture().await;
     let mut admin = f.db.admin_conn().await.unwrap();
     assert_eq!(
-        pgstrata_core::doctor::partition_warnings(&mut admin, &["events"]).await.unwrap(),
+        pgstrata_core::doctor::partition_warnings(&mut admin, &["events"])
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
     let ahead: Vec<String> = sqlx::query_scalar("SELECT name FROM events.partitions() WHERE lower_bound > now()")
@@ -184,9 +216,14 @@ async fn the_doctor_warns_when_months_ahead_run_out_and_maintain_fixes_it() {
             .await
             .unwrap();
     }
-    let warnings = pgstrata_core::doctor::partition_warnings(&mut admin, &["events"]).await.unwrap();
+    let warnings = pgstrata_core::doctor::partition_warnings(&mut admin, &["events"])
+        .await
+        .unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].starts_with("events.events has 0 partition(s)"), "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("events.events has 0 partition(s)"),
+        "{warnings:?}"
+    );
     // An event next month now fails with the typed error; maintain brings the months back.
     let mut worker = f.db.login_options(WORKER_LOGIN_ROLE).connect().await.unwrap();
     let created = retention::maintain(&mut worker, None, None).await.unwrap();

@@ -45,7 +45,10 @@ async fn schema_sql_and_generated_types_match_the_migrations() {
     .unwrap();
     for f in pgstrata_events::functions::EventsFn::ALL {
         let name = f.qualified_name();
-        assert!(functions.iter().any(|g| g == name), "{name} is not a function of events");
+        assert!(
+            functions.iter().any(|g| g == name),
+            "{name} is not a function of events"
+        );
     }
     drop((a, b));
     compared.migrated.close().await.unwrap();

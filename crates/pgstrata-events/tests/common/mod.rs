@@ -78,23 +78,24 @@ pub fn event_id(k: u64) -> EventId {
 /// The rollups as stored and as recounted from raw events (as the owner, every tenant):
 /// `(daily counts, daily uniques)`, each a sorted list of `tenant day name count` lines.
 pub async fn rollups_and_recount(db: &TestDb) -> ((Vec<String>, Vec<String>), (Vec<String>, Vec<String>)) {
-    let q = |sql: &'static str| async move {
-        sqlx::query_scalar::<_, String>(sql)
-            .fetch_all(&db.admin)
-            .await
-            .unwrap()
-    };
-    let stored_counts = q("SELECT format('%s %s %s %s', tenant_id, day, name, events) FROM events.daily_counts
-                            WHERE events > 0 ORDER BY 1")
+    let q = |sql: &'static str| async move { sqlx::query_scalar::<_, String>(sql).fetch_all(&db.admin).await.unwrap() };
+    let stored_counts = q(
+        "SELECT format('%s %s %s %s', tenant_id, day, name, events) FROM events.daily_counts
+                            WHERE events > 0 ORDER BY 1",
+    )
     .await;
-    let stored_uniques = q("SELECT format('%s %s %s', tenant_id, day, actors) FROM events.daily_uniques
-                             WHERE actors > 0 ORDER BY 1")
+    let stored_uniques = q(
+        "SELECT format('%s %s %s', tenant_id, day, actors) FROM events.daily_uniques
+                             WHERE actors > 0 ORDER BY 1",
+    )
     .await;
     let raw_counts = q("SELECT format('%s %s %s %s', tenant_id, (occurred_at AT TIME ZONE 'UTC')::date, name, count(*))
                           FROM events.events GROUP BY tenant_id, (occurred_at AT TIME ZONE 'UTC')::date, name ORDER BY 1")
     .await;
-    let raw_uniques = q("SELECT format('%s %s %s', tenant_id, (occurred_at AT TIME ZONE 'UTC')::date, count(DISTINCT actor))
-                           FROM events.events GROUP BY tenant_id, (occurred_at AT TIME ZONE 'UTC')::date ORDER BY 1")
+    let raw_uniques = q(
+        "SELECT format('%s %s %s', tenant_id, (occurred_at AT TIME ZONE 'UTC')::date, count(DISTINCT actor))
+                           FROM events.events GROUP BY tenant_id, (occurred_at AT TIME ZONE 'UTC')::date ORDER BY 1",
+    )
     .await;
     ((stored_counts, stored_uniques), (raw_counts, raw_uniques))
 }
