@@ -86,10 +86,10 @@ fn event(i: usize, n: usize, tenants: &[TenantId], start: DateTime<Utc>) -> (Ten
     let at = start + Span::milliseconds((i as i64) * (7 * 86_400_000 - 60_000) / n.max(1) as i64);
     let props = serde_json::json!({
         "path": format!("/app/projects/{}/board", k % 500),
-        "referrer": if k % 3 == 0 { "https://www.google.com/" } else { "" },
+        "referrer": if k.is_multiple_of(3) { "https://www.google.com/" } else { "" },
         "browser": BROWSERS[k % BROWSERS.len()],
-        "os": if k % 2 == 0 { "macOS" } else { "Windows" },
-        "plan": if t % 4 == 0 { "enterprise" } else { "pro" },
+        "os": if k.is_multiple_of(2) { "macOS" } else { "Windows" },
+        "plan": if t.is_multiple_of(4) { "enterprise" } else { "pro" },
         "duration_ms": (i * 37) % 5_000,
         "utm": {"source": "newsletter", "campaign": "2026-12"},
     });

@@ -192,7 +192,7 @@ pub fn merge_stmt(skip_stored: bool) -> Built {
 pub async fn ingest(tx: &mut TenantTx<'_>, batch: BatchId, events: &[NewEvent]) -> Result<IngestReport> {
     let tenant = tx.tenant_id();
     let rows: Vec<(TenantId, &NewEvent)> = events.iter().map(|e| (tenant, e)).collect();
-    write_batch(&mut **tx, batch, rows).await
+    write_batch(tx, batch, rows).await
 }
 
 /// Ingests a batch that spans tenants, for an ingest service that receives many tenants'

@@ -66,7 +66,7 @@ pub fn events(seed: u64, n: usize, days: i64) -> Vec<NewEvent> {
             NewEvent::new(format!("event.{}", k % 10), format!("user-{}", (k / 10) % 50))
                 .id(event_id(k))
                 .at(now - ago)
-                .properties(serde_json::json!({"plan": if k % 2 == 0 { "free" } else { "pro" }, "i": k}))
+                .properties(serde_json::json!({"plan": if k.is_multiple_of(2) { "free" } else { "pro" }, "i": k}))
         })
         .collect()
 }
