@@ -74,6 +74,9 @@ CREATE POLICY tenant_isolation ON events.tenant_settings
     USING (tenant_id = (SELECT tenancy.current_tenant_id()))
     WITH CHECK (tenant_id = (SELECT tenancy.current_tenant_id()));
 GRANT SELECT, INSERT (tenant_id, enforce_catalog), UPDATE (enforce_catalog) ON events.tenant_settings TO pgstrata_app;
+-- The operator sets each tenant's retention (its plan's), across tenants, and nothing else.
+CREATE POLICY operator_retention ON events.tenant_settings TO pgstrata_operator USING (true) WITH CHECK (true);
+GRANT SELECT, INSERT (tenant_id, retention_days), UPDATE (retention_days) ON events.tenant_settings TO pgstrata_operator;
 
 -- The catalog: names every tenant may use (operator), and a tenant's own.
 CREATE TABLE events.global_names (

@@ -8,7 +8,7 @@ mod common;
 
 use chrono::{Duration, Utc};
 use common::{events, fixture, rollups_and_recount, tx};
-use pgstrata_core::testing::WORKER_LOGIN_ROLE;
+use pgstrata_core::testing::{OPERATOR_LOGIN_ROLE, WORKER_LOGIN_ROLE};
 use pgstrata_events::{BatchId, Error, MaintainAction, NewEvent, ingest, query, retention};
 use sqlx::ConnectOptions;
 
@@ -99,12 +99,18 @@ async fn a_tenants_shorter_retention_deletes_its_old_events_only() {
         .fetch_one(&f.db.admin)
         .await
         .unwrap();
-    // A's plan keeps 10 days (the operator's field).
+    // A's plan keeps 10 days: the operator's field, set by the operator across tenants.
+    let mut operator = f.db.login_options(OPERATOR_LOGIN_ROLE).connect().await.unwrap();
     sqlx::query("INSERT INTO events.tenant_settings (tenant_id, retention_days) VALUES ($1, 10)")
         .bind(f.a.0)
-        .execute(&f.db.admin)
+        .execute(&mut operator)
         .await
         .unwrap();
+    let e = sqlx::query("UPDATE events.tenant_settings SET enforce_catalog = true")
+        .execute(&mut operator)
+        .await
+        .unwrap_err();
+    assert_eq!(e.as_database_error().and_then(|d| d.code()).as_deref(), Some("42501"));
     let mut worker = f.db.login_options(WORKER_LOGIN_ROLE).connect().await.unwrap();
     let mut purged = 0;
     loop {
