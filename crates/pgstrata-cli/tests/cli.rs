@@ -544,7 +544,11 @@ async fn an_install_from_schema_sql_is_seen_as_migrated() {
     // The events module's maintenance: the months exist already, no tenant has a shorter plan.
     let out = pgstrata(Some(&url), &["events", "maintain"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("events partitions: nothing to do"), "{}", text(&out));
+    assert!(
+        text(&out).contains("events partitions: nothing to do"),
+        "{}",
+        text(&out)
+    );
     let out = pgstrata(Some(&url), &["events", "purge"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("purged 0 event(s)"), "{}", text(&out));
