@@ -78,7 +78,7 @@ fn baseline_sql(months: &[String]) -> String {
     sql
 }
 
-/// The `i`th event of the load: tenant `i % tenants`, 200 actors per tenant, evenly spread over
+/// The `i`th event of the load: tenant `i % tenants`, 20 actors per tenant, evenly spread over
 /// the last 7 days in time order (as a collector receives them).
 fn event(i: usize, n: usize, tenants: &[TenantId], start: DateTime<Utc>) -> (TenantId, NewEvent) {
     let t = i % tenants.len();
@@ -93,7 +93,7 @@ fn event(i: usize, n: usize, tenants: &[TenantId], start: DateTime<Utc>) -> (Ten
         "duration_ms": (i * 37) % 5_000,
         "utm": {"source": "newsletter", "campaign": "2026-12"},
     });
-    let e = NewEvent::new(NAMES[(i / 7) % NAMES.len()], format!("user-{}", k % 200))
+    let e = NewEvent::new(NAMES[(i / 7) % NAMES.len()], format!("user-{}", k % 20))
         .id(pgstrata::events::EventId(Uuid::from_u64_pair(
             0x0190_0000_0000_7000,
             0x8000_0000_0000_0000 | i as u64,
@@ -248,7 +248,7 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
 
     let mut worker = db.clone().username(WORKER_ROLE).password(WORKER_ROLE).connect().await?;
     let mut plain = db.clone().connect().await?;
-    sqlx::raw_sql("CREATE TEMP TABLE staging (LIKE events.events)")
+    sqlx::raw_sql("CREATE TEMP TABLE staging (LIKE events.events INCLUDING DEFAULTS)")
         .execute(&mut plain)
         .await?;
 
@@ -421,7 +421,7 @@ async fn scale(admin: &PgPool, opts: &Options, tenants: &[TenantId]) -> Result<S
                     now() - interval '90 days' + (g * (interval '83 days' / $2)),
                     (ARRAY['page.viewed', 'page.viewed', 'signup', 'project.created', 'invite.sent', 'search',
                            'page.viewed', 'export', 'purchase', 'logout'])[(g / 7) % 10 + 1],
-                    'user-' || (g / $3) % 200,
+                    'user-' || (g / $3) % 50,
                     jsonb_build_object('path', '/app/projects/' || g % 500 || '/board', 'browser', 'Firefox',
                                        'plan', 'pro', 'duration_ms', g % 5000),
                     's-' || g / 20, 'web'
