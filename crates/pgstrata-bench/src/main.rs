@@ -15,6 +15,7 @@
 
 mod audit;
 mod billing;
+mod events;
 mod queue;
 mod rbac;
 mod rls;
@@ -122,6 +123,29 @@ enum Command {
     /// Every module's tenant-scoped hot queries as the application role through the policies,
     /// beside the same queries with the tenant predicate written out as a role that bypasses
     /// RLS, at tenants of 100, 10,000 and 100,000 rows; the ratio per query and size.
+    /// Ingest through the public API beside a raw COPY, then the questions at scale.
+    Events {
+        /// Events ingested through the API (and by each baseline).
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Events per batch.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+        #[arg(long, default_value_t = 1_000)]
+        tenants: usize,
+        /// Events in the table when the questions are timed (added with generate_series).
+        #[arg(long, default_value_t = 10_000_000)]
+        scale: i64,
+        /// Runs per question (the median is reported).
+        #[arg(long, default_value_t = 21)]
+        repeat: usize,
+        /// Print each question's plan (EXPLAIN ANALYZE) at scale.
+        #[arg(long)]
+        explain: bool,
+        #[arg(long)]
+        keep_database: bool,
+    },
+
     Rls {
         /// Milliseconds each side runs a query per round.
         #[arg(long, default_value_t = 400)]
@@ -209,6 +233,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rounds,
                 seal_interval_ms,
                 retention_rows: retention_rows.max(1),
+                keep_database,
+            })
+            .await
+        }
+        Command::Events {
+            events,
+            batch,
+            tenants,
+            scale,
+            repeat,
+            explain,
+            keep_database,
+        } => {
+            events::run(&events::Options {
+                url,
+                events: events.max(1),
+                batch: batch.clamp(1, pgstrata::events::ingest::MAX_BATCH),
+                tenants: tenants.max(1),
+                scale,
+                repeat,
+                explain,
                 keep_database,
             })
             .await

@@ -112,6 +112,12 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Maintain the analytics events (as pgstrata_worker or the owner): partitions and the
+    /// global retention, a tenant's shorter retention.
+    Events {
+        #[command(subcommand)]
+        action: EventsAction,
+    },
     /// Read and maintain the Stripe event ledger (events as pgstrata_billing_sync or
     /// pgstrata_operator; retry and prune as pgstrata_billing_sync or the owner).
     Billing {
@@ -158,6 +164,25 @@ enum AuditAction {
     Seal,
     /// Recompute every chain; exits 1 and prints the first broken link of each broken chain.
     Verify,
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsAction {
+    /// Create the months events may fall in and drop expired ones (defaults: events.settings).
+    Maintain {
+        /// Months to create ahead of the current one.
+        #[arg(long)]
+        ahead: Option<i32>,
+        /// Months of history to keep.
+        #[arg(long)]
+        retention_months: Option<i32>,
+    },
+    /// Delete events older than their tenant's retention_days, in rounds, until none is left.
+    Purge {
+        /// Events deleted per round (each round its own transaction).
+        #[arg(long, default_value_t = 10_000)]
+        batch: i32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -439,6 +464,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         Command::Demo => ("demo", true),
         Command::Queue { .. } => ("queue", false),
         Command::Audit { .. } => ("audit", false),
+        Command::Events { .. } => ("events", false),
         Command::Billing { .. } => ("billing", false),
         Command::Schema { .. } => ("schema", false),
     };
@@ -510,6 +536,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         }
         Command::Queue { action } => queue(&mut conn, action).await?,
         Command::Audit { action } => return audit(&mut conn, action).await,
+        Command::Events { action } => events(&mut conn, action).await?,
         Command::Billing { action } => billing(&mut conn, action).await?,
         Command::Schema { .. } => unreachable!("handled above"),
     }
@@ -738,6 +765,37 @@ async fn audit(conn: &mut PgConnection, action: AuditAction) -> Result<ExitCode,
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn events(conn: &mut PgConnection, action: EventsAction) -> Result<(), AnyError> {
+    use pgstrata::events::retention;
+    match action {
+        EventsAction::Maintain {
+            ahead,
+            retention_months,
+        } => {
+            let steps = retention::maintain(conn, ahead, retention_months).await?;
+            if steps.is_empty() {
+                println!("events partitions: nothing to do");
+            }
+            for s in steps {
+                println!("{} events.{}", s.action, s.partition);
+            }
+        }
+        EventsAction::Purge { batch } => {
+            let mut total = 0;
+            // Bounded rounds, each its own transaction, so vacuum keeps up between them.
+            loop {
+                let n = retention::purge(conn, batch).await?;
+                total += n;
+                if n < i64::from(batch) {
+                    break;
+                }
+            }
+            println!("purged {total} event(s) past their tenant's retention");
+        }
+    }
+    Ok(())
 }
 
 async fn billing(conn: &mut PgConnection, action: BillingAction) -> Result<(), AnyError> {

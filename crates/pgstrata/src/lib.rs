@@ -34,6 +34,8 @@ pub use pgstrata_queue as queue;
 pub use pgstrata_audit as audit;
 #[cfg(feature = "billing")]
 pub use pgstrata_billing as billing;
+#[cfg(feature = "events")]
+pub use pgstrata_events as events;
 
 use pgstrata_core::migrate::Step;
 use sqlx::PgPool;
@@ -51,6 +53,8 @@ pub fn available_modules() -> Vec<&'static Module> {
         &pgstrata_billing::MODULE,
         #[cfg(feature = "audit")]
         &pgstrata_audit::MODULE,
+        #[cfg(feature = "events")]
+        &pgstrata_events::MODULE,
     ]
 }
 

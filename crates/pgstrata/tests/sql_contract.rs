@@ -15,7 +15,7 @@ use sqlx::{Connection, PgConnection};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const MODULES: [&str; 5] = ["tenancy", "rbac", "queue", "billing", "audit"];
+const MODULES: [&str; 6] = ["tenancy", "rbac", "queue", "billing", "audit", "events"];
 
 fn repo_root() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -188,7 +188,7 @@ async fn cron_recipes_schedule_every_periodic_task_and_pg_cron_runs_them() {
     for statement in ["CREATE EXTENSION pg_cron", "CREATE DATABASE app"] {
         sqlx::raw_sql(statement).execute(&mut cron).await.unwrap();
     }
-    for module in ["tenancy", "queue", "billing", "audit"] {
+    for module in ["tenancy", "queue", "billing", "audit", "events"] {
         let file = repo_root().join("schemas").join(module).join("schema.sql");
         psql_file(&app_url, &file, false).unwrap_or_else(|e| panic!("loading {module}: {e}"));
     }
@@ -203,6 +203,7 @@ async fn cron_recipes_schedule_every_periodic_task_and_pg_cron_runs_them() {
     for _ in 0..2 {
         load_recipe(&cron_url, "queue", &[("db", "app"), ("worker", "cron_worker")]);
         load_recipe(&cron_url, "audit", &[("db", "app"), ("worker", "cron_worker")]);
+        load_recipe(&cron_url, "events", &[("db", "app"), ("worker", "cron_worker")]);
         load_recipe(&cron_url, "billing", &[("db", "app"), ("sync", "cron_sync")]);
     }
     let jobs: Vec<(i64, String, String, String, String, bool)> =
@@ -217,6 +218,8 @@ async fn cron_recipes_schedule_every_periodic_task_and_pg_cron_runs_them() {
             "pgstrata:app:audit.maintain",
             "pgstrata:app:audit.seal",
             "pgstrata:app:billing.retry_failed",
+            "pgstrata:app:events.maintain",
+            "pgstrata:app:events.purge",
             "pgstrata:app:queue.promote_due",
             "pgstrata:app:queue.prune",
             "pgstrata:app:queue.rescue",

@@ -1,0 +1,1 @@
+../../schemas/events/seed.sql

@@ -1,0 +1,2 @@
+-- Reverts events V1: the events, their rollups, batches and catalog go with the schema.
+DROP SCHEMA events CASCADE;
