@@ -35,6 +35,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// A boxed, sendable future, as handlers return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -202,6 +203,8 @@ pub struct Worker {
     pool: PgPool,
     config: WorkerConfig,
     handlers: HashMap<&'static str, Kind>,
+    /// Stop once nothing is left to do now ([`Worker::run_until_drained`]).
+    drain: bool,
 }
 
 impl std::fmt::Debug for Worker {
@@ -228,6 +231,7 @@ impl Worker {
             pool,
             config,
             handlers: HashMap::new(),
+            drain: false,
         })
     }
 
@@ -272,6 +276,32 @@ impl Worker {
     /// # Ok(()) }
     /// ```
     pub async fn run(self, token: CancellationToken) -> Result<()> {
+        self.run_inner(token).await
+    }
+
+    /// Runs as [`Worker::run`] and returns once its queue is drained: no job of it is available,
+    /// running (here or on another worker) or due. Jobs scheduled, or waiting for a retry, at a
+    /// later time are left for a later run. Follow-up jobs that handlers enqueue are part of the
+    /// work, since they commit with the job that enqueued them. The check runs every
+    /// [`WorkerConfig::maintenance_interval`]; `token` still stops it earlier, as it stops `run`.
+    /// For a test, a one-off backfill, or a job runner that exits when its work is done:
+    ///
+    /// ```no_run
+    /// # async fn backfill(pool: sqlx::PgPool) -> Result<(), pgstrata_queue::Error> {
+    /// use pgstrata_core::CancellationToken;
+    /// use pgstrata_queue::{Worker, WorkerConfig};
+    /// Worker::new(pool, WorkerConfig::new("backfill"))?
+    ///     .run_until_drained(CancellationToken::new())
+    ///     .await?;
+    /// // Every job of "backfill" that was due has run.
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_until_drained(mut self, token: CancellationToken) -> Result<()> {
+        self.drain = true;
+        self.run_inner(token).await
+    }
+
+    async fn run_inner(self, token: CancellationToken) -> Result<()> {
         let mut errors = Backoff::default();
         loop {
             let checked: Result<(String, bool), sqlx::Error> =
@@ -295,6 +325,9 @@ impl Worker {
         let wake = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
         let mut roles = HashMap::new();
+        // The tasks stop on a child of the caller's token: cancelled with it, or by the drain
+        // check when the queue is drained.
+        let token = token.child_token();
         let signal = token.clone();
         let spawn = |tasks: &mut JoinSet<()>, roles: &mut HashMap<tokio::task::Id, Task>, task: Task| {
             let (w, wake, stop) = (worker.clone(), wake.clone(), signal.clone());
@@ -364,6 +397,18 @@ impl Worker {
                     if rescued + promoted > 0 {
                         wake.notify_waiters();
                     }
+                    if self.drain && rescued + promoted == 0 {
+                        match self.drained().await {
+                            Ok(true) => {
+                                tracing::info!(queue = %self.config.queue, "queue drained; the worker stops");
+                                shutdown.cancel();
+                                return;
+                            }
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(queue = %self.config.queue, error = %e,
+                                "could not check whether the queue is drained; checking again"),
+                        }
+                    }
                     self.config.maintenance_interval
                 }
                 Err(e) => {
@@ -375,6 +420,23 @@ impl Worker {
             };
             pause(wait, &shutdown).await;
         }
+    }
+
+    /// Whether no job of the queue is available, running or due (each read from its partial
+    /// index: `jobs_fetch_idx`, `jobs_lease_idx`, `jobs_due_idx`).
+    async fn drained(&self) -> Result<bool> {
+        let mut conn = self.pool.acquire().await?;
+        let busy: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM queue.jobs j WHERE j.state = 'available' AND j.queue = $1) \
+                 OR EXISTS (SELECT 1 FROM queue.jobs j \
+                             WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' AND j.queue = $1) \
+                 OR EXISTS (SELECT 1 FROM queue.jobs j \
+                             WHERE j.state IN ('scheduled', 'retryable') AND j.run_at <= pg_catalog.now() AND j.queue = $1)",
+        )
+        .bind(&self.config.queue)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(!busy)
     }
 
     /// Wakes idle executors when a job is enqueued (the trigger notifies `pgstrata_queue`).
@@ -428,15 +490,18 @@ impl Worker {
             woken.as_mut().enable();
             let claimed = async {
                 let c = conn.get().await?;
-                client::claim(
+                let jobs = client::claim(
                     c,
                     &self.config.queue,
                     limit as i32,
                     &self.config.name,
                     self.config.lease,
                 )
-                .await
+                .await?;
+                tracing::trace!(claimed = jobs.len(), "claimed");
+                Ok::<_, Error>(jobs)
             }
+            .instrument(tracing::debug_span!("queue.claim", queue = %self.config.queue, limit))
             .await;
             let jobs = match claimed {
                 Ok(jobs) => {
@@ -541,12 +606,15 @@ impl Worker {
             self.run_handler(&mut tx, job, meta).await?;
         }
         let held: Vec<(JobId, i32)> = jobs.iter().map(|(_, m)| (m.id, m.attempt)).collect();
-        let completed = client::complete_many(&mut tx, &held).await.map_err(Fault::db)?;
-        if completed.len() != held.len() {
-            return Err(Fault::Db("a job of the batch is no longer ours".into()));
+        async {
+            let completed = client::complete_many(&mut tx, &held).await.map_err(Fault::db)?;
+            if completed.len() != held.len() {
+                return Err(Fault::Db("a job of the batch is no longer ours".into()));
+            }
+            tx.commit().await.map_err(Fault::db)
         }
-        tx.commit().await.map_err(Fault::db)?;
-        Ok(())
+        .instrument(tracing::debug_span!("queue.complete", queue = %self.config.queue, jobs = held.len()))
+        .await
     }
 
     /// The slow path: one job in its own transaction. A failure of the job is recorded with its
@@ -616,8 +684,15 @@ impl Worker {
                         .and_then(|k| (k.backoff)(meta.attempt))
                         .map(|d| Utc::now() + to_chrono(d));
                     let state = client::fail_at(c, meta.id, meta.attempt, &fault.to_string(), retry_at).await?;
-                    tracing::info!(queue = %self.config.queue, job = job.id.0, kind = %job.kind, attempt = meta.attempt,
-                        state = state.map_or("not ours", |s| s.as_str()), error = %fault, "job attempt failed");
+                    if state == Some(crate::JobState::Discarded) {
+                        tracing::warn!(queue = %self.config.queue, job = job.id.0, kind = %job.kind,
+                            tenant = ?meta.tenant_id.map(|t| t.0), attempt = meta.attempt, error = %fault,
+                            "job discarded: out of attempts");
+                    } else {
+                        tracing::info!(queue = %self.config.queue, job = job.id.0, kind = %job.kind,
+                            tenant = ?meta.tenant_id.map(|t| t.0), attempt = meta.attempt,
+                            state = state.map_or("not ours", |s| s.as_str()), error = %fault, "job attempt failed");
+                    }
                 }
             }
             Ok::<(), Error>(())
@@ -641,10 +716,13 @@ impl Worker {
             .timeout_ms
             .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(1)))
             .or(kind.timeout);
+        let span = tracing::debug_span!("queue.handler", job = job.id.0, kind = %job.kind,
+            tenant = ?meta.tenant_id.map(|t| t.0), attempt = meta.attempt);
         let run = &kind.run;
-        let started = std::panic::catch_unwind(AssertUnwindSafe(once(move || run(tx, &job.payload, meta))));
+        let started =
+            span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(once(move || run(tx, &job.payload, meta)))));
         let future = match started {
-            Ok(future) => CatchUnwind(future),
+            Ok(future) => CatchUnwind(future).instrument(span),
             Err(panic) => return Err(Fault::Panicked(panic_message(&*panic))),
         };
         let finished = match limit {

@@ -201,3 +201,79 @@ async fn handlers_run_in_the_jobs_tenant_context_and_shutdown_is_graceful() {
     system.close().await;
     db.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_until_drained_returns_once_nothing_is_due() {
+    let db = setup().await;
+    let producer = db.pool_as(WORKER_LOGIN_ROLE, 1).await.unwrap();
+    let mut conn = producer.acquire().await.unwrap();
+    // 1,000 jobs due now (none of them fails: n is never a multiple of 100), one due in an hour.
+    let jobs: Vec<NewJob> = (1..=1_000i64)
+        .filter(|n| n % 100 != 0)
+        .map(|n| NewJob::of(&Count { n }).unwrap())
+        .collect();
+    let due = jobs.len() as i64;
+    client::enqueue_system_many(&mut conn, &jobs).await.unwrap();
+    client::enqueue_system(
+        &mut conn,
+        &NewJob::of(&Count { n: 1 })
+            .unwrap()
+            .run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+
+    // Two workers drain it together; each returns on its own, with no token cancelled.
+    let token = pgstrata_core::CancellationToken::new();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let pool = db.pool_as(WORKER_LOGIN_ROLE, 11).await.unwrap();
+        let worker = Worker::new(pool, config()).unwrap().register::<Count, _>(Record);
+        workers.push(tokio::spawn(worker.run_until_drained(token.clone())));
+    }
+    for w in workers {
+        tokio::time::timeout(Duration::from_secs(60), w)
+            .await
+            .expect("the workers return once the queue is drained")
+            .unwrap()
+            .unwrap();
+    }
+    assert!(!token.is_cancelled());
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, count(*) FROM queue.jobs GROUP BY state ORDER BY state")
+            .fetch_all(&db.admin)
+            .await
+            .unwrap();
+    assert_eq!(
+        states,
+        [("completed".into(), due), ("scheduled".into(), 1)],
+        "every due job ran; the one scheduled for later waits"
+    );
+    let executions: i64 = sqlx::query_scalar("SELECT count(*) FROM public.executions")
+        .fetch_one(&db.admin)
+        .await
+        .unwrap();
+    assert_eq!(executions, due);
+
+    // A failed job waiting for its retry is not due: the next drain leaves it for later.
+    let mut conn = producer.acquire().await.unwrap();
+    client::enqueue_system(&mut conn, &NewJob::new("no_handler_here", serde_json::json!({})))
+        .await
+        .unwrap();
+    drop(conn);
+    let pool = db.pool_as(WORKER_LOGIN_ROLE, 11).await.unwrap();
+    let worker = Worker::new(pool, config()).unwrap().register::<Count, _>(Record);
+    tokio::time::timeout(Duration::from_secs(30), worker.run_until_drained(token.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let (state, attempt): (String, i32) =
+        sqlx::query_as("SELECT state, attempt FROM queue.jobs WHERE kind = 'no_handler_here'")
+            .fetch_one(&db.admin)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), attempt), ("retryable", 1));
+    producer.close().await;
+    db.close().await.unwrap();
+}
