@@ -1,5 +1,6 @@
--- Back to V4: no unique periods (jobs enqueued with one keep their key as a plain one), V4's
+-- Back to V4: no metrics, no unique periods (jobs enqueued with one keep their key as a plain one), V4's
 -- enqueue and enqueue_many, and no listing indexes.
+DROP FUNCTION queue.metrics(interval);
 DROP FUNCTION queue.enqueue(text, jsonb, text, smallint, timestamptz, integer, text, uuid, integer, interval);
 DROP FUNCTION queue.enqueue_many(text[], jsonb[], text[], smallint[], timestamptz[], integer[], uuid[], text[], integer[], interval[]);
 

@@ -1,9 +1,10 @@
 -- queue V5: operations. Listing jobs by state, tenant, kind and queue, newest first, one keyset
 -- page at a time, read from an index however long the history is; unique keys held for a
--- period.
+-- period; a metrics snapshot whose cost does not follow the history.
 --
 -- Self-contained: it adds indexes and a column, replaces the unique key index, and replaces
--- queue.enqueue and queue.enqueue_many (a unique period per job at the end of their arguments).
+-- queue.enqueue and queue.enqueue_many (a unique period per job at the end of their arguments),
+-- and adds queue.metrics.
 
 -- ---------------------------------------------------------------------------------------------
 -- Listing (inspect::list, inspect::list_all, `pgstrata queue list`)
@@ -171,3 +172,62 @@ GRANT EXECUTE ON FUNCTION
     queue.enqueue_many(text[], jsonb[], text[], smallint[], timestamptz[], integer[], uuid[], text[], integer[], interval[]),
     queue.enqueue(text, jsonb, text, smallint, timestamptz, integer, text, uuid, integer, interval)
     TO pgstrata_app, pgstrata_worker;
+
+-- ---------------------------------------------------------------------------------------------
+-- Metrics (inspect::metrics): what an exporter reads
+-- ---------------------------------------------------------------------------------------------
+-- Per queue: the jobs waiting in each unfinished state, how long the oldest ready one has
+-- waited, and the jobs finished within the last p_window (throughput). Each part reads the
+-- partial index of its states (jobs_fetch_idx, jobs_due_idx, jobs_lease_idx, and
+-- jobs_finalized_idx over the window), so the cost follows the backlog and the recent
+-- throughput, never the history; queue.stats() counts the history too. With a large backlog
+-- the planner prefers a (parallel) scan of the whole table for the ready jobs, which reads the
+-- history as well: every part here has its index, so the function plans without scans.
+CREATE FUNCTION queue.metrics(p_window interval DEFAULT interval '1 minute')
+RETURNS TABLE (queue text, available bigint, scheduled bigint, running bigint, retryable bigint,
+               oldest_available_age interval, completed bigint, discarded bigint, cancelled bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+BEGIN
+    IF p_window IS NULL OR p_window <= interval '0' OR p_window > interval '1 hour' THEN
+        RAISE EXCEPTION 'queue.metrics: window % is out of range', coalesce(p_window::text, 'NULL')
+            USING ERRCODE = '22023', HINT = 'count finished jobs over more than 0 and at most 1 hour';
+    END IF;
+    RETURN QUERY
+    WITH ready AS (
+        SELECT j.queue AS q, count(*) AS n, now() - min(j.run_at) AS age
+          FROM queue.jobs j WHERE j.state = 'available' GROUP BY j.queue
+    ), waiting AS (
+        SELECT j.queue AS q, count(*) FILTER (WHERE j.state = 'scheduled') AS scheduled,
+               count(*) FILTER (WHERE j.state = 'retryable') AS retryable
+          FROM queue.jobs j WHERE j.state IN ('scheduled', 'retryable') GROUP BY j.queue
+    ), held AS (
+        -- Running jobs are the ones with a lease (jobs_running_has_lease): jobs_lease_idx.
+        SELECT j.queue AS q, count(*) AS n
+          FROM queue.jobs j WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' GROUP BY j.queue
+    ), finished AS (
+        SELECT j.queue AS q, count(*) FILTER (WHERE j.state = 'completed') AS completed,
+               count(*) FILTER (WHERE j.state = 'discarded') AS discarded,
+               count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled
+          FROM queue.jobs j WHERE j.finalized_at IS NOT NULL AND j.finalized_at > now() - p_window
+         GROUP BY j.queue
+    ), queues AS (
+        SELECT r.q FROM ready r UNION SELECT w.q FROM waiting w
+        UNION SELECT h.q FROM held h UNION SELECT f.q FROM finished f
+    )
+    SELECT qs.q, coalesce(r.n, 0), coalesce(w.scheduled, 0), coalesce(h.n, 0), coalesce(w.retryable, 0),
+           r.age, coalesce(f.completed, 0), coalesce(f.discarded, 0), coalesce(f.cancelled, 0)
+      FROM queues qs
+      LEFT JOIN ready r ON r.q = qs.q
+      LEFT JOIN waiting w ON w.q = qs.q
+      LEFT JOIN held h ON h.q = qs.q
+      LEFT JOIN finished f ON f.q = qs.q
+     ORDER BY qs.q;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION queue.metrics(interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION queue.metrics(interval) TO pgstrata_worker;

@@ -190,6 +190,16 @@ enum QueueAction {
         #[arg(long)]
         json: bool,
     },
+    /// Per queue: jobs by unfinished state, the oldest ready job's wait, and the jobs finished
+    /// within the window (as pgstrata_worker or the owner).
+    Metrics {
+        /// The window of the finished counts, in seconds (1 to 3600).
+        #[arg(long, default_value_t = 60)]
+        window_secs: u64,
+        /// Print the rows as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Put a discarded or cancelled job back in line, with one more attempt; exits 1 when the
     /// job does not exist or is in another state.
     Retry { id: i64 },
@@ -751,6 +761,35 @@ async fn queue(conn: &mut PgConnection, action: QueueAction) -> Result<ExitCode,
                     last_error(&j.errors)
                         .map(|e| format!("  last error: {e}"))
                         .unwrap_or_default()
+                );
+            }
+        }
+        QueueAction::Metrics { window_secs, json } => {
+            let window = std::time::Duration::from_secs(window_secs);
+            let rows = match inspect::metrics(conn, window).await {
+                Err(e @ Error::InvalidField { .. }) => return Err(Failure::Usage(e.to_string()).into()),
+                other => other?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<20} {:>9} {:>9} {:>9} {:>9}  {:>12}  finished in the last {window_secs} s",
+                "queue", "available", "scheduled", "running", "retryable", "oldest ready"
+            );
+            for r in rows {
+                println!(
+                    "{:<20} {:>9} {:>9} {:>9} {:>9}  {:>12}  {} completed, {} discarded, {} cancelled",
+                    r.queue,
+                    r.available,
+                    r.scheduled,
+                    r.running,
+                    r.retryable,
+                    r.oldest_available_secs.map_or("-".into(), |s| format!("{s:.1} s")),
+                    r.completed,
+                    r.discarded,
+                    r.cancelled
                 );
             }
         }

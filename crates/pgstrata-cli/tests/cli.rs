@@ -672,9 +672,24 @@ async fn queue_list_retry_and_cancel() {
         .await
         .unwrap();
     assert_eq!(states, ["cancelled", "available", "available"]);
+    let out = pgstrata(Some(&url), &["queue", "metrics", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let counts: Vec<(String, i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["queue"].as_str().unwrap().to_owned(),
+                r["available"].as_i64().unwrap(),
+                r["cancelled"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counts, [("default".into(), 1, 1), ("slow".into(), 1, 0)]);
     // Bad input is a usage error.
     for args in [
-        &["queue", "list", "--limit", "0"][..],
+        &["queue", "metrics", "--window-secs", "0"][..],
+        &["queue", "list", "--limit", "0"],
         &["queue", "list", "--state", "lost"],
         &["queue", "list", "--tenant", "acme"],
     ] {

@@ -154,7 +154,7 @@ pub(crate) fn validate_queue(queue: &str) -> Result<()> {
 }
 
 /// A duration as an interval: whole microseconds (PostgreSQL's resolution) as text, cast.
-fn interval(d: Duration) -> Expr {
+pub(crate) fn interval(d: Duration) -> Expr {
     Expr::val(interval_text(d)).cast_as("interval")
 }
 

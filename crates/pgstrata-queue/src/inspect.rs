@@ -11,12 +11,14 @@
 //! states across tenants (an operator's question) are filtered from the primary key.
 
 use crate::error::{Error, Result};
+use crate::functions::{Builtin, MetricsRow, QueueFn};
 use crate::generated::{Job, Jobs};
 use crate::ids::{JobId, JobState};
 use pgstrata_core::sql::{self, Built};
 use pgstrata_core::{Page, TenantId, TenantTx};
-use sea_query::{Asterisk, Expr, ExprTrait, Order, Query, SelectStatement, UnionType};
+use sea_query::{Asterisk, Expr, ExprTrait, Func, Order, Query, SelectStatement, UnionType};
 use sqlx::PgConnection;
+use std::time::Duration;
 
 /// The fair key of jobs without a tenant (`queue.jobs.fair_key`).
 const SYSTEM_KEY: uuid::Uuid = uuid::Uuid::nil();
@@ -193,4 +195,72 @@ pub async fn list(tx: &mut TenantTx<'_>, filter: &JobFilter, page: &Page<JobId>)
 /// request path sees only its context tenant's, and should use [`list`]).
 pub async fn list_all(conn: &mut PgConnection, filter: &JobFilter, page: &Page<JobId>) -> Result<Vec<Job>> {
     Ok(sql::query_as(list_stmt(filter, page)?).fetch_all(conn).await?)
+}
+
+/// One queue's row of [`metrics`]: its backlog by state and its recent throughput.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct QueueMetrics {
+    pub queue: String,
+    /// Jobs ready to run now.
+    pub available: i64,
+    /// Jobs waiting for their run time.
+    pub scheduled: i64,
+    /// Jobs held by workers.
+    pub running: i64,
+    /// Failed jobs waiting for their next attempt.
+    pub retryable: i64,
+    /// Seconds the oldest ready job has waited (`None` when none is ready).
+    pub oldest_available_secs: Option<f64>,
+    /// Jobs completed, discarded and cancelled within the window.
+    pub completed: i64,
+    pub discarded: i64,
+    pub cancelled: i64,
+}
+
+/// The statement of [`metrics`].
+///
+/// ```
+/// use pgstrata_queue::inspect::metrics_stmt;
+/// let (sql, _) = metrics_stmt(std::time::Duration::from_secs(60)).unwrap();
+/// assert_eq!(
+///     sql,
+///     r#"SELECT "queue", "available", "scheduled", "running", "retryable", pg_catalog.date_part($1, "oldest_available_age") AS "oldest_available_secs", "completed", "discarded", "cancelled" FROM queue.metrics(CAST($2 AS interval)) AS "metrics""#
+/// );
+/// assert!(metrics_stmt(std::time::Duration::ZERO).is_err());
+/// ```
+pub fn metrics_stmt(window: Duration) -> Result<Built> {
+    if window.is_zero() || window > Duration::from_secs(3600) {
+        return Err(Error::InvalidField {
+            field: "window",
+            reason: format!("{window:?} is not within (0, 1 hour]"),
+        });
+    }
+    Ok(sql::build(
+        Query::select()
+            .columns([
+                MetricsRow::Queue,
+                MetricsRow::Available,
+                MetricsRow::Scheduled,
+                MetricsRow::Running,
+                MetricsRow::Retryable,
+            ])
+            .expr_as(
+                Func::cust(Builtin::DatePart).args([Expr::val("epoch"), Expr::col(MetricsRow::OldestAvailableAge)]),
+                MetricsRow::OldestAvailableSecs,
+            )
+            .columns([MetricsRow::Completed, MetricsRow::Discarded, MetricsRow::Cancelled])
+            .from_function(
+                Func::cust(QueueFn::Metrics).arg(crate::client::interval(window)),
+                MetricsRow::Table,
+            ),
+    ))
+}
+
+/// A snapshot for an exporter, one row per queue with work or recent throughput: jobs by
+/// unfinished state, the oldest ready job's wait, and the jobs finished within `window` (more
+/// than zero, at most an hour; divide by it for a rate). Its cost follows the backlog and the
+/// jobs finished within the window, not the history ([`crate::client::stats`] counts the
+/// history). Worker role (`queue.metrics` is `pgstrata_worker`'s).
+pub async fn metrics(conn: &mut PgConnection, window: Duration) -> Result<Vec<QueueMetrics>> {
+    Ok(sql::query_as(metrics_stmt(window)?).fetch_all(conn).await?)
 }

@@ -46,7 +46,7 @@ pub use client::NewJob;
 pub use error::{Error, Result};
 pub use generated::Job;
 pub use ids::{JobId, JobState};
-pub use inspect::JobFilter;
+pub use inspect::{JobFilter, QueueMetrics};
 pub use periodic::Periodic;
 pub use worker::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
 

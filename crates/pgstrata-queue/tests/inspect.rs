@@ -158,3 +158,87 @@ async fn listings_filter_page_and_stay_inside_the_tenant() {
     drop(admin);
     db.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn metrics_count_the_backlog_by_state_and_the_recent_throughput() {
+    let migrator = Migrator::new([&pgstrata_tenancy::MODULE, &pgstrata_queue::MODULE]).unwrap();
+    let db = TestDb::migrated(&migrator).await.unwrap();
+    let mut worker = db.login_options(WORKER_LOGIN_ROLE).connect().await.unwrap();
+    let job = |queue: &str| NewJob::new("k", serde_json::json!({})).queue(queue);
+    // "mail": 5 jobs, of which 2 are claimed and 1 of those completed; one scheduled for later;
+    // "slow": one job that fails (retryable) and one cancelled.
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    client::enqueue_system_many(
+        &mut worker,
+        &[
+            job("mail"),
+            job("mail"),
+            job("mail"),
+            job("mail"),
+            job("mail"),
+            job("mail").run_at(later),
+        ],
+    )
+    .await
+    .unwrap();
+    let slow = client::enqueue_system_many(&mut worker, &[job("slow"), job("slow")])
+        .await
+        .unwrap();
+    let claimed = client::claim(&mut worker, "mail", 2, "w", std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(client::complete(&mut worker, claimed[0].id, 1).await.unwrap());
+    let failing = client::claim(&mut worker, "slow", 1, "w", std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    client::fail(&mut worker, failing[0].id, 1, "boom").await.unwrap();
+    client::cancel(&mut worker, slow[1]).await.unwrap();
+
+    let m = inspect::metrics(&mut worker, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let rows: Vec<(&str, [i64; 7])> = m
+        .iter()
+        .map(|r| {
+            (
+                r.queue.as_str(),
+                [
+                    r.available,
+                    r.scheduled,
+                    r.running,
+                    r.retryable,
+                    r.completed,
+                    r.discarded,
+                    r.cancelled,
+                ],
+            )
+        })
+        .collect();
+    assert_eq!(rows, [("mail", [3, 1, 1, 0, 1, 0, 0]), ("slow", [0, 0, 0, 1, 0, 0, 1])]);
+    assert!(m[0].oldest_available_secs.is_some_and(|s| s >= 0.0));
+    assert_eq!(m[1].oldest_available_secs, None);
+
+    // The window bounds what counts as recent: a job finished long ago is history.
+    sqlx::query("UPDATE queue.jobs SET finalized_at = now() - interval '2 minutes' WHERE id = $1")
+        .bind(claimed[0].id)
+        .execute(&db.admin)
+        .await
+        .unwrap();
+    let m = inspect::metrics(&mut worker, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(m[0].completed, 0);
+    assert!(matches!(
+        inspect::metrics(&mut worker, std::time::Duration::from_secs(7200)).await,
+        Err(Error::InvalidField { field: "window", .. })
+    ));
+    // The request path does not read the queue's metrics.
+    let mut app = db.app_options().connect().await.unwrap();
+    let refused = inspect::metrics(&mut app, std::time::Duration::from_secs(60)).await;
+    assert!(
+        matches!(refused, Err(Error::Db(pgstrata_core::DbError::Forbidden { .. }))),
+        "{refused:?}"
+    );
+    drop((worker, app));
+    db.close().await.unwrap();
+}
