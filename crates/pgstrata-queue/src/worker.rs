@@ -37,7 +37,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-/// A boxed, sendable future, as handlers return.
+/// A boxed, sendable future (what handlers returned before they could be `async fn`s).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What a handler may fail with; its text is stored in the job's error history. A [`Control`]
 /// returned as the error asks for another outcome than a failure.
@@ -94,14 +94,34 @@ impl JobMeta {
 }
 
 /// Runs jobs of one kind. `tx` is the job's transaction: write through it so the effects
-/// commit with the completion.
+/// commit with the completion. Implement it with an `async fn`:
+///
+/// ```
+/// use pgstrata_queue::worker::HandlerError;
+/// use pgstrata_queue::{Handler, JobKind, JobMeta};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Welcome { email: String }
+/// impl JobKind for Welcome { const KIND: &'static str = "welcome"; }
+///
+/// struct Mailer;
+/// impl Handler<Welcome> for Mailer {
+///     async fn handle(&self, tx: &mut sqlx::PgConnection, job: Welcome, meta: &JobMeta) -> Result<(), HandlerError> {
+///         sqlx::query("SELECT $1::text, $2::bigint").bind(&job.email).bind(meta.id.0).execute(tx).await?;
+///         Ok(())
+///     }
+/// }
+/// ```
+///
+/// Handlers written before as `fn handle<'a>(..) -> BoxFuture<'a, ..>` (a boxed future) still
+/// compile; the compiler suggests `#[allow(refining_impl_trait)]` or the `async fn` form.
 pub trait Handler<J: JobKind>: Send + Sync + 'static {
     fn handle<'a>(
         &'a self,
         tx: &'a mut PgConnection,
         job: J,
         meta: &'a JobMeta,
-    ) -> BoxFuture<'a, Result<(), HandlerError>>;
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
 }
 
 /// Outcomes of an attempt besides success and failure, returned as a handler's error

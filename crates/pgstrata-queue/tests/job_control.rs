@@ -7,7 +7,7 @@ use pgstrata_core::migrate::Migrator;
 use pgstrata_core::testing::{TestDb, WORKER_LOGIN_ROLE};
 use pgstrata_core::{TenantContext, TenantId, UserId, begin_tenant};
 use pgstrata_queue::client::{self, NewJob};
-use pgstrata_queue::worker::{BoxFuture, Control, HandlerError};
+use pgstrata_queue::worker::{Control, HandlerError};
 use pgstrata_queue::{Handler, JobKind, JobMeta, JobState, Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
 use sqlx::{ConnectOptions, PgConnection};
@@ -26,46 +26,39 @@ impl JobKind for Step {
 struct Act;
 
 impl Handler<Step> for Act {
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        job: Step,
-        meta: &'a JobMeta,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO public.seen (job_id, action, tenant, actor, request, meta_actor, meta_request)
+    async fn handle(&self, tx: &mut PgConnection, job: Step, meta: &JobMeta) -> Result<(), HandlerError> {
+        sqlx::query(
+            "INSERT INTO public.seen (job_id, action, tenant, actor, request, meta_actor, meta_request)
                  VALUES ($1, $2, current_setting('app.tenant_id', true), current_setting('app.actor_id', true),
                          current_setting('app.request_id', true), $3, $4)",
-            )
-            .bind(meta.id.0)
-            .bind(&job.action)
-            .bind(meta.actor_id.map(|a| a.0.to_string()))
-            .bind(meta.request_id.clone())
-            .execute(&mut *tx)
-            .await?;
-            match job.action.as_str() {
-                "follow_up" => {
-                    // A follow-up for the job's tenant, in a savepoint of the job's transaction.
-                    let ctx = meta.context().ok_or("a follow-up needs a tenant job")?;
-                    let mut tenant_tx = begin_tenant(&mut *tx, &ctx).await?;
-                    let next = NewJob::of(&Step {
-                        action: "complete".into(),
-                    })?;
-                    client::enqueue(&mut tenant_tx, &next).await?;
-                    tenant_tx.commit().await?;
-                    Ok(())
-                }
-                "snooze" => Err(Control::Snooze(Duration::from_secs(3600)).into()),
-                "cancel" => Err(Control::Cancel("no longer wanted".into()).into()),
-                "retry_at" => Err(Control::RetryAt(
-                    chrono::Utc::now() + chrono::Duration::hours(2),
-                    "upstream asked for later".into(),
-                )
-                .into()),
-                _ => Ok(()),
+        )
+        .bind(meta.id.0)
+        .bind(&job.action)
+        .bind(meta.actor_id.map(|a| a.0.to_string()))
+        .bind(meta.request_id.clone())
+        .execute(&mut *tx)
+        .await?;
+        match job.action.as_str() {
+            "follow_up" => {
+                // A follow-up for the job's tenant, in a savepoint of the job's transaction.
+                let ctx = meta.context().ok_or("a follow-up needs a tenant job")?;
+                let mut tenant_tx = begin_tenant(&mut *tx, &ctx).await?;
+                let next = NewJob::of(&Step {
+                    action: "complete".into(),
+                })?;
+                client::enqueue(&mut tenant_tx, &next).await?;
+                tenant_tx.commit().await?;
+                Ok(())
             }
-        })
+            "snooze" => Err(Control::Snooze(Duration::from_secs(3600)).into()),
+            "cancel" => Err(Control::Cancel("no longer wanted".into()).into()),
+            "retry_at" => Err(Control::RetryAt(
+                chrono::Utc::now() + chrono::Duration::hours(2),
+                "upstream asked for later".into(),
+            )
+            .into()),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use pgstrata_core::TenantId;
 use pgstrata_core::migrate::Migrator;
 use pgstrata_core::testing::{TestDb, WORKER_LOGIN_ROLE};
 use pgstrata_queue::client::{self, NewJob};
-use pgstrata_queue::worker::{BoxFuture, HandlerError};
+use pgstrata_queue::worker::HandlerError;
 use pgstrata_queue::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -27,26 +27,19 @@ impl JobKind for Count {
 struct Record;
 
 impl Handler<Count> for Record {
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        job: Count,
-        meta: &'a JobMeta,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO public.executions (job_id, n, tenant) VALUES ($1, $2, tenancy.current_tenant_id()::text)",
-            )
-            .bind(meta.id.0)
-            .bind(job.n)
-            .execute(&mut *tx)
-            .await?;
-            // Every 100th job fails once, to exercise the retry path under load.
-            if job.n % 100 == 0 && meta.attempt == 1 {
-                return Err("planned failure".into());
-            }
-            Ok(())
-        })
+    async fn handle(&self, tx: &mut PgConnection, job: Count, meta: &JobMeta) -> Result<(), HandlerError> {
+        sqlx::query(
+            "INSERT INTO public.executions (job_id, n, tenant) VALUES ($1, $2, tenancy.current_tenant_id()::text)",
+        )
+        .bind(meta.id.0)
+        .bind(job.n)
+        .execute(&mut *tx)
+        .await?;
+        // Every 100th job fails once, to exercise the retry path under load.
+        if job.n % 100 == 0 && meta.attempt == 1 {
+            return Err("planned failure".into());
+        }
+        Ok(())
     }
 }
 
