@@ -190,6 +190,9 @@ pub struct WorkerConfig {
     pub name: String,
     /// Cron schedules this worker enqueues (exactly once per period across all workers).
     pub periodic: Vec<crate::Periodic>,
+    /// More queues this worker serves, each with its own executors (queue, concurrency):
+    /// [`WorkerConfig::with_queue`].
+    pub more_queues: Vec<(String, usize)>,
 }
 
 impl WorkerConfig {
@@ -205,7 +208,29 @@ impl WorkerConfig {
             listen: true,
             name: format!("worker-{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()),
             periodic: Vec::new(),
+            more_queues: Vec::new(),
         }
+    }
+
+    /// Serves `queue` too, with `concurrency` executors of its own, so that a slow queue and a
+    /// fast one run side by side without one taking the other's executors. Batch size, lease
+    /// and polling are shared.
+    ///
+    /// ```
+    /// let config = pgstrata_queue::WorkerConfig::new("default").with_queue("reports", 2);
+    /// assert_eq!(config.queues(), [("default", 1), ("reports", 2)]);
+    /// ```
+    pub fn with_queue(mut self, queue: impl Into<String>, concurrency: usize) -> Self {
+        self.more_queues.push((queue.into(), concurrency));
+        self
+    }
+
+    /// Every queue this worker serves, with its executors: [`WorkerConfig::queue`] with
+    /// [`WorkerConfig::concurrency`] first.
+    pub fn queues(&self) -> Vec<(&str, usize)> {
+        std::iter::once((self.queue.as_str(), self.concurrency.max(1)))
+            .chain(self.more_queues.iter().map(|(q, c)| (q.as_str(), (*c).max(1))))
+            .collect()
     }
 }
 
@@ -217,8 +242,9 @@ impl WorkerConfig {
 /// their job's tenant context: a handler that writes tenant tables needs that login role to hold
 /// `pgstrata_app` too, whose policies then keep it inside the job's tenant.
 ///
-/// The pool needs `concurrency + 3` connections: one held by each executor, one for LISTEN, one
-/// for maintenance and one for the batches' heartbeats.
+/// The pool needs one connection per executor (`concurrency`, plus those of
+/// [`WorkerConfig::with_queue`]'s queues) and 3 more: one for LISTEN, one for maintenance and one
+/// for the batches' heartbeats.
 pub struct Worker {
     pool: PgPool,
     config: WorkerConfig,
@@ -241,12 +267,15 @@ impl std::fmt::Debug for Worker {
 enum Task {
     Maintain,
     Listen,
-    Execute,
+    /// An executor of the queue at this index of [`WorkerConfig::queues`].
+    Execute(usize),
 }
 
 impl Worker {
     pub fn new(pool: PgPool, config: WorkerConfig) -> Result<Self> {
-        client::validate_queue(&config.queue)?;
+        for (queue, _) in config.queues() {
+            client::validate_queue(queue)?;
+        }
         Ok(Self {
             pool,
             config,
@@ -354,7 +383,7 @@ impl Worker {
             let handle = match task {
                 Task::Maintain => tasks.spawn(w.maintain(wake, stop)),
                 Task::Listen => tasks.spawn(w.listen(wake, stop)),
-                Task::Execute => tasks.spawn(w.execute(wake, stop)),
+                Task::Execute(i) => tasks.spawn(w.execute(i, wake, stop)),
             };
             roles.insert(handle.id(), task);
         };
@@ -362,8 +391,10 @@ impl Worker {
         if worker.config.listen {
             spawn(&mut tasks, &mut roles, Task::Listen);
         }
-        for _ in 0..worker.config.concurrency.max(1) {
-            spawn(&mut tasks, &mut roles, Task::Execute);
+        for (i, (_, concurrency)) in worker.config.queues().into_iter().enumerate() {
+            for _ in 0..concurrency {
+                spawn(&mut tasks, &mut roles, Task::Execute(i));
+            }
         }
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
@@ -442,18 +473,18 @@ impl Worker {
         }
     }
 
-    /// Whether no job of the queue is available, running or due (each read from its partial
+    /// Whether no job of the worker's queues is available, running or due (each read from its partial
     /// index: `jobs_fetch_idx`, `jobs_lease_idx`, `jobs_due_idx`).
     async fn drained(&self) -> Result<bool> {
         let mut conn = self.pool.acquire().await?;
         let busy: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM queue.jobs j WHERE j.state = 'available' AND j.queue = $1) \
+            "SELECT EXISTS (SELECT 1 FROM queue.jobs j WHERE j.state = 'available' AND j.queue = ANY ($1)) \
                  OR EXISTS (SELECT 1 FROM queue.jobs j \
-                             WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' AND j.queue = $1) \
+                             WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' AND j.queue = ANY ($1)) \
                  OR EXISTS (SELECT 1 FROM queue.jobs j \
-                             WHERE j.state IN ('scheduled', 'retryable') AND j.run_at <= pg_catalog.now() AND j.queue = $1)",
+                             WHERE j.state IN ('scheduled', 'retryable') AND j.run_at <= pg_catalog.now() AND j.queue = ANY ($1))",
         )
-        .bind(&self.config.queue)
+        .bind(self.config.queues().into_iter().map(|(q, _)| q.to_owned()).collect::<Vec<_>>())
         .fetch_one(&mut *conn)
         .await?;
         Ok(!busy)
@@ -498,7 +529,9 @@ impl Worker {
 
     /// One executor: claim a batch, run it, repeat; wait for a wake-up when the queue is empty.
     /// A failed claim is logged and retried with backoff on a fresh connection.
-    async fn execute(self: Arc<Self>, wake: Arc<Notify>, shutdown: CancellationToken) {
+    async fn execute(self: Arc<Self>, queue: usize, wake: Arc<Notify>, shutdown: CancellationToken) {
+        let queues = self.config.queues();
+        let Some(&(queue, _)) = queues.get(queue) else { return };
         let max = self.config.batch_size.clamp(1, 1000);
         let mut limit = max;
         let mut conn = Held::new(self.pool.clone());
@@ -510,18 +543,11 @@ impl Worker {
             woken.as_mut().enable();
             let claimed = async {
                 let c = conn.get().await?;
-                let jobs = client::claim(
-                    c,
-                    &self.config.queue,
-                    limit as i32,
-                    &self.config.name,
-                    self.config.lease,
-                )
-                .await?;
+                let jobs = client::claim(c, queue, limit as i32, &self.config.name, self.config.lease).await?;
                 tracing::trace!(claimed = jobs.len(), "claimed");
                 Ok::<_, Error>(jobs)
             }
-            .instrument(tracing::debug_span!("queue.claim", queue = %self.config.queue, limit))
+            .instrument(tracing::debug_span!("queue.claim", queue = %queue, limit))
             .await;
             let jobs = match claimed {
                 Ok(jobs) => {
@@ -531,7 +557,7 @@ impl Worker {
                 Err(e) => {
                     conn.check().await;
                     let wait = errors.next();
-                    tracing::warn!(queue = %self.config.queue, error = %e, retry_in_ms = wait.as_millis() as u64,
+                    tracing::warn!(queue = %queue, error = %e, retry_in_ms = wait.as_millis() as u64,
                         "queue claim failed; retrying");
                     pause(wait, &shutdown).await;
                     continue;
@@ -552,6 +578,8 @@ impl Worker {
     }
 
     async fn run_batch(&self, conn: &mut Held, jobs: Vec<Job>, shutdown: &CancellationToken) {
+        // A batch is claimed from one queue.
+        let queue = jobs.first().map(|j| j.queue.clone()).unwrap_or_default();
         let batch: Vec<(Job, JobMeta)> = jobs
             .into_iter()
             .map(|j| {
@@ -578,7 +606,7 @@ impl Worker {
             }
             .await;
             if let Err(e) = released {
-                tracing::warn!(queue = %self.config.queue, error = %e,
+                tracing::warn!(queue = %queue, error = %e,
                     "could not release claimed jobs; they return when their leases expire");
             }
             return;
@@ -594,7 +622,7 @@ impl Worker {
             && !conn.recover(fault).await
         {
             // The connection died under the batch: once more, whole, on a fresh one.
-            tracing::warn!(queue = %self.config.queue, jobs = batch.len(), %fault, "batch lost its connection; running it again");
+            tracing::warn!(queue = %queue, jobs = batch.len(), %fault, "batch lost its connection; running it again");
             outcome = self.try_batch(conn, &batch).await;
             if let Err(fault) = &outcome {
                 conn.recover(fault).await;
@@ -602,7 +630,7 @@ impl Worker {
         }
         if let Err(fault) = outcome {
             // Something in the batch failed: run each job alone so one failure costs one job.
-            tracing::debug!(queue = %self.config.queue, jobs = batch.len(), %fault, "batch rolled back; running its jobs one by one");
+            tracing::debug!(queue = %queue, jobs = batch.len(), %fault, "batch rolled back; running its jobs one by one");
             for (job, meta) in &batch {
                 self.run_alone(conn, job, meta, shutdown).await;
             }
@@ -633,7 +661,7 @@ impl Worker {
             }
             tx.commit().await.map_err(Fault::db)
         }
-        .instrument(tracing::debug_span!("queue.complete", queue = %self.config.queue, jobs = held.len()))
+        .instrument(tracing::debug_span!("queue.complete", queue = %jobs[0].1.queue, jobs = held.len()))
         .await
     }
 
@@ -657,11 +685,11 @@ impl Worker {
                 break;
             }
             let wait = errors.next();
-            tracing::warn!(queue = %self.config.queue, job = job.id.0, %fault, retry_in_ms = wait.as_millis() as u64,
+            tracing::warn!(queue = %job.queue, job = job.id.0, %fault, retry_in_ms = wait.as_millis() as u64,
                 "running a job failed on the database; retrying");
             tokio::time::sleep(wait).await;
         }
-        tracing::warn!(queue = %self.config.queue, job = job.id.0,
+        tracing::warn!(queue = %job.queue, job = job.id.0,
             "giving up on a job for now; it returns when its lease expires");
     }
 
@@ -705,11 +733,11 @@ impl Worker {
                         .map(|d| Utc::now() + to_chrono(d));
                     let state = client::fail_at(c, meta.id, meta.attempt, &fault.to_string(), retry_at).await?;
                     if state == Some(crate::JobState::Discarded) {
-                        tracing::warn!(queue = %self.config.queue, job = job.id.0, kind = %job.kind,
+                        tracing::warn!(queue = %job.queue, job = job.id.0, kind = %job.kind,
                             tenant = ?meta.tenant_id.map(|t| t.0), attempt = meta.attempt, error = %fault,
                             "job discarded: out of attempts");
                     } else {
-                        tracing::info!(queue = %self.config.queue, job = job.id.0, kind = %job.kind,
+                        tracing::info!(queue = %job.queue, job = job.id.0, kind = %job.kind,
                             tenant = ?meta.tenant_id.map(|t| t.0), attempt = meta.attempt,
                             state = state.map_or("not ours", |s| s.as_str()), error = %fault, "job attempt failed");
                     }
@@ -720,7 +748,7 @@ impl Worker {
         .await;
         if let Err(e) = recorded {
             conn.check().await;
-            tracing::warn!(queue = %self.config.queue, job = job.id.0, error = %e,
+            tracing::warn!(queue = %job.queue, job = job.id.0, error = %e,
                 "could not record a job's outcome; it returns when its lease expires");
         }
     }

@@ -270,3 +270,101 @@ async fn run_until_drained_returns_once_nothing_is_due() {
     producer.close().await;
     db.close().await.unwrap();
 }
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Slow {
+    n: i64,
+}
+
+impl JobKind for Slow {
+    const KIND: &'static str = "slow";
+}
+
+/// Records how many of its jobs run at once, per queue.
+#[derive(Default)]
+struct Overlap {
+    running: std::sync::Mutex<std::collections::HashMap<String, (usize, usize)>>,
+}
+
+impl Handler<Slow> for std::sync::Arc<Overlap> {
+    async fn handle(&self, tx: &mut PgConnection, job: Slow, meta: &JobMeta) -> Result<(), HandlerError> {
+        if let Ok(mut r) = self.running.lock() {
+            let (now, max) = r.entry(meta.queue.clone()).or_default();
+            *now += 1;
+            *max = (*max).max(*now);
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        sqlx::query("INSERT INTO public.executions (job_id, n) VALUES ($1, $2)")
+            .bind(meta.id.0)
+            .bind(job.n)
+            .execute(&mut *tx)
+            .await?;
+        if let Ok(mut r) = self.running.lock() {
+            r.entry(meta.queue.clone()).or_default().0 -= 1;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_worker_serves_several_queues_each_with_its_own_executors() {
+    let db = setup().await;
+    let producer = db.pool_as(WORKER_LOGIN_ROLE, 1).await.unwrap();
+    let mut conn = producer.acquire().await.unwrap();
+    let jobs = |queue: &str| -> Vec<NewJob> {
+        (0..12i64)
+            .map(|n| NewJob::of(&Slow { n }).unwrap().queue(queue))
+            .collect()
+    };
+    for queue in ["mail", "reports", "elsewhere"] {
+        client::enqueue_system_many(&mut conn, &jobs(queue)).await.unwrap();
+    }
+    drop(conn);
+
+    // "mail" with one executor, "reports" with three; "elsewhere" is not this worker's.
+    let mut config = config().with_queue("reports", 3);
+    config.queue = "mail".into();
+    config.concurrency = 1;
+    config.batch_size = 1;
+    let overlap = std::sync::Arc::new(Overlap::default());
+    let pool = db.pool_as(WORKER_LOGIN_ROLE, 7).await.unwrap();
+    let worker = Worker::new(pool, config).unwrap().register::<Slow, _>(overlap.clone());
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        worker.run_until_drained(pgstrata_core::CancellationToken::new()),
+    )
+    .await
+    .expect("drained: both of its queues are done")
+    .unwrap();
+
+    let states: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT queue, state, count(*) FROM queue.jobs GROUP BY 1, 2 ORDER BY 1, 2")
+            .fetch_all(&db.admin)
+            .await
+            .unwrap();
+    assert_eq!(
+        states,
+        [
+            ("elsewhere".into(), "available".into(), 12),
+            ("mail".into(), "completed".into(), 12),
+            ("reports".into(), "completed".into(), 12),
+        ]
+    );
+    let max = |q: &str| overlap.running.lock().unwrap().get(q).map_or(0, |r| r.1);
+    assert_eq!(max("mail"), 1, "one executor for mail");
+    assert!(
+        (2..=3).contains(&max("reports")),
+        "up to three for reports: {}",
+        max("reports")
+    );
+    assert!(
+        Worker::new(
+            db.pool_as(WORKER_LOGIN_ROLE, 1).await.unwrap(),
+            WorkerConfig::new("ok").with_queue("Not A Queue", 1)
+        )
+        .is_err(),
+        "every queue name is checked"
+    );
+    producer.close().await;
+    db.close().await.unwrap();
+}
