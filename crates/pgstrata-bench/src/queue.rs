@@ -14,7 +14,7 @@
 
 use crate::scratch::{APP_ROLE, Scratch, WORKER_ROLE, create_app_role, create_worker_role, percentile_ms, round};
 use pgstrata::queue::client::{self, NewJob};
-use pgstrata::queue::worker::{BoxFuture, HandlerError};
+use pgstrata::queue::worker::HandlerError;
 use pgstrata::queue::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
 use pgstrata_core::CancellationToken;
 use pgstrata_core::sql::{trusted, trusted_as};
@@ -138,14 +138,9 @@ struct NoopHandler {
 }
 
 impl Handler<Noop> for NoopHandler {
-    fn handle<'a>(
-        &'a self,
-        _tx: &'a mut PgConnection,
-        _job: Noop,
-        _meta: &'a JobMeta,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    async fn handle(&self, _tx: &mut PgConnection, _job: Noop, _meta: &JobMeta) -> Result<(), HandlerError> {
         self.ran.fetch_add(1, Ordering::Relaxed);
-        Box::pin(async { Ok(()) })
+        Ok(())
     }
 }
 
@@ -166,17 +161,12 @@ struct PingHandler {
 }
 
 impl Handler<Ping> for PingHandler {
-    fn handle<'a>(
-        &'a self,
-        _tx: &'a mut PgConnection,
-        job: Ping,
-        _meta: &'a JobMeta,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    async fn handle(&self, _tx: &mut PgConnection, job: Ping, _meta: &JobMeta) -> Result<(), HandlerError> {
         let waited = self.base.elapsed().saturating_sub(Duration::from_micros(job.sent_us));
         if let Ok(mut latencies) = self.latencies.lock() {
             latencies.push(waited);
         }
-        Box::pin(async { Ok(()) })
+        Ok(())
     }
 }
 

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 const EXIT_CODES: &str = "Exit codes:
   0  success (also: nothing to do)
-  1  a check failed: doctor, migrate status (DIVERGENT or MISSING), codegen --check, audit verify
+  1  a check failed: doctor, migrate status (DIVERGENT or MISSING), codegen --check, audit verify;
+     queue retry|cancel changed nothing (no such job, or its state does not allow it)
   2  usage: bad arguments, no database URL, an invalid URL, an unknown module
   3  refused as unsafe: removing a module without --yes, removing a module another applied
      module depends on, a target below 0, a transaction pooler's URL (pgbouncer=true)
@@ -189,6 +190,47 @@ enum EventsAction {
 enum QueueAction {
     /// Jobs by queue and state, and how long the oldest ready job has waited.
     Stats,
+    /// Jobs, newest first, one page at a time (the next page: --after the last id shown).
+    List {
+        /// Only jobs in these states (comma-separated): available, scheduled, running,
+        /// retryable, completed, discarded, cancelled.
+        #[arg(long, value_delimiter = ',')]
+        state: Vec<pgstrata::queue::JobState>,
+        /// Only jobs of this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only jobs of this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only jobs of this tenant (a uuid), or `none` for system jobs.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Jobs older than this id (the last id of the previous page).
+        #[arg(long)]
+        after: Option<i64>,
+        /// How many (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+        /// Print the jobs as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per queue: jobs by unfinished state, the oldest ready job's wait, and the jobs finished
+    /// within the window (as pgstrata_worker or the owner).
+    Metrics {
+        /// The window of the finished counts, in seconds (1 to 3600).
+        #[arg(long, default_value_t = 60)]
+        window_secs: u64,
+        /// Print the rows as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a discarded or cancelled job back in line, with one more attempt; exits 1 when the
+    /// job does not exist or is in another state.
+    Retry { id: i64 },
+    /// Cancel an unfinished job (a running one's worker then fails to complete it); exits 1 when
+    /// the job does not exist or is finished.
+    Cancel { id: i64 },
     /// Bring back jobs whose lease expired (dead workers) and make due jobs available.
     Rescue,
     /// Delete finished jobs older than the retention.
@@ -534,7 +576,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             println!();
             return doctor(&mut conn, &migrator, &scope, &scope, false).await;
         }
-        Command::Queue { action } => queue(&mut conn, action).await?,
+        Command::Queue { action } => return queue(&mut conn, action).await,
         Command::Audit { action } => return audit(&mut conn, action).await,
         Command::Events { action } => events(&mut conn, action).await?,
         Command::Billing { action } => billing(&mut conn, action).await?,
@@ -681,9 +723,117 @@ fn print_plan(what: &str, steps: &[PlannedStep], removed: &[&str]) {
     }
 }
 
-async fn queue(conn: &mut PgConnection, action: QueueAction) -> Result<(), AnyError> {
-    use pgstrata::queue::client;
+async fn queue(conn: &mut PgConnection, action: QueueAction) -> Result<ExitCode, AnyError> {
+    use pgstrata::queue::{Error, JobFilter, JobId, client, inspect};
     match action {
+        QueueAction::List {
+            state,
+            kind,
+            queue,
+            tenant,
+            after,
+            limit,
+            json,
+        } => {
+            let mut filter = JobFilter::new().states(state);
+            if let Some(kind) = kind {
+                filter = filter.kind(kind);
+            }
+            if let Some(queue) = queue {
+                filter = filter.queue(queue);
+            }
+            match tenant.as_deref() {
+                None => {}
+                Some("none") => filter = filter.system(),
+                Some(t) => {
+                    let t = t
+                        .parse()
+                        .map_err(|e| Failure::Usage(format!("--tenant {t:?} is neither a uuid nor `none`: {e}")))?;
+                    filter = filter.tenant(t);
+                }
+            }
+            let page = pgstrata::core::Page {
+                after: after.map(JobId),
+                limit,
+            };
+            let jobs = match inspect::list_all(conn, &filter, &page).await {
+                Err(e @ (Error::InvalidPage(_) | Error::InvalidQueue(_))) => {
+                    return Err(Failure::Usage(e.to_string()).into());
+                }
+                other => other?,
+            };
+            // On stderr, so that --json output stays one document.
+            if let Some(next) = page.next(&jobs, |j| j.id) {
+                eprintln!("more: add --after {}", next.after.map_or(0, |id| id.0));
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:>10}  {:<16} {:<24} {:<10} {:>7}  {:<36}  run at / finished at",
+                "id", "queue", "kind", "state", "attempt", "tenant"
+            );
+            for j in &jobs {
+                let at = j.finalized_at.unwrap_or(j.run_at);
+                println!(
+                    "{:>10}  {:<16} {:<24} {:<10} {:>7}  {:<36}  {}{}",
+                    j.id,
+                    j.queue,
+                    j.kind,
+                    j.state.as_str(),
+                    format!("{}/{}", j.attempt, j.max_attempts),
+                    j.tenant_id.map_or("-".into(), |t| t.0.to_string()),
+                    at.format("%Y-%m-%d %H:%M:%S"),
+                    last_error(&j.errors)
+                        .map(|e| format!("  last error: {e}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        QueueAction::Metrics { window_secs, json } => {
+            let window = std::time::Duration::from_secs(window_secs);
+            let rows = match inspect::metrics(conn, window).await {
+                Err(e @ Error::InvalidField { .. }) => return Err(Failure::Usage(e.to_string()).into()),
+                other => other?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<20} {:>9} {:>9} {:>9} {:>9}  {:>12}  finished in the last {window_secs} s",
+                "queue", "available", "scheduled", "running", "retryable", "oldest ready"
+            );
+            for r in rows {
+                println!(
+                    "{:<20} {:>9} {:>9} {:>9} {:>9}  {:>12}  {} completed, {} discarded, {} cancelled",
+                    r.queue,
+                    r.available,
+                    r.scheduled,
+                    r.running,
+                    r.retryable,
+                    r.oldest_available_secs.map_or("-".into(), |s| format!("{s:.1} s")),
+                    r.completed,
+                    r.discarded,
+                    r.cancelled
+                );
+            }
+        }
+        QueueAction::Retry { id } | QueueAction::Cancel { id } => {
+            let (verb, done) = match action {
+                QueueAction::Retry { .. } => ("retried", client::retry(conn, JobId(id)).await),
+                _ => ("cancelled", client::cancel(conn, JobId(id)).await),
+            };
+            match done {
+                Ok(()) => println!("job {id} {verb}"),
+                Err(e @ (Error::NotFound { .. } | Error::Gone { .. })) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         QueueAction::Stats => {
             let rows = client::stats(conn).await?;
             println!(
@@ -717,7 +867,16 @@ async fn queue(conn: &mut PgConnection, action: QueueAction) -> Result<(), AnyEr
             println!("pruned {total} finished job(s) older than {older_than_hours} h");
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The message of a job's last recorded error.
+fn last_error(errors: &serde_json::Value) -> Option<String> {
+    let last = errors.as_array()?.last()?;
+    let text = last.get("error")?.as_str()?;
+    // One line, and not the whole of a long one.
+    let line: String = text.lines().next().unwrap_or_default().chars().take(120).collect();
+    Some(line)
 }
 
 async fn audit(conn: &mut PgConnection, action: AuditAction) -> Result<ExitCode, AnyError> {

@@ -614,6 +614,105 @@ async fn billing_events_retry_and_prune() {
 }
 
 #[tokio::test]
+async fn queue_list_retry_and_cancel() {
+    let db = TestDb::new().await.unwrap();
+    let url = db.url().unwrap();
+    let out = pgstrata(Some(&url), &["migrate", "up", "--modules", "queue"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut conn = db.admin_conn().await.unwrap();
+    // Jobs 1 to 3: two mails and a report; the report is discarded after its one attempt.
+    sqlx::raw_sql(
+        "SELECT queue.enqueue('mail'), queue.enqueue('mail'), queue.enqueue('report', p_queue => 'slow', p_max_attempts => 1);
+         SELECT count(*) FROM queue.claim('slow', 1, 'w');
+         SELECT queue.fail(3, 1, 'upstream said no');",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let out = pgstrata(Some(&url), &["queue", "list", "--state", "discarded"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(rows.len(), 1, "{}", text(&out));
+    assert!(
+        rows[0].contains(" report ")
+            && rows[0].contains("discarded")
+            && rows[0].contains("last error: upstream said no"),
+        "{}",
+        text(&out)
+    );
+    // Pages: the first of two, then the rest after its last id.
+    let out = pgstrata(Some(&url), &["queue", "list", "--limit", "2", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let page: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<i64> = page.iter().map(|j| j["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [3, 2]);
+    assert!(text(&out).contains("more: add --after 2"), "{}", text(&out));
+    let out = pgstrata(
+        Some(&url),
+        &["queue", "list", "--after", "2", "--kind", "mail", "--json"],
+    );
+    let page: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page.len(), 1, "{}", text(&out));
+    assert_eq!(page[0]["id"], 1);
+
+    let out = pgstrata(Some(&url), &["queue", "retry", "3"]);
+    assert!(
+        out.status.success() && text(&out).contains("job 3 retried"),
+        "{}",
+        text(&out)
+    );
+    let out = pgstrata(Some(&url), &["queue", "cancel", "1"]);
+    assert!(
+        out.status.success() && text(&out).contains("job 1 cancelled"),
+        "{}",
+        text(&out)
+    );
+    // Changing nothing is a failure that says why.
+    let out = pgstrata(Some(&url), &["queue", "cancel", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("job 1 is cancelled"), "{}", text(&out));
+    let out = pgstrata(Some(&url), &["queue", "retry", "99"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("job 99 not found"), "{}", text(&out));
+    let states: Vec<String> = sqlx::query_scalar("SELECT state FROM queue.jobs ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(states, ["cancelled", "available", "available"]);
+    let out = pgstrata(Some(&url), &["queue", "metrics", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let counts: Vec<(String, i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["queue"].as_str().unwrap().to_owned(),
+                r["available"].as_i64().unwrap(),
+                r["cancelled"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counts, [("default".into(), 1, 1), ("slow".into(), 1, 0)]);
+    // Bad input is a usage error.
+    for args in [
+        &["queue", "metrics", "--window-secs", "0"][..],
+        &["queue", "list", "--limit", "0"],
+        &["queue", "list", "--state", "lost"],
+        &["queue", "list", "--tenant", "acme"],
+    ] {
+        let out = pgstrata(Some(&url), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+    }
+    drop(conn);
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn doctor_checks_the_applications_schema_and_tenant_table_fixes_it() {
     let db = TestDb::new().await.unwrap();
     let url = db.url().unwrap();

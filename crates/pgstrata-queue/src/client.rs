@@ -31,8 +31,12 @@ pub struct NewJob {
     pub run_at: Option<DateTime<Utc>>,
     pub max_attempts: i32,
     /// At most one unfinished job per key, tenant and queue; enqueueing again returns the
-    /// existing one.
+    /// existing one. With [`NewJob::unique_period`], the key is held for a period instead.
     pub unique_key: Option<String>,
+    /// Hold the unique key for this period (1 s to 366 days): at most one job per key, tenant,
+    /// queue and period (periods are aligned on the Unix epoch: an hour is each clock hour in
+    /// UTC), whatever its state, until that job is pruned. Needs a key.
+    pub unique_period: Option<Duration>,
     /// How long one attempt may run, overriding the kind's [`crate::JobKind::TIMEOUT`]
     /// (1 ms to 1 day). `None`: the kind's.
     pub timeout: Option<Duration>,
@@ -49,6 +53,7 @@ impl NewJob {
             run_at: None,
             max_attempts: 20,
             unique_key: None,
+            unique_period: None,
             timeout: None,
         }
     }
@@ -83,6 +88,13 @@ impl NewJob {
         self.unique_key = Some(key.into());
         self
     }
+    /// At most one job with this key per `period` (see [`NewJob::unique_period`]): "at most
+    /// once an hour" even when the first one has completed.
+    pub fn unique_for(mut self, key: impl Into<String>, period: Duration) -> Self {
+        self.unique_key = Some(key.into());
+        self.unique_period = Some(period);
+        self
+    }
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -102,6 +114,20 @@ impl NewJob {
                 field: "max_attempts",
                 reason: "must be at least 1".into(),
             });
+        }
+        if let Some(p) = self.unique_period {
+            if self.unique_key.is_none() {
+                return Err(Error::InvalidField {
+                    field: "unique_period",
+                    reason: "a unique period needs a unique key".into(),
+                });
+            }
+            if p < Duration::from_secs(1) || p > Duration::from_secs(366 * 86_400) {
+                return Err(Error::InvalidField {
+                    field: "unique_period",
+                    reason: format!("{p:?} is not within 1 s to 366 days"),
+                });
+            }
         }
         if let Some(t) = self.timeout
             && (t < Duration::from_millis(1) || t > Duration::from_secs(86_400))
@@ -128,8 +154,13 @@ pub(crate) fn validate_queue(queue: &str) -> Result<()> {
 }
 
 /// A duration as an interval: whole microseconds (PostgreSQL's resolution) as text, cast.
-fn interval(d: Duration) -> Expr {
-    Expr::val(format!("{} microseconds", d.as_micros())).cast_as("interval")
+pub(crate) fn interval(d: Duration) -> Expr {
+    Expr::val(interval_text(d)).cast_as("interval")
+}
+
+/// The text of [`interval`], before its cast.
+fn interval_text(d: Duration) -> String {
+    format!("{} microseconds", d.as_micros())
 }
 
 /// A PostgreSQL array literal (`{"a",NULL,"b\"c"}`): every element quoted with `\` and `"`
@@ -171,7 +202,7 @@ fn call(function: QueueFn, args: impl IntoIterator<Item = Expr>) -> Built {
 /// ```
 /// use pgstrata_queue::client::{NewJob, enqueue_stmt};
 /// let (sql, _) = enqueue_stmt(&NewJob::new("mail", serde_json::json!({})), None);
-/// assert_eq!(sql, "SELECT queue.enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+/// assert_eq!(sql, "SELECT queue.enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, CAST($10 AS interval))");
 /// ```
 pub fn enqueue_stmt(job: &NewJob, tenant: Option<TenantId>) -> Built {
     call(
@@ -186,6 +217,7 @@ pub fn enqueue_stmt(job: &NewJob, tenant: Option<TenantId>) -> Built {
             Expr::val(job.unique_key.clone()),
             Expr::val(tenant.map(|t| t.0)),
             Expr::val(job.timeout_ms()),
+            Expr::val(job.unique_period.map(interval_text)).cast_as("interval"),
         ],
     )
 }
@@ -220,8 +252,8 @@ pub async fn enqueue_system(conn: &mut PgConnection, job: &NewJob) -> Result<Job
 
 /// The statement of [`enqueue_many`] and [`enqueue_system_many`]: `queue.enqueue_many` with one
 /// array per field, every job for `tenant` (`None`: the context's tenant, or none). Run times,
-/// unique keys and time limits may be absent per job, so they are array literals cast to their
-/// type.
+/// unique keys, time limits and unique periods may be absent per job, so they are array
+/// literals cast to their type.
 ///
 /// ```
 /// use pgstrata_queue::client::{NewJob, enqueue_many_stmt};
@@ -230,7 +262,7 @@ pub async fn enqueue_system(conn: &mut PgConnection, job: &NewJob) -> Result<Job
 /// assert_eq!(
 ///     sql,
 ///     "SELECT queue.enqueue_many($1, $2, $3, $4, CAST($5 AS timestamptz[]), $6, $7, \
-///      CAST($8 AS text[]), CAST($9 AS integer[]))"
+///      CAST($8 AS text[]), CAST($9 AS integer[]), CAST($10 AS interval[]))"
 /// );
 /// ```
 pub fn enqueue_many_stmt(jobs: &[NewJob], tenant: Option<TenantId>) -> Built {
@@ -253,6 +285,10 @@ pub fn enqueue_many_stmt(jobs: &[NewJob], tenant: Option<TenantId>) -> Built {
         .iter()
         .any(|j| j.timeout.is_some())
         .then(|| array_literal(jobs.iter().map(|j| j.timeout_ms().map(|ms| ms.to_string()))));
+    let periods = jobs
+        .iter()
+        .any(|j| j.unique_period.is_some())
+        .then(|| array_literal(jobs.iter().map(|j| j.unique_period.map(interval_text))));
     call(
         QueueFn::EnqueueMany,
         [
@@ -265,6 +301,7 @@ pub fn enqueue_many_stmt(jobs: &[NewJob], tenant: Option<TenantId>) -> Built {
             Expr::val(tenants),
             Expr::val(unique_keys).cast_as("text[]"),
             Expr::val(timeouts).cast_as("integer[]"),
+            Expr::val(periods).cast_as("interval[]"),
         ],
     )
 }

@@ -2,6 +2,7 @@
 
 use crate::ids::{JobId, JobState};
 use pgstrata_core::error::DbError;
+use pgstrata_core::page::InvalidPage;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -41,6 +42,10 @@ pub enum Error {
         operation: &'static str,
         allowed: &'static str,
     },
+
+    /// A page size outside 1..=1000.
+    #[error(transparent)]
+    InvalidPage(#[from] InvalidPage),
 
     #[error(transparent)]
     Db(DbError),

@@ -27,6 +27,7 @@ pgstrata_core::sql_functions!(
         Retry = "retry",
         Prune = "prune",
         Stats = "stats",
+        Metrics = "metrics",
     }
 );
 
@@ -51,6 +52,41 @@ impl Iden for StatsRow {
             StatsRow::Jobs => "jobs",
             StatsRow::OldestAvailableAge => "oldest_available_age",
             StatsRow::OldestAvailableSecs => "oldest_available_secs",
+        }
+    }
+}
+
+/// The rows of `queue.metrics()` (and the alias the call is given), for sea-query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsRow {
+    Table,
+    Queue,
+    Available,
+    Scheduled,
+    Running,
+    Retryable,
+    OldestAvailableAge,
+    Completed,
+    Discarded,
+    Cancelled,
+    /// Not a column of the function: the alias of its age in seconds.
+    OldestAvailableSecs,
+}
+
+impl Iden for MetricsRow {
+    fn unquoted(&self) -> &str {
+        match self {
+            MetricsRow::Table => "metrics",
+            MetricsRow::Queue => "queue",
+            MetricsRow::Available => "available",
+            MetricsRow::Scheduled => "scheduled",
+            MetricsRow::Running => "running",
+            MetricsRow::Retryable => "retryable",
+            MetricsRow::OldestAvailableAge => "oldest_available_age",
+            MetricsRow::Completed => "completed",
+            MetricsRow::Discarded => "discarded",
+            MetricsRow::Cancelled => "cancelled",
+            MetricsRow::OldestAvailableSecs => "oldest_available_secs",
         }
     }
 }

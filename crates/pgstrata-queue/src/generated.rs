@@ -37,6 +37,7 @@ pub struct Job {
     pub timeout_ms: Option<i32>,
     pub actor_id: Option<pgstrata_core::UserId>,
     pub request_id: Option<String>,
+    pub unique_period: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Identifiers of `queue.jobs` for sea-query; `Table` is the table itself.
@@ -64,6 +65,7 @@ pub enum Jobs {
     TimeoutMs,
     ActorId,
     RequestId,
+    UniquePeriod,
 }
 
 impl Jobs {
@@ -98,6 +100,7 @@ impl Iden for Jobs {
             Jobs::TimeoutMs => "timeout_ms",
             Jobs::ActorId => "actor_id",
             Jobs::RequestId => "request_id",
+            Jobs::UniquePeriod => "unique_period",
         }
     }
 }

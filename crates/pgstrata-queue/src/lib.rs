@@ -38,6 +38,7 @@ pub mod error;
 pub mod functions;
 pub mod generated;
 pub mod ids;
+pub mod inspect;
 pub mod periodic;
 pub mod worker;
 
@@ -45,6 +46,7 @@ pub use client::NewJob;
 pub use error::{Error, Result};
 pub use generated::Job;
 pub use ids::{JobId, JobState};
+pub use inspect::{JobFilter, QueueMetrics};
 pub use periodic::Periodic;
 pub use worker::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
 
@@ -67,6 +69,7 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("queue", 2, "cheaper_per_job"),
         pgstrata_core::migration!("queue", 3, "hardening"),
         pgstrata_core::migration!("queue", 4, "job_control"),
+        pgstrata_core::migration!("queue", 5, "operations"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
 };

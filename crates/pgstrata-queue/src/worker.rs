@@ -35,8 +35,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
-/// A boxed, sendable future, as handlers return.
+/// A boxed, sendable future (what handlers returned before they could be `async fn`s).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What a handler may fail with; its text is stored in the job's error history. A [`Control`]
 /// returned as the error asks for another outcome than a failure.
@@ -93,14 +94,34 @@ impl JobMeta {
 }
 
 /// Runs jobs of one kind. `tx` is the job's transaction: write through it so the effects
-/// commit with the completion.
+/// commit with the completion. Implement it with an `async fn`:
+///
+/// ```
+/// use pgstrata_queue::worker::HandlerError;
+/// use pgstrata_queue::{Handler, JobKind, JobMeta};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Welcome { email: String }
+/// impl JobKind for Welcome { const KIND: &'static str = "welcome"; }
+///
+/// struct Mailer;
+/// impl Handler<Welcome> for Mailer {
+///     async fn handle(&self, tx: &mut sqlx::PgConnection, job: Welcome, meta: &JobMeta) -> Result<(), HandlerError> {
+///         sqlx::query("SELECT $1::text, $2::bigint").bind(&job.email).bind(meta.id.0).execute(tx).await?;
+///         Ok(())
+///     }
+/// }
+/// ```
+///
+/// Handlers written before as `fn handle<'a>(..) -> BoxFuture<'a, ..>` (a boxed future) still
+/// compile; the compiler suggests `#[allow(refining_impl_trait)]` or the `async fn` form.
 pub trait Handler<J: JobKind>: Send + Sync + 'static {
     fn handle<'a>(
         &'a self,
         tx: &'a mut PgConnection,
         job: J,
         meta: &'a JobMeta,
-    ) -> BoxFuture<'a, Result<(), HandlerError>>;
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
 }
 
 /// Outcomes of an attempt besides success and failure, returned as a handler's error
@@ -169,6 +190,9 @@ pub struct WorkerConfig {
     pub name: String,
     /// Cron schedules this worker enqueues (exactly once per period across all workers).
     pub periodic: Vec<crate::Periodic>,
+    /// More queues this worker serves, each with its own executors (queue, concurrency):
+    /// [`WorkerConfig::with_queue`].
+    pub more_queues: Vec<(String, usize)>,
 }
 
 impl WorkerConfig {
@@ -184,7 +208,29 @@ impl WorkerConfig {
             listen: true,
             name: format!("worker-{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()),
             periodic: Vec::new(),
+            more_queues: Vec::new(),
         }
+    }
+
+    /// Serves `queue` too, with `concurrency` executors of its own, so that a slow queue and a
+    /// fast one run side by side without one taking the other's executors. Batch size, lease
+    /// and polling are shared.
+    ///
+    /// ```
+    /// let config = pgstrata_queue::WorkerConfig::new("default").with_queue("reports", 2);
+    /// assert_eq!(config.queues(), [("default", 1), ("reports", 2)]);
+    /// ```
+    pub fn with_queue(mut self, queue: impl Into<String>, concurrency: usize) -> Self {
+        self.more_queues.push((queue.into(), concurrency));
+        self
+    }
+
+    /// Every queue this worker serves, with its executors: [`WorkerConfig::queue`] with
+    /// [`WorkerConfig::concurrency`] first.
+    pub fn queues(&self) -> Vec<(&str, usize)> {
+        std::iter::once((self.queue.as_str(), self.concurrency.max(1)))
+            .chain(self.more_queues.iter().map(|(q, c)| (q.as_str(), (*c).max(1))))
+            .collect()
     }
 }
 
@@ -196,12 +242,15 @@ impl WorkerConfig {
 /// their job's tenant context: a handler that writes tenant tables needs that login role to hold
 /// `pgstrata_app` too, whose policies then keep it inside the job's tenant.
 ///
-/// The pool needs `concurrency + 3` connections: one held by each executor, one for LISTEN, one
-/// for maintenance and one for the batches' heartbeats.
+/// The pool needs one connection per executor (`concurrency`, plus those of
+/// [`WorkerConfig::with_queue`]'s queues) and 3 more: one for LISTEN, one for maintenance and one
+/// for the batches' heartbeats.
 pub struct Worker {
     pool: PgPool,
     config: WorkerConfig,
     handlers: HashMap<&'static str, Kind>,
+    /// Stop once nothing is left to do now ([`Worker::run_until_drained`]).
+    drain: bool,
 }
 
 impl std::fmt::Debug for Worker {
@@ -218,16 +267,20 @@ impl std::fmt::Debug for Worker {
 enum Task {
     Maintain,
     Listen,
-    Execute,
+    /// An executor of the queue at this index of [`WorkerConfig::queues`].
+    Execute(usize),
 }
 
 impl Worker {
     pub fn new(pool: PgPool, config: WorkerConfig) -> Result<Self> {
-        client::validate_queue(&config.queue)?;
+        for (queue, _) in config.queues() {
+            client::validate_queue(queue)?;
+        }
         Ok(Self {
             pool,
             config,
             handlers: HashMap::new(),
+            drain: false,
         })
     }
 
@@ -272,6 +325,32 @@ impl Worker {
     /// # Ok(()) }
     /// ```
     pub async fn run(self, token: CancellationToken) -> Result<()> {
+        self.run_inner(token).await
+    }
+
+    /// Runs as [`Worker::run`] and returns once its queue is drained: no job of it is available,
+    /// running (here or on another worker) or due. Jobs scheduled, or waiting for a retry, at a
+    /// later time are left for a later run. Follow-up jobs that handlers enqueue are part of the
+    /// work, since they commit with the job that enqueued them. The check runs every
+    /// [`WorkerConfig::maintenance_interval`]; `token` still stops it earlier, as it stops `run`.
+    /// For a test, a one-off backfill, or a job runner that exits when its work is done:
+    ///
+    /// ```no_run
+    /// # async fn backfill(pool: sqlx::PgPool) -> Result<(), pgstrata_queue::Error> {
+    /// use pgstrata_core::CancellationToken;
+    /// use pgstrata_queue::{Worker, WorkerConfig};
+    /// Worker::new(pool, WorkerConfig::new("backfill"))?
+    ///     .run_until_drained(CancellationToken::new())
+    ///     .await?;
+    /// // Every job of "backfill" that was due has run.
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_until_drained(mut self, token: CancellationToken) -> Result<()> {
+        self.drain = true;
+        self.run_inner(token).await
+    }
+
+    async fn run_inner(self, token: CancellationToken) -> Result<()> {
         let mut errors = Backoff::default();
         loop {
             let checked: Result<(String, bool), sqlx::Error> =
@@ -295,13 +374,16 @@ impl Worker {
         let wake = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
         let mut roles = HashMap::new();
+        // The tasks stop on a child of the caller's token: cancelled with it, or by the drain
+        // check when the queue is drained.
+        let token = token.child_token();
         let signal = token.clone();
         let spawn = |tasks: &mut JoinSet<()>, roles: &mut HashMap<tokio::task::Id, Task>, task: Task| {
             let (w, wake, stop) = (worker.clone(), wake.clone(), signal.clone());
             let handle = match task {
                 Task::Maintain => tasks.spawn(w.maintain(wake, stop)),
                 Task::Listen => tasks.spawn(w.listen(wake, stop)),
-                Task::Execute => tasks.spawn(w.execute(wake, stop)),
+                Task::Execute(i) => tasks.spawn(w.execute(i, wake, stop)),
             };
             roles.insert(handle.id(), task);
         };
@@ -309,8 +391,10 @@ impl Worker {
         if worker.config.listen {
             spawn(&mut tasks, &mut roles, Task::Listen);
         }
-        for _ in 0..worker.config.concurrency.max(1) {
-            spawn(&mut tasks, &mut roles, Task::Execute);
+        for (i, (_, concurrency)) in worker.config.queues().into_iter().enumerate() {
+            for _ in 0..concurrency {
+                spawn(&mut tasks, &mut roles, Task::Execute(i));
+            }
         }
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
@@ -364,6 +448,18 @@ impl Worker {
                     if rescued + promoted > 0 {
                         wake.notify_waiters();
                     }
+                    if self.drain && rescued + promoted == 0 {
+                        match self.drained().await {
+                            Ok(true) => {
+                                tracing::info!(queue = %self.config.queue, "queue drained; the worker stops");
+                                shutdown.cancel();
+                                return;
+                            }
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(queue = %self.config.queue, error = %e,
+                                "could not check whether the queue is drained; checking again"),
+                        }
+                    }
                     self.config.maintenance_interval
                 }
                 Err(e) => {
@@ -375,6 +471,23 @@ impl Worker {
             };
             pause(wait, &shutdown).await;
         }
+    }
+
+    /// Whether no job of the worker's queues is available, running or due (each read from its partial
+    /// index: `jobs_fetch_idx`, `jobs_lease_idx`, `jobs_due_idx`).
+    async fn drained(&self) -> Result<bool> {
+        let mut conn = self.pool.acquire().await?;
+        let busy: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM queue.jobs j WHERE j.state = 'available' AND j.queue = ANY ($1)) \
+                 OR EXISTS (SELECT 1 FROM queue.jobs j \
+                             WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' AND j.queue = ANY ($1)) \
+                 OR EXISTS (SELECT 1 FROM queue.jobs j \
+                             WHERE j.state IN ('scheduled', 'retryable') AND j.run_at <= pg_catalog.now() AND j.queue = ANY ($1))",
+        )
+        .bind(self.config.queues().into_iter().map(|(q, _)| q.to_owned()).collect::<Vec<_>>())
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(!busy)
     }
 
     /// Wakes idle executors when a job is enqueued (the trigger notifies `pgstrata_queue`).
@@ -416,7 +529,9 @@ impl Worker {
 
     /// One executor: claim a batch, run it, repeat; wait for a wake-up when the queue is empty.
     /// A failed claim is logged and retried with backoff on a fresh connection.
-    async fn execute(self: Arc<Self>, wake: Arc<Notify>, shutdown: CancellationToken) {
+    async fn execute(self: Arc<Self>, queue: usize, wake: Arc<Notify>, shutdown: CancellationToken) {
+        let queues = self.config.queues();
+        let Some(&(queue, _)) = queues.get(queue) else { return };
         let max = self.config.batch_size.clamp(1, 1000);
         let mut limit = max;
         let mut conn = Held::new(self.pool.clone());
@@ -428,15 +543,11 @@ impl Worker {
             woken.as_mut().enable();
             let claimed = async {
                 let c = conn.get().await?;
-                client::claim(
-                    c,
-                    &self.config.queue,
-                    limit as i32,
-                    &self.config.name,
-                    self.config.lease,
-                )
-                .await
+                let jobs = client::claim(c, queue, limit as i32, &self.config.name, self.config.lease).await?;
+                tracing::trace!(claimed = jobs.len(), "claimed");
+                Ok::<_, Error>(jobs)
             }
+            .instrument(tracing::debug_span!("queue.claim", queue = %queue, limit))
             .await;
             let jobs = match claimed {
                 Ok(jobs) => {
@@ -446,7 +557,7 @@ impl Worker {
                 Err(e) => {
                     conn.check().await;
                     let wait = errors.next();
-                    tracing::warn!(queue = %self.config.queue, error = %e, retry_in_ms = wait.as_millis() as u64,
+                    tracing::warn!(queue = %queue, error = %e, retry_in_ms = wait.as_millis() as u64,
                         "queue claim failed; retrying");
                     pause(wait, &shutdown).await;
                     continue;
@@ -467,6 +578,8 @@ impl Worker {
     }
 
     async fn run_batch(&self, conn: &mut Held, jobs: Vec<Job>, shutdown: &CancellationToken) {
+        // A batch is claimed from one queue.
+        let queue = jobs.first().map(|j| j.queue.clone()).unwrap_or_default();
         let batch: Vec<(Job, JobMeta)> = jobs
             .into_iter()
             .map(|j| {
@@ -493,7 +606,7 @@ impl Worker {
             }
             .await;
             if let Err(e) = released {
-                tracing::warn!(queue = %self.config.queue, error = %e,
+                tracing::warn!(queue = %queue, error = %e,
                     "could not release claimed jobs; they return when their leases expire");
             }
             return;
@@ -509,7 +622,7 @@ impl Worker {
             && !conn.recover(fault).await
         {
             // The connection died under the batch: once more, whole, on a fresh one.
-            tracing::warn!(queue = %self.config.queue, jobs = batch.len(), %fault, "batch lost its connection; running it again");
+            tracing::warn!(queue = %queue, jobs = batch.len(), %fault, "batch lost its connection; running it again");
             outcome = self.try_batch(conn, &batch).await;
             if let Err(fault) = &outcome {
                 conn.recover(fault).await;
@@ -517,7 +630,7 @@ impl Worker {
         }
         if let Err(fault) = outcome {
             // Something in the batch failed: run each job alone so one failure costs one job.
-            tracing::debug!(queue = %self.config.queue, jobs = batch.len(), %fault, "batch rolled back; running its jobs one by one");
+            tracing::debug!(queue = %queue, jobs = batch.len(), %fault, "batch rolled back; running its jobs one by one");
             for (job, meta) in &batch {
                 self.run_alone(conn, job, meta, shutdown).await;
             }
@@ -541,12 +654,15 @@ impl Worker {
             self.run_handler(&mut tx, job, meta).await?;
         }
         let held: Vec<(JobId, i32)> = jobs.iter().map(|(_, m)| (m.id, m.attempt)).collect();
-        let completed = client::complete_many(&mut tx, &held).await.map_err(Fault::db)?;
-        if completed.len() != held.len() {
-            return Err(Fault::Db("a job of the batch is no longer ours".into()));
+        async {
+            let completed = client::complete_many(&mut tx, &held).await.map_err(Fault::db)?;
+            if completed.len() != held.len() {
+                return Err(Fault::Db("a job of the batch is no longer ours".into()));
+            }
+            tx.commit().await.map_err(Fault::db)
         }
-        tx.commit().await.map_err(Fault::db)?;
-        Ok(())
+        .instrument(tracing::debug_span!("queue.complete", queue = %jobs[0].1.queue, jobs = held.len()))
+        .await
     }
 
     /// The slow path: one job in its own transaction. A failure of the job is recorded with its
@@ -569,11 +685,11 @@ impl Worker {
                 break;
             }
             let wait = errors.next();
-            tracing::warn!(queue = %self.config.queue, job = job.id.0, %fault, retry_in_ms = wait.as_millis() as u64,
+            tracing::warn!(queue = %job.queue, job = job.id.0, %fault, retry_in_ms = wait.as_millis() as u64,
                 "running a job failed on the database; retrying");
             tokio::time::sleep(wait).await;
         }
-        tracing::warn!(queue = %self.config.queue, job = job.id.0,
+        tracing::warn!(queue = %job.queue, job = job.id.0,
             "giving up on a job for now; it returns when its lease expires");
     }
 
@@ -616,8 +732,15 @@ impl Worker {
                         .and_then(|k| (k.backoff)(meta.attempt))
                         .map(|d| Utc::now() + to_chrono(d));
                     let state = client::fail_at(c, meta.id, meta.attempt, &fault.to_string(), retry_at).await?;
-                    tracing::info!(queue = %self.config.queue, job = job.id.0, kind = %job.kind, attempt = meta.attempt,
-                        state = state.map_or("not ours", |s| s.as_str()), error = %fault, "job attempt failed");
+                    if state == Some(crate::JobState::Discarded) {
+                        tracing::warn!(queue = %job.queue, job = job.id.0, kind = %job.kind,
+                            tenant = ?meta.tenant_id.map(|t| t.0), attempt = meta.attempt, error = %fault,
+                            "job discarded: out of attempts");
+                    } else {
+                        tracing::info!(queue = %job.queue, job = job.id.0, kind = %job.kind,
+                            tenant = ?meta.tenant_id.map(|t| t.0), attempt = meta.attempt,
+                            state = state.map_or("not ours", |s| s.as_str()), error = %fault, "job attempt failed");
+                    }
                 }
             }
             Ok::<(), Error>(())
@@ -625,7 +748,7 @@ impl Worker {
         .await;
         if let Err(e) = recorded {
             conn.check().await;
-            tracing::warn!(queue = %self.config.queue, job = job.id.0, error = %e,
+            tracing::warn!(queue = %job.queue, job = job.id.0, error = %e,
                 "could not record a job's outcome; it returns when its lease expires");
         }
     }
@@ -641,10 +764,13 @@ impl Worker {
             .timeout_ms
             .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(1)))
             .or(kind.timeout);
+        let span = tracing::debug_span!("queue.handler", job = job.id.0, kind = %job.kind,
+            tenant = ?meta.tenant_id.map(|t| t.0), attempt = meta.attempt);
         let run = &kind.run;
-        let started = std::panic::catch_unwind(AssertUnwindSafe(once(move || run(tx, &job.payload, meta))));
+        let started =
+            span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(once(move || run(tx, &job.payload, meta)))));
         let future = match started {
-            Ok(future) => CatchUnwind(future),
+            Ok(future) => CatchUnwind(future).instrument(span),
             Err(panic) => return Err(Fault::Panicked(panic_message(&*panic))),
         };
         let finished = match limit {

@@ -9,7 +9,7 @@ use pgstrata_core::migrate::Migrator;
 use pgstrata_core::testing::{Owner, TestDb, WORKER_LOGIN_ROLE};
 use pgstrata_core::{CancellationToken, DbError, TenantContext, TenantId, begin_tenant};
 use pgstrata_queue::client::{self, NewJob};
-use pgstrata_queue::worker::{BoxFuture, HandlerError};
+use pgstrata_queue::worker::HandlerError;
 use pgstrata_queue::{Error, Handler, JobId, JobKind, JobMeta, JobState, Periodic, Worker, WorkerConfig, periodic};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -654,19 +654,12 @@ impl JobKind for Export {
 struct Record;
 
 impl Handler<Export> for Record {
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        job: Export,
-        _meta: &'a JobMeta,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(async move {
-            sqlx::query("INSERT INTO public.ran (n, tenant) VALUES ($1, tenancy.current_tenant_id())")
-                .bind(job.n)
-                .execute(&mut *tx)
-                .await?;
-            Ok(())
-        })
+    async fn handle(&self, tx: &mut PgConnection, job: Export, _meta: &JobMeta) -> Result<(), HandlerError> {
+        sqlx::query("INSERT INTO public.ran (n, tenant) VALUES ($1, tenancy.current_tenant_id())")
+            .bind(job.n)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
     }
 }
 

@@ -7,10 +7,10 @@ use pgstrata_core::migrate::Migrator;
 use pgstrata_core::testing::{TestDb, WORKER_LOGIN_ROLE};
 use pgstrata_core::{TenantContext, TenantId, UserId, begin_tenant};
 use pgstrata_queue::client::{self, NewJob};
-use pgstrata_queue::worker::{BoxFuture, Control, HandlerError};
+use pgstrata_queue::worker::{Control, HandlerError};
 use pgstrata_queue::{Handler, JobKind, JobMeta, JobState, Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::{ConnectOptions, PgConnection};
 use std::time::Duration;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -26,46 +26,39 @@ impl JobKind for Step {
 struct Act;
 
 impl Handler<Step> for Act {
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        job: Step,
-        meta: &'a JobMeta,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO public.seen (job_id, action, tenant, actor, request, meta_actor, meta_request)
+    async fn handle(&self, tx: &mut PgConnection, job: Step, meta: &JobMeta) -> Result<(), HandlerError> {
+        sqlx::query(
+            "INSERT INTO public.seen (job_id, action, tenant, actor, request, meta_actor, meta_request)
                  VALUES ($1, $2, current_setting('app.tenant_id', true), current_setting('app.actor_id', true),
                          current_setting('app.request_id', true), $3, $4)",
-            )
-            .bind(meta.id.0)
-            .bind(&job.action)
-            .bind(meta.actor_id.map(|a| a.0.to_string()))
-            .bind(meta.request_id.clone())
-            .execute(&mut *tx)
-            .await?;
-            match job.action.as_str() {
-                "follow_up" => {
-                    // A follow-up for the job's tenant, in a savepoint of the job's transaction.
-                    let ctx = meta.context().ok_or("a follow-up needs a tenant job")?;
-                    let mut tenant_tx = begin_tenant(&mut *tx, &ctx).await?;
-                    let next = NewJob::of(&Step {
-                        action: "complete".into(),
-                    })?;
-                    client::enqueue(&mut tenant_tx, &next).await?;
-                    tenant_tx.commit().await?;
-                    Ok(())
-                }
-                "snooze" => Err(Control::Snooze(Duration::from_secs(3600)).into()),
-                "cancel" => Err(Control::Cancel("no longer wanted".into()).into()),
-                "retry_at" => Err(Control::RetryAt(
-                    chrono::Utc::now() + chrono::Duration::hours(2),
-                    "upstream asked for later".into(),
-                )
-                .into()),
-                _ => Ok(()),
+        )
+        .bind(meta.id.0)
+        .bind(&job.action)
+        .bind(meta.actor_id.map(|a| a.0.to_string()))
+        .bind(meta.request_id.clone())
+        .execute(&mut *tx)
+        .await?;
+        match job.action.as_str() {
+            "follow_up" => {
+                // A follow-up for the job's tenant, in a savepoint of the job's transaction.
+                let ctx = meta.context().ok_or("a follow-up needs a tenant job")?;
+                let mut tenant_tx = begin_tenant(&mut *tx, &ctx).await?;
+                let next = NewJob::of(&Step {
+                    action: "complete".into(),
+                })?;
+                client::enqueue(&mut tenant_tx, &next).await?;
+                tenant_tx.commit().await?;
+                Ok(())
             }
-        })
+            "snooze" => Err(Control::Snooze(Duration::from_secs(3600)).into()),
+            "cancel" => Err(Control::Cancel("no longer wanted".into()).into()),
+            "retry_at" => Err(Control::RetryAt(
+                chrono::Utc::now() + chrono::Duration::hours(2),
+                "upstream asked for later".into(),
+            )
+            .into()),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -257,5 +250,94 @@ async fn a_handler_enqueues_a_follow_up_for_its_tenant_with_its_context() {
     let t = tenant.0.to_string();
     assert_eq!(seen, [("follow_up".into(), t.clone()), ("complete".into(), t)]);
     app.close().await;
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_unique_period_holds_its_key_after_the_job_finished_until_the_next_period() {
+    let (db, tenant) = with_seen_table().await;
+    let other = TenantId::new();
+    let mut admin = db.admin_conn().await.unwrap();
+    pgstrata_tenancy::fixtures::insert_tenants(&mut admin, &[other])
+        .await
+        .unwrap();
+    let app = db.app_pool(2).await.unwrap();
+    let daily = || NewJob::new("digest", serde_json::json!({})).unique_for("digest", Duration::from_secs(86_400));
+    let enqueue_in = |t: TenantId, jobs: Vec<NewJob>| {
+        let app = app.clone();
+        async move {
+            let mut tx = begin_tenant(&app, &TenantContext::tenant(t)).await.unwrap();
+            let ids = client::enqueue_many(&mut tx, &jobs).await.unwrap();
+            tx.commit().await.unwrap();
+            ids
+        }
+    };
+
+    let first = enqueue_in(tenant, vec![daily(), daily()]).await;
+    assert_eq!(first[0], first[1], "one job per key and period within a call");
+    // The job runs and completes; the key stays held for the rest of the day.
+    let mut worker = db.login_options(WORKER_LOGIN_ROLE).connect().await.unwrap();
+    let claimed = client::claim(&mut worker, "default", 10, "w", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(client::complete(&mut worker, claimed[0].id, 1).await.unwrap());
+    let again = enqueue_in(tenant, vec![daily()]).await;
+    assert_eq!(again, [first[0]], "the completed job still holds its period");
+    // A plain key of the same name, and another tenant, are not held by it.
+    let plain = enqueue_in(
+        tenant,
+        vec![NewJob::new("digest", serde_json::json!({})).unique_key("digest")],
+    )
+    .await;
+    let elsewhere = enqueue_in(other, vec![daily()]).await;
+    assert!(plain[0] != first[0] && elsewhere[0] != first[0] && plain[0] != elsewhere[0]);
+
+    // The next period (here: the job's period moved a day back) takes a new job.
+    sqlx::query("UPDATE queue.jobs SET unique_period = unique_period - interval '1 day' WHERE id = $1")
+        .bind(first[0])
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let next_day = enqueue_in(tenant, vec![daily()]).await;
+    assert_ne!(next_day, [first[0]]);
+    let period: (bool,) = sqlx::query_as(
+        "SELECT unique_period = date_bin('1 day', now(), '1970-01-01 00:00+00') FROM queue.jobs WHERE id = $1",
+    )
+    .bind(next_day[0])
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(period.0, "periods are aligned on the epoch");
+
+    // Bad periods are refused before any SQL runs, and by the SQL for psql callers.
+    let mut tx = begin_tenant(&app, &TenantContext::tenant(tenant)).await.unwrap();
+    let mut no_key = daily();
+    no_key.unique_key = None;
+    for (job, reason) in [
+        (no_key, "needs a unique key"),
+        (daily().unique_for("digest", Duration::from_millis(10)), "not within"),
+    ] {
+        let refused = client::enqueue(&mut tx, &job).await;
+        assert!(
+            matches!(&refused, Err(pgstrata_queue::Error::InvalidField { field: "unique_period", reason: r }) if r.contains(reason)),
+            "{refused:?}"
+        );
+    }
+    for sql in [
+        "SELECT queue.enqueue('digest', p_unique_key => 'k', p_unique_period => interval '1 month')",
+        "SELECT queue.enqueue('digest', p_unique_period => interval '1 hour')",
+    ] {
+        let refused = sqlx::query(sql).execute(&mut *tx).await;
+        assert!(
+            matches!(&refused, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("22023")),
+            "{sql}: {refused:?}"
+        );
+        tx.rollback().await.unwrap();
+        tx = begin_tenant(&app, &TenantContext::tenant(tenant)).await.unwrap();
+    }
+    drop(tx);
+    app.close().await;
+    drop((admin, worker));
     db.close().await.unwrap();
 }

@@ -64,26 +64,19 @@ impl JobKind for Chaos {
 struct Panicky;
 
 impl Handler<Chaos> for Panicky {
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        job: Chaos,
-        meta: &'a JobMeta,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(async move {
-            sqlx::query("INSERT INTO public.executions (job_id, n) VALUES ($1, $2)")
-                .bind(meta.id.0)
-                .bind(job.n)
-                .execute(&mut *tx)
-                .await?;
-            if std::collections::hash_map::RandomState::new()
-                .hash_one((job.n, meta.attempt))
-                .is_multiple_of(100)
-            {
-                std::panic::panic_any(PANIC_TEXT);
-            }
-            Ok(())
-        })
+    async fn handle(&self, tx: &mut PgConnection, job: Chaos, meta: &JobMeta) -> Result<(), HandlerError> {
+        sqlx::query("INSERT INTO public.executions (job_id, n) VALUES ($1, $2)")
+            .bind(meta.id.0)
+            .bind(job.n)
+            .execute(&mut *tx)
+            .await?;
+        if std::collections::hash_map::RandomState::new()
+            .hash_one((job.n, meta.attempt))
+            .is_multiple_of(100)
+        {
+            std::panic::panic_any(PANIC_TEXT);
+        }
+        Ok(())
     }
 }
 
@@ -206,23 +199,16 @@ impl JobKind for Sleep {
 struct Sleeper;
 
 impl Handler<Sleep> for Sleeper {
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        job: Sleep,
-        meta: &'a JobMeta,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(async move {
-            sqlx::query("SELECT pg_sleep($1)")
-                .bind(job.secs)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("INSERT INTO public.executions (job_id, n) VALUES ($1, 0)")
-                .bind(meta.id.0)
-                .execute(&mut *tx)
-                .await?;
-            Ok(())
-        })
+    async fn handle(&self, tx: &mut PgConnection, job: Sleep, meta: &JobMeta) -> Result<(), HandlerError> {
+        sqlx::query("SELECT pg_sleep($1)")
+            .bind(job.secs)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO public.executions (job_id, n) VALUES ($1, 0)")
+            .bind(meta.id.0)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
     }
 }
 
@@ -297,9 +283,11 @@ impl JobKind for Stuck {
     const KIND: &'static str = "stuck";
 }
 
-/// Never finishes on its own.
+/// Never finishes on its own. Written in the form handlers had before `async fn` (a boxed
+/// future), which still compiles.
 struct Forever;
 
+#[allow(refining_impl_trait)]
 impl Handler<Stuck> for Forever {
     fn handle<'a>(
         &'a self,

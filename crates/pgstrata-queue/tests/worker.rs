@@ -8,7 +8,7 @@ use pgstrata_core::TenantId;
 use pgstrata_core::migrate::Migrator;
 use pgstrata_core::testing::{TestDb, WORKER_LOGIN_ROLE};
 use pgstrata_queue::client::{self, NewJob};
-use pgstrata_queue::worker::{BoxFuture, HandlerError};
+use pgstrata_queue::worker::HandlerError;
 use pgstrata_queue::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -27,26 +27,19 @@ impl JobKind for Count {
 struct Record;
 
 impl Handler<Count> for Record {
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        job: Count,
-        meta: &'a JobMeta,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO public.executions (job_id, n, tenant) VALUES ($1, $2, tenancy.current_tenant_id()::text)",
-            )
-            .bind(meta.id.0)
-            .bind(job.n)
-            .execute(&mut *tx)
-            .await?;
-            // Every 100th job fails once, to exercise the retry path under load.
-            if job.n % 100 == 0 && meta.attempt == 1 {
-                return Err("planned failure".into());
-            }
-            Ok(())
-        })
+    async fn handle(&self, tx: &mut PgConnection, job: Count, meta: &JobMeta) -> Result<(), HandlerError> {
+        sqlx::query(
+            "INSERT INTO public.executions (job_id, n, tenant) VALUES ($1, $2, tenancy.current_tenant_id()::text)",
+        )
+        .bind(meta.id.0)
+        .bind(job.n)
+        .execute(&mut *tx)
+        .await?;
+        // Every 100th job fails once, to exercise the retry path under load.
+        if job.n % 100 == 0 && meta.attempt == 1 {
+            return Err("planned failure".into());
+        }
+        Ok(())
     }
 }
 
@@ -199,5 +192,179 @@ async fn handlers_run_in_the_jobs_tenant_context_and_shutdown_is_graceful() {
     assert_eq!(running, 0, "nothing is left claimed after shutdown");
     app.close().await;
     system.close().await;
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_until_drained_returns_once_nothing_is_due() {
+    let db = setup().await;
+    let producer = db.pool_as(WORKER_LOGIN_ROLE, 1).await.unwrap();
+    let mut conn = producer.acquire().await.unwrap();
+    // 1,000 jobs due now (none of them fails: n is never a multiple of 100), one due in an hour.
+    let jobs: Vec<NewJob> = (1..=1_000i64)
+        .filter(|n| n % 100 != 0)
+        .map(|n| NewJob::of(&Count { n }).unwrap())
+        .collect();
+    let due = jobs.len() as i64;
+    client::enqueue_system_many(&mut conn, &jobs).await.unwrap();
+    client::enqueue_system(
+        &mut conn,
+        &NewJob::of(&Count { n: 1 })
+            .unwrap()
+            .run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+
+    // Two workers drain it together; each returns on its own, with no token cancelled.
+    let token = pgstrata_core::CancellationToken::new();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let pool = db.pool_as(WORKER_LOGIN_ROLE, 11).await.unwrap();
+        let worker = Worker::new(pool, config()).unwrap().register::<Count, _>(Record);
+        workers.push(tokio::spawn(worker.run_until_drained(token.clone())));
+    }
+    for w in workers {
+        tokio::time::timeout(Duration::from_secs(60), w)
+            .await
+            .expect("the workers return once the queue is drained")
+            .unwrap()
+            .unwrap();
+    }
+    assert!(!token.is_cancelled());
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, count(*) FROM queue.jobs GROUP BY state ORDER BY state")
+            .fetch_all(&db.admin)
+            .await
+            .unwrap();
+    assert_eq!(
+        states,
+        [("completed".into(), due), ("scheduled".into(), 1)],
+        "every due job ran; the one scheduled for later waits"
+    );
+    let executions: i64 = sqlx::query_scalar("SELECT count(*) FROM public.executions")
+        .fetch_one(&db.admin)
+        .await
+        .unwrap();
+    assert_eq!(executions, due);
+
+    // A failed job waiting for its retry is not due: the next drain leaves it for later.
+    let mut conn = producer.acquire().await.unwrap();
+    client::enqueue_system(&mut conn, &NewJob::new("no_handler_here", serde_json::json!({})))
+        .await
+        .unwrap();
+    drop(conn);
+    let pool = db.pool_as(WORKER_LOGIN_ROLE, 11).await.unwrap();
+    let worker = Worker::new(pool, config()).unwrap().register::<Count, _>(Record);
+    tokio::time::timeout(Duration::from_secs(30), worker.run_until_drained(token.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let (state, attempt): (String, i32) =
+        sqlx::query_as("SELECT state, attempt FROM queue.jobs WHERE kind = 'no_handler_here'")
+            .fetch_one(&db.admin)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), attempt), ("retryable", 1));
+    producer.close().await;
+    db.close().await.unwrap();
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Slow {
+    n: i64,
+}
+
+impl JobKind for Slow {
+    const KIND: &'static str = "slow";
+}
+
+/// Records how many of its jobs run at once, per queue.
+#[derive(Default)]
+struct Overlap {
+    running: std::sync::Mutex<std::collections::HashMap<String, (usize, usize)>>,
+}
+
+impl Handler<Slow> for std::sync::Arc<Overlap> {
+    async fn handle(&self, tx: &mut PgConnection, job: Slow, meta: &JobMeta) -> Result<(), HandlerError> {
+        if let Ok(mut r) = self.running.lock() {
+            let (now, max) = r.entry(meta.queue.clone()).or_default();
+            *now += 1;
+            *max = (*max).max(*now);
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        sqlx::query("INSERT INTO public.executions (job_id, n) VALUES ($1, $2)")
+            .bind(meta.id.0)
+            .bind(job.n)
+            .execute(&mut *tx)
+            .await?;
+        if let Ok(mut r) = self.running.lock() {
+            r.entry(meta.queue.clone()).or_default().0 -= 1;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_worker_serves_several_queues_each_with_its_own_executors() {
+    let db = setup().await;
+    let producer = db.pool_as(WORKER_LOGIN_ROLE, 1).await.unwrap();
+    let mut conn = producer.acquire().await.unwrap();
+    let jobs = |queue: &str| -> Vec<NewJob> {
+        (0..12i64)
+            .map(|n| NewJob::of(&Slow { n }).unwrap().queue(queue))
+            .collect()
+    };
+    for queue in ["mail", "reports", "elsewhere"] {
+        client::enqueue_system_many(&mut conn, &jobs(queue)).await.unwrap();
+    }
+    drop(conn);
+
+    // "mail" with one executor, "reports" with three; "elsewhere" is not this worker's.
+    let mut config = config().with_queue("reports", 3);
+    config.queue = "mail".into();
+    config.concurrency = 1;
+    config.batch_size = 1;
+    let overlap = std::sync::Arc::new(Overlap::default());
+    let pool = db.pool_as(WORKER_LOGIN_ROLE, 7).await.unwrap();
+    let worker = Worker::new(pool, config).unwrap().register::<Slow, _>(overlap.clone());
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        worker.run_until_drained(pgstrata_core::CancellationToken::new()),
+    )
+    .await
+    .expect("drained: both of its queues are done")
+    .unwrap();
+
+    let states: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT queue, state, count(*) FROM queue.jobs GROUP BY 1, 2 ORDER BY 1, 2")
+            .fetch_all(&db.admin)
+            .await
+            .unwrap();
+    assert_eq!(
+        states,
+        [
+            ("elsewhere".into(), "available".into(), 12),
+            ("mail".into(), "completed".into(), 12),
+            ("reports".into(), "completed".into(), 12),
+        ]
+    );
+    let max = |q: &str| overlap.running.lock().unwrap().get(q).map_or(0, |r| r.1);
+    assert_eq!(max("mail"), 1, "one executor for mail");
+    assert!(
+        (2..=3).contains(&max("reports")),
+        "up to three for reports: {}",
+        max("reports")
+    );
+    assert!(
+        Worker::new(
+            db.pool_as(WORKER_LOGIN_ROLE, 1).await.unwrap(),
+            WorkerConfig::new("ok").with_queue("Not A Queue", 1)
+        )
+        .is_err(),
+        "every queue name is checked"
+    );
+    producer.close().await;
     db.close().await.unwrap();
 }

@@ -8,7 +8,7 @@
 
 use crate::error::ApiError;
 use pgstrata::core::TenantTx;
-use pgstrata::queue::worker::{BoxFuture, Control, HandlerError};
+use pgstrata::queue::worker::{Control, HandlerError};
 use pgstrata::queue::{Handler, JobId, JobKind, JobMeta, NewJob, Periodic, Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -40,32 +40,25 @@ pub async fn enqueue_email(tx: &mut TenantTx<'_>, email: &SendEmail) -> Result<J
 pub struct Mailer;
 
 impl Handler<SendEmail> for Mailer {
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        email: SendEmail,
-        meta: &'a JobMeta,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(async move {
-            if meta.tenant_id.is_none() {
-                return Err(Control::Cancel("an e-mail job belongs to a tenant".into()).into());
-            }
-            // Runs in the job's tenant context: the policy of app.sent_emails keeps the row in
-            // that tenant. ON CONFLICT: this job already sent its mail in an earlier attempt.
-            sqlx::query(
-                "INSERT INTO app.sent_emails (tenant_id, job_id, template, to_email, request_id)
+    async fn handle(&self, tx: &mut PgConnection, email: SendEmail, meta: &JobMeta) -> Result<(), HandlerError> {
+        if meta.tenant_id.is_none() {
+            return Err(Control::Cancel("an e-mail job belongs to a tenant".into()).into());
+        }
+        // Runs in the job's tenant context: the policy of app.sent_emails keeps the row in
+        // that tenant. ON CONFLICT: this job already sent its mail in an earlier attempt.
+        sqlx::query(
+            "INSERT INTO app.sent_emails (tenant_id, job_id, template, to_email, request_id)
                  VALUES (tenancy.current_tenant_id(), $1, $2, $3, $4)
                  ON CONFLICT (tenant_id, job_id) DO NOTHING",
-            )
-            .bind(meta.id.0)
-            .bind(&email.template)
-            .bind(&email.to)
-            .bind(&meta.request_id)
-            .execute(&mut *tx)
-            .await?;
-            tracing::info!(job = meta.id.0, template = %email.template, "e-mail sent");
-            Ok(())
-        })
+        )
+        .bind(meta.id.0)
+        .bind(&email.template)
+        .bind(&email.to)
+        .bind(&meta.request_id)
+        .execute(&mut *tx)
+        .await?;
+        tracing::info!(job = meta.id.0, template = %email.template, "e-mail sent");
+        Ok(())
     }
 }
 
@@ -84,21 +77,14 @@ impl JobKind for MaintainAudit {
 pub struct AuditMaintainer;
 
 impl Handler<MaintainAudit> for AuditMaintainer {
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        _: MaintainAudit,
-        meta: &'a JobMeta,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(async move {
-            // A tenant's request path may enqueue any kind: only the worker's own schedule runs it.
-            if meta.tenant_id.is_some() {
-                return Err(Control::Cancel("audit maintenance is a system job".into()).into());
-            }
-            let steps = pgstrata::audit::partitions::maintain(tx, None, None).await?;
-            tracing::info!(steps = steps.len(), "audit partitions maintained");
-            Ok(())
-        })
+    async fn handle(&self, tx: &mut PgConnection, _: MaintainAudit, meta: &JobMeta) -> Result<(), HandlerError> {
+        // A tenant's request path may enqueue any kind: only the worker's own schedule runs it.
+        if meta.tenant_id.is_some() {
+            return Err(Control::Cancel("audit maintenance is a system job".into()).into());
+        }
+        let steps = pgstrata::audit::partitions::maintain(tx, None, None).await?;
+        tracing::info!(steps = steps.len(), "audit partitions maintained");
+        Ok(())
     }
 }
 
