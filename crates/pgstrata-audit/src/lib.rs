@@ -75,6 +75,7 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("audit", 2, "hardening"),
         pgstrata_core::migration!("audit", 3, "lighter_writes"),
         pgstrata_core::migration!("audit", 4, "record_comments"),
+        pgstrata_core::migration!("audit", 5, "leaner_capture"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
 };

@@ -575,3 +575,91 @@ async fn the_writers_refuse_what_the_log_does_not_keep() {
     f.app.close().await;
     f.db.close().await.unwrap();
 }
+
+/// The trigger's three tenant sources and two key shapes, each on the path a write takes: a
+/// table without `tenant_id` is recorded under the context's tenant (and refused without one),
+/// a composite key is named column by column, and a value over the size limit is refused with
+/// the field named. Nothing is written by a refused write.
+#[tokio::test]
+async fn every_tenant_source_and_key_shape_is_recorded_and_every_limit_refused() {
+    let f = fixture().await;
+    sqlx::raw_sql(
+        "CREATE TABLE billing.rates (region text NOT NULL, tier int NOT NULL, price bigint NOT NULL,
+                                     PRIMARY KEY (region, tier));
+         GRANT SELECT, INSERT ON billing.rates TO pgstrata_app;
+         SELECT audit.enable('billing.rates');
+         CREATE TABLE billing.blobs (tenant_id uuid NOT NULL, id int NOT NULL, body text NOT NULL,
+                                     PRIMARY KEY (tenant_id, id));
+         ALTER TABLE billing.blobs ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE billing.blobs FORCE ROW LEVEL SECURITY;
+         CREATE POLICY tenant_isolation ON billing.blobs USING (tenant_id = (SELECT tenancy.current_tenant_id()));
+         GRANT SELECT, INSERT ON billing.blobs TO pgstrata_app;
+         SELECT audit.enable('billing.blobs');",
+    )
+    .execute(&f.db.admin)
+    .await
+    .unwrap();
+    let records = |resource_type: &'static str| {
+        let admin = f.db.admin.clone();
+        async move {
+            sqlx::query_as::<_, (Uuid, Option<String>)>(
+                "SELECT tenant_id, resource_id FROM audit.records WHERE resource_type = $1 ORDER BY id",
+            )
+            .bind(resource_type)
+            .fetch_all(&admin)
+            .await
+            .unwrap()
+        }
+    };
+
+    // Context source, composite key: the record takes the transaction's tenant.
+    let mut t = tx(&f.app, f.b, None, None).await;
+    sqlx::query("INSERT INTO billing.rates VALUES ('eu', 2, 100)")
+        .execute(&mut *t)
+        .await
+        .unwrap();
+    t.commit().await.unwrap();
+    assert_eq!(
+        records("billing.rates").await,
+        vec![(f.b.0, Some("eu,2".to_owned()))]
+    );
+
+    // Context source without a tenant: refused, nothing written.
+    let mut app = f.app.acquire().await.unwrap();
+    let orphan = sqlx::query("INSERT INTO billing.rates VALUES ('us', 1, 100)")
+        .execute(&mut *app)
+        .await;
+    let err = orphan.expect_err("a write with no tenant in its context is refused");
+    let db = err.as_database_error().unwrap();
+    assert_eq!(db.code().as_deref(), Some("42501"));
+    assert!(db.message().contains("needs a tenant"), "{}", db.message());
+    drop(app);
+    let rates: i64 = sqlx::query_scalar("SELECT count(*) FROM billing.rates")
+        .fetch_one(&f.db.admin)
+        .await
+        .unwrap();
+    assert_eq!(rates, 1, "the refused row is not kept either");
+
+    // Column source: a value over 1 MB is refused naming new_values; a small one is recorded.
+    let mut t = tx(&f.app, f.a, None, None).await;
+    let big = sqlx::query("INSERT INTO billing.blobs VALUES ($1, 1, repeat('x', 1100000))")
+        .bind(f.a.0)
+        .execute(&mut *t)
+        .await;
+    let err = big.expect_err("a 1.1 MB row is refused");
+    let db = err.as_database_error().unwrap();
+    assert_eq!(db.code().as_deref(), Some("22023"));
+    assert!(db.message().contains("new_values"), "{}", db.message());
+    t.rollback().await.unwrap();
+    let mut t = tx(&f.app, f.a, None, None).await;
+    sqlx::query("INSERT INTO billing.blobs VALUES ($1, 2, 'small')")
+        .bind(f.a.0)
+        .execute(&mut *t)
+        .await
+        .unwrap();
+    t.commit().await.unwrap();
+    assert_eq!(records("billing.blobs").await, vec![(f.a.0, Some("2".to_owned()))]);
+
+    f.app.close().await;
+    f.db.close().await.unwrap();
+}

@@ -8,9 +8,6 @@ SET LOCAL client_min_messages = warning;
 \set schema audit
 CREATE TEMP TABLE tap_suppressed (fn text, pattern text, reason text) ON COMMIT DROP;
 INSERT INTO tap_suppressed (fn, pattern, reason) VALUES
-    ('audit.capture()',
-     'warning: target type is different type than source type \(cast "text" value to "[^"]+\[\]" type\) \[during statement block local variable "v_\w+" initialization',
-     'an empty-array initialiser written as the untyped literal ''{}'': it becomes the variable''s array type once per call; plpgsql_check types the literal as text'),
     ('audit.seal(integer)',
      'warning: target type is different type than source type \(cast "text" value to "[^"]+\[\]" type\) \[during statement block local variable "v_\w+" initialization',
      'an empty-array initialiser written as the untyped literal ''{}'': it becomes the variable''s array type once per call; plpgsql_check types the literal as text'),
