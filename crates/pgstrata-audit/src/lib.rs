@@ -53,7 +53,7 @@ pub use ids::{RecordId, RecordOrigin, TenantSource};
 pub use partitions::{MaintainAction, MaintainStep, Partition};
 pub use query::{Cursor, RecordFilter};
 
-use pgstrata_core::migrate::Module;
+use pgstrata_core::migrate::{Maintenance, Module};
 
 /// The audit module: schema `audit`, depends on `tenancy` (the tenant and actor context, the
 /// application role, and the tables it audits from the start).
@@ -78,4 +78,18 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("audit", 5, "leaner_capture"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
+    maintenance: &[
+        Maintenance {
+            name: "audit.seal",
+            schedule: "* * * * *",
+            sql: "SELECT audit.seal()",
+            role: "pgstrata_worker",
+        },
+        Maintenance {
+            name: "audit.maintain",
+            schedule: "23 2 * * *",
+            sql: "SELECT * FROM audit.maintain()",
+            role: "pgstrata_worker",
+        },
+    ],
 };

@@ -619,10 +619,7 @@ async fn every_tenant_source_and_key_shape_is_recorded_and_every_limit_refused()
         .await
         .unwrap();
     t.commit().await.unwrap();
-    assert_eq!(
-        records("billing.rates").await,
-        vec![(f.b.0, Some("eu,2".to_owned()))]
-    );
+    assert_eq!(records("billing.rates").await, vec![(f.b.0, Some("eu,2".to_owned()))]);
 
     // Context source without a tenant: refused, nothing written.
     let mut app = f.app.acquire().await.unwrap();

@@ -39,7 +39,7 @@ pub use ids::{BackfillResource, EventStatus, InvoiceStatus, LinkSource, Outcome,
 pub use signature::Verifier;
 pub use webhook::{Processed, Refetch, apply_event, apply_refetched, link_customer, process_webhook, refetch_on_tie};
 
-use pgstrata_core::migrate::Module;
+use pgstrata_core::migrate::{Maintenance, Module};
 
 /// Role whose members may run the webhook path (`billing.process_event` and friends).
 pub const SYNC_ROLE: &str = "pgstrata_billing_sync";
@@ -65,4 +65,10 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("billing", 5, "ledger_pages"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
+    maintenance: &[Maintenance {
+        name: "billing.retry_failed",
+        schedule: "*/10 * * * *",
+        sql: "SELECT billing.retry_failed()",
+        role: "pgstrata_billing_sync",
+    }],
 };

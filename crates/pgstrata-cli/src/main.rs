@@ -125,6 +125,15 @@ enum Command {
         #[command(subcommand)]
         action: BillingAction,
     },
+    /// Run the modules' periodic maintenance (audit sealing and partitions, queue pruning,
+    /// events retention, billing retries) as jobs of the queue, each once per period however
+    /// many workers run, until Ctrl-C or SIGTERM. Runs the tasks of the roles this login holds
+    /// (pgstrata_worker; pgstrata_billing_sync for billing's).
+    Worker {
+        /// Enqueue the current period of every task, run them, and exit.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -386,7 +395,8 @@ struct Target {
 fn database(url: Option<String>, command: &str, throwaway_allowed: bool) -> Result<Target, AnyError> {
     if let Some(url) = url {
         let url = DatabaseUrl::parse(&url).map_err(|e| Failure::Usage(e.to_string()))?;
-        if url.is_pooled() {
+        // The worker runs through a transaction pooler (it polls instead of listening).
+        if url.is_pooled() && command != "worker" {
             return Err(Failure::Refused(format!(
                 "the database URL is marked as a transaction pooler (pgbouncer=true): `pgstrata {command}` needs a \
                  direct connection to PostgreSQL (migrations hold their lease on one session, and the CLI runs \
@@ -508,6 +518,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         Command::Audit { .. } => ("audit", false),
         Command::Events { .. } => ("events", false),
         Command::Billing { .. } => ("billing", false),
+        Command::Worker { .. } => ("worker", false),
         Command::Schema { .. } => ("schema", false),
     };
     let target = database(cli.database_url, name, throwaway)?;
@@ -580,6 +591,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         Command::Audit { action } => return audit(&mut conn, action).await,
         Command::Events { action } => events(&mut conn, action).await?,
         Command::Billing { action } => billing(&mut conn, action).await?,
+        Command::Worker { once } => return worker(&mut conn, &target.url, &migrator, &scope, once).await,
         Command::Schema { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -1034,6 +1046,16 @@ async fn doctor(
     if scope.contains(&"audit") {
         warnings.extend(audit_warnings(conn).await?);
     }
+    if scope.contains(&"queue") {
+        let modules: Vec<_> = migrator
+            .modules()
+            .iter()
+            .copied()
+            .filter(|m| scope.contains(&m.name))
+            .collect();
+        let tasks = pgstrata::maintenance::tasks(&modules, &MAINTENANCE_ROLES);
+        warnings.extend(pgstrata::maintenance::overdue(conn, &tasks).await?);
+    }
     let security = pgstrata::core::doctor::security_problems(conn, tables).await?;
     let ok = migrations.is_empty() && !reports.is_empty() && reports.iter().all(|r| r.ok()) && security.is_empty();
     if json {
@@ -1132,6 +1154,108 @@ async fn audit_warnings(conn: &mut PgConnection) -> Result<Vec<String>, AnyError
         )],
         _ => vec![],
     })
+}
+
+/// The roles maintenance tasks run as.
+const MAINTENANCE_ROLES: [&str; 2] = ["pgstrata_worker", "pgstrata_billing_sync"];
+
+/// `pgstrata worker`: the tasks of the installed modules (in scope) that this login's roles
+/// may run, on one executor of the `pgstrata` queue.
+async fn worker(
+    conn: &mut PgConnection,
+    url: &DatabaseUrl,
+    migrator: &Migrator,
+    scope: &[&str],
+    once: bool,
+) -> Result<ExitCode, AnyError> {
+    use pgstrata::maintenance::{self, MaintenanceJob};
+    use pgstrata::queue::{Worker, WorkerConfig};
+
+    if !scope.contains(&"queue") {
+        return Err(Failure::Usage(
+            "`pgstrata worker` runs the tasks as jobs of the queue module: include queue in --modules".into(),
+        )
+        .into());
+    }
+    let held: Vec<String> = sqlx::query_scalar(
+        "SELECT r FROM unnest($1::text[]) r WHERE pg_has_role(current_user, r, 'MEMBER') ORDER BY r",
+    )
+    .bind(&MAINTENANCE_ROLES[..])
+    .fetch_all(&mut *conn)
+    .await?;
+    let held: Vec<&str> = held.iter().map(String::as_str).collect();
+    let modules: Vec<_> = migrator
+        .modules()
+        .iter()
+        .copied()
+        .filter(|m| scope.contains(&m.name))
+        .collect();
+    for task in maintenance::tasks(&modules, &MAINTENANCE_ROLES) {
+        if !held.contains(&task.role) {
+            eprintln!("skipping {}: this login is not a member of {}", task.name, task.role);
+        }
+    }
+    let tasks = maintenance::tasks(&modules, &held);
+    if tasks.is_empty() {
+        return Err(Failure::Usage(format!(
+            "no maintenance task to run: connect as a login holding {}",
+            MAINTENANCE_ROLES.join(" or ")
+        ))
+        .into());
+    }
+    let mut config = maintenance::configure(WorkerConfig::new(maintenance::QUEUE), &tasks)?;
+    config.listen = !url.is_pooled();
+    config.name = format!("pgstrata worker {}", std::process::id());
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(url.options())
+        .await?;
+    let worker = Worker::new(pool.clone(), config.clone())?.register::<MaintenanceJob, _>(maintenance::runner(&tasks));
+    let names: Vec<&str> = tasks.iter().map(|t| t.name).collect();
+    let token = pgstrata::CancellationToken::new();
+    if once {
+        let due = pgstrata::queue::periodic::enqueue_due(conn, &config.periodic, chrono::Utc::now()).await?;
+        eprintln!(
+            "pgstrata worker: {} task(s), {} due now: {}",
+            tasks.len(),
+            due.len(),
+            names.join(", ")
+        );
+        worker.run_until_drained(token).await?;
+        for line in maintenance::overdue(conn, &tasks).await? {
+            println!("warning: {line}");
+        }
+        println!("worker: done");
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "pgstrata worker: {} task(s) on queue {}: {}; Ctrl-C or SIGTERM to stop",
+        tasks.len(),
+        maintenance::QUEUE,
+        names.join(", ")
+    );
+    let stop = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    worker.run(token).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C, or SIGTERM (how service managers stop a process).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Migrates a scratch database on the same server, renders every module, drops the scratch.

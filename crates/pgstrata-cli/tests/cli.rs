@@ -753,3 +753,31 @@ async fn doctor_checks_the_applications_schema_and_tenant_table_fixes_it() {
     assert!(text(&out).contains("TODO  primary key"), "{}", text(&out));
     db.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn worker_once_runs_every_maintenance_task_and_doctor_stops_warning() {
+    let db = TestDb::new().await.unwrap();
+    let url = db.url().unwrap();
+    let out = pgstrata(Some(&url), &["migrate", "up"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = pgstrata(Some(&url), &["doctor"]);
+    assert!(
+        text(&out).contains("warning: maintenance task audit.seal (* * * * *) has never completed"),
+        "{}",
+        text(&out)
+    );
+    let out = pgstrata(Some(&url), &["worker", "--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("audit.seal") && text(&out).contains("worker: done"),
+        "{}",
+        text(&out)
+    );
+    let out = pgstrata(Some(&url), &["doctor"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("maintenance task"), "{}", text(&out));
+    // The tasks are queue jobs: without the queue module there is nothing to run them on.
+    let out = pgstrata(Some(&url), &["--modules", "tenancy,audit", "worker", "--once"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    db.close().await.unwrap();
+}

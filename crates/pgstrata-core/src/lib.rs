@@ -40,7 +40,7 @@ pub mod testing;
 pub use context::{TenantContext, TenantRoot, TenantTx, begin_tenant, set_tenant_context};
 pub use error::DbError;
 pub use ids::{TenantId, UserId, new_id};
-pub use migrate::{MigrateError, Migrator, Module};
+pub use migrate::{Maintenance, MigrateError, Migrator, Module};
 pub use page::Page;
 /// The one way every background loop (queue worker, audit sealer, ...) is told to stop.
 pub use tokio_util::sync::CancellationToken;

@@ -32,6 +32,7 @@ static GADGETS: Module = Module {
         },
     ],
     seed: "INSERT INTO gadgets.gadgets VALUES (1, 'one') ON CONFLICT DO NOTHING;",
+    maintenance: &[],
 };
 
 /// Same versions as GADGETS, but V2's SQL was edited after release.
@@ -51,6 +52,7 @@ static GADGETS_TAMPERED: Module = Module {
         },
     ],
     seed: "",
+    maintenance: &[],
 };
 
 static WIDGETS: Module = Module {
@@ -67,6 +69,7 @@ static WIDGETS: Module = Module {
         down: "DROP SCHEMA widgets CASCADE;",
     }],
     seed: "INSERT INTO widgets.widgets VALUES (1, 1) ON CONFLICT DO NOTHING;",
+    maintenance: &[],
 };
 
 static BROKEN: Module = Module {
@@ -89,6 +92,7 @@ static BROKEN: Module = Module {
         },
     ],
     seed: "",
+    maintenance: &[],
 };
 
 fn both() -> Migrator {
@@ -398,6 +402,7 @@ static HOOKED: Module = Module {
         down: "DROP SCHEMA hooked CASCADE;",
     }],
     seed: "",
+    maintenance: &[],
 };
 
 async fn schema_exists(conn: &mut sqlx::PgConnection, name: &str) -> bool {
@@ -626,6 +631,7 @@ async fn schema_sql_records_the_history_so_the_migrator_can_upgrade_it() {
         column_types: &[],
         migrations: GADGETS.migrations.split_at(1).0,
         seed: "",
+        maintenance: &[],
     };
     pgstrata_core::sql::raw(&GADGETS_V1.schema_sql())
         .execute(&mut conn)

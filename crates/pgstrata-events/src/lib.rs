@@ -59,7 +59,7 @@ pub use ingest::{IngestOutcome, IngestReport};
 pub use query::{Cursor, FunnelStep};
 pub use retention::{MaintainAction, MaintainStep, Partition};
 
-use pgstrata_core::migrate::Module;
+use pgstrata_core::migrate::{Maintenance, Module};
 
 /// The events module: schema `events`, depends on `tenancy` (the tenant context and the roles).
 pub static MODULE: Module = Module {
@@ -72,4 +72,18 @@ pub static MODULE: Module = Module {
     ],
     migrations: &[pgstrata_core::migration!("events", 1, "events")],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
+    maintenance: &[
+        Maintenance {
+            name: "events.maintain",
+            schedule: "41 2 * * *",
+            sql: "SELECT * FROM events.maintain()",
+            role: "pgstrata_worker",
+        },
+        Maintenance {
+            name: "events.purge",
+            schedule: "*/5 * * * *",
+            sql: "SELECT events.purge(10000)",
+            role: "pgstrata_worker",
+        },
+    ],
 };

@@ -50,7 +50,7 @@ pub use inspect::{JobFilter, QueueMetrics};
 pub use periodic::Periodic;
 pub use worker::{Handler, JobKind, JobMeta, Worker, WorkerConfig};
 
-use pgstrata_core::migrate::Module;
+use pgstrata_core::migrate::{Maintenance, Module};
 
 /// The queue module: schema `queue`, depends on `tenancy` (its application role and the tenant
 /// context handlers run in).
@@ -72,4 +72,24 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("queue", 5, "operations"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
+    maintenance: &[
+        Maintenance {
+            name: "queue.promote_due",
+            schedule: "* * * * *",
+            sql: "SELECT queue.promote_due()",
+            role: "pgstrata_worker",
+        },
+        Maintenance {
+            name: "queue.rescue",
+            schedule: "* * * * *",
+            sql: "SELECT queue.rescue()",
+            role: "pgstrata_worker",
+        },
+        Maintenance {
+            name: "queue.prune",
+            schedule: "17 * * * *",
+            sql: "SELECT queue.prune()",
+            role: "pgstrata_worker",
+        },
+    ],
 };

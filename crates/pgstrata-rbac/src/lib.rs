@@ -82,6 +82,7 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("rbac", 4, "check_as_owner"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
+    maintenance: &[],
 };
 
 /// Longest chain of inheritance edges a tenant's role graph may hold (`rbac.max_role_depth()`).

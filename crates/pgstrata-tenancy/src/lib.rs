@@ -84,4 +84,5 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("tenancy", 7, "cheaper_context"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
+    maintenance: &[],
 };

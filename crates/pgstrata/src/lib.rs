@@ -37,6 +37,9 @@ pub use pgstrata_billing as billing;
 #[cfg(feature = "events")]
 pub use pgstrata_events as events;
 
+#[cfg(feature = "queue")]
+pub mod maintenance;
+
 use pgstrata_core::migrate::Step;
 use sqlx::PgPool;
 

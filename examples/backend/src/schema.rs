@@ -14,6 +14,7 @@ pub static MODULE: Module = Module {
     // Reads this crate's `migrations/V1__app.sql` and `V1__app.down.sql`.
     migrations: &[pgstrata::core::migration!("app", 1, "app")],
     seed: "",
+    maintenance: &[],
 };
 
 /// Every module the application uses, in dependency order: pgstrata's tenancy, rbac, queue,

@@ -108,6 +108,23 @@ pub struct Module {
     /// `user_id` uuid columns get core's `TenantId` and `UserId`; every other column the type
     /// of its SQL type.
     pub column_types: &'static [(&'static str, &'static str)],
+    /// The module's periodic work (sealing, retention, partitions): run as jobs of the queue by
+    /// `pgstrata worker`, or scheduled with pg_cron by `schemas/<module>/cron.sql`, which a test
+    /// keeps equal to this list.
+    pub maintenance: &'static [Maintenance],
+}
+
+/// One periodic task of a module: a SQL statement, when it runs, and the role it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Maintenance {
+    /// `<module>.<task>`, e.g. `audit.seal`; pg_cron's job for it is `pgstrata:<db>:<name>`.
+    pub name: &'static str,
+    /// A five-field cron expression, in UTC.
+    pub schedule: &'static str,
+    /// The statement it runs (one statement, no parameters).
+    pub sql: &'static str,
+    /// The role that may run it: `pgstrata_worker`, or `pgstrata_billing_sync` for billing's.
+    pub role: &'static str,
 }
 
 impl Module {
