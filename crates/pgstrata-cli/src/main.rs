@@ -1203,8 +1203,11 @@ async fn worker(
         ))
         .into());
     }
-    let mut config = maintenance::configure(WorkerConfig::new(maintenance::QUEUE), &tasks)?;
-    config.listen = !url.is_pooled();
+    let mut config = WorkerConfig::new(maintenance::QUEUE);
+    if url.is_pooled() {
+        config = config.behind_pooler();
+    }
+    let mut config = maintenance::configure(config, &tasks)?;
     config.name = format!("pgstrata worker {}", std::process::id());
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)

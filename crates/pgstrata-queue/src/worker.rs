@@ -34,6 +34,27 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::Notify;
+
+/// Runs `$body` with `$c` bound to the connection, inside a transaction of its own when
+/// `$pooled` (a transaction pooler keeps one server session only for a transaction). `$body`
+/// uses `?` on the crate's `Result`.
+macro_rules! autocommit {
+    ($pooled:expr, $conn:expr, |$c:ident| $body:expr) => {{
+        let conn: &mut PgConnection = $conn;
+        if $pooled {
+            let mut tx = Connection::begin(conn).await?;
+            let out = {
+                let $c: &mut PgConnection = &mut *tx;
+                $body
+            };
+            tx.commit().await?;
+            out
+        } else {
+            let $c: &mut PgConnection = conn;
+            $body
+        }
+    }};
+}
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -184,8 +205,13 @@ pub struct WorkerConfig {
     /// they are abandoned (rolled back) and their jobs return through the rescuer when their
     /// leases expire.
     pub shutdown_timeout: Duration,
-    /// Listen for enqueue notifications (turn off behind a transaction-mode pooler).
+    /// Listen for enqueue notifications (off behind a transaction-mode pooler: see
+    /// [`WorkerConfig::behind_pooler`]).
     pub listen: bool,
+    /// Connected through a transaction-mode pooler (PgBouncer): every statement runs in a
+    /// transaction of its own, since the pooler may give each round trip outside a
+    /// transaction another server session, and sqlx parses a statement and executes it in two.
+    pub pooled: bool,
     /// Name recorded on claimed jobs.
     pub name: String,
     /// Cron schedules this worker enqueues (exactly once per period across all workers).
@@ -206,6 +232,7 @@ impl WorkerConfig {
             maintenance_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
             listen: true,
+            pooled: false,
             name: format!("worker-{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()),
             periodic: Vec::new(),
             more_queues: Vec::new(),
@@ -222,6 +249,14 @@ impl WorkerConfig {
     /// ```
     pub fn with_queue(mut self, queue: impl Into<String>, concurrency: usize) -> Self {
         self.more_queues.push((queue.into(), concurrency));
+        self
+    }
+
+    /// For a pool connected through a transaction-mode pooler: no LISTEN (a notification needs
+    /// a session of its own), polling instead, and each statement in its own transaction.
+    pub fn behind_pooler(mut self) -> Self {
+        self.listen = false;
+        self.pooled = true;
         self
     }
 
@@ -353,10 +388,15 @@ impl Worker {
     async fn run_inner(self, token: CancellationToken) -> Result<()> {
         let mut errors = Backoff::default();
         loop {
-            let checked: Result<(String, bool), sqlx::Error> =
-                sqlx::query_as("SELECT current_user::text, pg_catalog.pg_has_role('pgstrata_worker', 'USAGE')")
-                    .fetch_one(&self.pool)
-                    .await;
+            let checked: Result<(String, bool)> = async {
+                let mut conn = self.pool.acquire().await?;
+                Ok(autocommit!(self.config.pooled, &mut *conn, |c| sqlx::query_as(
+                    "SELECT current_user::text, pg_catalog.pg_has_role('pgstrata_worker', 'USAGE')"
+                )
+                .fetch_one(c)
+                .await?))
+            }
+            .await;
             match checked {
                 Ok((_, true)) => break,
                 Ok((role, false)) => return Err(Error::NotWorker { role }),
@@ -433,10 +473,12 @@ impl Worker {
         while !stopped(&shutdown) {
             let round = async {
                 let mut conn = self.pool.acquire().await?;
-                crate::periodic::enqueue_due(&mut conn, &self.config.periodic, Utc::now()).await?;
-                let rescued = client::rescue(&mut conn).await?;
-                let promoted = client::promote_due(&mut conn).await?;
-                Ok::<_, Error>((rescued, promoted))
+                Ok::<_, Error>(autocommit!(self.config.pooled, &mut *conn, |c| {
+                    crate::periodic::enqueue_due(&mut *c, &self.config.periodic, Utc::now()).await?;
+                    let rescued = client::rescue(&mut *c).await?;
+                    let promoted = client::promote_due(&mut *c).await?;
+                    (rescued, promoted)
+                }))
             }
             .await;
             let wait = match round {
@@ -477,7 +519,8 @@ impl Worker {
     /// index: `jobs_fetch_idx`, `jobs_lease_idx`, `jobs_due_idx`).
     async fn drained(&self) -> Result<bool> {
         let mut conn = self.pool.acquire().await?;
-        let busy: bool = sqlx::query_scalar(
+        let busy: bool = autocommit!(self.config.pooled, &mut *conn, |c| {
+            sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM queue.jobs j WHERE j.state = 'available' AND j.queue = ANY ($1)) \
                  OR EXISTS (SELECT 1 FROM queue.jobs j \
                              WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' AND j.queue = ANY ($1)) \
@@ -485,8 +528,9 @@ impl Worker {
                              WHERE j.state IN ('scheduled', 'retryable') AND j.run_at <= pg_catalog.now() AND j.queue = ANY ($1))",
         )
         .bind(self.config.queues().into_iter().map(|(q, _)| q.to_owned()).collect::<Vec<_>>())
-        .fetch_one(&mut *conn)
-        .await?;
+        .fetch_one(c)
+        .await?
+        });
         Ok(!busy)
     }
 
@@ -534,7 +578,7 @@ impl Worker {
         let Some(&(queue, _)) = queues.get(queue) else { return };
         let max = self.config.batch_size.clamp(1, 1000);
         let mut limit = max;
-        let mut conn = Held::new(self.pool.clone());
+        let mut conn = Held::new(self.pool.clone(), self.config.pooled);
         let mut errors = Backoff::default();
         while !stopped(&shutdown) {
             // Registered before claiming, so a job enqueued meanwhile still wakes this executor.
@@ -543,7 +587,14 @@ impl Worker {
             woken.as_mut().enable();
             let claimed = async {
                 let c = conn.get().await?;
-                let jobs = client::claim(c, queue, limit as i32, &self.config.name, self.config.lease).await?;
+                let jobs = autocommit!(self.config.pooled, c, |c| client::claim(
+                    c,
+                    queue,
+                    limit as i32,
+                    &self.config.name,
+                    self.config.lease
+                )
+                .await?);
                 tracing::trace!(claimed = jobs.len(), "claimed");
                 Ok::<_, Error>(jobs)
             }
@@ -599,9 +650,9 @@ impl Worker {
         if stopped(shutdown) {
             let released = async {
                 let c = conn.get().await?;
-                for (_, meta) in &batch {
-                    client::release(c, meta.id, meta.attempt).await?;
-                }
+                autocommit!(self.config.pooled, c, |c| for (_, meta) in &batch {
+                    client::release(&mut *c, meta.id, meta.attempt).await?;
+                });
                 Ok::<(), Error>(())
             }
             .await;
@@ -616,7 +667,13 @@ impl Worker {
         let beat = CancellationToken::new();
         let stop_beat = beat.clone().drop_guard();
         let held: Vec<(JobId, i32)> = batch.iter().map(|(_, m)| (m.id, m.attempt)).collect();
-        let heartbeat = tokio::spawn(heartbeat(self.pool.clone(), held, self.config.lease, beat));
+        let heartbeat = tokio::spawn(heartbeat(
+            self.pool.clone(),
+            held,
+            self.config.lease,
+            self.config.pooled,
+            beat,
+        ));
         let mut outcome = self.try_batch(conn, &batch).await;
         if let Err(fault) = &outcome
             && !conn.recover(fault).await
@@ -895,16 +952,19 @@ impl Backoff {
 struct Held {
     pool: PgPool,
     conn: Option<PoolConnection<Postgres>>,
-    /// The backend of `conn`, to cancel an overrunning statement.
+    /// The backend of `conn`, to cancel an overrunning statement; 0 behind a pooler, where
+    /// the next transaction may run on another backend.
     pid: i32,
+    pooled: bool,
 }
 
 impl Held {
-    fn new(pool: PgPool) -> Self {
+    fn new(pool: PgPool, pooled: bool) -> Self {
         Self {
             pool,
             conn: None,
             pid: 0,
+            pooled,
         }
     }
 
@@ -913,9 +973,11 @@ impl Held {
             Some(conn) => conn,
             None => {
                 let mut conn = self.pool.acquire().await?;
-                self.pid = sqlx::query_scalar("SELECT pg_catalog.pg_backend_pid()")
-                    .fetch_one(&mut *conn)
-                    .await?;
+                if !self.pooled {
+                    self.pid = sqlx::query_scalar("SELECT pg_catalog.pg_backend_pid()")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                }
                 conn
             }
         };
@@ -943,6 +1005,9 @@ impl Held {
         }
         if let Some(mut conn) = self.conn.take() {
             conn.close_on_drop();
+            if self.pid == 0 {
+                return true;
+            }
             if let Ok(mut other) = self.pool.acquire().await {
                 let _ = sqlx::query("SELECT pg_catalog.pg_cancel_backend($1)")
                     .bind(self.pid)
@@ -970,7 +1035,7 @@ async fn set_context(tx: &mut PgConnection, meta: &JobMeta) -> Result<(), sqlx::
 }
 
 /// Extends the batch's leases every third of the lease until `stop` is cancelled.
-async fn heartbeat(pool: PgPool, held: Vec<(JobId, i32)>, lease: Duration, stop: CancellationToken) {
+async fn heartbeat(pool: PgPool, held: Vec<(JobId, i32)>, lease: Duration, pooled: bool, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(lease / 3) => {}
@@ -978,7 +1043,10 @@ async fn heartbeat(pool: PgPool, held: Vec<(JobId, i32)>, lease: Duration, stop:
         }
         let beat = async {
             let mut conn = pool.acquire().await?;
-            client::heartbeat_many(&mut conn, &held, lease).await
+            Ok::<_, Error>(autocommit!(pooled, &mut *conn, |c| client::heartbeat_many(
+                c, &held, lease
+            )
+            .await?))
         }
         .await;
         if let Err(e) = beat {

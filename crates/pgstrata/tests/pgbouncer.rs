@@ -1,7 +1,8 @@
 //! The Rust API through PgBouncer in transaction mode: migrations run directly, then the tenancy
 //! flows, rbac checks and isolation checks run as the application role through a real
 //! PgBouncer started here, with the connect options of `pgstrata::core::connect`. Migrations
-//! through the pooler are refused.
+//! through the pooler are refused. Then jobs are enqueued by requests and run by workers, both
+//! through the pooler.
 //!
 //! Skipped, saying so, when no `pgbouncer` binary is installed (`apt-get install pgbouncer`);
 //! `.ci/run` installs it.
@@ -9,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use pgstrata::core::connect::DatabaseUrl;
-use pgstrata::core::testing::{APP_LOGIN_ROLE, TestDb, server_url};
+use pgstrata::core::testing::{APP_LOGIN_ROLE, TestDb, WORKER_LOGIN_ROLE, server_url};
 use pgstrata::tenancy::{memberships, tenants, users};
 use pgstrata::{Backend, MigrateError, Page, TenantContext};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -228,6 +229,132 @@ async fn tenancy_flows_and_isolation_through_pgbouncer_in_transaction_mode() {
         t.await.unwrap();
     }
     app.close().await;
+    drop(bouncer);
+    db.close().await.unwrap();
+}
+
+/// A job of the queue test below: its number, recorded by the handler.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Numbered {
+    n: i64,
+}
+
+impl pgstrata::queue::JobKind for Numbered {
+    const KIND: &'static str = "numbered";
+}
+
+/// Records each run with the tenant its transaction had; the primary key refuses a second run.
+struct Recorder;
+
+impl pgstrata::queue::Handler<Numbered> for Recorder {
+    async fn handle(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        job: Numbered,
+        meta: &pgstrata::queue::JobMeta,
+    ) -> Result<(), pgstrata::queue::worker::HandlerError> {
+        sqlx::query(
+            "INSERT INTO public.runs (job_id, n, tenant) VALUES ($1, $2, current_setting('app.tenant_id', true))",
+        )
+        .bind(meta.id.0)
+        .bind(job.n)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Requests enqueue in their tenant transactions and three workers (polling, since a pooler
+/// cannot keep a LISTEN) run the jobs, all through PgBouncer in transaction mode with fewer server
+/// sessions than clients: every job runs exactly once, in its tenant's context.
+#[tokio::test]
+async fn jobs_are_enqueued_and_run_through_pgbouncer_in_transaction_mode() {
+    let Some(binary) = pgbouncer_binary() else {
+        eprintln!("SKIPPED: no pgbouncer binary (apt-get install pgbouncer); .ci/run installs it");
+        return;
+    };
+    let db = TestDb::new().await.unwrap();
+    Backend::all().unwrap().migrate(&db.admin).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE public.runs (job_id bigint PRIMARY KEY, n bigint NOT NULL, tenant text);
+         GRANT INSERT ON public.runs TO pgstrata_worker;",
+    )
+    .execute(&db.admin)
+    .await
+    .unwrap();
+    let tenants: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO tenancy.tenants (slug, name) VALUES ('acme', 'Acme'), ('globex', 'Globex') RETURNING id",
+    )
+    .fetch_all(&db.admin)
+    .await
+    .unwrap();
+
+    let server = PgConnectOptions::from_str(&server_url().unwrap()).unwrap();
+    let bouncer = Bouncer::start(
+        &binary,
+        &server,
+        &[(APP_LOGIN_ROLE, APP_LOGIN_ROLE), (WORKER_LOGIN_ROLE, WORKER_LOGIN_ROLE)],
+    );
+    let app_url = DatabaseUrl::parse(&bouncer.url(APP_LOGIN_ROLE, APP_LOGIN_ROLE, db.name())).unwrap();
+    let app = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(app_url.options())
+        .await
+        .unwrap();
+    const JOBS: i64 = 300;
+    for n in 0..JOBS {
+        let tenant = pgstrata::TenantId(tenants[usize::try_from(n % 2).unwrap()]);
+        let mut tx = pgstrata::begin_tenant(&app, &TenantContext::tenant(tenant))
+            .await
+            .unwrap();
+        pgstrata::queue::client::enqueue(&mut tx, &pgstrata::queue::NewJob::of(&Numbered { n }).unwrap())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    app.close().await;
+
+    let worker_url = DatabaseUrl::parse(&bouncer.url(WORKER_LOGIN_ROLE, WORKER_LOGIN_ROLE, db.name())).unwrap();
+    let mut runs = Vec::new();
+    for i in 0..3 {
+        let pool = PgPoolOptions::new()
+            .max_connections(5)
+            .connect_with(worker_url.options())
+            .await
+            .unwrap();
+        let mut config = pgstrata::queue::WorkerConfig::new("default").behind_pooler();
+        config.concurrency = 2;
+        config.poll_interval = std::time::Duration::from_millis(50);
+        config.name = format!("pooled-{i}");
+        let worker = pgstrata::queue::Worker::new(pool, config)
+            .unwrap()
+            .register::<Numbered, _>(Recorder);
+        runs.push(tokio::spawn(
+            worker.run_until_drained(pgstrata::CancellationToken::new()),
+        ));
+    }
+    // A worker whose statements the pooler breaks retries them forever: bound the wait.
+    for run in runs {
+        tokio::time::timeout(std::time::Duration::from_secs(120), run)
+            .await
+            .expect("the workers drain the queue through the pooler")
+            .unwrap()
+            .unwrap();
+    }
+    let (count, distinct, in_context): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT n),
+                count(*) FILTER (WHERE tenant = (SELECT tenant_id::text FROM queue.jobs j WHERE j.id = runs.job_id))
+           FROM public.runs",
+    )
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    assert_eq!((count, distinct, in_context), (JOBS, JOBS, JOBS));
+    let unfinished: i64 = sqlx::query_scalar("SELECT count(*) FROM queue.jobs WHERE state <> 'completed'")
+        .fetch_one(&db.admin)
+        .await
+        .unwrap();
+    assert_eq!(unfinished, 0);
     drop(bouncer);
     db.close().await.unwrap();
 }
