@@ -290,9 +290,13 @@ GRANT EXECUTE ON FUNCTION outbox.ack(text, smallint[], bigint[], bigint[], integ
 -- Deletes up to p_limit messages published before now() - p_older_than that every registered
 -- sink has passed, and forgets the heads of keys idle as long (only those below the horizon:
 -- every later publisher of the key has a newer txid). Returns the messages deleted.
+-- Old messages are found through the BRIN index on published_at. With a LIMIT the planner
+-- guesses that a sequential scan meets old rows first, which stops being true once vacuum lets
+-- new rows fill the space of deleted ones: the function turns sequential scans off.
 CREATE FUNCTION outbox.cleanup(p_older_than interval, p_limit integer DEFAULT 10000) RETURNS integer
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
     AS $$
 DECLARE
     v_deleted integer;
