@@ -7,6 +7,7 @@
 //! cargo run --release -p pgstrata-bench -- billing
 //! cargo run --release -p pgstrata-bench -- audit
 //! cargo run --release -p pgstrata-bench -- rls
+//! cargo run --release -p pgstrata-bench -- outbox
 //! ```
 //!
 //! It connects to `--database-url` / `DATABASE_URL` as a superuser (to create a scratch database
@@ -16,6 +17,7 @@
 mod audit;
 mod billing;
 mod events;
+mod outbox;
 mod queue;
 mod rbac;
 mod rls;
@@ -163,6 +165,29 @@ enum Command {
         #[arg(long)]
         explain: bool,
     },
+
+    /// Business inserts with and without `outbox::publish` on --writers connections while a
+    /// relay drains to an in-process sink; relay throughput on a backlog beside a naive id
+    /// poller; commit-to-delivery latency at a steady rate.
+    Outbox {
+        /// Messages published in the overhead phase (and business inserts without).
+        #[arg(long, default_value_t = 200_000)]
+        messages: usize,
+        /// Writer connections.
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+        /// Messages in the backlog the relay drains.
+        #[arg(long, default_value_t = 100_000)]
+        backlog: usize,
+        /// Messages per second in the latency phase.
+        #[arg(long, default_value_t = 5_000)]
+        rate: usize,
+        /// Seconds of the latency phase.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long)]
+        keep_database: bool,
+    },
 }
 
 #[tokio::main]
@@ -271,6 +296,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rounds: rounds.max(1),
                 keep_database,
                 explain,
+            })
+            .await
+        }
+        Command::Outbox {
+            messages,
+            writers,
+            backlog,
+            rate,
+            seconds,
+            keep_database,
+        } => {
+            outbox::run(&outbox::Options {
+                url,
+                messages: messages.max(1),
+                writers: writers.max(1),
+                backlog: backlog.max(1),
+                rate: rate.max(1),
+                seconds: seconds.max(1),
+                keep_database,
             })
             .await
         }

@@ -134,6 +134,27 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// The outbox's sinks and what holds the relays back (as pgstrata_worker or the owner);
+    /// cleanup of delivered messages.
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxAction {
+    /// Messages delivered per sink, and the transaction holding the relays back, if any.
+    Status,
+    /// Delete messages every sink has passed, published more than --older-than-hours ago, in
+    /// rounds until none is left.
+    Cleanup {
+        #[arg(long, default_value_t = 168)]
+        older_than_hours: u64,
+        /// Messages deleted per round (each round its own transaction).
+        #[arg(long, default_value_t = 10_000)]
+        batch: i32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -519,6 +540,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         Command::Events { .. } => ("events", false),
         Command::Billing { .. } => ("billing", false),
         Command::Worker { .. } => ("worker", false),
+        Command::Outbox { .. } => ("outbox", false),
         Command::Schema { .. } => ("schema", false),
     };
     let target = database(cli.database_url, name, throwaway)?;
@@ -592,6 +614,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         Command::Events { action } => events(&mut conn, action).await?,
         Command::Billing { action } => billing(&mut conn, action).await?,
         Command::Worker { once } => return worker(&mut conn, &target.url, &migrator, &scope, once).await,
+        Command::Outbox { action } => outbox(&mut conn, action).await?,
         Command::Schema { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -1056,6 +1079,9 @@ async fn doctor(
         let tasks = pgstrata::maintenance::tasks(&modules, &MAINTENANCE_ROLES);
         warnings.extend(pgstrata::maintenance::overdue(conn, &tasks).await?);
     }
+    if scope.contains(&"outbox") {
+        warnings.extend(outbox_warnings(conn).await?);
+    }
     let security = pgstrata::core::doctor::security_problems(conn, tables).await?;
     let ok = migrations.is_empty() && !reports.is_empty() && reports.iter().all(|r| r.ok()) && security.is_empty();
     if json {
@@ -1303,4 +1329,72 @@ async fn codegen(
         .execute(&mut *conn)
         .await?;
     Ok(if result? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn outbox(conn: &mut PgConnection, action: OutboxAction) -> Result<(), AnyError> {
+    use pgstrata::outbox::health;
+    match action {
+        OutboxAction::Status => {
+            for s in health::sink_stats(conn).await? {
+                println!(
+                    "sink {}: {} delivered, last at {}",
+                    s.sink,
+                    s.delivered,
+                    s.last_delivery.to_rfc3339()
+                );
+            }
+            match health::held_back(conn).await? {
+                Some(held) => println!("{held}"),
+                None => println!("relays: no committed message waits behind a running transaction"),
+            }
+        }
+        OutboxAction::Cleanup {
+            older_than_hours,
+            batch,
+        } => {
+            let older_than = std::time::Duration::from_secs(older_than_hours.saturating_mul(3600));
+            let mut total = 0;
+            // Bounded rounds, each its own transaction, so vacuum keeps up between them.
+            loop {
+                let n = health::cleanup(conn, older_than, batch).await?;
+                total += n;
+                if n < batch {
+                    break;
+                }
+            }
+            println!("outbox: deleted {total} delivered message(s)");
+        }
+    }
+    Ok(())
+}
+
+/// Messages held back longer than this by a running transaction mean a transaction that
+/// should have ended (idle in transaction, a stuck migration, a forgotten psql session).
+const HELD_BACK_WARNING_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Doctor's outbox check: the metric "relay held back by xid N for T seconds", past a minute.
+async fn outbox_warnings(conn: &mut PgConnection) -> Result<Vec<String>, AnyError> {
+    let installed: bool = sqlx::query_scalar("SELECT to_regprocedure('outbox.held_back()') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !installed {
+        return Ok(vec![]);
+    }
+    let held = match pgstrata::outbox::health::held_back(conn).await {
+        Ok(held) => held,
+        Err(pgstrata::outbox::Error::Db(pgstrata::core::DbError::Forbidden { .. })) => {
+            return Ok(vec![
+                "outbox: this role may not read what holds the relays back (connect as the owner or pgstrata_worker)"
+                    .into(),
+            ]);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(match held {
+        Some(held) if held.held_seconds > HELD_BACK_WARNING_AFTER.as_secs_f64() => vec![format!(
+            "outbox: {held}: end that transaction (pg_terminate_backend) or find why it stays open; \
+             no relay delivers the messages committed after it began until it ends"
+        )],
+        _ => vec![],
+    })
 }

@@ -36,6 +36,8 @@ pub use pgstrata_audit as audit;
 pub use pgstrata_billing as billing;
 #[cfg(feature = "events")]
 pub use pgstrata_events as events;
+#[cfg(feature = "outbox")]
+pub use pgstrata_outbox as outbox;
 
 #[cfg(feature = "queue")]
 pub mod maintenance;
@@ -58,6 +60,8 @@ pub fn available_modules() -> Vec<&'static Module> {
         &pgstrata_audit::MODULE,
         #[cfg(feature = "events")]
         &pgstrata_events::MODULE,
+        #[cfg(feature = "outbox")]
+        &pgstrata_outbox::MODULE,
     ]
 }
 

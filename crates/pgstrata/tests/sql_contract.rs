@@ -15,7 +15,7 @@ use sqlx::{Connection, PgConnection};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const MODULES: [&str; 6] = ["tenancy", "rbac", "queue", "billing", "audit", "events"];
+const MODULES: [&str; 7] = ["tenancy", "rbac", "queue", "billing", "audit", "events", "outbox"];
 
 fn repo_root() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -188,9 +188,11 @@ async fn cron_recipes_schedule_every_periodic_task_and_pg_cron_runs_them() {
     for statement in ["CREATE EXTENSION pg_cron", "CREATE DATABASE app"] {
         sqlx::raw_sql(statement).execute(&mut cron).await.unwrap();
     }
-    for module in ["tenancy", "queue", "billing", "audit", "events"] {
-        let file = repo_root().join("schemas").join(module).join("schema.sql");
-        psql_file(&app_url, &file, false).unwrap_or_else(|e| panic!("loading {module}: {e}"));
+    // Every module of the build, in dependency order; the recipes of those with periodic work.
+    let backend = pgstrata::Backend::all().unwrap();
+    for module in backend.modules() {
+        let file = repo_root().join("schemas").join(module.name).join("schema.sql");
+        psql_file(&app_url, &file, false).unwrap_or_else(|e| panic!("loading {}: {e}", module.name));
     }
     ensure_login_role(&mut cron, "cron_worker", "IN ROLE pgstrata_worker")
         .await
@@ -201,10 +203,13 @@ async fn cron_recipes_schedule_every_periodic_task_and_pg_cron_runs_them() {
 
     // Loaded twice: the second load updates the same jobs.
     for _ in 0..2 {
-        load_recipe(&cron_url, "queue", &[("db", "app"), ("worker", "cron_worker")]);
-        load_recipe(&cron_url, "audit", &[("db", "app"), ("worker", "cron_worker")]);
-        load_recipe(&cron_url, "events", &[("db", "app"), ("worker", "cron_worker")]);
-        load_recipe(&cron_url, "billing", &[("db", "app"), ("sync", "cron_sync")]);
+        for module in backend.modules().iter().filter(|m| !m.maintenance.is_empty()) {
+            load_recipe(
+                &cron_url,
+                module.name,
+                &[("db", "app"), ("worker", "cron_worker"), ("sync", "cron_sync")],
+            );
+        }
     }
     let jobs: Vec<(i64, String, String, String, String, bool)> =
         sqlx::query_as("SELECT jobid, jobname, database, username, command, active FROM cron.job ORDER BY jobname")
@@ -212,19 +217,14 @@ async fn cron_recipes_schedule_every_periodic_task_and_pg_cron_runs_them() {
             .await
             .unwrap();
     let names: Vec<&str> = jobs.iter().map(|j| j.1.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "pgstrata:app:audit.maintain",
-            "pgstrata:app:audit.seal",
-            "pgstrata:app:billing.retry_failed",
-            "pgstrata:app:events.maintain",
-            "pgstrata:app:events.purge",
-            "pgstrata:app:queue.promote_due",
-            "pgstrata:app:queue.prune",
-            "pgstrata:app:queue.rescue",
-        ]
-    );
+    let mut expected_names: Vec<String> = backend
+        .modules()
+        .iter()
+        .flat_map(|m| m.maintenance.iter().map(|t| format!("pgstrata:app:{}", t.name)))
+        .collect();
+    expected_names.sort();
+    assert_eq!(names, expected_names);
+    assert!(names.contains(&"pgstrata:app:audit.seal"), "{names:?}");
     for (_, name, database, username, _, active) in &jobs {
         let expected = if name.contains("billing") {
             "cron_sync"
