@@ -17,7 +17,7 @@ use pgstrata_core::testing::{
 };
 use sqlx::{ConnectOptions, Connection, PgConnection};
 
-const SCHEMAS: [&str; 6] = ["tenancy", "rbac", "queue", "billing", "audit", "events"];
+const SCHEMAS: [&str; 7] = ["tenancy", "rbac", "queue", "billing", "audit", "events", "eventstore"];
 const SYNC_LOGIN_ROLE: &str = "pgstrata_test_billing_sync";
 
 /// Creates the trap in this session's temporary schema: a counter, the function that bumps it,

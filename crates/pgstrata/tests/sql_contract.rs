@@ -15,7 +15,7 @@ use sqlx::{Connection, PgConnection};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const MODULES: [&str; 6] = ["tenancy", "rbac", "queue", "billing", "audit", "events"];
+const MODULES: [&str; 7] = ["tenancy", "rbac", "queue", "billing", "audit", "events", "eventstore"];
 
 fn repo_root() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
