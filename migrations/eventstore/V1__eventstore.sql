@@ -351,12 +351,14 @@ BEGIN
          ORDER BY e.txid, e.position
          LIMIT p_limit;
     ELSE
+        -- Ordered by the category too (one value here, so the same order): the category's
+        -- index then reads in order, whatever plan PL/pgSQL caches for the parameter.
         RETURN QUERY
         SELECT e.* FROM eventstore.events e
          WHERE e.category = p_category
            AND (e.txid, e.position) > (p_txid, p_position)
            AND e.txid < pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
-         ORDER BY e.txid, e.position
+         ORDER BY e.category, e.txid, e.position
          LIMIT p_limit;
     END IF;
 END
