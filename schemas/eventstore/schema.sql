@@ -366,12 +366,14 @@ BEGIN
          ORDER BY e.txid, e.position
          LIMIT p_limit;
     ELSE
+        -- Ordered by the category too (one value here, so the same order): the category's
+        -- index then reads in order, whatever plan PL/pgSQL caches for the parameter.
         RETURN QUERY
         SELECT e.* FROM eventstore.events e
          WHERE e.category = p_category
            AND (e.txid, e.position) > (p_txid, p_position)
            AND e.txid < pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
-         ORDER BY e.txid, e.position
+         ORDER BY e.category, e.txid, e.position
          LIMIT p_limit;
     END IF;
 END
@@ -396,4 +398,4 @@ END
 $$;
 
 INSERT INTO pgstrata.eventstore_history (version, name, applied_on, checksum)
-VALUES (1, 'eventstore', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '7469856201256162235');
+VALUES (1, 'eventstore', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '2351529721157327859');
