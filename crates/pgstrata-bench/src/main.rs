@@ -16,6 +16,7 @@
 mod audit;
 mod billing;
 mod events;
+mod eventstore;
 mod queue;
 mod rbac;
 mod rls;
@@ -146,6 +147,27 @@ enum Command {
         keep_database: bool,
     },
 
+    /// Event store: appends/s with an expected version on N connections to distinct streams
+    /// and to one hot stream, beside a plain INSERT keyed by (stream, version); then a
+    /// projection's catch-up rate through the subscription beside a position cursor.
+    Eventstore {
+        /// Connections appending at once.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+
+        /// Seconds each side appends per round.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+
+        /// Interleaved rounds; the medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+
+        /// Keep the scratch database for inspection instead of dropping it.
+        #[arg(long)]
+        keep_database: bool,
+    },
+
     Rls {
         /// Milliseconds each side runs a query per round.
         #[arg(long, default_value_t = 400)]
@@ -254,6 +276,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 scale,
                 repeat,
                 explain,
+                keep_database,
+            })
+            .await
+        }
+        Command::Eventstore {
+            connections,
+            seconds,
+            rounds,
+            keep_database,
+        } => {
+            eventstore::run(&eventstore::Options {
+                url,
+                connections: connections.max(1),
+                seconds: seconds.max(0.1),
+                rounds: rounds.max(1),
                 keep_database,
             })
             .await
