@@ -8,6 +8,11 @@
 //! - Each event carries its type, data, metadata, the event that caused it and its correlation;
 //!   the actor and request id come from the transaction's context.
 //! - [`read`] reads a tenant's stream, category or whole log, a page at a time.
+//! - [`subscription`] follows the log across tenants as `pgstrata_worker`, after a checkpoint
+//!   and below the xmin horizon, so an event whose transaction commits late is never skipped.
+//!   A [`subscription::Projection`] folds batches into read models in the transaction that
+//!   moves its checkpoint (each event applied once), and [`subscription::rebuild`] replays the
+//!   log into a new generation of its read models and swaps it in.
 //!
 //! ```no_run
 //! use pgstrata_eventstore::{ExpectedVersion, NewEvent, append, read};
