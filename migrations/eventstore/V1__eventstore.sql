@@ -200,7 +200,7 @@ DECLARE
     v_tenant uuid := tenancy.checked_context_tenant_id();
     v_count integer;
     v_current bigint;
-    v_last_txid xid8;
+    v_moved xid8;
     v_txid xid8 := pg_catalog.pg_current_xact_id();
 BEGIN
     IF v_tenant IS NULL THEN
@@ -234,35 +234,35 @@ BEGIN
             USING ERRCODE = '22023', DETAIL = 'field=type';
     END IF;
 
-    -- The stream's row, locked until commit: concurrent appenders queue here. A new stream's
-    -- row is inserted with its first events' version; an insert that finds the row (or waits
-    -- for the one a concurrent transaction is inserting) falls back to locking it.
-    INSERT INTO eventstore.streams AS s (tenant_id, stream, version, last_txid)
-    VALUES (v_tenant, p_stream, v_count, v_txid)
-        ON CONFLICT (tenant_id, stream) DO NOTHING;
-    IF FOUND THEN
-        v_current := 0;
-        v_last_txid := v_txid;
-    ELSE
-        SELECT s.version, s.last_txid INTO v_current, v_last_txid
-          FROM eventstore.streams s
+    -- The stream's row, locked until commit: concurrent appenders queue here. An existing
+    -- stream moves by one UPDATE, which locks the row and reads the version the previous
+    -- appender committed (a refused append raises below, which undoes it). The new txid is
+    -- never below the stream's last event's (D-188): a transaction whose id was taken before
+    -- the last appender's still orders after it. A new stream's row is inserted; an insert
+    -- that meets a concurrent one waits for it, then updates the row it committed.
+    LOOP
+        UPDATE eventstore.streams s
+           SET version = s.version + v_count,
+               last_txid = greatest(s.last_txid, v_txid),
+               updated_at = now()
          WHERE s.tenant_id = v_tenant AND s.stream = p_stream
-           FOR UPDATE;
-    END IF;
+        RETURNING s.version - v_count, s.last_txid INTO v_current, v_moved;
+        IF FOUND THEN
+            v_txid := v_moved;
+            EXIT;
+        END IF;
+        INSERT INTO eventstore.streams (tenant_id, stream, version, last_txid)
+        VALUES (v_tenant, p_stream, v_count, v_txid)
+            ON CONFLICT (tenant_id, stream) DO NOTHING;
+        IF FOUND THEN
+            v_current := 0;
+            EXIT;
+        END IF;
+    END LOOP;
     IF p_expected IS NOT NULL AND p_expected <> v_current THEN
         RAISE EXCEPTION 'eventstore.append: stream % is at version %, not the expected %', p_stream, v_current, p_expected
             USING ERRCODE = 'PS409', DETAIL = format('current_version=%s', v_current),
                   HINT = 'Read the stream again, decide again, and append with the version you read.';
-    END IF;
-    -- Never below the stream's last event (D-188): a transaction whose id was taken before the
-    -- last appender's still orders after it.
-    IF v_last_txid > v_txid THEN
-        v_txid := v_last_txid;
-    END IF;
-    IF v_current > 0 THEN
-        UPDATE eventstore.streams s
-           SET version = v_current + v_count, last_txid = v_txid, updated_at = now()
-         WHERE s.tenant_id = v_tenant AND s.stream = p_stream;
     END IF;
 
     RETURN QUERY

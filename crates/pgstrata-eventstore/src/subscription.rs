@@ -84,7 +84,7 @@ pub async fn create(conn: &mut PgConnection, name: &str, category: Option<&str>)
 ///
 /// ```
 /// let (sql, _) = pgstrata_eventstore::subscription::create_stmt("courier-tasks", Some("order")).unwrap();
-/// assert_eq!(sql, r#"INSERT INTO "eventstore"."subscriptions" ("name", "category") VALUES ($1, $2) ON CONFLICT DO NOTHING"#);
+/// assert_eq!(sql, r#"INSERT INTO "eventstore"."subscriptions" ("name", "category") VALUES ($1, $2) ON CONFLICT  DO NOTHING"#);
 /// ```
 pub fn create_stmt(name: &str, category: Option<&str>) -> Result<Built> {
     check_name(name)?;
