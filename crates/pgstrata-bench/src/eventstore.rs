@@ -54,6 +54,8 @@ CREATE TABLE bench_naive.counts (subject text NOT NULL, tenant_id uuid NOT NULL,
                                  events bigint NOT NULL, PRIMARY KEY (subject, tenant_id, stream));
 CREATE TABLE bench_naive.cursor (subject text PRIMARY KEY, position bigint NOT NULL);
 GRANT SELECT, INSERT, UPDATE, DELETE ON bench_naive.counts, bench_naive.cursor TO pgstrata_worker;
+-- The position cursor's own index, so the baseline walks the log in order as ours does.
+CREATE INDEX bench_position_idx ON eventstore.events (position);
 "#;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
