@@ -17,6 +17,7 @@
 mod audit;
 mod billing;
 mod events;
+mod eventstore;
 mod outbox;
 mod queue;
 mod rbac;
@@ -144,6 +145,27 @@ enum Command {
         /// Print each question's plan (EXPLAIN ANALYZE) at scale.
         #[arg(long)]
         explain: bool,
+        #[arg(long)]
+        keep_database: bool,
+    },
+
+    /// Event store: appends/s with an expected version on N connections to distinct streams
+    /// and to one hot stream, beside a plain INSERT keyed by (stream, version); then a
+    /// projection's catch-up rate through the subscription beside a position cursor.
+    Eventstore {
+        /// Connections appending at once.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+
+        /// Seconds each side appends per round.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+
+        /// Interleaved rounds; the medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+
+        /// Keep the scratch database for inspection instead of dropping it.
         #[arg(long)]
         keep_database: bool,
     },
@@ -279,6 +301,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 scale,
                 repeat,
                 explain,
+                keep_database,
+            })
+            .await
+        }
+        Command::Eventstore {
+            connections,
+            seconds,
+            rounds,
+            keep_database,
+        } => {
+            eventstore::run(&eventstore::Options {
+                url,
+                connections: connections.max(1),
+                seconds: seconds.max(0.1),
+                rounds: rounds.max(1),
                 keep_database,
             })
             .await

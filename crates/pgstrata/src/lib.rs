@@ -41,6 +41,8 @@ pub use pgstrata_outbox as outbox;
 
 #[cfg(feature = "queue")]
 pub mod maintenance;
+#[cfg(feature = "eventstore")]
+pub use pgstrata_eventstore as eventstore;
 
 use pgstrata_core::migrate::Step;
 use sqlx::PgPool;
@@ -62,6 +64,8 @@ pub fn available_modules() -> Vec<&'static Module> {
         &pgstrata_events::MODULE,
         #[cfg(feature = "outbox")]
         &pgstrata_outbox::MODULE,
+        #[cfg(feature = "eventstore")]
+        &pgstrata_eventstore::MODULE,
     ]
 }
 

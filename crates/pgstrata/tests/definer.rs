@@ -17,7 +17,16 @@ use pgstrata_core::testing::{
 };
 use sqlx::{ConnectOptions, Connection, PgConnection};
 
-const SCHEMAS: [&str; 7] = ["tenancy", "rbac", "queue", "billing", "audit", "events", "outbox"];
+const SCHEMAS: [&str; 8] = [
+    "tenancy",
+    "rbac",
+    "queue",
+    "billing",
+    "audit",
+    "events",
+    "outbox",
+    "eventstore",
+];
 const SYNC_LOGIN_ROLE: &str = "pgstrata_test_billing_sync";
 
 /// Creates the trap in this session's temporary schema: a counter, the function that bumps it,

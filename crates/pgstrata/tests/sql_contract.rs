@@ -15,7 +15,16 @@ use sqlx::{Connection, PgConnection};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const MODULES: [&str; 7] = ["tenancy", "rbac", "queue", "billing", "audit", "events", "outbox"];
+const MODULES: [&str; 8] = [
+    "tenancy",
+    "rbac",
+    "queue",
+    "billing",
+    "audit",
+    "events",
+    "outbox",
+    "eventstore",
+];
 
 fn repo_root() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
