@@ -17,7 +17,7 @@
 --   deduplicates on it acts once.
 -- - Retries follow webhooks.settings.retry_schedule (the Standard Webhooks schedule) with
 --   jitter; Retry-After and 429/503 push the next attempt later; 410 disables the endpoint; an
---   endpoint whose every attempt failed for disable_after is disabled, recorded in
+--   endpoint whose every attempt failed for disable_after_s is disabled, recorded in
 --   webhooks.notices and announced with NOTIFY (D-152).
 -- - Erasure: deleting an endpoint removes its deliveries and attempts and the payloads no other
 --   endpoint still needs; webhooks.erase removes all of a tenant's messages; webhooks.prune
@@ -45,9 +45,9 @@ CREATE TABLE webhooks.settings (
     throttle_delay_s    integer   NOT NULL DEFAULT 60,
     -- A Retry-After longer than this is cut to it.
     max_retry_after_s   integer   NOT NULL DEFAULT 86400,
-    -- An endpoint whose every attempt failed for this long (no success in between) is
-    -- disabled at its next failed attempt (D-152).
-    disable_after       interval  NOT NULL DEFAULT interval '5 days',
+    -- An endpoint whose every attempt failed for this many seconds (no success in between) is
+    -- disabled at its next failed attempt (D-152). 5 days.
+    disable_after_s     integer   NOT NULL DEFAULT 432000,
     -- Per attempt: connect, send and read the answer within this time.
     timeout_ms          integer   NOT NULL DEFAULT 15000,
     -- The largest payload send accepts (the bytes signed and sent).
@@ -66,7 +66,7 @@ CREATE TABLE webhooks.settings (
     CONSTRAINT settings_jitter_range CHECK (jitter BETWEEN 0 AND 0.5),
     CONSTRAINT settings_throttle_delay_range CHECK (throttle_delay_s BETWEEN 0 AND 86400),
     CONSTRAINT settings_max_retry_after_range CHECK (max_retry_after_s BETWEEN 0 AND 604800),
-    CONSTRAINT settings_disable_after_range CHECK (disable_after >= interval '0' AND disable_after <= interval '90 days'),
+    CONSTRAINT settings_disable_after_range CHECK (disable_after_s BETWEEN 0 AND 7776000),
     CONSTRAINT settings_timeout_range CHECK (timeout_ms BETWEEN 100 AND 300000),
     CONSTRAINT settings_max_payload_range CHECK (max_payload_bytes BETWEEN 1 AND 4194304),
     CONSTRAINT settings_retention_range CHECK (retention_days BETWEEN 1 AND 3660),
@@ -316,10 +316,11 @@ CREATE TABLE webhooks.attempts (
     CONSTRAINT attempts_error_length CHECK (length(error) <= 2000)
 );
 COMMENT ON TABLE webhooks.attempts IS 'citus: distributed. Every attempt of every delivery: outcome, status, the first 20 kB of the answer, duration';
--- An endpoint's attempts newest first, and the rate limit's count of the last second.
-CREATE INDEX attempts_endpoint_idx ON webhooks.attempts (tenant_id, endpoint_id, started_at, id);
+-- An endpoint's attempts newest first (ids grow with time), and the rate limit's look at its
+-- latest rate_limit attempts (index only, through started_at).
+CREATE INDEX attempts_endpoint_idx ON webhooks.attempts (tenant_id, endpoint_id, id) INCLUDE (started_at);
 -- A message's attempts.
-CREATE INDEX attempts_message_idx ON webhooks.attempts (tenant_id, message_id);
+CREATE INDEX attempts_message_idx ON webhooks.attempts (tenant_id, message_id, id);
 
 -- What the tenant should be told by another channel (an endpoint was disabled).
 CREATE TABLE webhooks.notices (
@@ -846,8 +847,13 @@ BEGIN
          WHERE d.tenant_id = v_ep.tenant_id AND d.endpoint_id = v_ep.id AND d.state = 'running';
         v_take := least(v_ep.share, v_left, CASE WHEN v_ep.fifo THEN 1 ELSE v_ep.max_in_flight END - v_running);
         IF v_ep.rate_limit IS NOT NULL AND v_take > 0 THEN
-            SELECT count(*) INTO v_recent FROM webhooks.attempts a
-             WHERE a.tenant_id = v_ep.tenant_id AND a.endpoint_id = v_ep.id AND a.started_at > now() - interval '1 second';
+            -- Attempts started in the last second, among the latest rate_limit ones (ids grow
+            -- with time), so the count reads at most rate_limit index entries.
+            SELECT count(*) INTO v_recent FROM (
+                SELECT a.started_at FROM webhooks.attempts a
+                 WHERE a.tenant_id = v_ep.tenant_id AND a.endpoint_id = v_ep.id
+                 ORDER BY a.id DESC LIMIT v_ep.rate_limit) latest
+             WHERE latest.started_at > now() - interval '1 second';
             v_take := least(v_take, v_ep.rate_limit - v_recent);
         END IF;
         CONTINUE WHEN v_take <= 0;
@@ -907,7 +913,7 @@ $$;
 -- A 2xx status is success; anything else, or no status (p_error says why: timeout, refused
 -- address, connection), is a failure. A failure starts or continues the endpoint's failure
 -- run; 410 disables the endpoint at once, and so does any failure once the run is
--- disable_after old (D-152). The next attempt waits retry_schedule[n] seconds with jitter, at
+-- disable_after_s old (D-152). The next attempt waits retry_schedule[n] seconds with jitter, at
 -- least p_retry_after_s (the receiver's Retry-After, capped at max_retry_after_s), and at
 -- least throttle_delay_s after 429 or 503 without one. A manual attempt, the last one of the
 -- schedule, or one to an endpoint now disabled ends the delivery as failed.
@@ -970,9 +976,9 @@ BEGIN
     END IF;
     IF p_status_code = 410 THEN
         v_disable := 'the endpoint answered 410 Gone';
-    ELSIF v_first <= now() - v_settings.disable_after THEN
-        v_disable := format('every attempt failed from %s to %s (the limit is %s without a success)',
-                            v_first, now(), v_settings.disable_after);
+    ELSIF v_first <= now() - make_interval(secs => v_settings.disable_after_s) THEN
+        v_disable := format('every attempt failed from %s to %s (the limit is %s s without a success)',
+                            v_first, now(), v_settings.disable_after_s);
     END IF;
     IF v_disable IS NOT NULL AND v_enabled THEN
         UPDATE webhooks.endpoints e SET enabled = false, disabled_reason = v_disable, disabled_at = now()

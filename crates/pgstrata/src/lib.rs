@@ -36,6 +36,8 @@ pub use pgstrata_audit as audit;
 pub use pgstrata_billing as billing;
 #[cfg(feature = "events")]
 pub use pgstrata_events as events;
+#[cfg(feature = "webhooks")]
+pub use pgstrata_webhooks as webhooks;
 
 use pgstrata_core::migrate::Step;
 use sqlx::PgPool;
@@ -55,6 +57,8 @@ pub fn available_modules() -> Vec<&'static Module> {
         &pgstrata_audit::MODULE,
         #[cfg(feature = "events")]
         &pgstrata_events::MODULE,
+        #[cfg(feature = "webhooks")]
+        &pgstrata_webhooks::MODULE,
     ]
 }
 
