@@ -68,7 +68,11 @@ impl Fixture {
     }
 
     /// A dispatcher as the worker role that may reach loopback receivers, polling every 50 ms.
-    pub async fn dispatcher(&self, name: &str, config: impl FnOnce(DispatcherConfig) -> DispatcherConfig) -> Dispatcher {
+    pub async fn dispatcher(
+        &self,
+        name: &str,
+        config: impl FnOnce(DispatcherConfig) -> DispatcherConfig,
+    ) -> Dispatcher {
         let base = DispatcherConfig::new(name)
             .policy(loopback())
             .idle(Duration::from_millis(50))
@@ -85,7 +89,10 @@ impl Fixture {
     {
         let start = Instant::now();
         while !done().await {
-            assert!(start.elapsed() < Duration::from_secs(30), "dispatch did not finish in 30 s");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "dispatch did not finish in 30 s"
+            );
             if dispatcher.run_once().await.unwrap() == 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
