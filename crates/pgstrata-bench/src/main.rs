@@ -7,6 +7,7 @@
 //! cargo run --release -p pgstrata-bench -- billing
 //! cargo run --release -p pgstrata-bench -- audit
 //! cargo run --release -p pgstrata-bench -- rls
+//! cargo run --release -p pgstrata-bench -- webhooks
 //! ```
 //!
 //! It connects to `--database-url` / `DATABASE_URL` as a superuser (to create a scratch database
@@ -20,6 +21,7 @@ mod queue;
 mod rbac;
 mod rls;
 mod scratch;
+mod webhooks;
 
 use clap::{Parser, Subcommand};
 use pgstrata_core::server::ThrowawayServer;
@@ -146,6 +148,26 @@ enum Command {
         keep_database: bool,
     },
 
+    /// Dispatchers delivering messages to a local receiver that answers 200 at once, beside the
+    /// same HTTP client posting the same signed bodies from memory (the raw limit); latency
+    /// from send to delivery; send() beside a plain insert in a business transaction.
+    Webhooks {
+        /// Messages delivered in the throughput run.
+        #[arg(long, default_value_t = 50_000)]
+        messages: usize,
+        /// Dispatchers (each its own claim loop).
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        /// Requests in flight per dispatcher.
+        #[arg(long, default_value_t = 8)]
+        per_worker: usize,
+        /// Transactions timed for send() and for the plain insert.
+        #[arg(long, default_value_t = 5_000)]
+        sends: usize,
+        #[arg(long)]
+        keep_database: bool,
+    },
+
     Rls {
         /// Milliseconds each side runs a query per round.
         #[arg(long, default_value_t = 400)]
@@ -254,6 +276,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 scale,
                 repeat,
                 explain,
+                keep_database,
+            })
+            .await
+        }
+        Command::Webhooks {
+            messages,
+            workers,
+            per_worker,
+            sends,
+            keep_database,
+        } => {
+            webhooks::run(&webhooks::Options {
+                url,
+                messages: messages.max(1),
+                workers: workers.max(1),
+                per_worker: per_worker.max(1),
+                sends: sends.max(10),
                 keep_database,
             })
             .await

@@ -242,7 +242,7 @@ pub async fn create(tx: &mut TenantTx<'_>, endpoint: &NewEndpoint) -> Result<End
 /// let (sql, _) = create_stmt(pgstrata_core::TenantId::new(), &NewEndpoint::new("https://example.com/hook")).unwrap();
 /// assert_eq!(
 ///     sql,
-///     r#"INSERT INTO "webhooks"."endpoints" ("tenant_id", "url", "description", "event_types", "payload_filter", "enabled", "rate_limit", "max_in_flight", "fifo", "headers") VALUES ($1, $2, $3, $4::text[], $5, $6, $7, $8, $9, $10) RETURNING *"#
+///     r#"INSERT INTO "webhooks"."endpoints" ("tenant_id", "url", "description", "event_types", "payload_filter", "enabled", "rate_limit", "max_in_flight", "fifo", "headers") VALUES ($1, $2, $3, CAST($4 AS text[]), $5, $6, $7, $8, $9, $10) RETURNING *"#
 /// );
 /// ```
 pub fn create_stmt(tenant: TenantId, endpoint: &NewEndpoint) -> Result<Built> {
@@ -296,7 +296,7 @@ pub async fn update(tx: &mut TenantTx<'_>, id: EndpointId, endpoint: &NewEndpoin
 /// let (sql, _) = update_stmt(pgstrata_core::TenantId::new(), pgstrata_webhooks::EndpointId::new(), &NewEndpoint::new("https://example.com/")).unwrap();
 /// assert_eq!(
 ///     sql,
-///     r#"UPDATE "webhooks"."endpoints" SET "url" = $1, "description" = $2, "event_types" = $3::text[], "payload_filter" = $4, "enabled" = $5, "rate_limit" = $6, "max_in_flight" = $7, "fifo" = $8, "headers" = $9 WHERE "tenant_id" = $10 AND "id" = $11 RETURNING *"#
+///     r#"UPDATE "webhooks"."endpoints" SET "url" = $1, "description" = $2, "event_types" = CAST($3 AS text[]), "payload_filter" = $4, "enabled" = $5, "rate_limit" = $6, "max_in_flight" = $7, "fifo" = $8, "headers" = $9 WHERE "tenant_id" = $10 AND "id" = $11 RETURNING *"#
 /// );
 /// ```
 pub fn update_stmt(tenant: TenantId, id: EndpointId, endpoint: &NewEndpoint) -> Result<Built> {
@@ -473,7 +473,7 @@ pub async fn secrets(tx: &mut TenantTx<'_>, endpoint: EndpointId) -> Result<Vec<
 /// let (sql, _) = pgstrata_webhooks::endpoints::secrets_stmt(pgstrata_core::TenantId::new(), pgstrata_webhooks::EndpointId::new());
 /// assert_eq!(
 ///     sql,
-///     r#"SELECT "id", "key", "created_at", "expires_at" FROM "webhooks"."secrets" WHERE "tenant_id" = $1 AND "endpoint_id" = $2 AND ("expires_at" IS NULL OR "expires_at" > now()) ORDER BY "expires_at" IS NOT NULL ASC, "created_at" DESC"#
+///     r#"SELECT "id", "key", "created_at", "expires_at" FROM "webhooks"."secrets" WHERE "tenant_id" = $1 AND "endpoint_id" = $2 AND ("expires_at" IS NULL OR "expires_at" > (now())) ORDER BY "expires_at" IS NOT NULL ASC, "created_at" DESC"#
 /// );
 /// ```
 pub fn secrets_stmt(tenant: TenantId, endpoint: EndpointId) -> Built {
@@ -518,7 +518,7 @@ pub async fn rotate_secret(
 ///
 /// ```
 /// let (sql, _) = pgstrata_webhooks::endpoints::rotate_secret_stmt(pgstrata_webhooks::EndpointId::new(), std::time::Duration::from_secs(3600), None).unwrap();
-/// assert_eq!(sql, r#"SELECT webhooks.rotate_secret($1, $2::interval, $3)"#);
+/// assert_eq!(sql, r#"SELECT webhooks.rotate_secret($1, CAST($2 AS interval), $3)"#);
 /// ```
 pub fn rotate_secret_stmt(endpoint: EndpointId, grace: std::time::Duration, key: Option<&Secret>) -> Result<Built> {
     if grace > std::time::Duration::from_secs(30 * 86_400) {

@@ -140,7 +140,7 @@ pub async fn claim(conn: &mut sqlx::PgConnection, limit: usize, worker: &str, le
 ///
 /// ```
 /// let (sql, _) = pgstrata_webhooks::dispatch::claim_stmt(10, "w1", std::time::Duration::from_secs(45));
-/// assert_eq!(sql, r#"SELECT * FROM webhooks.claim($1, $2, $3::interval) AS "r""#);
+/// assert_eq!(sql, r#"SELECT * FROM webhooks.claim($1, $2, CAST($3 AS interval)) AS "r""#);
 /// ```
 pub fn claim_stmt(limit: usize, worker: &str, lease: Duration) -> Built {
     sql::build(
