@@ -78,7 +78,7 @@ async fn the_application_role_reaches_only_its_tenants_rows_and_never_the_dispat
             (format!("UPDATE webhooks.deliveries SET attempts = 0 WHERE tenant_id = '{b}'"), "42501"),
             (format!("UPDATE webhooks.deliveries SET state = 'succeeded' WHERE tenant_id = '{b}'"), "ok 0"),
             (format!("INSERT INTO webhooks.deliveries (tenant_id, message_id, endpoint_id, state) SELECT '{b}', m.id, e.id, 'running' FROM webhooks.messages m, webhooks.endpoints e"), "42501"),
-            (format!("INSERT INTO webhooks.attempts (tenant_id, delivery_id, message_id, endpoint_id, attempt, trigger, url) SELECT tenant_id, id, message_id, endpoint_id, 9, 'manual', 'x' FROM webhooks.deliveries"), "42501"),
+            ("INSERT INTO webhooks.attempts (tenant_id, delivery_id, message_id, endpoint_id, attempt, trigger, url) SELECT tenant_id, id, message_id, endpoint_id, 9, 'manual', 'x' FROM webhooks.deliveries".to_owned(), "42501"),
             ("UPDATE webhooks.attempts SET state = 'succeeded'".to_owned(), "42501"),
             ("DELETE FROM webhooks.attempts".to_owned(), "42501"),
             ("UPDATE webhooks.endpoints SET first_failure_at = NULL, disabled_reason = 'x'".to_owned(), "42501"),

@@ -79,7 +79,9 @@ async fn the_hot_queries_use_their_index_at_a_million_attempts() {
             &plan,
             &["Seq Scan on attempts", "Seq Scan on deliveries", "Seq Scan on messages"],
         );
-        report.expect(rows > 0, || format!("{}: returned no rows; the query does not hit the test data", q.name));
+        report.expect(rows > 0, || {
+            format!("{}: returned no rows; the query does not hit the test data", q.name)
+        });
     }
     report.assert_ok();
     drop((app, owner));
