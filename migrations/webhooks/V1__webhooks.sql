@@ -278,7 +278,9 @@ COMMENT ON TABLE webhooks.deliveries IS
     'citus: distributed. One row per message and endpoint: its state and next attempt; claimed across tenants by pgstrata_worker';
 -- The claim: an endpoint's due deliveries in time order.
 CREATE INDEX deliveries_due_idx ON webhooks.deliveries (tenant_id, endpoint_id, next_attempt_at, id) WHERE state = 'pending';
--- The concurrency cap counts an endpoint's running deliveries; FIFO finds its oldest open one.
+-- The concurrency cap counts an endpoint's running deliveries (a few entries, whatever the
+-- backlog); FIFO finds its oldest open one.
+CREATE INDEX deliveries_running_idx ON webhooks.deliveries (tenant_id, endpoint_id) WHERE state = 'running';
 CREATE INDEX deliveries_open_idx ON webhooks.deliveries (tenant_id, endpoint_id, id) WHERE state IN ('pending', 'running');
 -- The rescue of expired leases.
 CREATE INDEX deliveries_lease_idx ON webhooks.deliveries (lease_expires_at) WHERE state = 'running';

@@ -293,7 +293,9 @@ COMMENT ON TABLE webhooks.deliveries IS
     'citus: distributed. One row per message and endpoint: its state and next attempt; claimed across tenants by pgstrata_worker';
 -- The claim: an endpoint's due deliveries in time order.
 CREATE INDEX deliveries_due_idx ON webhooks.deliveries (tenant_id, endpoint_id, next_attempt_at, id) WHERE state = 'pending';
--- The concurrency cap counts an endpoint's running deliveries; FIFO finds its oldest open one.
+-- The concurrency cap counts an endpoint's running deliveries (a few entries, whatever the
+-- backlog); FIFO finds its oldest open one.
+CREATE INDEX deliveries_running_idx ON webhooks.deliveries (tenant_id, endpoint_id) WHERE state = 'running';
 CREATE INDEX deliveries_open_idx ON webhooks.deliveries (tenant_id, endpoint_id, id) WHERE state IN ('pending', 'running');
 -- The rescue of expired leases.
 CREATE INDEX deliveries_lease_idx ON webhooks.deliveries (lease_expires_at) WHERE state = 'running';
@@ -1070,4 +1072,4 @@ GRANT EXECUTE ON FUNCTION webhooks.claim(integer, text, interval),
     TO pgstrata_worker;
 
 INSERT INTO pgstrata.webhooks_history (version, name, applied_on, checksum)
-VALUES (1, 'webhooks', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '14302317555820055412');
+VALUES (1, 'webhooks', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '12351788236933806632');
