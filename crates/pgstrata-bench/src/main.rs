@@ -8,6 +8,7 @@
 //! cargo run --release -p pgstrata-bench -- audit
 //! cargo run --release -p pgstrata-bench -- rls
 //! cargo run --release -p pgstrata-bench -- outbox
+//! cargo run --release -p pgstrata-bench -- webhooks
 //! ```
 //!
 //! It connects to `--database-url` / `DATABASE_URL` as a superuser (to create a scratch database
@@ -23,6 +24,7 @@ mod queue;
 mod rbac;
 mod rls;
 mod scratch;
+mod webhooks;
 
 use clap::{Parser, Subcommand};
 use pgstrata_core::server::ThrowawayServer;
@@ -166,6 +168,26 @@ enum Command {
         rounds: usize,
 
         /// Keep the scratch database for inspection instead of dropping it.
+        #[arg(long)]
+        keep_database: bool,
+    },
+
+    /// Dispatchers delivering messages to a local receiver that answers 200 at once, beside the
+    /// same HTTP client posting the same signed bodies from memory (the raw limit); latency
+    /// from send to delivery; send() beside a plain insert in a business transaction.
+    Webhooks {
+        /// Messages delivered in the throughput run.
+        #[arg(long, default_value_t = 50_000)]
+        messages: usize,
+        /// Dispatchers (each its own claim loop).
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        /// Requests in flight per dispatcher.
+        #[arg(long, default_value_t = 8)]
+        per_worker: usize,
+        /// Transactions timed for send() and for the plain insert.
+        #[arg(long, default_value_t = 5_000)]
+        sends: usize,
         #[arg(long)]
         keep_database: bool,
     },
@@ -316,6 +338,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 connections: connections.max(1),
                 seconds: seconds.max(0.1),
                 rounds: rounds.max(1),
+                keep_database,
+            })
+            .await
+        }
+        Command::Webhooks {
+            messages,
+            workers,
+            per_worker,
+            sends,
+            keep_database,
+        } => {
+            webhooks::run(&webhooks::Options {
+                url,
+                messages: messages.max(1),
+                workers: workers.max(1),
+                per_worker: per_worker.max(1),
+                sends: sends.max(10),
                 keep_database,
             })
             .await

@@ -140,6 +140,12 @@ enum Command {
         #[command(subcommand)]
         action: OutboxAction,
     },
+    /// A tenant's webhooks: its endpoints, their attempts, and replays (in the tenant's
+    /// context, as the application role or the owner).
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +160,45 @@ enum OutboxAction {
         /// Messages deleted per round (each round its own transaction).
         #[arg(long, default_value_t = 10_000)]
         batch: i32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhooksAction {
+    /// The tenant's endpoints: URL, event type patterns, and why a disabled one was disabled.
+    Endpoints {
+        #[arg(long)]
+        tenant: pgstrata::TenantId,
+        /// Print the endpoints as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tenant's attempts, newest first, of one endpoint or message if given.
+    Attempts {
+        #[arg(long)]
+        tenant: pgstrata::TenantId,
+        #[arg(long)]
+        endpoint: Option<pgstrata::webhooks::EndpointId>,
+        #[arg(long)]
+        message: Option<pgstrata::webhooks::MessageId>,
+        /// How many (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+        /// Print the attempts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sends one message again (--message, to every endpoint or --endpoint), or every failed
+    /// delivery of messages sent since a time (--failed-since 2026-01-31T00:00:00Z).
+    Replay {
+        #[arg(long)]
+        tenant: pgstrata::TenantId,
+        #[arg(long, conflicts_with = "failed_since", required_unless_present = "failed_since")]
+        message: Option<pgstrata::webhooks::MessageId>,
+        #[arg(long)]
+        failed_since: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long)]
+        endpoint: Option<pgstrata::webhooks::EndpointId>,
     },
 }
 
@@ -541,6 +586,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         Command::Billing { .. } => ("billing", false),
         Command::Worker { .. } => ("worker", false),
         Command::Outbox { .. } => ("outbox", false),
+        Command::Webhooks { .. } => ("webhooks", false),
         Command::Schema { .. } => ("schema", false),
     };
     let target = database(cli.database_url, name, throwaway)?;
@@ -615,6 +661,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         Command::Billing { action } => billing(&mut conn, action).await?,
         Command::Worker { once } => return worker(&mut conn, &target.url, &migrator, &scope, once).await,
         Command::Outbox { action } => outbox(&mut conn, action).await?,
+        Command::Webhooks { action } => webhooks(&mut conn, action).await?,
         Command::Schema { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -959,6 +1006,88 @@ async fn audit(conn: &mut PgConnection, action: AuditAction) -> Result<ExitCode,
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn webhooks(conn: &mut PgConnection, action: WebhooksAction) -> Result<(), AnyError> {
+    use pgstrata::webhooks::{endpoints, history};
+    let tenant = match &action {
+        WebhooksAction::Endpoints { tenant, .. }
+        | WebhooksAction::Attempts { tenant, .. }
+        | WebhooksAction::Replay { tenant, .. } => *tenant,
+    };
+    let mut tx = pgstrata::begin_tenant(&mut *conn, &pgstrata::TenantContext::tenant(tenant)).await?;
+    match action {
+        WebhooksAction::Endpoints { json, .. } => {
+            let mut all = Vec::new();
+            let mut page = Some(pgstrata::Page::first(1000));
+            while let Some(p) = page {
+                let rows = endpoints::list(&mut tx, &p).await?;
+                page = p.next(&rows, |e| e.id);
+                all.extend(rows);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                println!("webhooks: no endpoints in tenant {tenant}");
+            }
+            if !json {
+                for e in &all {
+                    let state = if e.enabled {
+                        "enabled".to_owned()
+                    } else {
+                        format!("disabled: {}", e.disabled_reason.as_deref().unwrap_or("-"))
+                    };
+                    println!("{} {} [{}] {}", e.id, e.url, e.event_types.join(","), state);
+                }
+            }
+        }
+        WebhooksAction::Attempts {
+            endpoint,
+            message,
+            limit,
+            json,
+            ..
+        } => {
+            let filter = history::AttemptFilter { endpoint, message };
+            let rows = history::attempts(&mut tx, &filter, &pgstrata::Page::first(limit)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("webhooks: no attempts");
+            }
+            if !json {
+                for a in &rows {
+                    println!(
+                        "{} {} message {} attempt {} ({}) {} {} {} ms{}",
+                        a.id,
+                        a.started_at.to_rfc3339(),
+                        a.message_id,
+                        a.attempt,
+                        a.trigger,
+                        a.state,
+                        a.status_code.map(|c| c.to_string()).unwrap_or_else(|| "-".to_owned()),
+                        a.duration_ms.unwrap_or(0),
+                        a.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        WebhooksAction::Replay {
+            message,
+            failed_since,
+            endpoint,
+            ..
+        } => {
+            let n = match (message, failed_since) {
+                (Some(m), _) => history::replay(&mut tx, m, endpoint).await?,
+                (None, Some(since)) => history::replay_failed(&mut tx, since, endpoint).await?,
+                (None, None) => return Err(Failure::Usage("give --message or --failed-since".to_owned()).into()),
+            };
+            println!("webhooks: {n} deliver(y/ies) queued again");
+        }
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn events(conn: &mut PgConnection, action: EventsAction) -> Result<(), AnyError> {

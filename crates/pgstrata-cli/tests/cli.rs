@@ -538,6 +538,7 @@ async fn an_install_from_schema_sql_is_seen_as_migrated() {
         "events",
         "outbox",
         "eventstore",
+        "webhooks",
     ] {
         let sql = std::fs::read_to_string(format!("{root}/schemas/{module}/schema.sql")).unwrap();
         pgstrata_core::sql::raw(&sql).execute(&mut conn).await.unwrap();

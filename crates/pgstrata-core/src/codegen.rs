@@ -68,6 +68,7 @@ fn rust_type(pg: &str) -> Option<&'static str> {
         "text[]" => "Vec<String>",
         "uuid[]" => "Vec<uuid::Uuid>",
         "bigint[]" => "Vec<i64>",
+        "integer[]" => "Vec<i32>",
         "bytea[]" => "Vec<Vec<u8>>",
         "xid8" => "i64",
         _ => return None,

@@ -43,6 +43,8 @@ pub use pgstrata_outbox as outbox;
 pub mod maintenance;
 #[cfg(feature = "eventstore")]
 pub use pgstrata_eventstore as eventstore;
+#[cfg(feature = "webhooks")]
+pub use pgstrata_webhooks as webhooks;
 
 use pgstrata_core::migrate::Step;
 use sqlx::PgPool;
@@ -66,6 +68,8 @@ pub fn available_modules() -> Vec<&'static Module> {
         &pgstrata_outbox::MODULE,
         #[cfg(feature = "eventstore")]
         &pgstrata_eventstore::MODULE,
+        #[cfg(feature = "webhooks")]
+        &pgstrata_webhooks::MODULE,
     ]
 }
 

@@ -1,0 +1,1 @@
+../../schemas/webhooks/seed.sql
