@@ -529,17 +529,8 @@ async fn an_install_from_schema_sql_is_seen_as_migrated() {
     let url = db.url().unwrap();
     let mut conn = db.admin_conn().await.unwrap();
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    for module in [
-        "tenancy",
-        "rbac",
-        "queue",
-        "billing",
-        "audit",
-        "events",
-        "outbox",
-        "eventstore",
-        "webhooks",
-    ] {
+    // Every module of the build, in dependency order.
+    for module in pgstrata::Backend::all().unwrap().modules().iter().map(|m| m.name) {
         let sql = std::fs::read_to_string(format!("{root}/schemas/{module}/schema.sql")).unwrap();
         pgstrata_core::sql::raw(&sql).execute(&mut conn).await.unwrap();
     }

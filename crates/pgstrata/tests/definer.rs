@@ -17,16 +17,15 @@ use pgstrata_core::testing::{
 };
 use sqlx::{ConnectOptions, Connection, PgConnection};
 
-const SCHEMAS: [&str; 8] = [
-    "tenancy",
-    "rbac",
-    "queue",
-    "billing",
-    "audit",
-    "events",
-    "outbox",
-    "eventstore",
-];
+/// Every module's schema: each is named after its module.
+fn schemas() -> Vec<&'static str> {
+    pgstrata::Backend::all()
+        .unwrap()
+        .modules()
+        .iter()
+        .map(|m| m.name)
+        .collect()
+}
 const SYNC_LOGIN_ROLE: &str = "pgstrata_test_billing_sync";
 
 /// Creates the trap in this session's temporary schema: a counter, the function that bumps it,
@@ -78,7 +77,7 @@ async fn definer_calls(conn: &mut PgConnection, role: &str) -> Vec<String> {
             AND has_function_privilege($2, p.oid, 'EXECUTE')
           ORDER BY 1",
     )
-    .bind(&SCHEMAS[..])
+    .bind(schemas())
     .bind(role)
     .fetch_all(conn)
     .await
@@ -138,7 +137,7 @@ async fn no_definer_function_runs_the_callers_pg_temp_code_as_its_owner() {
         .unwrap();
 
         // The catalog rule, as doctor reports it.
-        let problems = pgstrata_core::doctor::security_problems(&mut admin, &SCHEMAS)
+        let problems = pgstrata_core::doctor::security_problems(&mut admin, &schemas())
             .await
             .unwrap();
         assert!(problems.is_empty(), "{owner:?}: {problems:#?}");
