@@ -5,7 +5,9 @@
 //! of the same shape, each in its own business transaction.
 
 use crate::scratch::{self, APP_ROLE, Scratch, WORKER_ROLE, percentile_ms, round};
-use pgstrata::webhooks::dispatch::{AddressPolicy, Dispatcher, DispatcherConfig, HttpClient, request_headers};
+use pgstrata::webhooks::dispatch::{
+    AddressPolicy, Dispatcher, DispatcherConfig, HttpClient, TlsConnector, request_headers,
+};
 use pgstrata::webhooks::{NewEndpoint, endpoints, send};
 use pgstrata::{TenantContext, TenantId, begin_tenant};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -225,7 +227,7 @@ async fn bench(db: &PgConnectOptions, opts: &Options) -> Result<(), Box<dyn Erro
 
     // 4. The raw limit: the same client, the same signed bodies, the same concurrency, no
     // database.
-    let client = HttpClient::new(policy, Duration::from_secs(15));
+    let client = HttpClient::new(policy, Duration::from_secs(15), TlsConnector::builder().build()?);
     let claimed_shape: Vec<_> = (0..opts.messages).collect();
     let next = Arc::new(AtomicUsize::new(0));
     let bodies = Arc::new(claimed_shape);

@@ -23,6 +23,7 @@ pub mod client;
 pub mod ssrf;
 
 pub use client::{Answer, HttpClient};
+pub use pgstrata_core::https::TlsConnector;
 pub use ssrf::{AddressPolicy, ConnectError, Net};
 
 use crate::error::{Error, Result};
@@ -65,6 +66,8 @@ pub struct DispatcherConfig {
     pub idle: Duration,
     /// Where it may connect (public addresses, plus what is allow-listed).
     pub policy: AddressPolicy,
+    /// How https receivers' certificates are checked. None: the webpki roots.
+    pub tls: Option<TlsConnector>,
     pub user_agent: String,
 }
 
@@ -78,6 +81,7 @@ impl DispatcherConfig {
             lease_margin: Duration::from_secs(30),
             idle: Duration::from_secs(1),
             policy: AddressPolicy::public_only(),
+            tls: None,
             user_agent: format!("pgstrata-webhooks/{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -110,6 +114,13 @@ impl DispatcherConfig {
 
     pub fn policy(mut self, p: AddressPolicy) -> Self {
         self.policy = p;
+        self
+    }
+
+    /// Checks https receivers' certificates with `tls` (e.g. the webpki roots plus an operator's
+    /// private root: `TlsConnector::builder().add_roots_pem(pem)?.build()?`).
+    pub fn tls(mut self, tls: TlsConnector) -> Self {
+        self.tls = Some(tls);
         self
     }
 }
@@ -238,7 +249,14 @@ impl Dispatcher {
             .timeout
             .unwrap_or(Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(15_000)));
         let lease = (timeout + config.lease_margin).max(Duration::from_secs(1));
-        let client = HttpClient::new(config.policy.clone(), timeout);
+        let tls = match &config.tls {
+            Some(tls) => tls.clone(),
+            None => TlsConnector::builder().build().map_err(|e| Error::InvalidInput {
+                field: "tls",
+                reason: e.to_string(),
+            })?,
+        };
+        let client = HttpClient::new(config.policy.clone(), timeout, tls);
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
