@@ -82,7 +82,10 @@ pub static MODULE: Module = Module {
         ("notices.endpoint_id", "crate::ids::EndpointId"),
         ("notices.kind", "crate::ids::NoticeKind"),
     ],
-    migrations: &[pgstrata_core::migration!("webhooks", 1, "webhooks")],
+    migrations: &[
+        pgstrata_core::migration!("webhooks", 1, "webhooks"),
+        pgstrata_core::migration!("webhooks", 2, "cheaper_dispatch"),
+    ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
     maintenance: &[pgstrata_core::Maintenance {
         name: "webhooks.prune",

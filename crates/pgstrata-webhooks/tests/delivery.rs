@@ -636,3 +636,82 @@ async fn https_receivers_get_signed_deliveries_over_tls_checked_against_the_root
     assert!(failed_handshakes.load(std::sync::atomic::Ordering::SeqCst) >= 1);
     f.close().await;
 }
+
+#[tokio::test]
+async fn complete_many_reports_a_mixed_batch_in_one_statement_and_ignores_stale_attempts() {
+    use pgstrata_webhooks::dispatch::{Answer, claim, complete_many};
+    let f = fixture().await;
+    let (e, _) = endpoint(&f, NewEndpoint::new("https://receiver.example/hook")).await;
+    for i in 0..3 {
+        send_one(&f, "invoice.paid", format!(r#"{{"n": {i}}}"#).as_bytes()).await;
+    }
+    let mut conn = f.worker.acquire().await.unwrap();
+    let claimed = claim(&mut conn, 10, "batch", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let answer = |status: Option<u16>, error: Option<&str>| Answer {
+        status,
+        body: "hi".to_owned(),
+        retry_after_s: Some(30),
+        duration: Duration::from_millis(7),
+        error: error.map(str::to_owned),
+    };
+    let ok = answer(Some(200), None);
+    let down = answer(None, Some("connection refused"));
+    let mut stale = claimed[2].clone();
+    stale.attempt += 1;
+    let outcomes = [(&claimed[0], &ok), (&claimed[1], &down), (&stale, &ok)];
+    let states = complete_many(&mut conn, &outcomes).await.unwrap();
+    assert_eq!(
+        states,
+        vec![
+            (claimed[0].delivery_id, Some("succeeded".to_owned())),
+            (claimed[1].delivery_id, Some("pending".to_owned())),
+        ],
+        "the stale success is not reported"
+    );
+    let attempts = attempts_of(&f, &e).await;
+    let by_delivery = |d| attempts.iter().find(|a| a.delivery_id == d).unwrap();
+    assert_eq!(by_delivery(claimed[0].delivery_id).state, AttemptState::Succeeded);
+    assert_eq!(by_delivery(claimed[0].delivery_id).duration_ms, Some(7));
+    assert_eq!(by_delivery(claimed[1].delivery_id).state, AttemptState::Failed);
+    assert_eq!(
+        by_delivery(claimed[1].delivery_id).error.as_deref(),
+        Some("connection refused")
+    );
+    assert_eq!(
+        by_delivery(claimed[2].delivery_id).state,
+        AttemptState::Running,
+        "a report for another attempt changes nothing"
+    );
+    let wait: f64 = f
+        .scalar(&format!(
+            "SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM webhooks.deliveries WHERE id = {}",
+            claimed[1].delivery_id
+        ))
+        .await;
+    assert!(wait > 25.0, "the failure waits at least its Retry-After: {wait}");
+    assert!(
+        f.scalar::<Option<chrono::DateTime<chrono::Utc>>>("SELECT first_failure_at FROM webhooks.endpoints")
+            .await
+            .is_some(),
+        "the failure opened the endpoint's failure run"
+    );
+
+    // Over 1000 outcomes: refused before any SQL, naming the field.
+    let many: Vec<(&pgstrata_webhooks::dispatch::Claimed, &Answer)> = (0..1001).map(|_| (&claimed[2], &ok)).collect();
+    let err = complete_many(&mut conn, &many).await.unwrap_err();
+    assert!(
+        matches!(err, pgstrata_webhooks::Error::InvalidInput { field: "outcomes", .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        f.scalar::<String>(&format!(
+            "SELECT state FROM webhooks.deliveries WHERE id = {}",
+            claimed[2].delivery_id
+        ))
+        .await,
+        "running"
+    );
+    drop(conn);
+    f.close().await;
+}

@@ -4,7 +4,7 @@
 -- rolled back.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(25);
+SELECT plan(31);
 \ir ../../tenancy/tests/fixtures.psql
 \ir fixtures.psql
 
@@ -61,6 +61,32 @@ SELECT is((SELECT d.state FROM webhooks.deliveries d WHERE d.endpoint_id = 'ea00
 SELECT is((SELECT webhooks.complete(d.tenant_id, d.id, d.attempts, 200, 'ok', 5, NULL)
              FROM webhooks.deliveries d WHERE d.endpoint_id = 'ea000000-0000-4000-8000-000000000000' AND d.attempts = 1),
           'succeeded', 'the report for the running attempt succeeds the delivery');
+-- complete_many: the same guard per outcome, bounded batches, parallel arrays.
+SELECT is(pg_temp.outcome($$SELECT * FROM webhooks.complete_many('{}', '{1}', '{1}', '{200}', '{""}', '{1}', '{NULL}', '{NULL}')$$),
+          '22023', 'complete_many refuses arrays of different lengths');
+SELECT is(pg_temp.outcome($$SELECT * FROM webhooks.complete_many(
+            array_fill('a0000000-0000-4000-8000-000000000000'::uuid, ARRAY[1001]), array_fill(1::bigint, ARRAY[1001]),
+            array_fill(1, ARRAY[1001]), array_fill(200, ARRAY[1001]), array_fill(''::text, ARRAY[1001]),
+            array_fill(1, ARRAY[1001]), array_fill(NULL::text, ARRAY[1001]), array_fill(NULL::int, ARRAY[1001]))$$),
+          '22023', 'complete_many refuses more than 1000 outcomes');
+SELECT is((SELECT count(*) FROM webhooks.deliveries d,
+                  LATERAL webhooks.complete_many(ARRAY[d.tenant_id], ARRAY[d.id], ARRAY[d.attempts + 1], '{200}', '{late}',
+                                                 '{5}', '{NULL}', '{NULL}') c
+            WHERE d.endpoint_id = 'eb000000-0000-4000-8000-000000000000'),
+          0::bigint, 'complete_many ignores a success for another attempt');
+SELECT is((SELECT array_agg(c.state) FROM webhooks.deliveries d,
+                  LATERAL webhooks.complete_many(ARRAY[d.tenant_id], ARRAY[d.id], ARRAY[d.attempts + 1], '{500}', '{late}',
+                                                 '{5}', '{NULL}', '{NULL}') c
+            WHERE d.endpoint_id = 'eb000000-0000-4000-8000-000000000000'),
+          ARRAY[NULL::text], 'and returns a NULL state for a failure for another attempt');
+SELECT is((SELECT array_agg(c.state) FROM webhooks.deliveries d,
+                  LATERAL webhooks.complete_many(ARRAY[d.tenant_id], ARRAY[d.id], ARRAY[d.attempts], '{503}', '{busy}',
+                                                 '{5}', '{NULL}', '{120}') c
+            WHERE d.endpoint_id = 'eb000000-0000-4000-8000-000000000000'),
+          ARRAY['pending'], 'a failure reported in a batch is scheduled for a retry');
+SELECT ok((SELECT d.next_attempt_at >= now() + interval '119 seconds' FROM webhooks.deliveries d
+            WHERE d.endpoint_id = 'eb000000-0000-4000-8000-000000000000'),
+          'no sooner than its Retry-After');
 RESET ROLE;
 
 SELECT * FROM finish();
