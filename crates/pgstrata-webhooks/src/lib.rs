@@ -10,7 +10,8 @@
 //!   (the old key keeps signing during a grace period).
 //! - [`dispatch::Dispatcher`] (as `pgstrata_worker`) claims due deliveries with `SKIP LOCKED`
 //!   under a lease, signs them per Standard Webhooks ([`signing`]), posts them with a pooled
-//!   HTTP client behind an SSRF guard, and reports each attempt; retries follow the Standard
+//!   HTTP client (http, and https with TLS checked against the webpki roots) behind an SSRF
+//!   guard, and reports the attempts in batches; retries follow the Standard
 //!   Webhooks schedule with jitter, `Retry-After`, 429/503 and 410; an endpoint failing for 5
 //!   days is disabled, with a notice.
 //! - [`history`]: messages, deliveries, every attempt (status, first 20 kB of the answer,

@@ -1,7 +1,7 @@
 //! The delivery client: hyper's pooled HTTP/1 client (connections are kept and reused per
-//! scheme and host) over the [`VettedConnector`] (http, and https with TLS), no redirects followed (a 3xx is an answer like any
-//! other, and a failure), a timeout per attempt covering connect, request and the body read,
-//! and the first 20 kB of the answer kept.
+//! scheme and host) over the [`VettedConnector`] (http, and https with TLS), no redirects
+//! followed (a 3xx is an answer like any other, and a failure), a timeout per attempt covering
+//! connect, TLS, request and the body read, and the first 20 kB of the answer kept.
 
 use super::ssrf::{AddressPolicy, ConnectError, VettedConnector};
 use http_body_util::{BodyExt, Full};
