@@ -395,6 +395,16 @@ impl Dispatcher {
                 break;
             }
             let free = config.concurrency.saturating_sub(inflight.len());
+            // A claim costs a transaction and, on a busy endpoint, its turn at the endpoint's
+            // row: with requests in flight, claim once half a batch of slots is free, not for
+            // every slot that frees.
+            if free < config.batch.div_ceil(2) && !inflight.is_empty() {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = inflight.join_next() => {}
+                }
+                continue;
+            }
             let mut claimed = 0;
             if free > 0 {
                 match self.claim(free.min(config.batch)).await {
