@@ -4,7 +4,13 @@
 //! - [`QueueSink`] (feature `queue`): one job of the queue module per message, exactly once.
 //! - [`WebhooksSink`] (feature `webhooks`): one webhook of the webhooks module per message,
 //!   for the message's tenant, exactly once.
+//! - [`HttpSink`] (feature `http`): each message POSTed to a URL, at least once, with its id
+//!   as the `Idempotency-Key`.
 
+#[cfg(feature = "http")]
+mod http;
+#[cfg(feature = "http")]
+pub use http::{HttpSink, HttpSinkConfig, IDEMPOTENCY_KEY};
 #[cfg(feature = "queue")]
 pub use queue::QueueSink;
 #[cfg(feature = "webhooks")]
