@@ -34,6 +34,7 @@ pub mod https;
 pub mod ids;
 pub mod migrate;
 pub mod page;
+pub mod partitions;
 #[cfg(feature = "testing")]
 pub mod server;
 pub mod sql;

@@ -14,5 +14,6 @@ pgstrata_core::sql_functions!(
         Cleanup = "cleanup",
         HeldBack = "held_back",
         SinkStats = "sink_stats",
+        SendWebhooks = "send_webhooks",
     }
 );

@@ -70,7 +70,10 @@ pub static MODULE: Module = Module {
     depends_on: &["tenancy"],
     after_migrate: None,
     column_types: &[("messages.id", "crate::ids::MessageId")],
-    migrations: &[pgstrata_core::migration!("outbox", 1, "outbox")],
+    migrations: &[
+        pgstrata_core::migration!("outbox", 1, "outbox"),
+        pgstrata_core::migration!("outbox", 2, "relay_and_sinks"),
+    ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
     maintenance: &[Maintenance {
         name: "outbox.cleanup",
