@@ -171,3 +171,28 @@ pub fn delete_stmt(tenant: TenantId, name: &str) -> Result<Built> {
             .and_where(Expr::col(Snapshots::Name).eq(name)),
     ))
 }
+
+/// The snapshots of `stream`, one per fold name, by name.
+pub async fn list(tx: &mut TenantTx<'_>, stream: &str) -> Result<Vec<Snapshot>> {
+    Ok(sql::query_as(list_stmt(tx.tenant_id(), stream)?)
+        .fetch_all(&mut **tx)
+        .await?)
+}
+
+/// The SQL of [`list`].
+///
+/// ```
+/// let (sql, _) = pgstrata_eventstore::snapshot::list_stmt(pgstrata_core::TenantId::new(), "order-42").unwrap();
+/// assert_eq!(sql, r#"SELECT * FROM "eventstore"."snapshots" WHERE "tenant_id" = $1 AND "stream" = $2 ORDER BY "name" ASC"#);
+/// ```
+pub fn list_stmt(tenant: TenantId, stream: &str) -> Result<Built> {
+    check_stream(stream)?;
+    Ok(sql::build(
+        Query::select()
+            .column(sea_query::Asterisk)
+            .from(Snapshots::qualified())
+            .and_where(Expr::col(Snapshots::TenantId).eq(tenant.0))
+            .and_where(Expr::col(Snapshots::Stream).eq(stream))
+            .order_by(Snapshots::Name, sea_query::Order::Asc),
+    ))
+}
