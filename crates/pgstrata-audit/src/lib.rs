@@ -76,6 +76,8 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("audit", 3, "lighter_writes"),
         pgstrata_core::migration!("audit", 4, "record_comments"),
         pgstrata_core::migration!("audit", 5, "leaner_capture"),
+        pgstrata_core::migration!("audit", 6, "cheaper_update"),
+        pgstrata_core::migration!("audit", 7, "shared_partitions"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
     maintenance: &[

@@ -26,13 +26,8 @@ pub struct MaintainStep {
     pub partition: String,
 }
 
-/// A partition and its bounds.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct Partition {
-    pub name: String,
-    pub lower_bound: chrono::DateTime<chrono::Utc>,
-    pub upper_bound: chrono::DateTime<chrono::Utc>,
-}
+/// A partition and its bounds (the type every month-partitioned module shares).
+pub use pgstrata_core::partitions::Partition;
 
 /// Creates the current month and `ahead` months after it (default: `audit.settings`, 3), and
 /// drops the partitions whose whole month is older than `retention_months` (default 12).

@@ -92,7 +92,7 @@ use Arg::*;
 
 /// Every module's tenant-scoped hot queries (queries.md). Where the crate's own builder already
 /// names the tenant, both sides run the same statement and only the role differs.
-static QUERIES: [Query; 16] = [
+static QUERIES: [Query; 19] = [
     same(
         "tenancy",
         "tenant-by-id",
@@ -193,11 +193,22 @@ static QUERIES: [Query; 16] = [
         name: "stats",
         rls: "SELECT * FROM queue.stats()",
         rls_args: &[],
-        // queue.stats() without the policy counts every tenant's jobs: its body, with the tenant.
-        base: "SELECT j.queue, j.state, count(*), \
-                      CASE WHEN j.state = 'available' THEN now() - min(j.run_at) END \
-                 FROM queue.jobs j WHERE j.tenant_id = $1 \
-                GROUP BY j.queue, j.state ORDER BY j.queue, j.state",
+        // queue.stats() without the policy counts every tenant's jobs: its body (queue V6), with
+        // the tenant.
+        base: "SELECT s.queue, s.state, s.jobs, s.age FROM ( \
+                 SELECT j.queue, j.state, count(*) AS jobs, now() - min(j.run_at) AS age \
+                   FROM queue.jobs j WHERE j.state = 'available' AND j.tenant_id = $1 GROUP BY j.queue, j.state \
+                 UNION ALL SELECT j.queue, j.state, count(*), NULL::interval \
+                   FROM queue.jobs j WHERE j.state IN ('scheduled', 'retryable') AND j.tenant_id = $1 \
+                  GROUP BY j.queue, j.state \
+                 UNION ALL SELECT j.queue, j.state, count(*), NULL::interval \
+                   FROM queue.jobs j WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' \
+                    AND j.tenant_id = $1 GROUP BY j.queue, j.state \
+                 UNION ALL SELECT j.queue, j.state, count(*), NULL::interval \
+                   FROM queue.jobs j WHERE j.finalized_at IS NOT NULL AND j.finalized_at > now() - interval '1 day' \
+                    AND j.state IN ('completed', 'discarded', 'cancelled') AND j.tenant_id = $1 \
+                  GROUP BY j.queue, j.state) s \
+               ORDER BY s.queue, s.state",
         base_args: &[Tenant],
     },
     same(
@@ -210,6 +221,29 @@ static QUERIES: [Query; 16] = [
         "billing",
         "current-plan",
         "SELECT * FROM billing.tenant_current_plan($1)",
+        &[Tenant],
+    ),
+    // events (queries.md): the rollups of the last 30 days, and a user's recent events.
+    same(
+        "events",
+        "daily-counts",
+        "SELECT tenant_id, day, name, events FROM events.daily_counts \
+          WHERE tenant_id = $1 AND day >= current_date - 30 ORDER BY day, name",
+        &[Tenant],
+    ),
+    same(
+        "events",
+        "unique-actors",
+        "SELECT tenant_id, day, actors FROM events.daily_uniques \
+          WHERE tenant_id = $1 AND day >= current_date - 30 ORDER BY day",
+        &[Tenant],
+    ),
+    same(
+        "events",
+        "recent-events",
+        "SELECT tenant_id, event_id, occurred_at, received_at, name, actor, properties, session_id, source \
+           FROM events.events WHERE tenant_id = $1 AND actor = 'user-7' \
+          ORDER BY occurred_at DESC, event_id DESC LIMIT 50",
         &[Tenant],
     ),
 ];
@@ -520,6 +554,22 @@ INSERT INTO billing.invoices (tenant_id, id, customer_id, subscription_id, statu
 SELECT tenant_id, 'in_' || t || '_' || lpad(j::text, 6, '0'), 'cus_' || t, 'sub_' || t || '_1', 'paid', 'eur', 4900,
        now() - make_interval(days => j % 1000), 'evt_seed'
   FROM bench_rows WHERE of_interest ORDER BY t, j;
+
+-- events: `size` events over the last 20 days, five names, 100 actors; the rollups built from
+-- them as the ingest trigger keeps them.
+SELECT events.create_partition((date_trunc('month', now()) - interval '1 month')::date);
+INSERT INTO events.events (tenant_id, event_id, occurred_at, name, actor, properties)
+SELECT tenant_id, (lpad(to_hex(j), 8, '0') || '-0004-7000-8000-' || lpad(to_hex(t), 12, '0'))::uuid,
+       now() - interval '20 days' + (j::float8 / size) * interval '20 days',
+       (ARRAY['signup', 'login', 'project.created', 'invite.sent', 'purchase'])[j % 5 + 1],
+       'user-' || (j % 100), jsonb_build_object('n', j)
+  FROM bench_rows JOIN bench_sizes USING (t) WHERE of_interest ORDER BY t, j;
+INSERT INTO events.daily_counts (tenant_id, day, name, events)
+SELECT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date, name, count(*) FROM events.events GROUP BY 1, 2, 3;
+INSERT INTO events.daily_actors (tenant_id, day, actor)
+SELECT DISTINCT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date, actor FROM events.events;
+INSERT INTO events.daily_uniques (tenant_id, day, actors)
+SELECT tenant_id, day, count(*) FROM events.daily_actors GROUP BY 1, 2;
 
 RESET session_replication_role;
 DROP TABLE bench_rows;

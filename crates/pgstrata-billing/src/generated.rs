@@ -267,7 +267,7 @@ pub struct Event {
     pub created: chrono::DateTime<chrono::Utc>,
     pub api_version: Option<String>,
     pub livemode: bool,
-    /// processed (applied or stale), ignored (type not mirrored), deferred (no tenant yet), failed (retried when delivered again), rejected (a state the mirror does not take; see error)
+    /// processed (applied or stale), ignored (type not mirrored), deferred (no tenant yet), failed (retried when delivered again), rejected (a state the mirror does not take; see error). Written only by billing's functions, from the outcome (billing.ledger_status)
     pub status: crate::EventStatus,
     pub object_type: Option<String>,
     pub object_id: Option<String>,

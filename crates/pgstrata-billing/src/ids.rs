@@ -168,14 +168,40 @@ mod tests {
         }
     }
 
-    /// The words are the CHECK constraints' (V1, V4), in the migrations' own text.
+    /// The words are the CHECK constraints' (V1, V4), in the migrations' own text. The
+    /// ledger's status lost its CHECK in V6: its words are those `billing.ledger_status` maps
+    /// the outcomes to, every one of them and no other.
     #[test]
     fn the_words_are_the_check_constraints() {
         let v1 = include_str!("../../../migrations/billing/V1__billing.sql");
         let v2 = include_str!("../../../migrations/billing/V2__hardening.sql");
         let v4 = include_str!("../../../migrations/billing/V4__current_shapes.sql");
+        let v6 = include_str!("../../../migrations/billing/V6__webhook_throughput.sql");
         let list = |words: &[&str]| words.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(", ");
         assert!(v4.contains(&format!("CHECK (status IN ({}))", list(EventStatus::WORDS))));
+        let ledger_status = v6
+            .split("CREATE FUNCTION billing.ledger_status")
+            .nth(1)
+            .and_then(|f| f.split("$$").nth(1))
+            .unwrap();
+        let mut mapped: Vec<&str> = ledger_status
+            .split("THEN '")
+            .skip(1)
+            .filter_map(|t| t.split('\'').next())
+            .collect();
+        mapped.sort_unstable();
+        mapped.dedup();
+        let mut words = EventStatus::WORDS.to_vec();
+        words.sort_unstable();
+        assert_eq!(mapped, words);
+        for outcome in Outcome::ALL {
+            if let Some(status) = outcome.ledger_status() {
+                assert!(
+                    ledger_status.contains(&format!("WHEN '{outcome}' THEN '{status}'")),
+                    "{outcome} -> {status}"
+                );
+            }
+        }
         assert!(v2.contains(&format!("CHECK (source IN ({}))", list(LinkSource::WORDS))));
         assert!(v1.contains(&format!("CHECK (status IN ({}))", list(InvoiceStatus::WORDS))));
         assert!(v4.contains(&format!("CHECK (resource IN ({}))", list(BackfillResource::WORDS))));

@@ -63,6 +63,7 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("billing", 3, "inline_helpers"),
         pgstrata_core::migration!("billing", 4, "current_shapes"),
         pgstrata_core::migration!("billing", 5, "ledger_pages"),
+        pgstrata_core::migration!("billing", 6, "webhook_throughput"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
     maintenance: &[Maintenance {

@@ -646,10 +646,11 @@ async fn definer_functions_do_not_run_the_callers_pg_temp_types_as_the_owner() {
 
 /// The SQL helpers left without a SET clause so that they are inlined into their caller's
 /// statement (and parsed under its pinned path): one-expression IMMUTABLE SQL functions that
-/// name only built-ins and billing's own functions (D-046).
-const INLINED_HELPERS: [&str; 6] = [
+/// name only built-ins and billing's own functions (D-046); `ledger_status` since V6 (D-203).
+const INLINED_HELPERS: [&str; 7] = [
     "billing.event_kind(text)",
     "billing.grants_access(text,timestamp with time zone,timestamp with time zone,interval,timestamp with time zone)",
+    "billing.ledger_status(text)",
     "billing.object_customer(text,jsonb)",
     "billing.ref(jsonb)",
     "billing.state_rank(text,text,boolean)",

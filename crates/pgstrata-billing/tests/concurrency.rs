@@ -139,7 +139,9 @@ async fn until_blocked(admin: &PgPool, pid: i32) {
 /// them failed with 40P01). Forced here in that exact order: the linker is held between its
 /// link and its replay by a lock on the tenant row (its customer insert checks that key), the
 /// redelivery starts, and the lock goes. Both must now finish without error, the event applied
-/// once.
+/// once. Since V6 (D-202) the redelivery holds no ledger row while it waits for the link (it
+/// meets the event's row only at its claim, after applying): the linker's replay applies the
+/// event, and the redelivery, a no-op rolled back, reports a duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redelivered_deferred_event_racing_the_link_does_not_deadlock() {
     let db = migrated_db().await;
@@ -210,14 +212,14 @@ async fn a_redelivered_deferred_event_racing_the_link_does_not_deadlock() {
                 .is_ok_and(|s| s.starts_with("Applied None") || s.starts_with("linked")),
             "{tag}: {linked:?}"
         );
-        assert_eq!(redelivered, Ok((Outcome::Applied, None)), "{tag}");
+        assert_eq!(redelivered, Ok((Outcome::Duplicate, None)), "{tag}");
         let (status, attempts): (String, i32) =
             sqlx::query_as("SELECT status, attempts FROM billing.events WHERE id = $1")
                 .bind(event(&events, "05")["id"].as_str().unwrap())
                 .fetch_one(&db.admin)
                 .await
                 .unwrap();
-        assert_eq!((status.as_str(), attempts), ("processed", 2), "{tag}");
+        assert_eq!((status.as_str(), attempts), ("processed", 1), "{tag}");
     }
     sync.close().await;
     db.close().await.unwrap();

@@ -142,3 +142,82 @@ async fn operators_read_the_ledger_and_the_sync_role_prunes_what_is_done_with() 
     sync.close().await;
     db.close().await.unwrap();
 }
+
+/// V6 dropped the ledger's CHECK constraints (D-203): its writers keep their rules. Every
+/// outcome, on the first delivery (one insert), on a redelivery (the row updated) and on a
+/// replay after the link (updated by `apply_ledger_event`), leaves rows that satisfy them.
+#[tokio::test]
+async fn every_outcome_is_recorded_by_the_rules_the_dropped_checks_stated() {
+    let db = migrated_db().await;
+    let sync = sync_pool(&db, 1).await;
+    let mut conn = sync.acquire().await.unwrap();
+    let tenant = tenant(&db).await;
+    let ev = lifecycle("rules", tenant);
+    apply_expect(&mut conn, &event(&ev, "01"), Outcome::Applied).await;
+    apply_expect(&mut conn, &event(&ev, "01"), Outcome::Duplicate).await;
+    // Deferred (the customer is not linked yet), twice: the redelivery updates the row.
+    apply_expect(&mut conn, &event(&ev, "04"), Outcome::Deferred).await;
+    apply_expect(&mut conn, &event(&ev, "05"), Outcome::Deferred).await;
+    apply_expect(&mut conn, &event(&ev, "04"), Outcome::Deferred).await;
+    let mut ignored = event(&ev, "01");
+    ignored["id"] = json!("evt_charge_rules");
+    ignored["type"] = json!("charge.succeeded");
+    apply_expect(&mut conn, &ignored, Outcome::Ignored).await;
+    apply_expect(&mut conn, &ignored, Outcome::Duplicate).await;
+    let mut failing = event(&ev, "02");
+    failing["id"] = json!("evt_price_rules");
+    failing["data"]["object"] = json!({"id": "price_rules", "object": "price"});
+    let failed = apply_expect(&mut conn, &failing, Outcome::Failed).await;
+    assert!(
+        failed.error.as_deref().unwrap().contains("names no product"),
+        "{failed:?}"
+    );
+    apply_expect(&mut conn, &failing, Outcome::Failed).await;
+    let mut impossible = event(&ev, "02");
+    impossible["id"] = json!("evt_no_customer_rules");
+    impossible["type"] = json!("invoice.paid");
+    impossible["data"]["object"] =
+        json!({"id": "in_orphan_rules", "object": "invoice", "customer": null, "status": "paid"});
+    apply_expect(&mut conn, &impossible, Outcome::Rejected).await;
+    apply_expect(&mut conn, &impossible, Outcome::Duplicate).await;
+    // The customer links itself (metadata.tenant_id) and replays the two deferred events; a
+    // stale state after that is processed too.
+    apply_expect(&mut conn, &event(&ev, "03"), Outcome::Applied).await;
+    apply_expect(&mut conn, &event(&ev, "10"), Outcome::Applied).await;
+    let mut stale = event(&ev, "05");
+    stale["id"] = json!("evt_stale_rules");
+    apply_expect(&mut conn, &stale, Outcome::Stale).await;
+
+    let rows: Vec<(String, String, i32, bool, bool)> = sqlx::query_as(
+        "SELECT id, status, attempts, error IS NOT NULL, processed_at IS NOT NULL FROM billing.events ORDER BY id",
+    )
+    .fetch_all(&db.admin)
+    .await
+    .unwrap();
+    for (id, status, _, error, processed_at) in &rows {
+        let status: EventStatus = status.parse().unwrap();
+        assert_eq!(
+            *error,
+            matches!(status, EventStatus::Failed | EventStatus::Rejected),
+            "{id}: error iff failed or rejected"
+        );
+        assert_eq!(
+            *processed_at,
+            matches!(
+                status,
+                EventStatus::Processed | EventStatus::Ignored | EventStatus::Rejected
+            ),
+            "{id}: processed_at iff processed, ignored or rejected"
+        );
+    }
+    let status_of = |id: &str| rows.iter().find(|r| r.0 == id).map(|r| (r.1.as_str(), r.2)).unwrap();
+    assert_eq!(status_of("evt_price_rules"), ("failed", 2));
+    assert_eq!(status_of("evt_charge_rules"), ("ignored", 1));
+    assert_eq!(status_of("evt_no_customer_rules"), ("rejected", 1));
+    assert_eq!(status_of("evt_stale_rules"), ("processed", 1));
+    assert_eq!(status_of(event(&ev, "04")["id"].as_str().unwrap()), ("processed", 2));
+    assert_eq!(status_of(event(&ev, "05")["id"].as_str().unwrap()), ("processed", 1));
+    drop(conn);
+    sync.close().await;
+    db.close().await.unwrap();
+}

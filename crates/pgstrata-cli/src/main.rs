@@ -307,7 +307,8 @@ enum EventsAction {
 
 #[derive(Debug, Subcommand)]
 enum QueueAction {
-    /// Jobs by queue and state, and how long the oldest ready job has waited.
+    /// Jobs by queue and state (finished ones: those of the last day), and how long the oldest
+    /// ready job has waited.
     Stats,
     /// Jobs, newest first, one page at a time (the next page: --after the last id shown).
     List {

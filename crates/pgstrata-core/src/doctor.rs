@@ -285,17 +285,20 @@ SELECT format('%I.%I', n.nspname, c.relname) AS table,
 
 /// Warnings for tables range-partitioned on a `timestamptz` that have fewer than
 /// [`MIN_FUTURE_PARTITIONS`] partitions starting after now: once the last one fills, every
-/// insert fails, so partitions must be created ahead (e.g. `pgstrata audit maintain`).
+/// insert fails, so partitions must be created ahead. The hint names the schema's own
+/// `maintain` command (audit and events have one) and the worker that runs every module's
+/// maintenance.
 pub async fn partition_warnings(conn: &mut PgConnection, schemas: &[&str]) -> Result<Vec<String>, sqlx::Error> {
     let rows: Vec<(String, i64)> = sqlx::query_as(PARTITIONS_SQL).bind(schemas).fetch_all(conn).await?;
     Ok(rows
         .into_iter()
         .filter(|(_, future)| *future < MIN_FUTURE_PARTITIONS)
         .map(|(table, future)| {
+            let schema = table.split('.').next().unwrap_or_default();
             format!(
                 "{table} has {future} partition(s) starting after now (want at least {MIN_FUTURE_PARTITIONS}); \
                  inserts fail once time runs past the last one: create partitions ahead \
-                 (for audit: `pgstrata audit maintain`)"
+                 (`pgstrata {schema} maintain`, or `pgstrata worker`, which runs every module's maintenance)"
             )
         })
         .collect())

@@ -13,7 +13,8 @@
 //! - Tools, each behind its feature so an application's build compiles only what runs:
 //!   `doctor` (the catalog checks of `pgstrata doctor`), `codegen` (row types from the catalog),
 //!   `testing` (`catalog` snapshots, `server`: a throwaway PostgreSQL from the local binaries,
-//!   `testing`: a migrated database per test with the unprivileged login roles).
+//!   `testing`: a migrated database per test with the unprivileged login roles), `https` (TLS
+//!   over a TCP stream the caller connected, for the outbound HTTPS clients).
 //!
 //! This crate is an implementation detail of `pgstrata`: its API follows the umbrella crate's
 //! version but may change in any release.
@@ -28,9 +29,12 @@ pub mod context;
 pub mod doctor;
 pub mod enums;
 pub mod error;
+#[cfg(feature = "https")]
+pub mod https;
 pub mod ids;
 pub mod migrate;
 pub mod page;
+pub mod partitions;
 #[cfg(feature = "testing")]
 pub mod server;
 pub mod sql;

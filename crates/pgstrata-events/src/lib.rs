@@ -70,7 +70,10 @@ pub static MODULE: Module = Module {
         ("events.event_id", "crate::ids::EventId"),
         ("batches.batch_id", "crate::ids::BatchId"),
     ],
-    migrations: &[pgstrata_core::migration!("events", 1, "events")],
+    migrations: &[
+        pgstrata_core::migration!("events", 1, "events"),
+        pgstrata_core::migration!("events", 2, "shared_partitions"),
+    ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
     maintenance: &[
         Maintenance {

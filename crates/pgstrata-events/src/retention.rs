@@ -32,13 +32,8 @@ pub struct MaintainStep {
     pub partition: String,
 }
 
-/// A partition and its bounds.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct Partition {
-    pub name: String,
-    pub lower_bound: chrono::DateTime<chrono::Utc>,
-    pub upper_bound: chrono::DateTime<chrono::Utc>,
-}
+/// A partition and its bounds (the type every month-partitioned module shares).
+pub use pgstrata_core::partitions::Partition;
 
 /// Creates the months from the oldest one a late event may still fall in to `ahead` months
 /// after the current one (default: `events.settings`, 3), and drops the months whose whole

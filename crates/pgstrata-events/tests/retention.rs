@@ -230,6 +230,10 @@ async fn the_doctor_warns_when_months_ahead_run_out_and_maintain_fixes_it() {
         warnings[0].starts_with("events.events has 0 partition(s)"),
         "{warnings:?}"
     );
+    assert!(
+        warnings[0].contains("`pgstrata events maintain`"),
+        "the hint names the module's own command: {warnings:?}"
+    );
     // An event next month now fails with the typed error; maintain brings the months back.
     let mut worker = f.db.login_options(WORKER_LOGIN_ROLE).connect().await.unwrap();
     let created = retention::maintain(&mut worker, None, None).await.unwrap();

@@ -662,7 +662,7 @@ pub struct QueueStats {
     pub oldest_available_secs: Option<f64>,
 }
 
-/// The statement of [`stats`].
+/// The statement of [`stats`]: finished jobs over the function's default window (one day).
 ///
 /// ```
 /// assert_eq!(
@@ -671,6 +671,23 @@ pub struct QueueStats {
 /// );
 /// ```
 pub fn stats_stmt() -> Built {
+    stats_select(Func::cust(QueueFn::Stats))
+}
+
+/// The statement of [`stats_within`].
+///
+/// ```
+/// let (sql, _) = pgstrata_queue::client::stats_within_stmt(std::time::Duration::from_secs(3600));
+/// assert_eq!(
+///     sql,
+///     r#"SELECT "queue", "state", "jobs", pg_catalog.date_part($1, "oldest_available_age") AS "oldest_available_secs" FROM queue.stats(CAST($2 AS interval)) AS "stats""#
+/// );
+/// ```
+pub fn stats_within_stmt(finished_within: Duration) -> Built {
+    stats_select(Func::cust(QueueFn::Stats).arg(interval(finished_within)))
+}
+
+fn stats_select(call: sea_query::FunctionCall) -> Built {
     sql::build(
         Query::select()
             .columns([StatsRow::Queue, StatsRow::State, StatsRow::Jobs])
@@ -678,14 +695,24 @@ pub fn stats_stmt() -> Built {
                 Func::cust(Builtin::DatePart).args([Expr::val("epoch"), Expr::col(StatsRow::OldestAvailableAge)]),
                 StatsRow::OldestAvailableSecs,
             )
-            .from_function(Func::cust(QueueFn::Stats), StatsRow::Table),
+            .from_function(call, StatsRow::Table),
     )
 }
 
 /// Jobs by queue and state, and the wait of the oldest ready job: every job for a worker, the
-/// context tenant's for the application role.
+/// context tenant's for the application role. Unfinished jobs are all counted; finished ones
+/// (completed, discarded, cancelled) over the last day, so the cost follows the backlog, not the
+/// history (queue V6). [`stats_within`] takes another window.
 pub async fn stats(conn: &mut PgConnection) -> Result<Vec<QueueStats>> {
     Ok(sql::query_as(stats_stmt()).fetch_all(conn).await?)
+}
+
+/// [`stats`], counting the jobs finished within `finished_within` (its cost follows the jobs
+/// finished in that window).
+pub async fn stats_within(conn: &mut PgConnection, finished_within: Duration) -> Result<Vec<QueueStats>> {
+    Ok(sql::query_as(stats_within_stmt(finished_within))
+        .fetch_all(conn)
+        .await?)
 }
 
 /// The statement of [`get`].

@@ -70,6 +70,7 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("queue", 3, "hardening"),
         pgstrata_core::migration!("queue", 4, "job_control"),
         pgstrata_core::migration!("queue", 5, "operations"),
+        pgstrata_core::migration!("queue", 6, "cheap_stats"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
     maintenance: &[

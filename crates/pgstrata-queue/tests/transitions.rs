@@ -215,6 +215,26 @@ async fn cancel_unique_keys_scheduled_jobs_and_pruning() {
         .execute(&mut *conn)
         .await
         .unwrap();
+    // Finished jobs are counted over a window: one day by default, longer when asked.
+    let cancelled = |stats: &[client::QueueStats]| {
+        stats
+            .iter()
+            .find(|r| r.queue == "default" && r.state == JobState::Cancelled)
+            .map_or(0, |r| r.jobs)
+    };
+    assert_eq!(cancelled(&client::stats(&mut conn).await.unwrap()), 1);
+    let three_days = client::stats_within(&mut conn, Duration::from_secs(3 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(cancelled(&three_days), 2);
+    assert_eq!(
+        three_days
+            .iter()
+            .find(|r| r.queue == "default" && r.state == JobState::Scheduled)
+            .map(|r| r.jobs),
+        Some(1),
+        "unfinished jobs are counted whatever the window"
+    );
     assert_eq!(client::prune(&mut conn, Duration::from_secs(86_400)).await.unwrap(), 1);
     assert!(client::get(&mut conn, first).await.unwrap().is_none());
     assert!(

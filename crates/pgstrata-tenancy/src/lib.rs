@@ -82,6 +82,7 @@ pub static MODULE: Module = Module {
         pgstrata_core::migration!("tenancy", 5, "tenant_tables"),
         pgstrata_core::migration!("tenancy", 6, "accept_errors"),
         pgstrata_core::migration!("tenancy", 7, "cheaper_context"),
+        pgstrata_core::migration!("tenancy", 8, "month_partitions"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
     maintenance: &[],

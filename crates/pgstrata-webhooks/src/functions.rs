@@ -13,6 +13,7 @@ pgstrata_core::sql_functions!(
         Erase = "erase",
         Claim = "claim",
         Complete = "complete",
+        CompleteMany = "complete_many",
         Prune = "prune",
     }
 );

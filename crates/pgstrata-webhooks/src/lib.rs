@@ -10,7 +10,8 @@
 //!   (the old key keeps signing during a grace period).
 //! - [`dispatch::Dispatcher`] (as `pgstrata_worker`) claims due deliveries with `SKIP LOCKED`
 //!   under a lease, signs them per Standard Webhooks ([`signing`]), posts them with a pooled
-//!   HTTP client behind an SSRF guard, and reports each attempt; retries follow the Standard
+//!   HTTP client (http, and https with TLS checked against the webpki roots) behind an SSRF
+//!   guard, and reports the attempts in batches; retries follow the Standard
 //!   Webhooks schedule with jitter, `Retry-After`, 429/503 and 410; an endpoint failing for 5
 //!   days is disabled, with a notice.
 //! - [`history`]: messages, deliveries, every attempt (status, first 20 kB of the answer,
@@ -82,7 +83,10 @@ pub static MODULE: Module = Module {
         ("notices.endpoint_id", "crate::ids::EndpointId"),
         ("notices.kind", "crate::ids::NoticeKind"),
     ],
-    migrations: &[pgstrata_core::migration!("webhooks", 1, "webhooks")],
+    migrations: &[
+        pgstrata_core::migration!("webhooks", 1, "webhooks"),
+        pgstrata_core::migration!("webhooks", 2, "cheaper_dispatch"),
+    ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
     maintenance: &[pgstrata_core::Maintenance {
         name: "webhooks.prune",

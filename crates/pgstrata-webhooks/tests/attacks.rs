@@ -91,6 +91,10 @@ async fn the_application_role_reaches_only_its_tenants_rows_and_never_the_dispat
             ("UPDATE webhooks.settings SET max_endpoints = 100000".to_owned(), "42501"),
             ("SELECT * FROM webhooks.claim(10, 'x')".to_owned(), "42501"),
             (format!("SELECT webhooks.complete('{b}', 1, 1, 200, '', 1, NULL)"), "42501"),
+            (
+                format!("SELECT * FROM webhooks.complete_many('{{{b}}}', '{{1}}', '{{1}}', '{{200}}', '{{\"\"}}', '{{1}}', '{{NULL}}', '{{NULL}}')"),
+                "42501",
+            ),
             ("SELECT webhooks.prune(10)".to_owned(), "42501"),
             // Locks: the dispatcher's claim locks endpoints; the app role may only lock its own.
             (format!("SELECT * FROM webhooks.endpoints WHERE tenant_id = '{a}' FOR UPDATE"), "ok 0"),

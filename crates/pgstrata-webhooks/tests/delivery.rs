@@ -1,7 +1,7 @@
 //! Delivery end to end, with real receivers on loopback: signatures over the exact bytes,
 //! rotation, retries and Retry-After, 410 and auto-disable with their notice, redirects, slow
-//! endpoints and the concurrency cap, a dispatcher killed mid-request, replay, FIFO, and the
-//! SSRF guard.
+//! endpoints and the concurrency cap, a dispatcher killed mid-request, replay, FIFO, the SSRF
+//! guard, and https receivers (real TLS, a test root).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -573,5 +573,145 @@ async fn the_ssrf_guard_refuses_every_private_address_class_unless_allow_listed(
     })
     .await;
     assert!((1..=2).contains(&receiver.count()), "{}", receiver.count());
+    f.close().await;
+}
+
+#[tokio::test]
+async fn https_receivers_get_signed_deliveries_over_tls_checked_against_the_roots() {
+    let f = fixture().await;
+    f.settings("retry_schedule = '{}'").await;
+    let tls = pgstrata_webhooks::dispatch::TlsConnector::builder()
+        .add_roots_pem(common::TEST_ROOT_PEM)
+        .unwrap()
+        .build()
+        .unwrap();
+    // By name (SNI localhost, resolved to 127.0.0.1) and by address (the certificate's IP SAN).
+    let (by_name, _) = Receiver::start_https("localhost", |_| Reply::status(200)).await;
+    let (by_ip, _) = Receiver::start_https("127.0.0.1", |_| Reply::status(200)).await;
+    let (e1, secret) = endpoint(&f, NewEndpoint::new(&by_name.url)).await;
+    let (e2, _) = endpoint(&f, NewEndpoint::new(&by_ip.url)).await;
+    let payload = br#"{"over":"tls"}"#;
+    let id = send_one(&f, "invoice.paid", payload).await;
+    let d = f.dispatcher("tls", |c| c.tls(tls.clone())).await;
+    f.dispatch_until(&d, || async { by_name.count() == 1 && by_ip.count() == 1 })
+        .await;
+    f.dispatch_until(&d, || async {
+        f.scalar::<i64>("SELECT count(*) FROM webhooks.deliveries WHERE state = 'succeeded'")
+            .await
+            == 2
+    })
+    .await;
+    let got = &by_name.received()[0];
+    assert_eq!(got.body, payload);
+    assert_eq!(got.header("webhook-id"), id.to_string());
+    Verifier::new(vec![secret])
+        .verify_headers(&got.headers, &got.body)
+        .unwrap();
+    for e in [&e1, &e2] {
+        assert_eq!(attempts_of(&f, e).await[0].status_code, Some(200));
+    }
+
+    // A dispatcher with the webpki roots only: every handshake fails (the message goes to the
+    // three endpoints), each attempt is a failure without a status that names TLS, and no
+    // request got through.
+    let (strict_receiver, failed_handshakes) = Receiver::start_https("localhost", |_| Reply::status(200)).await;
+    let (e3, _) = endpoint(&f, NewEndpoint::new(&strict_receiver.url)).await;
+    send_one(&f, "invoice.paid", b"{}").await;
+    let strict = f.dispatcher("webpki-only", |c| c).await;
+    f.dispatch_until(&strict, || async {
+        f.scalar::<i64>("SELECT count(*) FROM webhooks.deliveries WHERE state = 'failed'")
+            .await
+            == 3
+    })
+    .await;
+    let a = &attempts_of(&f, &e3).await[0];
+    assert_eq!(a.status_code, None);
+    let error = a.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("TLS with localhost") && error.contains("UnknownIssuer"),
+        "{error}"
+    );
+    assert_eq!(strict_receiver.count(), 0);
+    assert_eq!((by_name.count(), by_ip.count()), (1, 1));
+    assert!(failed_handshakes.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    f.close().await;
+}
+
+#[tokio::test]
+async fn complete_many_reports_a_mixed_batch_in_one_statement_and_ignores_stale_attempts() {
+    use pgstrata_webhooks::dispatch::{Answer, claim, complete_many};
+    let f = fixture().await;
+    let (e, _) = endpoint(&f, NewEndpoint::new("https://receiver.example/hook")).await;
+    for i in 0..3 {
+        send_one(&f, "invoice.paid", format!(r#"{{"n": {i}}}"#).as_bytes()).await;
+    }
+    let mut conn = f.worker.acquire().await.unwrap();
+    let claimed = claim(&mut conn, 10, "batch", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let answer = |status: Option<u16>, error: Option<&str>| Answer {
+        status,
+        body: "hi".to_owned(),
+        retry_after_s: Some(30),
+        duration: Duration::from_millis(7),
+        error: error.map(str::to_owned),
+    };
+    let ok = answer(Some(200), None);
+    let down = answer(None, Some("connection refused"));
+    let mut stale = claimed[2].clone();
+    stale.attempt += 1;
+    let outcomes = [(&claimed[0], &ok), (&claimed[1], &down), (&stale, &ok)];
+    let states = complete_many(&mut conn, &outcomes).await.unwrap();
+    assert_eq!(
+        states,
+        vec![
+            (claimed[0].delivery_id, Some("succeeded".to_owned())),
+            (claimed[1].delivery_id, Some("pending".to_owned())),
+        ],
+        "the stale success is not reported"
+    );
+    let attempts = attempts_of(&f, &e).await;
+    let by_delivery = |d| attempts.iter().find(|a| a.delivery_id == d).unwrap();
+    assert_eq!(by_delivery(claimed[0].delivery_id).state, AttemptState::Succeeded);
+    assert_eq!(by_delivery(claimed[0].delivery_id).duration_ms, Some(7));
+    assert_eq!(by_delivery(claimed[1].delivery_id).state, AttemptState::Failed);
+    assert_eq!(
+        by_delivery(claimed[1].delivery_id).error.as_deref(),
+        Some("connection refused")
+    );
+    assert_eq!(
+        by_delivery(claimed[2].delivery_id).state,
+        AttemptState::Running,
+        "a report for another attempt changes nothing"
+    );
+    let wait: f64 = f
+        .scalar(&format!(
+            "SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM webhooks.deliveries WHERE id = {}",
+            claimed[1].delivery_id
+        ))
+        .await;
+    assert!(wait > 25.0, "the failure waits at least its Retry-After: {wait}");
+    assert!(
+        f.scalar::<Option<chrono::DateTime<chrono::Utc>>>("SELECT first_failure_at FROM webhooks.endpoints")
+            .await
+            .is_some(),
+        "the failure opened the endpoint's failure run"
+    );
+
+    // Over 1000 outcomes: refused before any SQL, naming the field.
+    let many: Vec<(&pgstrata_webhooks::dispatch::Claimed, &Answer)> = (0..1001).map(|_| (&claimed[2], &ok)).collect();
+    let err = complete_many(&mut conn, &many).await.unwrap_err();
+    assert!(
+        matches!(err, pgstrata_webhooks::Error::InvalidInput { field: "outcomes", .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        f.scalar::<String>(&format!(
+            "SELECT state FROM webhooks.deliveries WHERE id = {}",
+            claimed[2].delivery_id
+        ))
+        .await,
+        "running"
+    );
+    drop(conn);
     f.close().await;
 }

@@ -15,7 +15,7 @@ use sqlx::{Connection, PgConnection};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const MODULES: [&str; 8] = [
+const MODULES: [&str; 9] = [
     "tenancy",
     "rbac",
     "queue",
@@ -24,6 +24,7 @@ const MODULES: [&str; 8] = [
     "events",
     "outbox",
     "eventstore",
+    "webhooks",
 ];
 
 fn repo_root() -> PathBuf {

@@ -1,7 +1,7 @@
 //! The delivery client: hyper's pooled HTTP/1 client (connections are kept and reused per
-//! host) over the [`VettedConnector`], no redirects followed (a 3xx is an answer like any
-//! other, and a failure), a timeout per attempt covering connect, request and the body read,
-//! and the first 20 kB of the answer kept.
+//! scheme and host) over the [`VettedConnector`] (http, and https with TLS), no redirects
+//! followed (a 3xx is an answer like any other, and a failure), a timeout per attempt covering
+//! connect, TLS, request and the body read, and the first 20 kB of the answer kept.
 
 use super::ssrf::{AddressPolicy, ConnectError, VettedConnector};
 use http_body_util::{BodyExt, Full};
@@ -9,6 +9,7 @@ use hyper::body::Bytes;
 use hyper::{Method, Request};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use pgstrata_core::https::TlsConnector;
 use std::time::{Duration, Instant};
 
 /// How much of an answer's body is kept in the attempt log.
@@ -33,12 +34,13 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    /// A client that connects only where `policy` allows, and gives each attempt `timeout`.
-    pub fn new(policy: AddressPolicy, timeout: Duration) -> Self {
+    /// A client that connects only where `policy` allows, checks https receivers' certificates
+    /// with `tls`, and gives each attempt `timeout`.
+    pub fn new(policy: AddressPolicy, timeout: Duration, tls: TlsConnector) -> Self {
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
-            .build(VettedConnector::new(policy, timeout));
+            .build(VettedConnector::new(policy, timeout, tls));
         Self { inner, timeout }
     }
 

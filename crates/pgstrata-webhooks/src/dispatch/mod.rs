@@ -6,7 +6,9 @@
 //! outside any transaction; the outcome is reported by `webhooks.complete`, guarded by the
 //! attempt number. A dispatcher that dies mid-request leaves the attempt running until its
 //! lease expires; the next claim marks it lost and the delivery goes out again with the same
-//! `webhook-id`. Several dispatchers (processes or tasks) share the work; the claim keeps each
+//! `webhook-id`. A running dispatcher reports the outcomes its finished requests have produced
+//! together, with `webhooks.complete_many` (one transaction for all that are waiting, so a busy
+//! dispatcher commits one per batch rather than one per delivery). Several dispatchers (processes or tasks) share the work; the claim keeps each
 //! endpoint within its concurrency cap and rate limit and shares a batch fairly between tenants
 //! and endpoints, so a slow or failing endpoint holds at most its cap of requests.
 //!
@@ -23,6 +25,7 @@ pub mod client;
 pub mod ssrf;
 
 pub use client::{Answer, HttpClient};
+pub use pgstrata_core::https::TlsConnector;
 pub use ssrf::{AddressPolicy, ConnectError, Net};
 
 use crate::error::{Error, Result};
@@ -38,6 +41,9 @@ use sqlx::postgres::PgListener;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
+
+/// Outcomes reported in one `complete_many` call, at most.
+const REPORT_BATCH: usize = 500;
 
 /// The channel `webhooks.send` and the replays notify at commit.
 pub const CHANNEL: &str = "pgstrata_webhooks";
@@ -65,6 +71,8 @@ pub struct DispatcherConfig {
     pub idle: Duration,
     /// Where it may connect (public addresses, plus what is allow-listed).
     pub policy: AddressPolicy,
+    /// How https receivers' certificates are checked. None: the webpki roots.
+    pub tls: Option<TlsConnector>,
     pub user_agent: String,
 }
 
@@ -78,6 +86,7 @@ impl DispatcherConfig {
             lease_margin: Duration::from_secs(30),
             idle: Duration::from_secs(1),
             policy: AddressPolicy::public_only(),
+            tls: None,
             user_agent: format!("pgstrata-webhooks/{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -110,6 +119,13 @@ impl DispatcherConfig {
 
     pub fn policy(mut self, p: AddressPolicy) -> Self {
         self.policy = p;
+        self
+    }
+
+    /// Checks https receivers' certificates with `tls` (e.g. the webpki roots plus an operator's
+    /// private root: `TlsConnector::builder().add_roots_pem(pem)?.build()?`).
+    pub fn tls(mut self, tls: TlsConnector) -> Self {
+        self.tls = Some(tls);
         self
     }
 }
@@ -180,6 +196,52 @@ pub fn complete_stmt(claimed: &Claimed, answer: &Answer) -> Built {
     )
 }
 
+/// The SQL of [`complete_many`]: parallel arrays, one element per outcome (tenant, delivery,
+/// attempt, status, response body, duration in ms, error, Retry-After in seconds).
+pub const COMPLETE_MANY_SQL: &str =
+    "SELECT delivery_id, state FROM webhooks.complete_many($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// Reports a batch of attempts' answers in one statement (at most 1000); each delivery's new
+/// state, as [`complete`] returns it. A delivery missing from the result, or with no state, was
+/// no longer in that attempt (rescued or erased).
+pub async fn complete_many(
+    conn: &mut sqlx::PgConnection,
+    outcomes: &[(&Claimed, &Answer)],
+) -> Result<Vec<(DeliveryId, Option<String>)>> {
+    if outcomes.is_empty() {
+        return Ok(Vec::new());
+    }
+    if outcomes.len() > 1000 {
+        return Err(Error::InvalidInput {
+            field: "outcomes",
+            reason: format!("{} outcomes, more than 1000: report them in batches", outcomes.len()),
+        });
+    }
+    let tenants: Vec<uuid::Uuid> = outcomes.iter().map(|(c, _)| c.tenant_id.0).collect();
+    let deliveries: Vec<i64> = outcomes.iter().map(|(c, _)| c.delivery_id.0).collect();
+    let attempts: Vec<i32> = outcomes.iter().map(|(c, _)| c.attempt).collect();
+    let statuses: Vec<Option<i32>> = outcomes.iter().map(|(_, a)| a.status.map(i32::from)).collect();
+    let bodies: Vec<String> = outcomes.iter().map(|(_, a)| a.body.clone()).collect();
+    let durations: Vec<i32> = outcomes
+        .iter()
+        .map(|(_, a)| i32::try_from(a.duration.as_millis()).unwrap_or(i32::MAX))
+        .collect();
+    let errors: Vec<Option<String>> = outcomes.iter().map(|(_, a)| a.error.clone()).collect();
+    let retry_after: Vec<Option<i32>> = outcomes.iter().map(|(_, a)| a.retry_after_s).collect();
+    let rows: Vec<(i64, Option<String>)> = sqlx::query_as(COMPLETE_MANY_SQL)
+        .bind(tenants)
+        .bind(deliveries)
+        .bind(attempts)
+        .bind(statuses)
+        .bind(bodies)
+        .bind(durations)
+        .bind(errors)
+        .bind(retry_after)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|(id, state)| (DeliveryId(id), state)).collect())
+}
+
 /// The headers of an attempt: content type, user agent, the endpoint's own, and the three
 /// Standard Webhooks headers signed with every live key, at `timestamp`.
 pub fn request_headers(claimed: &Claimed, timestamp: i64, user_agent: &str) -> Vec<(String, String)> {
@@ -238,7 +300,14 @@ impl Dispatcher {
             .timeout
             .unwrap_or(Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(15_000)));
         let lease = (timeout + config.lease_margin).max(Duration::from_secs(1));
-        let client = HttpClient::new(config.policy.clone(), timeout);
+        let tls = match &config.tls {
+            Some(tls) => tls.clone(),
+            None => TlsConnector::builder().build().map_err(|e| Error::InvalidInput {
+                field: "tls",
+                reason: e.to_string(),
+            })?,
+        };
+        let client = HttpClient::new(config.policy.clone(), timeout, tls);
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -254,16 +323,26 @@ impl Dispatcher {
         &self.inner.client
     }
 
-    /// Claims one batch, delivers it and reports every outcome; returns how many were claimed.
+    /// Claims one batch, delivers it and reports every outcome (in one transaction); returns
+    /// how many were claimed.
     pub async fn run_once(&self) -> Result<usize> {
         let claimed = self.claim(self.inner.config.batch).await?;
         let n = claimed.len();
         let mut tasks = JoinSet::new();
         for c in claimed {
             let inner = self.inner.clone();
-            tasks.spawn(async move { inner.deliver(c).await });
+            tasks.spawn(async move {
+                let answer = inner.post(&c).await;
+                (c, answer)
+            });
         }
-        while tasks.join_next().await.is_some() {}
+        let mut outcomes = Vec::with_capacity(n);
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(outcome) = done {
+                outcomes.push(outcome);
+            }
+        }
+        self.inner.report(&outcomes).await;
         Ok(n)
     }
 
@@ -291,6 +370,25 @@ impl Dispatcher {
             }
         };
         let mut inflight: JoinSet<()> = JoinSet::new();
+        // Finished requests go to one reporter, which reports all that are waiting at once.
+        let (reports, mut outcomes) = tokio::sync::mpsc::channel::<(Claimed, Answer)>(config.concurrency * 4);
+        let reporter = {
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                let mut batch = Vec::new();
+                while let Some(first) = outcomes.recv().await {
+                    batch.push(first);
+                    while batch.len() < REPORT_BATCH {
+                        match outcomes.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    inner.report(&batch).await;
+                    batch.clear();
+                }
+            })
+        };
         let mut backoff = Duration::from_millis(100);
         loop {
             if token.is_cancelled() {
@@ -304,8 +402,13 @@ impl Dispatcher {
                         backoff = Duration::from_millis(100);
                         claimed = rows.len();
                         for c in rows {
-                            let inner = self.inner.clone();
-                            inflight.spawn(async move { inner.deliver(c).await });
+                            let (inner, reports) = (self.inner.clone(), reports.clone());
+                            inflight.spawn(async move {
+                                let answer = inner.post(&c).await;
+                                // Fails only when the reporter is gone (shutting down): the
+                                // lease then expires and the delivery goes out again.
+                                let _ = reports.send((c, answer)).await;
+                            });
                         }
                     }
                     Err(e) => {
@@ -351,6 +454,9 @@ impl Dispatcher {
                 }
             }
         }
+        // The reporter reports what is left, then ends with the channel.
+        drop(reports);
+        let _ = reporter.await;
     }
 }
 
@@ -359,10 +465,9 @@ impl Inner {
         self.lease.saturating_sub(self.config.lease_margin)
     }
 
-    /// Signs, posts and reports one delivery. A report that fails is logged: the lease then
-    /// expires and the delivery goes out again with the same webhook-id.
-    async fn deliver(&self, claimed: Claimed) {
-        let answer = if claimed.keys.is_empty() {
+    /// Signs and posts one delivery.
+    async fn post(&self, claimed: &Claimed) -> Answer {
+        if claimed.keys.is_empty() {
             Answer {
                 status: None,
                 body: String::new(),
@@ -371,29 +476,65 @@ impl Inner {
                 error: Some("the endpoint has no live secret: rotate one in".to_owned()),
             }
         } else {
-            let headers = request_headers(&claimed, chrono::Utc::now().timestamp(), &self.config.user_agent);
+            let headers = request_headers(claimed, chrono::Utc::now().timestamp(), &self.config.user_agent);
             self.client
                 .post(&claimed.url, &headers, Bytes::from(claimed.payload.clone()))
                 .await
-        };
-        let reported = match self.pool.acquire().await {
-            Ok(mut conn) => complete(&mut conn, &claimed, &answer).await,
-            Err(e) => Err(e.into()),
-        };
-        match reported {
-            Ok(Some(state)) if state == "disabled" => tracing::warn!(
-                tenant_id = %claimed.tenant_id, endpoint_id = %claimed.endpoint_id,
-                "webhooks: endpoint disabled (see webhooks.notices)"
-            ),
-            Ok(Some(_)) => {}
-            Ok(None) => tracing::debug!(
-                delivery_id = %claimed.delivery_id, attempt = claimed.attempt,
-                "webhooks: the attempt was no longer the delivery's (lease expired or message erased)"
-            ),
-            Err(e) => tracing::warn!(
-                delivery_id = %claimed.delivery_id, attempt = claimed.attempt, error = %e,
-                "webhooks: reporting the outcome failed; the lease will expire and the delivery go out again"
-            ),
+        }
+    }
+
+    /// Reports outcomes with `webhooks.complete_many`, in batches, retrying a failed report a
+    /// few times (a deadlock between two reporters, a lost connection). A report that still
+    /// fails is logged: the leases then expire and the deliveries go out again with the same
+    /// webhook-id.
+    async fn report(&self, outcomes: &[(Claimed, Answer)]) {
+        for chunk in outcomes.chunks(REPORT_BATCH) {
+            let pairs: Vec<(&Claimed, &Answer)> = chunk.iter().map(|(c, a)| (c, a)).collect();
+            let mut wait = Duration::from_millis(20);
+            let mut tries = 0;
+            let reported = loop {
+                tries += 1;
+                let result = match self.pool.acquire().await {
+                    Ok(mut conn) => complete_many(&mut conn, &pairs).await,
+                    Err(e) => Err(e.into()),
+                };
+                match result {
+                    Err(e) if tries < 4 => {
+                        tracing::debug!(error = %e, "webhooks: reporting outcomes failed, retrying");
+                        tokio::time::sleep(wait).await;
+                        wait *= 4;
+                    }
+                    other => break other,
+                }
+            };
+            match reported {
+                Ok(states) => {
+                    for (delivery_id, state) in states {
+                        match state.as_deref() {
+                            Some("disabled") => {
+                                let endpoint = chunk
+                                    .iter()
+                                    .find(|(c, _)| c.delivery_id == delivery_id)
+                                    .map(|(c, _)| c.endpoint_id.to_string())
+                                    .unwrap_or_default();
+                                tracing::warn!(
+                                    endpoint_id = %endpoint,
+                                    "webhooks: endpoint disabled (see webhooks.notices)"
+                                );
+                            }
+                            Some(_) => {}
+                            None => tracing::debug!(
+                                delivery_id = %delivery_id,
+                                "webhooks: the attempt was no longer the delivery's (lease expired or message erased)"
+                            ),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    outcomes = chunk.len(), error = %e,
+                    "webhooks: reporting outcomes failed; the leases will expire and the deliveries go out again"
+                ),
+            }
         }
     }
 }

@@ -8,15 +8,24 @@
 //! 64:ff9b:1::/48) and 6to4/Teredo, whose embedded IPv4 address could be private. A name is
 //! refused when any of its addresses is refused (a name that mixes public and private addresses
 //! is an attack, not a misconfiguration).
+//!
+//! For an `https://` URL the connector runs TLS over the vetted TCP connection
+//! ([`pgstrata_core::https`]): SNI is the URL's host and the certificate must hold that name and
+//! chain to a webpki root (or a root the dispatcher was given); the address vetted is still the
+//! one connected to, whatever the certificate says.
 
 use hyper::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
+use pgstrata_core::https::{MaybeTlsStream, TlsConnector};
 use std::future::Future;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A network: an address and a prefix length.
@@ -201,21 +210,81 @@ pub enum ConnectError {
         addrs: String,
         reason: String,
     },
+    /// The TLS handshake with an `https://` endpoint failed (untrusted or expired certificate,
+    /// a certificate for another name, no common protocol) or timed out.
+    #[error("TLS with {host} ({addr}) failed: {reason}")]
+    Tls {
+        host: String,
+        addr: SocketAddr,
+        reason: String,
+    },
 }
 
-/// A hyper connector (a `tower::Service<Uri>`) that resolves once, vets, and connects to a
-/// vetted address.
+/// A connection of the delivery client: plain TCP for `http://`, TLS over TCP for `https://`.
+#[derive(Debug)]
+pub struct Conn(MaybeTlsStream);
+
+impl Conn {
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        self.0.is_tls()
+    }
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
+
+/// A hyper connector (a `tower::Service<Uri>`) that resolves once, vets, connects to a vetted
+/// address, and for `https://` runs TLS over that connection.
 #[derive(Debug, Clone)]
 pub struct VettedConnector {
     policy: Arc<AddressPolicy>,
     connect_timeout: Duration,
+    tls: TlsConnector,
 }
 
 impl VettedConnector {
-    pub fn new(policy: AddressPolicy, connect_timeout: Duration) -> Self {
+    /// `connect_timeout` bounds the TCP connection, and then the TLS handshake.
+    pub fn new(policy: AddressPolicy, connect_timeout: Duration, tls: TlsConnector) -> Self {
         Self {
             policy: Arc::new(policy),
             connect_timeout,
+            tls,
         }
     }
 }
@@ -253,7 +322,7 @@ pub async fn vetted_addresses(policy: &AddressPolicy, host: &str, port: u16) -> 
 }
 
 impl tower_service::Service<Uri> for VettedConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<Conn>;
     type Error = ConnectError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -264,17 +333,22 @@ impl tower_service::Service<Uri> for VettedConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let policy = self.policy.clone();
         let timeout = self.connect_timeout;
+        let tls = self.tls.clone();
         Box::pin(async move {
-            if uri.scheme_str() != Some("http") {
-                return Err(ConnectError::Unsupported(format!(
-                    "{uri}: this client speaks http only (https needs TLS, see D-155)"
-                )));
-            }
+            let (https, default_port) = match uri.scheme_str() {
+                Some("http") => (false, 80),
+                Some("https") => (true, 443),
+                _ => {
+                    return Err(ConnectError::Unsupported(format!(
+                        "{uri}: the client speaks http and https only"
+                    )));
+                }
+            };
             let host = uri
                 .host()
                 .ok_or_else(|| ConnectError::Unsupported(uri.to_string()))?
                 .to_owned();
-            let port = uri.port_u16().unwrap_or(80);
+            let port = uri.port_u16().unwrap_or(default_port);
             let addrs = vetted_addresses(&policy, &host, port).await?;
             let mut last = String::new();
             for addr in &addrs {
@@ -282,7 +356,20 @@ impl tower_service::Service<Uri> for VettedConnector {
                     Ok(Ok(stream)) => {
                         // Small requests: send them at once.
                         let _ = stream.set_nodelay(true);
-                        return Ok(TokioIo::new(stream));
+                        if !https {
+                            return Ok(TokioIo::new(Conn(MaybeTlsStream::Plain(stream))));
+                        }
+                        // The name checked is the URL's host; the address is the vetted one.
+                        let tls_err = |reason: String| ConnectError::Tls {
+                            host: host.clone(),
+                            addr: *addr,
+                            reason,
+                        };
+                        return match tokio::time::timeout(timeout, tls.connect(&host, stream)).await {
+                            Ok(Ok(s)) => Ok(TokioIo::new(Conn(MaybeTlsStream::Tls(s)))),
+                            Ok(Err(e)) => Err(tls_err(e.to_string())),
+                            Err(_) => Err(tls_err(format!("no handshake within {} ms", timeout.as_millis()))),
+                        };
                     }
                     Ok(Err(e)) => last = e.to_string(),
                     Err(_) => last = format!("no answer within {} ms", timeout.as_millis()),

@@ -176,8 +176,104 @@ pub struct Receiver {
     pub max_in_flight: Arc<AtomicUsize>,
 }
 
+/// The test root certificate (PEM) the https receivers' certificate chains to; it is valid for
+/// `localhost`, 127.0.0.1 and ::1 (made as pgstrata-core's tests/https.rs says).
+pub const TEST_ROOT_PEM: &[u8] = include_bytes!("../../../pgstrata-core/tests/fixtures/tls/ca.pem");
+const TEST_SERVER_CERT: &[u8] = include_bytes!("../../../pgstrata-core/tests/fixtures/tls/server.pem");
+const TEST_SERVER_KEY: &[u8] = include_bytes!("../../../pgstrata-core/tests/fixtures/tls/server.key.pem");
+
+/// A TLS listener for axum: accepts TCP, runs the handshake in its own task, hands over the
+/// TLS streams that completed (and counts the handshakes that failed).
+pub struct TlsListener {
+    local: std::net::SocketAddr,
+    rx: tokio::sync::mpsc::UnboundedReceiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+}
+
+impl TlsListener {
+    pub async fn bind(failed_handshakes: Arc<AtomicUsize>) -> TlsListener {
+        use rustls::pki_types::pem::PemObject;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                pgstrata_core::https::pem_certificates(TEST_SERVER_CERT).unwrap(),
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(TEST_SERVER_KEY).unwrap(),
+            )
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((tcp, peer)) = listener.accept().await {
+                let (acceptor, tx, failed) = (acceptor.clone(), tx.clone(), failed_handshakes.clone());
+                tokio::spawn(async move {
+                    match acceptor.accept(tcp).await {
+                        Ok(tls) => {
+                            let _ = tx.send((tls, peer));
+                        }
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        TlsListener { local, rx }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
 impl Receiver {
     pub async fn start(answer: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (receiver, app) = Receiver::app(format!("http://{addr}/hook"), answer);
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        receiver
+    }
+
+    /// An https receiver on 127.0.0.1 whose certificate (for `localhost`, 127.0.0.1, ::1)
+    /// chains to [`TEST_ROOT_PEM`]; `host` is the URL's host. Also returns the count of failed
+    /// handshakes.
+    pub async fn start_https(
+        host: &str,
+        answer: impl Fn(usize) -> Reply + Send + Sync + 'static,
+    ) -> (Receiver, Arc<AtomicUsize>) {
+        let failed: Arc<AtomicUsize> = Arc::default();
+        let listener = TlsListener::bind(failed.clone()).await;
+        let port = listener.local.port();
+        let (receiver, app) = Receiver::app(format!("https://{host}:{port}/hook"), answer);
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        (receiver, failed)
+    }
+
+    fn app(url: String, answer: impl Fn(usize) -> Reply + Send + Sync + 'static) -> (Receiver, Router) {
         let log: Arc<Mutex<Vec<Received>>> = Arc::default();
         let in_flight: Arc<AtomicUsize> = Arc::default();
         let max_in_flight: Arc<AtomicUsize> = Arc::default();
@@ -207,17 +303,13 @@ impl Receiver {
                 (StatusCode::from_u16(reply.status).unwrap(), headers, "receiver says hi").into_response()
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Receiver {
-            url: format!("http://{addr}/hook"),
+        let receiver = Receiver {
+            url,
             log,
             in_flight,
             max_in_flight,
-        }
+        };
+        (receiver, app)
     }
 
     /// Answers 200 at once.
