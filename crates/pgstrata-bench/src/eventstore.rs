@@ -13,6 +13,9 @@
 //!   transaction with the checkpoint) replays the whole log through `subscription::catch_up`
 //!   (the horizon, the `(txid, position)` cursor, the guarded checkpoint) beside the same
 //!   projection fed by a plain `position > $last` cursor, which is what skips late commits.
+//! - Loading a long stream: `snapshot::load` of a stream of 100, 1,000 and 10,000 events with
+//!   a snapshot 50 events before its end (what a load then reads: the snapshot and 50 events),
+//!   folded, beside the same stream folded from its first event.
 
 use crate::scratch::{APP_ROLE, Scratch, WORKER_ROLE, create_app_role, create_worker_role, round};
 use pgstrata::eventstore::subscription::{self, Projection};
@@ -81,6 +84,116 @@ struct AppendLine {
     baseline_appends_per_s: u64,
     baseline_conflicts_per_s: u64,
     ratio: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct SnapshotLine {
+    bench: &'static str,
+    case: &'static str,
+    events: i64,
+    after_snapshot: i64,
+    loads_per_s: f64,
+    baseline: &'static str,
+    baseline_loads_per_s: f64,
+    ratio: f64,
+}
+
+const BASELINE_SNAPSHOT: &str = "the same stream read and folded from its first event (no snapshot)";
+
+/// Events after the snapshot in the load bench.
+const TAIL: i64 = 50;
+
+/// The fold the load bench runs: the sum of the events' amounts.
+fn fold(start: i64, events: &[Event]) -> i64 {
+    start
+        + events
+            .iter()
+            .map(|e| e.data["amount"].as_i64().unwrap_or(0))
+            .sum::<i64>()
+}
+
+/// Loads per second of `stream` by the fold `name` (which has a snapshot or not), over `loads`
+/// tenant transactions; checks the fold's result.
+async fn loads(
+    app: &PgPool,
+    tenant: TenantId,
+    stream: &str,
+    name: &str,
+    loads: usize,
+    expected: i64,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    use pgstrata::eventstore::snapshot;
+    let started = Instant::now();
+    for _ in 0..loads {
+        let mut tx = pgstrata::begin_tenant(app, &TenantContext::tenant(tenant)).await?;
+        let (snap, events) = snapshot::load(&mut tx, stream, name).await?;
+        let start = snap.map_or(0, |s| s.state["total"].as_i64().unwrap_or(0));
+        let total = fold(start, &events);
+        tx.commit().await?;
+        if total != expected {
+            return Err(format!("{stream}: the fold gave {total}, not {expected}").into());
+        }
+    }
+    Ok(loads as f64 / started.elapsed().as_secs_f64())
+}
+
+/// For streams of 100, 1,000 and 10,000 events: loads with a snapshot `TAIL` events before the
+/// end beside loads from the first event.
+async fn snapshot_lines(app: &PgPool, tenant: TenantId) -> Result<Vec<SnapshotLine>, Box<dyn std::error::Error>> {
+    use pgstrata::eventstore::snapshot;
+    let mut lines = Vec::new();
+    for n in [100_i64, 1_000, 10_000] {
+        let stream = format!("long-{n}");
+        let mut version = 0;
+        while version < n {
+            let chunk: Vec<NewEvent> = (version + 1..=(version + 1000).min(n))
+                .map(|i| {
+                    NewEvent::new(
+                        "Added",
+                        json!({ "amount": i, "sku": format!("sku-{}", i % 97), "note": "a line of an order" }),
+                    )
+                })
+                .collect();
+            let mut tx = pgstrata::begin_tenant(app, &TenantContext::tenant(tenant)).await?;
+            let expected = if version == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(version)
+            };
+            version = append::append(&mut tx, &stream, expected, &chunk)
+                .await?
+                .last()
+                .map_or(version, |a| a.version);
+            tx.commit().await?;
+        }
+        let at = n - TAIL;
+        let mut tx = pgstrata::begin_tenant(app, &TenantContext::tenant(tenant)).await?;
+        snapshot::save(&mut tx, &stream, "sum.v1", at, &json!({ "total": at * (at + 1) / 2 })).await?;
+        tx.commit().await?;
+        let expected = n * (n + 1) / 2;
+        let repeat = (200_000 / n as usize).clamp(20, 2000);
+        // Warm both paths once, then measure each twice, alternating.
+        loads(app, tenant, &stream, "sum.v1", 2, expected).await?;
+        loads(app, tenant, &stream, "none.v1", 2, expected).await?;
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            ours.push(loads(app, tenant, &stream, "sum.v1", repeat, expected).await?);
+            theirs.push(loads(app, tenant, &stream, "none.v1", repeat, expected).await?);
+        }
+        let (o, t) = (median(ours.into_iter()), median(theirs.into_iter()));
+        eprintln!("load of {n} events: {o:.0}/s from a snapshot {TAIL} events back, {t:.0}/s from the first event");
+        lines.push(SnapshotLine {
+            bench: "eventstore",
+            case: "load_stream_with_snapshot",
+            events: n,
+            after_snapshot: TAIL,
+            loads_per_s: round(o, 1),
+            baseline: BASELINE_SNAPSHOT,
+            baseline_loads_per_s: round(t, 1),
+            ratio: round(o / t.max(0.001), 2),
+        });
+    }
+    Ok(lines)
 }
 
 #[derive(Debug, Serialize)]
@@ -167,6 +280,9 @@ async fn run_in(opts: &Options, scratch: &Scratch) -> Result<(), Box<dyn std::er
         });
     }
 
+    // Loading long streams with and without a snapshot.
+    let snapshots = snapshot_lines(&app, tenant).await?;
+
     // Catch-up over the log the appends left (the baseline's log is the same size).
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.events")
         .fetch_one(&admin)
@@ -223,6 +339,9 @@ async fn run_in(opts: &Options, scratch: &Scratch) -> Result<(), Box<dyn std::er
         theirs.round()
     );
     for l in &lines {
+        println!("{}", serde_json::to_string(l)?);
+    }
+    for l in &snapshots {
         println!("{}", serde_json::to_string(l)?);
     }
     println!(

@@ -146,6 +146,50 @@ enum Command {
         #[command(subcommand)]
         action: WebhooksAction,
     },
+    /// The event store: a tenant's stream and its events (in the tenant's context, as the
+    /// application role or the owner), the subscriptions' checkpoints and backlog (as
+    /// pgstrata_worker or the owner).
+    Eventstore {
+        #[command(subcommand)]
+        action: EventstoreAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventstoreAction {
+    /// A stream's version, when it was created and last appended to, and its snapshots.
+    Stream {
+        #[arg(long)]
+        tenant: pgstrata::TenantId,
+        stream: String,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A stream's events in version order, after --after.
+    Read {
+        #[arg(long)]
+        tenant: pgstrata::TenantId,
+        stream: String,
+        /// The version to read after (0: from the first event).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// How many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        /// Print the events as JSON (data and metadata included).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every subscription and projection generation: checkpoint, events processed, events
+    /// waiting after it, and which generation is live. A projection is rebuilt by the
+    /// application that holds its code (`subscription::rebuild`); a rebuild in progress shows
+    /// here as a generation that is not live.
+    Subscriptions {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -588,6 +632,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         Command::Worker { .. } => ("worker", false),
         Command::Outbox { .. } => ("outbox", false),
         Command::Webhooks { .. } => ("webhooks", false),
+        Command::Eventstore { .. } => ("eventstore", false),
         Command::Schema { .. } => ("schema", false),
     };
     let target = database(cli.database_url, name, throwaway)?;
@@ -663,6 +708,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         Command::Worker { once } => return worker(&mut conn, &target.url, &migrator, &scope, once).await,
         Command::Outbox { action } => outbox(&mut conn, action).await?,
         Command::Webhooks { action } => webhooks(&mut conn, action).await?,
+        Command::Eventstore { action } => return eventstore(&mut conn, action).await,
         Command::Schema { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -1089,6 +1135,112 @@ async fn webhooks(conn: &mut PgConnection, action: WebhooksAction) -> Result<(),
     }
     tx.commit().await?;
     Ok(())
+}
+
+async fn eventstore(conn: &mut PgConnection, action: EventstoreAction) -> Result<ExitCode, AnyError> {
+    use pgstrata::eventstore::{read, snapshot, subscription};
+    match action {
+        EventstoreAction::Stream { tenant, stream, json } => {
+            let mut tx = pgstrata::begin_tenant(&mut *conn, &pgstrata::TenantContext::tenant(tenant)).await?;
+            let row = read::stream(&mut tx, &stream).await?;
+            let snapshots = snapshot::list(&mut tx, &stream).await?;
+            tx.commit().await?;
+            let Some(row) = row else {
+                eprintln!("eventstore: tenant {tenant} has no stream {stream:?}");
+                return Ok(ExitCode::FAILURE);
+            };
+            if json {
+                let snaps: Vec<_> = snapshots
+                    .iter()
+                    .map(|s| serde_json::json!({"name": s.name, "version": s.version, "taken_at": s.taken_at}))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"stream": row, "snapshots": snaps}))?
+                );
+            } else {
+                println!(
+                    "stream {}: version {}, created {}, last append {}",
+                    row.stream,
+                    row.version,
+                    row.created_at.to_rfc3339(),
+                    row.updated_at.to_rfc3339()
+                );
+                for s in &snapshots {
+                    println!(
+                        "snapshot {}: version {} ({} event(s) after it), taken {}",
+                        s.name,
+                        s.version,
+                        row.version - s.version,
+                        s.taken_at.to_rfc3339()
+                    );
+                }
+            }
+        }
+        EventstoreAction::Read {
+            tenant,
+            stream,
+            after,
+            limit,
+            json,
+        } => {
+            let mut tx = pgstrata::begin_tenant(&mut *conn, &pgstrata::TenantContext::tenant(tenant)).await?;
+            let page = pgstrata::Page {
+                after: Some(after),
+                limit,
+            };
+            let events = read::read_stream(&mut tx, &stream, &page).await?;
+            tx.commit().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&events)?);
+            } else {
+                if events.is_empty() {
+                    println!("eventstore: no events in {stream:?} after version {after}");
+                }
+                for e in &events {
+                    println!(
+                        "{} v{} @{} {} {} {}",
+                        e.stream,
+                        e.version,
+                        e.position,
+                        e.recorded_at.to_rfc3339(),
+                        e.r#type,
+                        e.data
+                    );
+                }
+            }
+        }
+        EventstoreAction::Subscriptions { json } => {
+            let rows = subscription::status(conn).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                if rows.is_empty() {
+                    println!("eventstore: no subscriptions");
+                }
+                for s in &rows {
+                    let behind = if s.behind >= subscription::BEHIND_COUNT_LIMIT {
+                        format!("{}+", s.behind)
+                    } else {
+                        s.behind.to_string()
+                    };
+                    println!(
+                        "{} gen {}{} [{}]: {} processed, {} behind, checkpoint ({}, {}), moved {}",
+                        s.name,
+                        s.generation,
+                        if s.live { " live" } else { " rebuilding" },
+                        s.category.as_deref().unwrap_or("all categories"),
+                        s.events,
+                        behind,
+                        s.txid,
+                        s.position,
+                        s.updated_at.to_rfc3339()
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn events(conn: &mut PgConnection, action: EventsAction) -> Result<(), AnyError> {

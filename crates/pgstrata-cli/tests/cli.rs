@@ -782,3 +782,107 @@ async fn worker_once_runs_every_maintenance_task_and_doctor_stops_warning() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     db.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn eventstore_stream_read_and_subscriptions() {
+    let db = TestDb::new().await.unwrap();
+    let url = db.url().unwrap();
+    let out = pgstrata(Some(&url), &["migrate", "up", "--modules", "eventstore"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let tenant = pgstrata_core::TenantId::new().0;
+    let mut conn = db.admin_conn().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        r#"INSERT INTO tenancy.tenants (id, slug, name) VALUES ('{tenant}', 'cli', 'cli');
+           BEGIN;
+           SELECT set_config('app.tenant_id', '{tenant}', true);
+           SELECT * FROM eventstore.append('order-7', 0, '[{{"type": "OrderPlaced", "data": {{"items": 2}}}},
+                                                          {{"type": "Paid", "data": {{"cents": 900}}}},
+                                                          {{"type": "Shipped"}}]');
+           SELECT eventstore.save_snapshot('order-7', 'order.v1', 2, '{{"paid": true}}');
+           COMMIT;
+           INSERT INTO eventstore.subscriptions (name, category) VALUES ('board', 'order'), ('audit', NULL);
+           UPDATE eventstore.subscriptions SET txid = '0', position = 0;"#
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let t = tenant.to_string();
+
+    let out = pgstrata(Some(&url), &["eventstore", "stream", "--tenant", &t, "order-7"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("stream order-7: version 3"), "{}", text(&out));
+    assert!(
+        text(&out).contains("snapshot order.v1: version 2 (1 event(s) after it)"),
+        "{}",
+        text(&out)
+    );
+    let out = pgstrata(
+        Some(&url),
+        &["eventstore", "stream", "--tenant", &t, "order-7", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stream"]["version"], 3);
+    assert_eq!(v["snapshots"][0]["name"], "order.v1");
+    // Another tenant does not see it: the read runs in the tenant's context.
+    let other = pgstrata_core::TenantId::new().0.to_string();
+    let out = pgstrata(Some(&url), &["eventstore", "stream", "--tenant", &other, "order-7"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("has no stream"), "{}", text(&out));
+
+    let out = pgstrata(
+        Some(&url),
+        &["eventstore", "read", "--tenant", &t, "order-7", "--after", "1"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("order-7 v2 ") && lines[0].contains("Paid"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("order-7 v3 ") && lines[1].contains("Shipped"),
+        "{lines:?}"
+    );
+    let out = pgstrata(
+        Some(&url),
+        &[
+            "eventstore",
+            "read",
+            "--tenant",
+            &t,
+            "order-7",
+            "--limit",
+            "1",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["type"], "OrderPlaced");
+    let out = pgstrata(
+        Some(&url),
+        &["eventstore", "read", "--tenant", &t, "order-7", "--limit", "5000"],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+
+    let out = pgstrata(Some(&url), &["eventstore", "subscriptions"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("board gen 1 live [order]: 0 processed, 3 behind"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("audit gen 1 live [all categories]: 0 processed, 3 behind"),
+        "{}",
+        text(&out)
+    );
+    let out = pgstrata(Some(&url), &["eventstore", "subscriptions", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(v[0]["name"], "audit");
+    assert_eq!(v[0]["behind"], 3);
+    drop(conn);
+    db.close().await.unwrap();
+}

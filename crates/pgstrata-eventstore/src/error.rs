@@ -54,7 +54,14 @@ pub enum Error {
 }
 
 /// The fields the database refuses with 22023 and `DETAIL field=<name>`.
-const ARGUMENT_FIELDS: [&str; 4] = ["stream", "expected_version", "events", "limit"];
+const ARGUMENT_FIELDS: [&str; 6] = ["stream", "expected_version", "events", "limit", "version", "state"];
+
+/// The CHECK constraints of `eventstore.snapshots` and the argument each one guards.
+const SNAPSHOT_CONSTRAINTS: [(&str, &str); 3] = [
+    ("snapshots_name_format", "name"),
+    ("snapshots_version_positive", "version"),
+    ("snapshots_state_size", "state"),
+];
 
 /// The CHECK constraints of `eventstore.events` and the field each one guards.
 const CONSTRAINTS: [(&str, &str); 7] = [
@@ -93,7 +100,13 @@ impl From<DbError> for Error {
                     field,
                     reason: message.clone(),
                 },
-                None => Error::Db(db),
+                None => match SNAPSHOT_CONSTRAINTS.iter().find(|(c, _)| c == constraint) {
+                    Some((_, field)) => Error::InvalidField {
+                        field,
+                        reason: message.clone(),
+                    },
+                    None => Error::Db(db),
+                },
             },
             DbError::InvalidInput {
                 ref code, ref message, ..

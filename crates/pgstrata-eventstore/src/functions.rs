@@ -10,5 +10,6 @@ pgstrata_core::sql_functions!(
         AppendAny = "append_any",
         ReadAfter = "read_after",
         LiveGeneration = "live_generation",
+        SaveSnapshot = "save_snapshot",
     }
 );

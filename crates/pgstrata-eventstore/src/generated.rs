@@ -89,6 +89,52 @@ impl Iden for Events {
     }
 }
 
+/// A row of `eventstore.snapshots`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct Snapshot {
+    pub tenant_id: pgstrata_core::TenantId,
+    pub stream: String,
+    /// The fold and the shape of its state (e.g. order.v2): a changed fold takes a new name
+    pub name: String,
+    /// The stream's version the state includes: load it, then the events after it
+    pub version: i64,
+    pub state: serde_json::Value,
+    pub taken_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Identifiers of `eventstore.snapshots` for sea-query; `Table` is the table itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshots {
+    Table,
+    TenantId,
+    Stream,
+    Name,
+    Version,
+    State,
+    TakenAt,
+}
+
+impl Snapshots {
+    /// The schema-qualified table, for `from`, `into_table` and `table`.
+    pub fn qualified() -> (EventstoreSchema, Snapshots) {
+        (EventstoreSchema, Snapshots::Table)
+    }
+}
+
+impl Iden for Snapshots {
+    fn unquoted(&self) -> &str {
+        match self {
+            Snapshots::Table => "snapshots",
+            Snapshots::TenantId => "tenant_id",
+            Snapshots::Stream => "stream",
+            Snapshots::Name => "name",
+            Snapshots::Version => "version",
+            Snapshots::State => "state",
+            Snapshots::TakenAt => "taken_at",
+        }
+    }
+}
+
 /// A row of `eventstore.streams`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct Stream {

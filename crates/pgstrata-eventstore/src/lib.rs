@@ -13,6 +13,8 @@
 //!   A [`subscription::Projection`] folds batches into read models in the transaction that
 //!   moves its checkpoint (each event applied once), and [`subscription::rebuild`] replays the
 //!   log into a new generation of its read models and swaps it in.
+//! - [`snapshot`] keeps the state a fold of a long stream reached at a version (optional): a
+//!   load reads the snapshot and the events after it.
 //!
 //! ```no_run
 //! use pgstrata_eventstore::{ExpectedVersion, NewEvent, append, read};
@@ -41,11 +43,12 @@ pub mod functions;
 pub mod generated;
 pub mod ids;
 pub mod read;
+pub mod snapshot;
 pub mod subscription;
 
 pub use append::{Appended, ExpectedVersion, NewEvent};
 pub use error::{Error, Result};
-pub use generated::{Event, Stream, Subscription};
+pub use generated::{Event, Snapshot, Stream, Subscription};
 pub use ids::EventId;
 
 use pgstrata_core::migrate::Module;
@@ -60,7 +63,10 @@ pub static MODULE: Module = Module {
         ("events.event_id", "crate::ids::EventId"),
         ("events.actor_id", "pgstrata_core::UserId"),
     ],
-    migrations: &[pgstrata_core::migration!("eventstore", 1, "eventstore")],
+    migrations: &[
+        pgstrata_core::migration!("eventstore", 1, "eventstore"),
+        pgstrata_core::migration!("eventstore", 2, "snapshots"),
+    ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
     maintenance: &[],
 };

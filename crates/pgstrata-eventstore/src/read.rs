@@ -134,3 +134,35 @@ pub fn stream_version_stmt(tenant: TenantId, stream: &str) -> Result<Built> {
             .and_where(Expr::col(Streams::Stream).eq(stream)),
     ))
 }
+
+/// The stream's row (its version, its last event's txid, when it was created and last
+/// appended to), `None` when it has no events.
+pub async fn stream(tx: &mut TenantTx<'_>, stream: &str) -> Result<Option<crate::Stream>> {
+    let built = stream_stmt(tx.tenant_id(), stream)?;
+    Ok(sql::query_as(built).fetch_optional(&mut **tx).await?)
+}
+
+/// The SQL of [`stream()`].
+///
+/// ```
+/// let (sql, _) = pgstrata_eventstore::read::stream_stmt(pgstrata_core::TenantId::new(), "order-42").unwrap();
+/// assert_eq!(
+///     sql,
+///     r#"SELECT "tenant_id", "stream", "version", CAST(CAST("last_txid" AS text) AS bigint) AS "last_txid", "created_at", "updated_at" FROM "eventstore"."streams" WHERE "tenant_id" = $1 AND "stream" = $2"#
+/// );
+/// ```
+pub fn stream_stmt(tenant: TenantId, stream: &str) -> Result<Built> {
+    check_stream(stream)?;
+    Ok(sql::build(
+        Query::select()
+            .columns([Streams::TenantId, Streams::Stream, Streams::Version])
+            .expr_as(
+                Expr::col(Streams::LastTxid).cast_as("text").cast_as("bigint"),
+                Streams::LastTxid,
+            )
+            .columns([Streams::CreatedAt, Streams::UpdatedAt])
+            .from(Streams::qualified())
+            .and_where(Expr::col(Streams::TenantId).eq(tenant.0))
+            .and_where(Expr::col(Streams::Stream).eq(stream)),
+    ))
+}

@@ -444,3 +444,51 @@ async fn lock_live_waiting(conn: &mut PgConnection, name: &str) -> Result<Locked
     .await?;
     row.ok_or_else(|| Error::UnknownSubscription { name: name.to_owned() })
 }
+
+/// Where a subscription (or a projection's generation) stands, for operators.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct Status {
+    pub name: String,
+    pub generation: i32,
+    /// `None`: every category.
+    pub category: Option<String>,
+    /// The generation readers use; a rebuild's generation is not live until it swaps.
+    pub live: bool,
+    /// The checkpoint: the ordering txid and position of the last event processed.
+    pub txid: i64,
+    pub position: i64,
+    /// Events processed since the generation started.
+    pub events: i64,
+    /// When the checkpoint last moved.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// Events after the checkpoint, committed or not yet below the horizon, counted up to
+    /// [`BEHIND_COUNT_LIMIT`] (more shows as the limit).
+    pub behind: i64,
+}
+
+/// How far [`status`] counts the events a subscription has not processed.
+pub const BEHIND_COUNT_LIMIT: i64 = 100_000;
+
+/// Every subscription and generation with its checkpoint and how many events wait after it
+/// (each counted through its cursor index, up to [`BEHIND_COUNT_LIMIT`]). As
+/// `pgstrata_worker` or the owner, which read every tenant's events.
+pub async fn status(conn: &mut PgConnection) -> Result<Vec<Status>> {
+    Ok(sqlx::query_as(STATUS_SQL)
+        .bind(BEHIND_COUNT_LIMIT)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// The SQL of [`status`]: one count per subscription, each branch on its own index.
+pub const STATUS_SQL: &str =
+    "SELECT s.name, s.generation, s.category, s.live, s.txid::text::bigint AS txid, s.position,
+       s.events, s.updated_at,
+       CASE WHEN s.category IS NULL
+            THEN (SELECT count(*) FROM (SELECT 1 FROM eventstore.events e
+                                         WHERE (e.txid, e.position) > (s.txid, s.position) LIMIT $1) b)
+            ELSE (SELECT count(*) FROM (SELECT 1 FROM eventstore.events e
+                                         WHERE e.category = s.category
+                                           AND (e.txid, e.position) > (s.txid, s.position) LIMIT $1) b)
+       END AS behind
+  FROM eventstore.subscriptions s
+ ORDER BY s.name, s.generation";

@@ -12,8 +12,10 @@
 //!   holds the partitions it takes by their checkpoint rows' locks, so two relays never
 //!   deliver one key at once, and a relay that dies releases them at once.
 //! - Sinks: any in-process handler implementing [`Sink`] (its writes commit with the
-//!   checkpoint: effectively once), and [`sink::QueueSink`] (feature `queue`: one job per
-//!   message).
+//!   checkpoint: effectively once), `sink::QueueSink` (feature `queue`: one job per message),
+//!   `sink::WebhooksSink` (feature `webhooks`: one webhook of the message's tenant per message,
+//!   exactly once) and `sink::HttpSink` (feature `http`: each message POSTed to a URL, at least
+//!   once, with its id as `Idempotency-Key`).
 //! - [`health::cleanup`] deletes messages every sink has passed, after a retention.
 //!
 //! ```no_run

@@ -1,10 +1,10 @@
 //! Sinks the crate ships. An in-process handler is any [`crate::Sink`] implementation: it
 //! writes through the relay's transaction, so its effects commit with the checkpoint.
 //!
-//! - [`QueueSink`] (feature `queue`): one job of the queue module per message, exactly once.
-//! - [`WebhooksSink`] (feature `webhooks`): one webhook of the webhooks module per message,
+//! - `QueueSink` (feature `queue`): one job of the queue module per message, exactly once.
+//! - `WebhooksSink` (feature `webhooks`): one webhook of the webhooks module per message,
 //!   for the message's tenant, exactly once.
-//! - [`HttpSink`] (feature `http`): each message POSTed to a URL, at least once, with its id
+//! - `HttpSink` (feature `http`): each message POSTed to a URL, at least once, with its id
 //!   as the `Idempotency-Key`.
 
 #[cfg(feature = "http")]

@@ -1,7 +1,8 @@
 //! The HTTP sink against a real receiver on loopback: every message POSTed as JSON with its id
 //! as `Idempotency-Key`, one aggregate's messages in commit order; failed answers retried with
 //! backoff; a receiver that stays down leaves the checkpoint where it was, and everything
-//! arrives once it is back (a message may come twice, never out of order, never lost). On this
+//! arrives once it is back (a message may come twice, never out of order, never lost); an
+//! https receiver over real TLS, refused without its root. On this
 //! binary's own server, since relays read below the server-wide horizon.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -180,7 +181,7 @@ fn bad_configuration_is_a_typed_error() {
     };
     assert_eq!(field(HttpSink::new("h", "ftp://example.com/x")), "url");
     assert_eq!(field(HttpSink::new("h", "not a url")), "url");
-    assert_eq!(field(HttpSink::new("h", "https://example.com/x")), "url");
+    assert!(HttpSink::new("h", "https://example.com/x").is_ok());
     let zero = HttpSinkConfig {
         attempts: 0,
         ..HttpSinkConfig::default()
@@ -196,4 +197,113 @@ fn bad_configuration_is_a_typed_error() {
     ));
     let sink = HttpSink::new("h", "http://example.com/x").unwrap();
     assert!(sink.header("authorization", "Bearer t").is_ok());
+}
+
+/// The test root and the server's certificate (for localhost and 127.0.0.1), the fixtures of
+/// pgstrata-core's https test.
+const CA: &[u8] = include_bytes!("../../pgstrata-core/tests/fixtures/tls/ca.pem");
+const SERVER_CERT: &[u8] = include_bytes!("../../pgstrata-core/tests/fixtures/tls/server.pem");
+const SERVER_KEY: &[u8] = include_bytes!("../../pgstrata-core/tests/fixtures/tls/server.key.pem");
+
+/// A TLS receiver on loopback speaking just enough HTTP/1.1: it reads one request per
+/// connection, sends each Idempotency-Key it saw, and answers 204 with `Connection: close`.
+async fn tls_receiver() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            pgstrata_core::https::pem_certificates(SERVER_CERT).unwrap(),
+            PrivateKeyDer::from_pem_slice(SERVER_KEY).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then the body's Content-Length bytes.
+                let (head_end, length) = loop {
+                    let n = tls.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&request[..i]).to_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (i + 4, length);
+                    }
+                };
+                while request.len() < head_end + length {
+                    let n = tls.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let head = String::from_utf8_lossy(&request[..head_end]).to_lowercase();
+                if let Some(key) = head.lines().find_map(|l| l.strip_prefix("idempotency-key:")) {
+                    let _ = tx.send(key.trim().to_owned());
+                }
+                let _ = tls
+                    .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn https_receivers_get_every_message_over_tls_checked_against_the_root() {
+    let _serial = SERIAL.lock().await;
+    let db = own_db("http_sink_tls", &common::migrator()).await;
+    publish_orders(&db, 2).await;
+    let (port, mut keys) = tls_receiver().await;
+    let url = format!("https://localhost:{port}/outbox");
+    // Without the test's root the certificate is refused: nothing is delivered.
+    let untrusted = Relay::new(
+        db.worker.clone(),
+        HttpSink::with_config("https-untrusted", &url, fast()).unwrap(),
+    );
+    assert_eq!(untrusted.run_until_idle().await.unwrap(), 0);
+    assert!(keys.try_recv().is_err(), "no request went through");
+    // With it, every message arrives with its id.
+    let tls = pgstrata_core::https::TlsConnector::builder()
+        .add_roots_pem(CA)
+        .unwrap()
+        .build()
+        .unwrap();
+    let sink = HttpSink::with_config("https", &url, fast()).unwrap().tls(tls).unwrap();
+    let relay = Relay::new(db.worker.clone(), sink);
+    assert_eq!(relay.run_until_idle().await.unwrap(), 8);
+    let mut got = Vec::new();
+    while let Ok(k) = keys.try_recv() {
+        got.push(k.parse::<i64>().unwrap());
+    }
+    got.sort_unstable();
+    got.dedup();
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM outbox.messages ORDER BY id")
+        .fetch_all(&db.admin)
+        .await
+        .unwrap();
+    assert_eq!(got, ids);
 }

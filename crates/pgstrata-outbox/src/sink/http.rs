@@ -8,11 +8,18 @@ use hyper::body::Bytes;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Method, Request, Uri};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use pgstrata_core::https::{MaybeTlsStream, TlsConnector};
 use sqlx::PgConnection;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 /// The header that carries a message's id (unique across tenants, the same on every
 /// redelivery): a receiver deduplicates by it.
@@ -62,7 +69,9 @@ impl Default for HttpSinkConfig {
 /// the horizon on the server (D-170): keep the timeout and attempts short.
 ///
 /// The URL is the operator's configuration, not a tenant's, so it is not put through the
-/// webhooks module's address guard; `http://` only for now.
+/// webhooks module's address guard. `https://` URLs are served through
+/// `pgstrata_core::https` (webpki roots; [`HttpSink::tls`] sets another connector, with a
+/// private root for example), the certificate checked against the URL's host.
 #[derive(Debug, Clone)]
 pub struct HttpSink {
     name: String,
@@ -74,7 +83,7 @@ struct Inner {
     url: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
     config: HttpSinkConfig,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<SinkConnector, Full<Bytes>>,
 }
 
 impl HttpSink {
@@ -87,15 +96,8 @@ impl HttpSink {
     pub fn with_config(name: impl Into<String>, url: &str, config: HttpSinkConfig) -> Result<Self> {
         let invalid = |field: &'static str, reason: String| Error::InvalidField { field, reason };
         let uri: Uri = url.parse().map_err(|e| invalid("url", format!("{url:?}: {e}")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(invalid(
-                    "url",
-                    format!("{url:?}: https is not supported by the HTTP sink yet; post to http://"),
-                ));
-            }
-            _ => return Err(invalid("url", format!("{url:?} is not an http:// URL"))),
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(invalid("url", format!("{url:?} is not an http:// or https:// URL")));
         }
         if uri.host().is_none_or(str::is_empty) {
             return Err(invalid("url", format!("{url:?} has no host")));
@@ -115,10 +117,10 @@ impl HttpSink {
         if config.timeout.is_zero() {
             return Err(invalid("timeout", "the timeout must be more than zero".into()));
         }
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(config.concurrency)
-            .build_http();
+        let tls = TlsConnector::builder()
+            .build()
+            .map_err(|e| invalid("tls", e.to_string()))?;
+        let client = client(&config, tls);
         Ok(Self {
             name: name.into(),
             inner: Arc::new(Inner {
@@ -154,9 +156,109 @@ impl HttpSink {
         Ok(self)
     }
 
+    /// Replaces the TLS connector of `https://` URLs (one that trusts a private root, say).
+    pub fn tls(mut self, tls: TlsConnector) -> Result<Self> {
+        let inner = Arc::get_mut(&mut self.inner).ok_or_else(|| Error::InvalidField {
+            field: "tls",
+            reason: "set the TLS connector before the sink is cloned".into(),
+        })?;
+        inner.client = client(&inner.config, tls);
+        Ok(self)
+    }
+
     /// The URL it posts to.
     pub fn url(&self) -> String {
         self.inner.url.to_string()
+    }
+}
+
+/// The pooled HTTP/1 client over [`SinkConnector`].
+fn client(config: &HttpSinkConfig, tls: TlsConnector) -> Client<SinkConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(config.concurrency)
+        .build(SinkConnector {
+            tls,
+            connect_timeout: config.timeout,
+        })
+}
+
+/// Connects to the URL's host (each of its addresses in turn), with TLS for `https://`.
+#[derive(Debug, Clone)]
+struct SinkConnector {
+    tls: TlsConnector,
+    connect_timeout: Duration,
+}
+
+/// A connection of the sink's client: TCP, or TLS over TCP.
+#[derive(Debug)]
+struct Conn(MaybeTlsStream);
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl tower_service::Service<Uri> for SinkConnector {
+    type Response = TokioIo<Conn>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (tls, timeout) = (self.tls.clone(), self.connect_timeout);
+        Box::pin(async move {
+            let https = uri.scheme_str() == Some("https");
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{uri} has no host")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let within = |what: &str| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{what} within {} ms", timeout.as_millis()),
+                )
+            };
+            let tcp = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
+                .await
+                .map_err(|_| within("no connection"))??;
+            let _ = tcp.set_nodelay(true);
+            if !https {
+                return Ok(TokioIo::new(Conn(MaybeTlsStream::Plain(tcp))));
+            }
+            let stream = tokio::time::timeout(timeout, tls.connect(&host, tcp))
+                .await
+                .map_err(|_| within("no TLS handshake"))?
+                .map_err(|e| io::Error::other(format!("TLS with {host}: {e}")))?;
+            Ok(TokioIo::new(Conn(MaybeTlsStream::Tls(stream))))
+        })
     }
 }
 
