@@ -22,9 +22,21 @@ pub mod sqlstate {
     /// state the mirror does not take); mapped to [`DbError::Rejected`](super::DbError::Rejected).
     pub const REJECTED: &str = "PS422";
 
+    /// Internal to billing's webhook path (V6): the event is in the ledger already. Raised and
+    /// caught inside `billing.apply_payload` to roll its writes back; it never reaches a caller.
+    pub const ALREADY_RECORDED: &str = "PS208";
+
     /// Every SQLSTATE pgstrata's SQL raises. A test reads every migration and fails when one
     /// raises a code missing here.
-    pub const ALL: &[&str] = &[STALE_VERSION, NOT_FOUND, FORBIDDEN, GONE, LIMIT_EXCEEDED, REJECTED];
+    pub const ALL: &[&str] = &[
+        STALE_VERSION,
+        NOT_FOUND,
+        FORBIDDEN,
+        GONE,
+        LIMIT_EXCEEDED,
+        REJECTED,
+        ALREADY_RECORDED,
+    ];
 }
 
 /// A database failure, classified by what the caller can do about it.
