@@ -2252,10 +2252,13 @@ $$;
 -- Applying an event
 -- ---------------------------------------------------------------------------------------------
 
--- As V4, with fewer statements on the usual path: a customer event does not insert its own
--- placeholder before upserting itself; a subscription's validity is one test (the branches
--- that name what is wrong run only when it fails); an item's price and product placeholders
--- are inserted only when the price is not mirrored yet (a price never changes its product).
+-- As V4, with fewer statements on the usual path: the parent customer's (and an invoice's
+-- subscription's) placeholder is inserted only when the object's row does not already name it
+-- (its foreign key proves the parent is there), never for a customer's own event; a
+-- subscription's validity is one test (the branches that name what is wrong run only when it
+-- fails); an item's price and product placeholders are inserted only when the price is not
+-- mirrored yet (a price never changes its product); the items are walked by index, not by a
+-- query.
 CREATE OR REPLACE FUNCTION billing.apply_object(
     p_kind text,
     p_object jsonb,
@@ -2284,6 +2287,8 @@ DECLARE
     v_ent jsonb;
     v_prev_created timestamptz;
     v_prev_event text;
+    v_prev_customer text;
+    v_prev_sub text;
     v_n integer;
     v_won boolean;
 BEGIN
@@ -2302,11 +2307,8 @@ BEGIN
             outcome := 'deferred';
             RETURN;
         END IF;
-        -- The parent customer, as a placeholder if it has not arrived yet (a customer's own
-        -- state is upserted below).
-        IF p_kind <> 'customer' THEN
-            INSERT INTO billing.customers (tenant_id, id) VALUES (p_tenant, v_customer) ON CONFLICT DO NOTHING;
-        END IF;
+        -- The parent customer is inserted as a placeholder below, when the object's row does
+        -- not already name it (its foreign key proves the customer is there).
     END IF;
 
     v_status := CASE p_kind WHEN 'subscription' THEN o ->> 'status' WHEN 'invoice' THEN o ->> 'status' END;
@@ -2407,8 +2409,12 @@ BEGIN
         -- A list Stripe cut short (items.has_more) is not the whole set: the listed items are
         -- applied, none is removed, and the row says so until a complete state arrives.
         incomplete := coalesce((o -> 'items' ->> 'has_more')::boolean, false);
-        SELECT s.last_event_created, s.last_event_id INTO v_prev_created, v_prev_event FROM billing.subscriptions s
+        SELECT s.last_event_created, s.last_event_id, s.customer_id INTO v_prev_created, v_prev_event, v_prev_customer
+          FROM billing.subscriptions s
          WHERE s.tenant_id = p_tenant AND s.id = v_id;
+        IF v_prev_customer IS DISTINCT FROM v_customer THEN
+            INSERT INTO billing.customers (tenant_id, id) VALUES (p_tenant, v_customer) ON CONFLICT DO NOTHING;
+        END IF;
         INSERT INTO billing.subscriptions AS s (tenant_id, id, customer_id, status, cancel_at_period_end, cancel_at,
                                                 canceled_at, ended_at, trial_start, trial_end,
                                                 current_period_start, current_period_end, created, metadata, object,
@@ -2446,7 +2452,8 @@ BEGIN
              WHERE NOT incomplete AND i.tenant_id = p_tenant AND i.subscription_id = v_id
                AND i.id NOT IN (SELECT e ->> 'id' FROM jsonb_array_elements(coalesce(o -> 'items' -> 'data', '[]')) e
                                  WHERE e ->> 'id' IS NOT NULL);
-            FOR v_item IN SELECT e FROM jsonb_array_elements(coalesce(o -> 'items' -> 'data', '[]')) e LOOP
+            FOR v_i IN 0 .. coalesce(jsonb_array_length(o -> 'items' -> 'data'), 0) - 1 LOOP
+                v_item := o -> 'items' -> 'data' -> v_i;
                 v_price := v_item -> 'price';
                 IF billing.ref(v_price) IS NULL OR v_item ->> 'id' IS NULL THEN
                     RAISE EXCEPTION 'an item of subscription % has no id or price', v_id USING ERRCODE = '22023';
@@ -2491,13 +2498,18 @@ BEGIN
         IF billing.ts(o -> 'period_end') < billing.ts(o -> 'period_start') THEN
             RAISE EXCEPTION 'invoice %: its period ends before it starts', v_id USING ERRCODE = 'PS422';
         END IF;
-        IF v_sub IS NOT NULL THEN
+        SELECT i.last_event_created, i.last_event_id, i.customer_id, i.subscription_id
+          INTO v_prev_created, v_prev_event, v_prev_customer, v_prev_sub
+          FROM billing.invoices i
+         WHERE i.tenant_id = p_tenant AND i.id = v_id;
+        IF v_prev_customer IS DISTINCT FROM v_customer THEN
+            INSERT INTO billing.customers (tenant_id, id) VALUES (p_tenant, v_customer) ON CONFLICT DO NOTHING;
+        END IF;
+        IF v_sub IS NOT NULL AND v_prev_sub IS DISTINCT FROM v_sub THEN
             -- The subscription as a placeholder (status incomplete: grants nothing) until it arrives.
             INSERT INTO billing.subscriptions (tenant_id, id, customer_id, status)
             VALUES (p_tenant, v_sub, v_customer, 'incomplete') ON CONFLICT DO NOTHING;
         END IF;
-        SELECT i.last_event_created, i.last_event_id INTO v_prev_created, v_prev_event FROM billing.invoices i
-         WHERE i.tenant_id = p_tenant AND i.id = v_id;
         INSERT INTO billing.invoices AS i (tenant_id, id, customer_id, subscription_id, status, currency,
                                            amount_due, amount_paid, amount_remaining, attempt_count,
                                            period_start, period_end, created, deleted, object,
@@ -2532,8 +2544,12 @@ BEGIN
     ELSIF p_kind = 'entitlement_summary' THEN
         v_id := v_customer;
         incomplete := coalesce((o -> 'entitlements' ->> 'has_more')::boolean, false);
-        SELECT s.last_event_created, s.last_event_id INTO v_prev_created, v_prev_event FROM billing.entitlement_summaries s
+        SELECT s.last_event_created, s.last_event_id, s.customer_id INTO v_prev_created, v_prev_event, v_prev_customer
+          FROM billing.entitlement_summaries s
          WHERE s.tenant_id = p_tenant AND s.customer_id = v_customer;
+        IF v_prev_customer IS NULL THEN
+            INSERT INTO billing.customers (tenant_id, id) VALUES (p_tenant, v_customer) ON CONFLICT DO NOTHING;
+        END IF;
         INSERT INTO billing.entitlement_summaries AS s (tenant_id, customer_id, incomplete, terminal, state_rank,
                                                         last_event_created, last_event_id)
         VALUES (p_tenant, v_customer, incomplete, v_terminal, v_rank, p_created, p_event_id)
@@ -2618,28 +2634,35 @@ BEGIN
     ELSE
         BEGIN
             IF p_customer IS NOT NULL THEN
+                IF p_kind IN ('customer', 'checkout_session') THEN
+                    v_named := billing.named_tenant(p_kind, p_object);
+                END IF;
                 -- A link, once made, never changes: read without a lock.
                 SELECT l.tenant_id INTO tenant_id FROM billing.customer_links l WHERE l.customer_id = p_customer;
                 IF tenant_id IS NULL THEN
                     INSERT INTO billing.customer_links (customer_id) VALUES (p_customer) ON CONFLICT DO NOTHING;
                     -- FOR SHARE waits for a concurrent link of this customer to commit, so an event
                     -- is never deferred after the replay of the customer's deferred events has run.
-                    SELECT l.tenant_id INTO tenant_id FROM billing.customer_links l
-                     WHERE l.customer_id = p_customer FOR SHARE;
+                    -- An event that will link the customer locks it FOR UPDATE at once: two of them
+                    -- holding FOR SHARE and both asking for FOR UPDATE (billing.link) deadlock.
+                    IF v_named IS NULL THEN
+                        SELECT l.tenant_id INTO tenant_id FROM billing.customer_links l
+                         WHERE l.customer_id = p_customer FOR SHARE;
+                    ELSE
+                        SELECT l.tenant_id INTO tenant_id FROM billing.customer_links l
+                         WHERE l.customer_id = p_customer FOR UPDATE;
+                    END IF;
                 END IF;
-                IF p_kind IN ('customer', 'checkout_session') THEN
-                    v_named := billing.named_tenant(p_kind, p_object);
-                    IF v_named IS NOT NULL THEN
-                        IF tenant_id IS NULL THEN
-                            v_linked := billing.link(p_customer, v_named,
-                                                     CASE p_kind WHEN 'customer' THEN 'metadata' ELSE 'checkout' END);
-                            tenant_id := v_named;
-                        ELSIF tenant_id <> v_named THEN
-                            RAISE EXCEPTION 'Stripe customer % is linked to another tenant than the one its % names (%)',
-                                    p_customer, replace(p_kind, '_', ' '), v_named
-                                USING ERRCODE = 'PS403',
-                                      HINT = 'A customer belongs to one tenant for good: create another Stripe customer for this tenant.';
-                        END IF;
+                IF v_named IS NOT NULL THEN
+                    IF tenant_id IS NULL THEN
+                        v_linked := billing.link(p_customer, v_named,
+                                                 CASE p_kind WHEN 'customer' THEN 'metadata' ELSE 'checkout' END);
+                        tenant_id := v_named;
+                    ELSIF tenant_id <> v_named THEN
+                        RAISE EXCEPTION 'Stripe customer % is linked to another tenant than the one its % names (%)',
+                                p_customer, replace(p_kind, '_', ' '), v_named
+                            USING ERRCODE = 'PS403',
+                                  HINT = 'A customer belongs to one tenant for good: create another Stripe customer for this tenant.';
                     END IF;
                 END IF;
                 IF tenant_id IS NOT NULL THEN
@@ -2822,4 +2845,4 @@ $$;
 REVOKE EXECUTE ON FUNCTION billing.apply_payload(text, text, timestamptz, jsonb, text, text, jsonb, text) FROM PUBLIC;
 
 INSERT INTO pgstrata.billing_history (version, name, applied_on, checksum)
-VALUES (6, 'webhook_throughput', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '4523230942676708186');
+VALUES (6, 'webhook_throughput', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '16719891324889579608');

@@ -6,6 +6,7 @@
 //! from the local server binaries when no URL is given.
 
 mod demo;
+mod stripe;
 
 use clap::{Args, Parser, Subcommand};
 use pgstrata::core::connect::DatabaseUrl;
@@ -267,6 +268,41 @@ enum BillingAction {
         #[arg(long, default_value_t = 90)]
         older_than_days: u64,
     },
+    /// Fill the mirror from Stripe's API: products, prices, customers, subscriptions and
+    /// invoices (parents first), 100 per page, each object applied like a webhook event stamped
+    /// with its page's fetch time, so a newer webhook always wins. A run that stops goes on
+    /// where it stopped. Progress on stderr, the report on stdout.
+    Sync {
+        /// The Stripe secret or restricted key (read access to those lists). Prefer the
+        /// environment variable: a flag shows in the process list. Never printed.
+        #[arg(long, env = "STRIPE_API_KEY", hide_env_values = true, value_name = "KEY",
+              value_parser = parse_api_key)]
+        api_key: Option<stripe::ApiKey>,
+        /// Where the API is: Stripe's by default; a local server or proxy for tests.
+        #[arg(long, default_value = stripe::STRIPE_API, value_name = "URL")]
+        api_base: String,
+        /// Also trust these root certificates (PEM) for an https:// --api-base: a proxy's or
+        /// a private CA's. The Mozilla roots (webpki-roots) are always trusted.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        /// Only these lists (comma-separated), in this order; default: all five.
+        #[arg(long, value_delimiter = ',')]
+        resources: Vec<pgstrata::billing::BackfillResource>,
+        /// Start every list from its beginning, not where the last run stopped.
+        #[arg(long)]
+        restart: bool,
+        /// Seconds subtracted from each page's fetch time: how far this machine's clock may run
+        /// ahead of Stripe's.
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        clock_margin: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_api_key(key: &str) -> Result<stripe::ApiKey, String> {
+    stripe::ApiKey::new(key.to_owned())
 }
 
 #[derive(Debug, Subcommand)]
@@ -1302,6 +1338,70 @@ async fn billing(conn: &mut PgConnection, action: BillingAction) -> Result<(), A
         BillingAction::Prune { older_than_days } => {
             let n = ledger::prune(conn, std::time::Duration::from_secs(older_than_days * 86_400)).await?;
             println!("billing: pruned {n} event(s) older than {older_than_days} days");
+        }
+        BillingAction::Sync {
+            api_key,
+            api_base,
+            ca_file,
+            resources,
+            restart,
+            clock_margin,
+            json,
+        } => {
+            use pgstrata::billing::backfill::{BackfillOptions, BackfillResource, backfill};
+            let key = api_key.ok_or_else(|| {
+                Failure::Usage("billing sync needs a Stripe API key: set STRIPE_API_KEY (or pass --api-key)".into())
+            })?;
+            let roots = match &ca_file {
+                Some(path) => Some(
+                    std::fs::read(path).map_err(|e| Failure::Usage(format!("--ca-file {}: {e}", path.display())))?,
+                ),
+                None => None,
+            };
+            let api = stripe::StripeApi::new(&api_base, key, roots.as_deref()).map_err(Failure::Usage)?;
+            let options = BackfillOptions {
+                resources: if resources.is_empty() {
+                    BackfillResource::ALL.to_vec()
+                } else {
+                    resources
+                },
+                restart,
+                clock_margin: Duration::from_secs(clock_margin),
+            };
+            let report = backfill(conn, &api, &options, |p| {
+                eprintln!(
+                    "billing sync: {} page {}, {} object(s){}",
+                    p.resource,
+                    p.pages,
+                    p.objects,
+                    if p.done { ", done" } else { "" }
+                );
+            })
+            .await
+            .map_err(|e| Failure::Failed(format!("billing sync stopped (run it again to go on from there): {e}")))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "pages": report.pages,
+                        "applied": report.applied,
+                        "stale": report.stale,
+                        "deferred": report.deferred,
+                        "failed": report.failed,
+                        "rejected": report.rejected,
+                    })
+                );
+            } else {
+                println!(
+                    "billing sync: {} page(s); {} applied, {} stale (a newer state was mirrored), {} deferred (customer not linked), {} failed, {} rejected",
+                    report.pages, report.applied, report.stale, report.deferred, report.failed, report.rejected
+                );
+                if report.failed > 0 {
+                    println!(
+                        "billing sync: see `pgstrata billing events --status failed`, then `pgstrata billing retry`"
+                    );
+                }
+            }
         }
     }
     Ok(())

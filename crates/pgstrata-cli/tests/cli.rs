@@ -886,3 +886,358 @@ async fn eventstore_stream_read_and_subscriptions() {
     drop(conn);
     db.close().await.unwrap();
 }
+/// The requests a test server saw: (target, Authorization header).
+type RequestLog = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A local server answering like Stripe's list endpoints: `GET /v1/{resource}` pages of one
+/// object (whatever `limit` asks, so every list has several pages) after `starting_after`.
+/// `answer` may replace the answer to the nth request (1-based) with a status and body, or act
+/// first (a webhook landing while the page is in flight). Logs each request's target and
+/// Authorization header.
+fn stripe_server(
+    objects: std::collections::BTreeMap<String, Vec<serde_json::Value>>,
+    answer: impl Fn(usize, &str) -> Option<(u16, String)> + Send + 'static,
+) -> (String, RequestLog) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = log.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(&stream);
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            let mut authorization = String::new();
+            let mut header = String::new();
+            while reader.read_line(&mut header).unwrap() > 2 {
+                if let Some((name, value)) = header.split_once(':')
+                    && name.eq_ignore_ascii_case("authorization")
+                {
+                    authorization = value.trim().to_owned();
+                }
+                header.clear();
+            }
+            let target = request.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let n = {
+                let mut seen = seen.lock().unwrap();
+                seen.push((target.clone(), authorization));
+                seen.len()
+            };
+            let (status, body) = answer(n, &target).unwrap_or_else(|| {
+                let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                let list = objects
+                    .get(path.trim_start_matches("/v1/"))
+                    .cloned()
+                    .unwrap_or_default();
+                let after = query.split('&').find_map(|p| p.strip_prefix("starting_after="));
+                let start = after.map_or(0, |a| list.iter().position(|o| o["id"] == a).unwrap() + 1);
+                let page = serde_json::json!({
+                    "object": "list", "url": path,
+                    "data": list.get(start..start + 1).unwrap_or(&[]),
+                    "has_more": start + 1 < list.len(),
+                });
+                (200, page.to_string())
+            });
+            let response = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(response.as_bytes()).unwrap();
+        }
+    });
+    (base, log)
+}
+
+/// `pgstrata billing sync` against a local Stripe: every list applied under the customer's
+/// tenant, as a login role of `pgstrata_billing_sync` only; a 503 retried; a webhook landing
+/// while the subscriptions page is in flight keeps its newer state; a run refused midway (403)
+/// goes on where it stopped; the key is sent as a bearer token and printed nowhere.
+#[tokio::test]
+async fn billing_sync_lists_from_stripe_resumes_and_never_beats_a_newer_webhook() {
+    use pgstrata::billing::fixtures;
+    const KEY: &str = "sk_test_pgstrata_cli_secret";
+    let db = TestDb::new().await.unwrap();
+    let url = db.url().unwrap();
+    let out = pgstrata(Some(&url), &["migrate", "up"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut conn = db.admin_conn().await.unwrap();
+    pgstrata_core::testing::ensure_login_role(&mut conn, "pgstrata_cli_billing_sync", "IN ROLE pgstrata_billing_sync")
+        .await
+        .unwrap();
+    let mut sync_url = url::Url::parse(&url).unwrap();
+    sync_url.set_username("pgstrata_cli_billing_sync").unwrap();
+    sync_url.set_password(Some("pgstrata_cli_billing_sync")).unwrap();
+    let sync_url = sync_url.to_string();
+    let tenant: sqlx::types::Uuid =
+        sqlx::query_scalar("INSERT INTO tenancy.tenants (slug, name) VALUES ('cli-sync', 'Sync') RETURNING id")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let events: std::collections::BTreeMap<String, serde_json::Value> = fixtures::lifecycle()
+        .unwrap()
+        .into_iter()
+        .map(|(name, e)| {
+            (
+                name[..2].to_owned(),
+                fixtures::retag(&e, "cli", pgstrata::TenantId(tenant)),
+            )
+        })
+        .collect();
+    let state = |n: &str| events[n]["data"]["object"].clone();
+    let objects = std::collections::BTreeMap::from([
+        ("products".to_owned(), vec![state("01")]),
+        ("prices".to_owned(), vec![state("02")]),
+        ("customers".to_owned(), vec![state("08")]),
+        ("subscriptions".to_owned(), vec![state("10")]),
+        ("invoices".to_owned(), vec![state("06"), state("15")]),
+    ]);
+    let subscription = state("10")["id"].as_str().unwrap().to_owned();
+    let first_invoice = state("06")["id"].as_str().unwrap().to_owned();
+    // A newer state (past_due, created after the page was fetched) arrives by webhook while
+    // the subscriptions page is in flight.
+    let mut newer = events["14"].clone();
+    newer["created"] = serde_json::json!(chrono::Utc::now().timestamp() + 5);
+    let newer_id = newer["id"].as_str().unwrap().to_owned();
+    let webhook_url = url.clone();
+    let refuse = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let refusing = refuse.clone();
+    let refused_after = format!("starting_after={first_invoice}");
+    let webhook_pending = std::sync::atomic::AtomicBool::new(true);
+    let (base, log) = stripe_server(objects, move |n, target| {
+        if n == 2 {
+            return Some((503, r#"{"error": {"message": "try again"}}"#.to_owned()));
+        }
+        if target.starts_with("/v1/subscriptions") && webhook_pending.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let (url, event) = (webhook_url.clone(), newer.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    use sqlx::Connection;
+                    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                    let outcome: String = sqlx::query_scalar("SELECT outcome FROM billing.process_event($1)")
+                        .bind(&event)
+                        .fetch_one(&mut c)
+                        .await
+                        .unwrap();
+                    assert_eq!(outcome, "applied");
+                });
+            })
+            .join()
+            .unwrap();
+        }
+        if target.contains(&refused_after) && refusing.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Some((
+                403,
+                r#"{"error": {"message": "The key may not list invoices"}}"#.to_owned(),
+            ));
+        }
+        None
+    });
+
+    // No key: a usage error before any request.
+    let out = Command::new(env!("CARGO_BIN_EXE_pgstrata"))
+        .args(["billing", "sync", "--api-base", &base])
+        .env("DATABASE_URL", &sync_url)
+        .env_remove("STRIPE_API_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("STRIPE_API_KEY"), "{}", text(&out));
+    assert!(log.lock().unwrap().is_empty());
+
+    let sync = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgstrata"));
+        cmd.args(["billing", "sync", "--api-base", &base])
+            .args(args)
+            .env("DATABASE_URL", &sync_url)
+            .env("STRIPE_API_KEY", KEY);
+        cmd.output().unwrap()
+    };
+    // The first run: the 503 is retried; the second invoices page is refused.
+    let out = sync(&[]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(
+        text(&out).contains("The key may not list invoices") && text(&out).contains("run it again"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("try again"),
+        "the retry is reported: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("billing sync: subscriptions page 1, 1 object(s), done"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains(KEY));
+    let first_run = log.lock().unwrap().len();
+    // products, prices (503), prices again, customers, subscriptions, invoices, invoices (403).
+    assert_eq!(first_run, 7, "{:?}", log.lock().unwrap());
+
+    // The second run asks only for what is left.
+    let out = sync(&["--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(KEY));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["pages"].as_u64(), report["applied"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log[first_run..].iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        [format!("/v1/invoices?limit=100&starting_after={first_invoice}")]
+    );
+    assert!(log.iter().all(|(_, auth)| auth == &format!("Bearer {KEY}")), "{log:?}");
+    assert!(
+        log.iter().any(|(t, _)| t == "/v1/subscriptions?limit=100&status=all"),
+        "{log:?}"
+    );
+
+    // The mirror: under the customer's tenant, the subscription in the webhook's newer state.
+    let (status, last, invoices): (String, String, i64) = sqlx::query_as(
+        "SELECT s.status, s.last_event_id, (SELECT count(*) FROM billing.invoices i WHERE i.tenant_id = $1)
+           FROM billing.subscriptions s WHERE s.tenant_id = $1 AND s.id = $2",
+    )
+    .bind(tenant)
+    .bind(&subscription)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_str(), last.as_str(), invoices),
+        ("past_due", newer_id.as_str(), 2)
+    );
+
+    // Nothing left to list; --restart lists everything again, all of it stale now.
+    let out = sync(&[]);
+    assert!(
+        out.status.success() && text(&out).contains("0 page(s)"),
+        "{}",
+        text(&out)
+    );
+    let out = sync(&[
+        "--restart",
+        "--clock-margin",
+        "3600",
+        "--resources",
+        "products,subscriptions",
+    ]);
+    assert!(
+        out.status.success() && text(&out).contains("2 page(s); 0 applied, 2 stale"),
+        "{}",
+        text(&out)
+    );
+    drop(conn);
+    db.close().await.unwrap();
+}
+
+/// `billing sync` over HTTPS: against a local TLS server whose certificate (pgstrata-core's test
+/// fixtures, for localhost) chains to a root given with `--ca-file`, the page is listed, the key
+/// sent inside TLS; without that root the handshake is refused at once (no retry), exit 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_sync_speaks_https_and_trusts_only_the_roots_it_is_given() {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const KEY: &str = "sk_test_pgstrata_cli_tls_secret";
+    let tls_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../pgstrata-core/tests/fixtures/tls");
+    let db = TestDb::new().await.unwrap();
+    let url = db.url().unwrap();
+    let out = pgstrata(Some(&url), &["migrate", "up"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                pgstrata_core::https::pem_certificates(&std::fs::read(format!("{tls_dir}/server.pem")).unwrap())
+                    .unwrap(),
+                PrivateKeyDer::from_pem_slice(&std::fs::read(format!("{tls_dir}/server.key.pem")).unwrap()).unwrap(),
+            )
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = tls.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            seen.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+            let body = r#"{"object": "list", "data": [], "has_more": false}"#;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            tls.write_all(response.as_bytes()).await.unwrap();
+            let _ = tls.shutdown().await;
+        }
+    });
+    let base = format!("https://localhost:{port}");
+    let sync = move |extra: Vec<String>| {
+        let (base, url) = (base.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_pgstrata"))
+                .args(["billing", "sync", "--resources", "products", "--api-base", &base])
+                .args(extra)
+                .env("DATABASE_URL", &url)
+                .env("STRIPE_API_KEY", KEY)
+                .output()
+                .unwrap()
+        })
+    };
+    // The test root is not among the webpki roots: refused, not retried.
+    let out = sync(vec![]).await.unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(
+        text(&out).contains("TLS handshake with localhost failed"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("again in"), "{}", text(&out));
+    assert!(heads.lock().unwrap().is_empty());
+    // With it: the page is listed over TLS.
+    let out = sync(vec!["--ca-file".into(), format!("{tls_dir}/ca.pem")])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("billing sync: products page 1, 0 object(s), done"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains(KEY));
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(
+        heads[0].starts_with("GET /v1/products?limit=100 HTTP/1.1\r\n"),
+        "{heads:?}"
+    );
+    assert!(
+        heads[0].contains(&format!("authorization: Bearer {KEY}\r\n")),
+        "{heads:?}"
+    );
+    db.close().await.unwrap();
+}
