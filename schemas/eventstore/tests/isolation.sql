@@ -2,15 +2,16 @@
 -- the worker reads every tenant's events and writes none. One transaction, rolled back.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(1 + 9 * 2 + 4);
+SELECT plan(1 + 9 * 3 + 4);
 \ir ../../tenancy/tests/fixtures.psql
 \ir fixtures.psql
 
 SELECT is(ARRAY(SELECT pg_temp.tenant_tables('eventstore') ORDER BY 1),
-          ARRAY['eventstore.events', 'eventstore.streams'],
+          ARRAY['eventstore.events', 'eventstore.snapshots', 'eventstore.streams'],
           'the tenant tables of eventstore are the ones this suite covers');
 SELECT * FROM pg_temp.isolation('eventstore.events');
 SELECT * FROM pg_temp.isolation('eventstore.streams');
+SELECT * FROM pg_temp.isolation('eventstore.snapshots');
 
 SET LOCAL ROLE pgstrata_worker;
 SELECT is((SELECT count(*) FROM eventstore.events), 3::bigint,
