@@ -8,7 +8,6 @@ use hyper::body::Bytes;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Method, Request, Uri};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use pgstrata_core::https::{MaybeTlsStream, TlsConnector};
 use sqlx::PgConnection;
@@ -18,7 +17,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The header that carries a message's id (unique across tenants, the same on every
@@ -190,38 +188,8 @@ struct SinkConnector {
     connect_timeout: Duration,
 }
 
-/// A connection of the sink's client: TCP, or TLS over TCP.
-#[derive(Debug)]
-struct Conn(MaybeTlsStream);
-
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
-}
-
 impl tower_service::Service<Uri> for SinkConnector {
-    type Response = TokioIo<Conn>;
+    type Response = TokioIo<MaybeTlsStream>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -251,13 +219,13 @@ impl tower_service::Service<Uri> for SinkConnector {
                 .map_err(|_| within("no connection"))??;
             let _ = tcp.set_nodelay(true);
             if !https {
-                return Ok(TokioIo::new(Conn(MaybeTlsStream::Plain(tcp))));
+                return Ok(TokioIo::new(MaybeTlsStream::Plain(tcp)));
             }
             let stream = tokio::time::timeout(timeout, tls.connect(&host, tcp))
                 .await
                 .map_err(|_| within("no TLS handshake"))?
                 .map_err(|e| io::Error::other(format!("TLS with {host}: {e}")))?;
-            Ok(TokioIo::new(Conn(MaybeTlsStream::Tls(stream))))
+            Ok(TokioIo::new(MaybeTlsStream::Tls(stream)))
         })
     }
 }

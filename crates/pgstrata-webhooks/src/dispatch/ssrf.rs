@@ -15,17 +15,14 @@
 //! one connected to, whatever the certificate says.
 
 use hyper::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use pgstrata_core::https::{MaybeTlsStream, TlsConnector};
 use std::future::Future;
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A network: an address and a prefix length.
@@ -221,53 +218,7 @@ pub enum ConnectError {
 }
 
 /// A connection of the delivery client: plain TCP for `http://`, TLS over TCP for `https://`.
-#[derive(Debug)]
-pub struct Conn(MaybeTlsStream);
-
-impl Conn {
-    /// Whether the connection is TLS.
-    pub fn is_tls(&self) -> bool {
-        self.0.is_tls()
-    }
-}
-
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-}
+pub type Conn = MaybeTlsStream;
 
 /// A hyper connector (a `tower::Service<Uri>`) that resolves once, vets, connects to a vetted
 /// address, and for `https://` runs TLS over that connection.
@@ -357,7 +308,7 @@ impl tower_service::Service<Uri> for VettedConnector {
                         // Small requests: send them at once.
                         let _ = stream.set_nodelay(true);
                         if !https {
-                            return Ok(TokioIo::new(Conn(MaybeTlsStream::Plain(stream))));
+                            return Ok(TokioIo::new(MaybeTlsStream::Plain(stream)));
                         }
                         // The name checked is the URL's host; the address is the vetted one.
                         let tls_err = |reason: String| ConnectError::Tls {
@@ -366,7 +317,7 @@ impl tower_service::Service<Uri> for VettedConnector {
                             reason,
                         };
                         return match tokio::time::timeout(timeout, tls.connect(&host, stream)).await {
-                            Ok(Ok(s)) => Ok(TokioIo::new(Conn(MaybeTlsStream::Tls(s)))),
+                            Ok(Ok(s)) => Ok(TokioIo::new(MaybeTlsStream::Tls(s))),
                             Ok(Err(e)) => Err(tls_err(e.to_string())),
                             Err(_) => Err(tls_err(format!("no handshake within {} ms", timeout.as_millis()))),
                         };
