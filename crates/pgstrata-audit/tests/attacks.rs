@@ -415,18 +415,9 @@ async fn verify_reports_records_removed_anywhere_in_a_chain() {
         let f = fixture_by(owner).await;
         let start = f.a;
         let middle = f.b;
-        let mut extra = Vec::new();
-        for slug in ["tenant-end", "tenant-all", "tenant-clean"] {
-            let t = TenantId(Uuid::now_v7());
-            sqlx::query("INSERT INTO tenancy.tenants (id, slug, name) VALUES ($1, $2, $2)")
-                .bind(t.0)
-                .bind(slug)
-                .execute(&f.db.admin)
-                .await
-                .unwrap();
-            extra.push(t);
-        }
-        let (end, all, clean) = (extra[0], extra[1], extra[2]);
+        let end = f.db.tenant("tenant-end").await.unwrap();
+        let all = f.db.tenant("tenant-all").await.unwrap();
+        let clean = f.db.tenant("tenant-clean").await.unwrap();
         for t in [start, middle, end, all, clean] {
             records(&f.app, t, 5).await; // seq 1 (the tenant) to 6
         }

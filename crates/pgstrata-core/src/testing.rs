@@ -200,6 +200,18 @@ impl TestDb {
         Ok(self.admin_options().connect().await?)
     }
 
+    /// A tenant with `slug` as its slug and name, inserted by the admin user (bypassing the
+    /// policies that the tests then attack).
+    pub async fn tenant(&self, slug: &str) -> Result<crate::TenantId, TestDbError> {
+        let id = crate::TenantId::new();
+        sqlx::query("INSERT INTO tenancy.tenants (id, slug, name) VALUES ($1, $2, $2)")
+            .bind(id)
+            .bind(slug)
+            .execute(&self.admin)
+            .await?;
+        Ok(id)
+    }
+
     /// Drops the database.
     pub async fn close(self) -> Result<(), TestDbError> {
         self.admin.close().await;
@@ -341,6 +353,18 @@ async fn drop_database(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::
         .execute(conn)
         .await
         .map(drop)
+}
+
+/// What a statement did, for attack tests: `ok <rows>` when it ran, else its SQLSTATE (so a
+/// test names the refusal it expects, not a message).
+pub async fn outcome(conn: &mut PgConnection, sql: &str) -> String {
+    match crate::sql::trusted(sql.to_owned()).execute(&mut *conn).await {
+        Ok(done) => format!("ok {}", done.rows_affected()),
+        Err(e) => e
+            .as_database_error()
+            .and_then(|d| d.code().map(|c| c.into_owned()))
+            .unwrap_or_else(|| format!("no SQLSTATE: {e}")),
+    }
 }
 
 /// Creates the LOGIN role `name` (its password is its name; not a superuser, no BYPASSRLS)

@@ -137,12 +137,7 @@ async fn the_collector_ingests_many_tenants_once_as_the_worker() {
     // The same batch id over another set of tenants is another batch's id: refused.
     let other: Vec<(TenantId, NewEvent)> = rows.iter().filter(|(t, _)| *t == f.a).cloned().collect();
     let mut with_new_tenant = other.clone();
-    let c = TenantId(uuid::Uuid::now_v7());
-    sqlx::query("INSERT INTO tenancy.tenants (id, slug, name) VALUES ($1, 'tenant-c', 'C')")
-        .bind(c.0)
-        .execute(&f.db.admin)
-        .await
-        .unwrap();
+    let c = f.db.tenant("tenant-c").await.unwrap();
     with_new_tenant.push((c, NewEvent::new("signup", "someone")));
     let e = ingest::collect(&mut worker, id, &with_new_tenant).await.unwrap_err();
     assert!(matches!(e, Error::InvalidField { field: "batch_id", .. }), "{e:?}");

@@ -8,20 +8,9 @@
 mod common;
 
 use common::{fixture, fixture_by, tx};
-use pgstrata_core::testing::Owner;
+use pgstrata_core::testing::{Owner, outcome};
 use pgstrata_eventstore::{Error, ExpectedVersion, NewEvent, append, snapshot};
 use serde_json::json;
-use sqlx::PgConnection;
-
-async fn outcome(conn: &mut PgConnection, sql: &str) -> String {
-    match pgstrata_core::sql::trusted(sql.to_owned()).execute(&mut *conn).await {
-        Ok(done) => format!("ok {}", done.rows_affected()),
-        Err(e) => e
-            .as_database_error()
-            .and_then(|d| d.code().map(|c| c.into_owned()))
-            .unwrap_or_else(|| format!("no SQLSTATE: {e}")),
-    }
-}
 
 /// `n` events `Added {amount: i}` (i from 1) appended to `stream`, 100 at a time.
 async fn added(pool: &sqlx::PgPool, tenant: pgstrata_core::TenantId, stream: &str, n: i64) {

@@ -29,16 +29,8 @@ pub async fn fixture() -> Fixture {
 /// [`fixture`], with the schemas installed by `owner`.
 pub async fn fixture_by(owner: Owner) -> Fixture {
     let db = TestDb::migrated_by(&migrator(), owner).await.unwrap();
-    let a = TenantId(Uuid::now_v7());
-    let b = TenantId(Uuid::now_v7());
-    for (t, slug) in [(a, "tenant-a"), (b, "tenant-b")] {
-        sqlx::query("INSERT INTO tenancy.tenants (id, slug, name) VALUES ($1, $2, $2)")
-            .bind(t.0)
-            .bind(slug)
-            .execute(&db.admin)
-            .await
-            .unwrap();
-    }
+    let a = db.tenant("tenant-a").await.unwrap();
+    let b = db.tenant("tenant-b").await.unwrap();
     let app = db.app_pool(10).await.unwrap();
     Fixture { db, app, a, b }
 }
