@@ -63,11 +63,20 @@ describe("Drizzle: withTenant", () => {
     assert.deepEqual(await jobsByTenant(admin, kind), new Map([[f.tenantA, 1]]));
   });
 
-  it("rolls back when fn throws and returns the connection without context", async () => {
+  it("returns the connection without context after a commit and after a rollback", async () => {
     const kind = newKind();
     const one = new pg.Pool({ connectionString: APP_URL, max: 1 });
     const db1 = drizzle(one);
     try {
+      const inside = await withTenant(db1, { tenantId: f.tenantA, actorId: f.reader }, async (tx) =>
+        (await tx.execute<Row>(sql.raw(CONTEXT_PROBE))).rows[0]!,
+      );
+      assert.equal(inside.tenant, f.tenantA);
+      const committed = (await db1.execute<Row>(sql.raw(CONTEXT_PROBE))).rows[0]!;
+      assert.equal(committed.pid, inside.pid);
+      assert.equal(committed.tenant, "", "no tenant after a commit");
+      assert.equal(committed.actor, "");
+
       const boom = new Error("boom");
       let pid = 0;
       await assert.rejects(

@@ -77,10 +77,21 @@ describe("node-postgres: withTenant", () => {
     assert.equal([...counts.values()].reduce((a, b) => a + b, 0), 1, "the refused insert left nothing");
   });
 
-  it("rolls back when fn throws and returns the connection without context", async () => {
+  it("returns the connection without context after a commit and after a rollback", async () => {
     const kind = newKind();
     const one = new pg.Pool({ connectionString: APP_URL, max: 1 });
     try {
+      // After a commit: the settings ended with the transaction (a session-level setting
+      // would survive it, and a rollback would hide that).
+      const inside = await withTenant(one, { tenantId: f.tenantA, actorId: f.reader }, async (client) =>
+        (await client.query(CONTEXT_PROBE)).rows[0],
+      );
+      assert.equal(inside.tenant, f.tenantA);
+      const committed = (await one.query(CONTEXT_PROBE)).rows[0];
+      assert.equal(committed.pid, inside.pid, "the same connection came back to the pool");
+      assert.equal(committed.tenant, "", "it carries no tenant after a commit");
+      assert.equal(committed.actor, "", "nor an actor");
+
       const boom = new Error("boom");
       let pid = 0;
       await assert.rejects(

@@ -70,10 +70,22 @@ describe("Prisma: withTenant", () => {
     assert.deepEqual(await jobsByTenant(admin, kind), new Map([[f.tenantA, 1]]));
   });
 
-  it("rolls back when fn throws and returns the connection without context", async () => {
+  it("returns the connection without context after a commit and after a rollback", async () => {
     const kind = newKind();
     const one = client(1);
     try {
+      const inside = await withTenant(
+        one,
+        { tenantId: f.tenantA, actorId: f.reader },
+        async (tx) => (await tx.$queryRawUnsafe<Row[]>(CONTEXT_PROBE))[0]!,
+        WAIT,
+      );
+      assert.equal(inside.tenant, f.tenantA);
+      const committed = (await one.$queryRawUnsafe<Row[]>(CONTEXT_PROBE))[0]!;
+      assert.equal(committed.pid, inside.pid);
+      assert.equal(committed.tenant, "", "no tenant after a commit");
+      assert.equal(committed.actor, "");
+
       const boom = new Error("boom");
       let pid = 0;
       await assert.rejects(
