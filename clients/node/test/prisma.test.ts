@@ -2,7 +2,19 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { PrismaPg } from "@prisma/adapter-pg";
 import pg from "pg";
-import { ForbiddenError, InvalidContextError, InvalidInputError, queue, rbac, StaleVersionError } from "../src/index.js";
+import {
+  ConflictError,
+  ForbiddenError,
+  InvalidContextError,
+  InvalidInputError,
+  MissingReferenceError,
+  NotFoundError,
+  type PgstrataError,
+  queue,
+  rbac,
+  RetryableError,
+  StaleVersionError,
+} from "../src/index.js";
 import { withTenant } from "../src/prisma.js";
 import { ADMIN_URL, APP_URL, CONTEXT_PROBE, type Fixture, fixture, jobsByTenant, newKind } from "./fixtures.js";
 import { PrismaClient } from "./prisma/generated/client.js";
@@ -138,6 +150,29 @@ describe("Prisma: withTenant", () => {
       (err: unknown) => err instanceof ForbiddenError && err.code === "PS403" && err.detailValue("missing") === "invoice:read",
     );
     await assert.rejects(withTenant(prisma, { tenantId: f.tenantA, actorId: "x" }, async () => 1), InvalidContextError);
+
+    // The codes Prisma classifies itself (UniqueConstraintViolation, TransactionWriteConflict,
+    // ...) keep their SQLSTATE as originalCode.
+    const raised: [string, Function][] = [
+      ["23505", ConflictError],
+      ["23503", MissingReferenceError],
+      ["23502", InvalidInputError],
+      ["40001", RetryableError],
+      ["40P01", RetryableError],
+      ["PS404", NotFoundError],
+    ];
+    for (const [code, Class] of raised) {
+      await assert.rejects(
+        withTenant(
+          prisma,
+          { tenantId: f.tenantA },
+          (tx) => tx.$executeRawUnsafe(`DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '${code}', CONSTRAINT = 'c1'; END $$`),
+          WAIT,
+        ),
+        (err: unknown) => err instanceof Class && (err as PgstrataError).code === code,
+        code,
+      );
+    }
   });
 
   it("rbac.check and queue.enqueue take the Prisma transaction", async () => {
