@@ -31,16 +31,14 @@ export const MAX_REQUEST_ID_LENGTH = 200;
 
 /**
  * The values of `SET_CONTEXT_SQL`'s three parameters, after checking the context: the ids are
- * uuids (lower-cased), the request id a string of at most 200 characters without NUL.
+ * uuids, lower-cased as the Rust crates write them (tenancy's fast path compares the text), the
+ * request id a string of at most 200 characters without NUL.
  */
 export function contextParams(ctx: TenantContext): [string, string, string] {
   if (typeof ctx !== "object" || ctx === null) {
     throw new InvalidContextError("tenantId", "a tenant context is required");
   }
   const tenantId = uuidField("tenantId", ctx.tenantId);
-  if (tenantId === "") {
-    throw new InvalidContextError("tenantId", "tenantId is required");
-  }
   const actorId = ctx.actorId == null ? "" : uuidField("actorId", ctx.actorId);
   let requestId = "";
   if (ctx.requestId != null) {
