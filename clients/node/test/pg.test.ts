@@ -130,7 +130,11 @@ describe("node-postgres: withTenant", () => {
 
   it("commits what fn did and returns its value", async () => {
     const kind = newKind();
-    const id = await withTenant(pool, { tenantId: f.tenantB }, (client) => queue.enqueue(client, kind, { kept: true }));
+    // An upper-case uuid is written as the Rust crates write it.
+    const id = await withTenant(pool, { tenantId: f.tenantB.toUpperCase() }, async (client) => {
+      assert.equal((await client.query(CONTEXT_PROBE)).rows[0].tenant, f.tenantB);
+      return queue.enqueue(client, kind, { kept: true });
+    });
     assert.match(id, /^\d+$/);
     const { rows } = await admin.query("SELECT tenant_id::text, payload FROM queue.jobs WHERE id = $1", [id]);
     assert.deepEqual(rows, [{ tenant_id: f.tenantB, payload: { kept: true } }]);
