@@ -47,13 +47,21 @@ fn with_login(url: &str, user: &str, password: &str) -> String {
     let scheme_end = url.find("://").map_or(0, |i| i + 3);
     let rest = &url[scheme_end..];
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let host = rest[..authority_end].rsplit_once('@').map_or(&rest[..authority_end], |(_, h)| h);
-    format!("{}{user}:{password}@{host}{}", &url[..scheme_end], &rest[authority_end..])
+    let host = rest[..authority_end]
+        .rsplit_once('@')
+        .map_or(&rest[..authority_end], |(_, h)| h);
+    format!(
+        "{}{user}:{password}@{host}{}",
+        &url[..scheme_end],
+        &rest[authority_end..]
+    )
 }
 
 /// The `DbError` variant's name (`StaleVersion`, `Other`, ...) of each SQLSTATE, raised here.
 async fn rust_variants(db: &TestDb) -> serde_json::Map<String, serde_json::Value> {
-    let standard = ["23505", "23503", "23514", "23502", "22P02", "22023", "42501", "40001", "40P01", "XX000", "P0001"];
+    let standard = [
+        "23505", "23503", "23514", "23502", "22P02", "22023", "42501", "40001", "40P01", "XX000", "P0001",
+    ];
     let mut variants = serde_json::Map::new();
     for code in sqlstate::ALL.iter().copied().chain(standard) {
         assert!(code.bytes().all(|b| b.is_ascii_alphanumeric()), "{code}");
