@@ -11,7 +11,8 @@ pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
 pub enum Error {
     /// A message the table does not take (`aggregate_type`, `aggregate_id`, `event_type`:
     /// 1 to 255 characters, no control characters; `payload`: at most 128 KiB of JSON), refused
-    /// before any SQL or by the table's constraint. Nothing is written.
+    /// before any SQL or by `outbox.publish` (23514 naming the rule's constraint). Nothing is
+    /// written.
     #[error("invalid message {field}: {reason}")]
     InvalidMessage { field: &'static str, reason: String },
 
@@ -34,7 +35,8 @@ pub enum Error {
     Db(DbError),
 }
 
-/// The CHECK constraints of `outbox.messages` and the field each one guards.
+/// The rules `outbox.publish` refuses a field by (23514 with the constraint's name; CHECK
+/// constraints of `outbox.messages` until V3) and the field each one guards.
 const CONSTRAINTS: [(&str, &str); 4] = [
     ("messages_aggregate_type_format", "aggregate_type"),
     ("messages_aggregate_id_format", "aggregate_id"),

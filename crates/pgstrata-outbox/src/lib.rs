@@ -75,6 +75,7 @@ pub static MODULE: Module = Module {
     migrations: &[
         pgstrata_core::migration!("outbox", 1, "outbox"),
         pgstrata_core::migration!("outbox", 2, "relay_and_sinks"),
+        pgstrata_core::migration!("outbox", 3, "cheaper_publish"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
     maintenance: &[Maintenance {

@@ -157,6 +157,14 @@ pub async fn ack(conn: &mut PgConnection, sink: &str, batch: &[Message]) -> Resu
     Ok(moved)
 }
 
+/// The savepoint each partition of a round is delivered in. Only the relay's own statements
+/// name it; a sink's own savepoints (`begin_tenant` on the round's connection) nest inside it.
+const FIRST_SAVEPOINT: &str = "SAVEPOINT outbox_relay_partition";
+/// Between partitions: the previous partition's work kept, a new savepoint, one round trip.
+const NEXT_SAVEPOINT: &str = "RELEASE SAVEPOINT outbox_relay_partition; SAVEPOINT outbox_relay_partition";
+/// After a failed partition: its work undone, the savepoint still set.
+const ROLLBACK_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT outbox_relay_partition";
+
 /// How a [`Relay`] works.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -246,6 +254,10 @@ impl<S: Sink> Relay<S> {
 
     /// One round in one transaction: claim, deliver each partition in a savepoint, move the
     /// checkpoints of the partitions delivered, commit.
+    ///
+    /// The savepoint is one name, released and set again in one round trip between partitions
+    /// (D-234): a partition costs the sink's statements and one more, and a failed one is
+    /// rolled back to its start alone.
     pub async fn round(&self) -> Result<Round> {
         let name = self.sink.name();
         let mut conn = self.pool.acquire().await?;
@@ -253,16 +265,20 @@ impl<S: Sink> Relay<S> {
         let batch = claim(&mut tx, name, self.config.partitions_per_round, self.config.batch_size).await?;
         let mut round = Round::default();
         let mut delivered: Vec<Message> = Vec::with_capacity(batch.len());
+        let mut savepoint_set = false;
         for part in batch.chunk_by(|a, b| a.partition == b.partition) {
-            let mut savepoint = tx.begin().await?;
-            match self.sink.deliver(&mut savepoint, part).await {
+            let set = if savepoint_set { NEXT_SAVEPOINT } else { FIRST_SAVEPOINT };
+            sqlx::raw_sql(set).execute(&mut *tx).await?;
+            savepoint_set = true;
+            match self.sink.deliver(&mut tx, part).await {
                 Ok(()) => {
-                    savepoint.commit().await?;
                     delivered.extend_from_slice(part);
                     round.delivered += part.len();
                 }
                 Err(error) => {
-                    savepoint.rollback().await?;
+                    // The savepoint stays set after a rollback to it: the next partition
+                    // releases and sets it again as after a success.
+                    sqlx::raw_sql(ROLLBACK_SAVEPOINT).execute(&mut *tx).await?;
                     round.failed += 1;
                     tracing::warn!(
                         sink = name,

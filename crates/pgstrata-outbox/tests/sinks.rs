@@ -9,7 +9,7 @@ mod common;
 
 use common::{OwnDb, own_db, tx};
 use pgstrata_outbox::sink::QueueSink;
-use pgstrata_outbox::{Error, Message, Relay, Sink, SinkError, health, publish};
+use pgstrata_outbox::{Error, Message, Relay, RelayConfig, Round, Sink, SinkError, health, publish};
 use serde_json::json;
 use sqlx::PgConnection;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,4 +162,91 @@ async fn a_failing_partition_is_delivered_again_later_and_retention_keeps_what_a
         pgstrata_outbox::relay::register_sink(&mut w, "Bad Name").await,
         Err(Error::InvalidField { field: "sink", .. })
     ));
+}
+
+/// Writes a row per message; for `poison`, fails with a SQL error after writing its row, which
+/// leaves the round's transaction aborted until the relay rolls the partition back.
+struct Aborting {
+    poison: String,
+}
+
+impl Sink for Aborting {
+    fn name(&self) -> &str {
+        "aborting"
+    }
+
+    async fn deliver(&self, conn: &mut PgConnection, batch: &[Message]) -> Result<(), SinkError> {
+        for m in batch {
+            sqlx::query("INSERT INTO public.delivered (message_id) VALUES ($1)")
+                .bind(m.id.0)
+                .execute(&mut *conn)
+                .await?;
+            if m.aggregate_id == self.poison {
+                sqlx::query("SELECT 1 / 0").execute(&mut *conn).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One round over every partition where the sink's SQL fails in an early partition: that
+/// partition is rolled back to its start (its written row too), and the partitions after it
+/// are delivered and checkpointed in the same round's transaction.
+#[tokio::test]
+async fn a_partition_whose_sql_fails_is_rolled_back_alone_and_the_round_goes_on() {
+    let _serial = SERIAL.lock().await;
+    let db = own_db("sinks_aborting", &common::migrator()).await;
+    sqlx::raw_sql(
+        "CREATE TABLE public.delivered (message_id bigint NOT NULL);
+         GRANT SELECT, INSERT ON public.delivered TO pgstrata_worker;",
+    )
+    .execute(&db.admin)
+    .await
+    .unwrap();
+    let mut t = tx(&db.app, db.a).await;
+    for i in 0..40 {
+        publish::publish(&mut t, "order", &format!("o-{i}"), "OrderPlaced", &json!({ "i": i }))
+            .await
+            .unwrap();
+    }
+    t.commit().await.unwrap();
+    // The poison is a key of the lowest partition used, so the round has partitions after it.
+    let (poison, poisoned, used): (String, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT aggregate_id FROM outbox.messages ORDER BY partition, id LIMIT 1),
+                (SELECT count(*) FROM outbox.messages WHERE partition = (SELECT min(partition) FROM outbox.messages)),
+                (SELECT count(DISTINCT partition) FROM outbox.messages)",
+    )
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    assert!(used > 2, "40 keys in {used} partitions");
+    let relay = Relay::new(db.worker.clone(), Aborting { poison }).with_config(RelayConfig {
+        partitions_per_round: 32,
+        ..RelayConfig::default()
+    });
+    relay.prepare().await.unwrap();
+    let round = relay.round().await.unwrap();
+    assert_eq!(
+        round,
+        Round {
+            delivered: 40 - poisoned as usize,
+            failed: 1
+        }
+    );
+    let (written, checkpointed): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM public.delivered),
+                (SELECT sum(delivered)::bigint FROM outbox.checkpoints WHERE sink = 'aborting')",
+    )
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    assert_eq!((written, checkpointed), (40 - poisoned, 40 - poisoned));
+    // The failed partition comes again, alone, and fails again: nothing else moves.
+    assert_eq!(
+        relay.round().await.unwrap(),
+        Round {
+            delivered: 0,
+            failed: 1
+        }
+    );
 }
