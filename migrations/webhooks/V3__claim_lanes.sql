@@ -27,6 +27,13 @@ CREATE TABLE webhooks.lanes (
 );
 COMMENT ON TABLE webhooks.lanes IS
     'citus: distributed. The rows a claim locks (SKIP LOCKED) to take from an endpoint: 8 per endpoint, of which webhooks.lane_count says how many are used';
+-- The endpoints there are get their lanes. An owner that is not a superuser is bound by the
+-- endpoints' forced RLS (and would read none of them without a tenant in context), so the
+-- force is lifted around the copy and restored in the same transaction (the migration's).
+ALTER TABLE webhooks.endpoints NO FORCE ROW LEVEL SECURITY;
+INSERT INTO webhooks.lanes (tenant_id, endpoint_id, lane)
+SELECT e.tenant_id, e.id, g.lane FROM webhooks.endpoints e, generate_series(0, 7) AS g(lane);
+ALTER TABLE webhooks.endpoints FORCE ROW LEVEL SECURITY;
 ALTER TABLE webhooks.lanes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE webhooks.lanes FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON webhooks.lanes
@@ -38,9 +45,6 @@ CREATE POLICY worker_dispatch ON webhooks.lanes TO pgstrata_worker USING (true) 
 GRANT SELECT, INSERT (tenant_id, endpoint_id, lane) ON webhooks.lanes TO pgstrata_app;
 -- The worker locks lanes (FOR NO KEY UPDATE needs an UPDATE privilege); it never updates one.
 GRANT SELECT, UPDATE (lane) ON webhooks.lanes TO pgstrata_worker;
-
-INSERT INTO webhooks.lanes (tenant_id, endpoint_id, lane)
-SELECT e.tenant_id, e.id, g.lane FROM webhooks.endpoints e, generate_series(0, 7) AS g(lane);
 
 -- The lane that claimed the delivery (its last claim); 0 until then.
 ALTER TABLE webhooks.deliveries ADD COLUMN lane smallint NOT NULL DEFAULT 0;
