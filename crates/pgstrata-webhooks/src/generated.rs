@@ -102,6 +102,7 @@ pub struct Delivery {
     pub worker: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub lane: i16,
 }
 
 /// Identifiers of `webhooks.deliveries` for sea-query; `Table` is the table itself.
@@ -120,6 +121,7 @@ pub enum Deliveries {
     Worker,
     CreatedAt,
     FinishedAt,
+    Lane,
 }
 
 impl Deliveries {
@@ -145,6 +147,7 @@ impl Iden for Deliveries {
             Deliveries::Worker => "worker",
             Deliveries::CreatedAt => "created_at",
             Deliveries::FinishedAt => "finished_at",
+            Deliveries::Lane => "lane",
         }
     }
 }
@@ -222,6 +225,41 @@ impl Iden for Endpoints {
             Endpoints::Headers => "headers",
             Endpoints::CreatedAt => "created_at",
             Endpoints::UpdatedAt => "updated_at",
+        }
+    }
+}
+
+/// A row of `webhooks.lanes`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct Lane {
+    pub tenant_id: pgstrata_core::TenantId,
+    pub endpoint_id: crate::ids::EndpointId,
+    pub lane: i16,
+}
+
+/// Identifiers of `webhooks.lanes` for sea-query; `Table` is the table itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lanes {
+    Table,
+    TenantId,
+    EndpointId,
+    Lane,
+}
+
+impl Lanes {
+    /// The schema-qualified table, for `from`, `into_table` and `table`.
+    pub fn qualified() -> (WebhooksSchema, Lanes) {
+        (WebhooksSchema, Lanes::Table)
+    }
+}
+
+impl Iden for Lanes {
+    fn unquoted(&self) -> &str {
+        match self {
+            Lanes::Table => "lanes",
+            Lanes::TenantId => "tenant_id",
+            Lanes::EndpointId => "endpoint_id",
+            Lanes::Lane => "lane",
         }
     }
 }

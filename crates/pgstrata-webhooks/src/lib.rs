@@ -81,11 +81,13 @@ pub static MODULE: Module = Module {
         ("attempts.state", "crate::ids::AttemptState"),
         ("attempts.trigger", "crate::ids::AttemptTrigger"),
         ("notices.endpoint_id", "crate::ids::EndpointId"),
+        ("lanes.endpoint_id", "crate::ids::EndpointId"),
         ("notices.kind", "crate::ids::NoticeKind"),
     ],
     migrations: &[
         pgstrata_core::migration!("webhooks", 1, "webhooks"),
         pgstrata_core::migration!("webhooks", 2, "cheaper_dispatch"),
+        pgstrata_core::migration!("webhooks", 3, "claim_lanes"),
     ],
     seed: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/seed.sql")),
     maintenance: &[pgstrata_core::Maintenance {

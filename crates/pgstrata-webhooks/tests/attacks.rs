@@ -54,6 +54,7 @@ async fn the_application_role_reaches_only_its_tenants_rows_and_never_the_dispat
             "attempts",
             "notices",
             "tenant_settings",
+            "lanes",
         ] {
             checks.push((
                 format!("SELECT * FROM webhooks.{table} WHERE tenant_id = '{a}'"),
@@ -99,6 +100,16 @@ async fn the_application_role_reaches_only_its_tenants_rows_and_never_the_dispat
             // Locks: the dispatcher's claim locks endpoints; the app role may only lock its own.
             (format!("SELECT * FROM webhooks.endpoints WHERE tenant_id = '{a}' FOR UPDATE"), "ok 0"),
             ("LOCK TABLE webhooks.deliveries IN ACCESS EXCLUSIVE MODE".to_owned(), "42501"),
+            // The claim locks lanes (V3): the app role cannot lock, change or remove even its
+            // own, so it cannot hold back the dispatcher; adding lanes adds nothing.
+            ("SELECT * FROM webhooks.lanes FOR KEY SHARE".to_owned(), "42501"),
+            ("SELECT * FROM webhooks.lanes FOR NO KEY UPDATE SKIP LOCKED".to_owned(), "42501"),
+            ("UPDATE webhooks.lanes SET lane = 7".to_owned(), "42501"),
+            ("DELETE FROM webhooks.lanes".to_owned(), "42501"),
+            (format!("INSERT INTO webhooks.lanes (tenant_id, endpoint_id, lane) SELECT '{a}', endpoint_id, 0 FROM webhooks.lanes"), "42501"),
+            ("INSERT INTO webhooks.lanes (tenant_id, endpoint_id, lane) SELECT tenant_id, endpoint_id, lane FROM webhooks.lanes".to_owned(), "23505"),
+            ("INSERT INTO webhooks.lanes (tenant_id, endpoint_id, lane) SELECT tenant_id, endpoint_id, 8 FROM webhooks.lanes LIMIT 1".to_owned(), "23514"),
+            (format!("UPDATE webhooks.deliveries SET lane = 3 WHERE tenant_id = '{b}'"), "42501"),
             ("TRUNCATE webhooks.messages".to_owned(), "42501"),
         ]);
         for (sql, expected) in &checks {
@@ -131,7 +142,7 @@ async fn the_application_role_reaches_only_its_tenants_rows_and_never_the_dispat
                     .await
                     .unwrap();
             }
-            for table in ["endpoints", "secrets", "messages", "deliveries", "attempts", "notices"] {
+            for table in ["endpoints", "secrets", "messages", "deliveries", "attempts", "notices", "lanes"] {
                 let sql = format!("SELECT * FROM webhooks.{table}");
                 assert_eq!(outcome(&mut tx, &sql).await, "ok 0", "{owner:?} {setting:?}: {sql}");
             }
@@ -178,6 +189,9 @@ async fn the_worker_dispatches_but_manages_no_endpoint_and_sends_nothing() {
             ("UPDATE webhooks.secrets SET key = 'x'", "42501"),
             ("DELETE FROM webhooks.endpoints", "42501"),
             ("UPDATE webhooks.settings SET retention_days = 1", "42501"),
+            // It locks lanes to claim; it adds or removes none.
+            ("INSERT INTO webhooks.lanes (tenant_id, endpoint_id, lane) SELECT tenant_id, endpoint_id, 0 FROM webhooks.lanes", "42501"),
+            ("DELETE FROM webhooks.lanes", "42501"),
         ];
         for (sql, expected) in checks {
             let mut sp = sqlx::Connection::begin(&mut w).await.unwrap();

@@ -5,7 +5,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 \ir ../../tenancy/tests/fixtures.psql
-SELECT plan(10 + 6 * (SELECT count(*) FROM pg_temp.tenant_tables('webhooks'))::int);
+SELECT plan(12 + 6 * (SELECT count(*) FROM pg_temp.tenant_tables('webhooks'))::int);
 
 SELECT r FROM pg_temp.tenant_tables('webhooks') t, LATERAL pg_temp.tenant_table_rules(t::regclass) r;
 SELECT * FROM pg_temp.definer_rules('webhooks');
@@ -35,6 +35,14 @@ SELECT is((SELECT string_agg(a.attname, ',' ORDER BY k.n)
 SELECT ok((SELECT pg_get_expr(i.indpred, i.indrelid) FROM pg_index i
             WHERE i.indexrelid = 'webhooks.deliveries_running_idx'::regclass) ~ 'running',
           'the concurrency cap counts running deliveries from their own partial index');
+SELECT is((SELECT string_agg(a.attname, ',' ORDER BY k.n)
+             FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, n)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+            WHERE i.indexrelid = 'webhooks.deliveries_running_idx'::regclass),
+          'tenant_id,endpoint_id,lane', 'a lane''s running count reads the running index alone');
+SELECT is(ARRAY(SELECT webhooks.lane_count(m, f, r) FROM (VALUES (8, false, NULL::integer), (64, false, NULL), (100, false, NULL),
+                                                                 (1, false, NULL), (64, true, NULL), (64, false, 50)) v(m, f, r)),
+          ARRAY[1, 8, 8, 1, 1, 1], 'lanes: one per 8 of the cap, at most 8; one for FIFO and rate-limited endpoints');
 SELECT is((SELECT count(*)::int FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = 'webhooks' AND c.relkind = 'r'
               AND coalesce(obj_description(c.oid, 'pg_class'), '') !~ '^citus: (distributed|reference|local)\.'),

@@ -4,13 +4,13 @@
 -- transaction, rolled back.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(1 + 7 * 9 + 14);
+SELECT plan(1 + 8 * 9 + 16);
 \ir ../../tenancy/tests/fixtures.psql
 \ir fixtures.psql
 
 SELECT is(ARRAY(SELECT pg_temp.tenant_tables('webhooks') ORDER BY 1),
-          ARRAY['webhooks.attempts', 'webhooks.deliveries', 'webhooks.endpoints', 'webhooks.messages',
-                'webhooks.notices', 'webhooks.secrets', 'webhooks.tenant_settings'],
+          ARRAY['webhooks.attempts', 'webhooks.deliveries', 'webhooks.endpoints', 'webhooks.lanes',
+                'webhooks.messages', 'webhooks.notices', 'webhooks.secrets', 'webhooks.tenant_settings'],
           'the tenant tables of webhooks are the ones this suite covers');
 SELECT * FROM pg_temp.isolation('webhooks.endpoints');
 SELECT * FROM pg_temp.isolation('webhooks.secrets');
@@ -19,6 +19,7 @@ SELECT * FROM pg_temp.isolation('webhooks.deliveries');
 SELECT * FROM pg_temp.isolation('webhooks.attempts');
 SELECT * FROM pg_temp.isolation('webhooks.notices');
 SELECT * FROM pg_temp.isolation('webhooks.tenant_settings');
+SELECT * FROM pg_temp.isolation('webhooks.lanes');
 
 SET LOCAL ROLE pgstrata_app;
 SELECT FROM pg_temp.ctx('a0000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000');
@@ -37,6 +38,10 @@ SELECT is(pg_temp.outcome($$INSERT INTO webhooks.notices (tenant_id, kind, endpo
           'the application cannot write a notice');
 SELECT is(pg_temp.outcome($$UPDATE webhooks.endpoints SET first_failure_at = now() - interval '10 days'$$), '42501',
           'the application cannot move the failure run (and so have its endpoint disabled or kept)');
+SELECT is(pg_temp.outcome($$SELECT 1 FROM webhooks.lanes FOR KEY SHARE$$), '42501',
+          'the application cannot lock its lanes (and so hold back the dispatcher''s claims)');
+SELECT is(pg_temp.outcome($$DELETE FROM webhooks.lanes$$), '42501',
+          'the application cannot remove its lanes');
 SELECT is(pg_temp.outcome($$UPDATE webhooks.tenant_settings SET retention_days = 3660$$), '42501',
           'the application cannot change its retention (the operator''s)');
 SELECT is(pg_temp.outcome($$SELECT * FROM webhooks.claim(10, 'app', interval '1 minute')$$), '42501',
