@@ -297,6 +297,10 @@ writeFileSync(noEngine, "#!/bin/sh\necho 'the native schema engine is not used h
 
 for (const m of modules) {
   const file = join(root, "schemas", m, "schema.prisma");
+  if (!existsSync(file)) {
+    fail(`schemas/${m}/schema.prisma`, "missing: run `cargo run -p pgstrata-cli -- codegen`");
+    continue;
+  }
   const mine = readFileSync(file, "utf8");
   const v = run(bin("prisma"), ["validate", "--schema", file], { env: { ...process.env, PRISMA_SCHEMA_ENGINE_BINARY: noEngine } });
   if (v.ok) pass(`prisma validate schemas/${m}/schema.prisma`);
@@ -316,14 +320,14 @@ for (const m of modules) {
     });
     const pulledText = pulled.schema.files.map((f) => f.content).join("\n");
     writeFileSync(join(work, `${m}.pulled.prisma`), pulledText);
-    // Tables of the file's schemas that the file does not model (other modules' tables,
-    // partitions) are left out of the diff.
+    // Partitions, and the tables of other modules' schemas that the file does not model, are
+    // left out of the diff; every table of the module's own schema is compared.
     const modelled = new Set(
       [...mine.matchAll(/@@map\("([^"]+)"\)\n\s*@@schema\("([^"]+)"\)/g)].map((x) => `${x[2]}.${x[1]}`),
     );
     const external = (await tablesOf(schemas))
-      .map((t) => `${t.schema}.${t.name}`)
-      .filter((t) => !modelled.has(t));
+      .filter((t) => partitions.has(`${t.schema}.${t.name}`) || (t.schema !== m && !modelled.has(`${t.schema}.${t.name}`)))
+      .map((t) => `${t.schema}.${t.name}`);
     const diff = await e.diff({
       from: { tag: "schemaDatamodel", files: [{ path: "pulled.prisma", content: normalizePrisma(pulledText, true) }] },
       to: { tag: "schemaDatamodel", files: [{ path: "schema.prisma", content: normalizePrisma(mine, false) }] },

@@ -235,7 +235,7 @@ pub(super) fn render(catalog: &Catalog) -> Result<String, CodegenError> {
                 });
             }
             let f = if i.is_unique { "uniqueIndex" } else { "index" };
-            imports.insert(if i.is_unique { "uniqueIndex" } else { "index" });
+            imports.insert(f);
             let mut e = format!(
                 "{f}({}).using({}, {})",
                 js_str(&i.name),

@@ -167,12 +167,12 @@ pub(crate) struct Constraint {
 }
 
 impl Constraint {
-    /// The expression of a CHECK constraint, without `CHECK (...)` and `NOT VALID`.
+    /// The expression of a CHECK constraint, without `CHECK (...)`, `NOT VALID` and the
+    /// parentheses `pg_get_constraintdef` puts around it (as drizzle-kit's introspection gives it).
     pub fn check_expr(&self) -> &str {
         let d = self.definition.trim_end_matches(" NOT VALID");
-        d.strip_prefix("CHECK (")
-            .and_then(|d| d.strip_suffix(')'))
-            .unwrap_or(d)
+        let d = d.strip_prefix("CHECK (").and_then(|d| d.strip_suffix(')')).unwrap_or(d);
+        strip_outer_parens(d)
     }
 
     pub fn references(&self, table: &Table) -> bool {
@@ -375,6 +375,30 @@ async fn read_tables(conn: &mut PgConnection, schemas: &[String]) -> Result<Vec<
     Ok(tables)
 }
 
+/// `expr` without one pair of parentheses around all of it (`(a) AND (b)` keeps its own).
+fn strip_outer_parens(expr: &str) -> &str {
+    let Some(inner) = expr.strip_prefix('(').and_then(|e| e.strip_suffix(')')) else {
+        return expr;
+    };
+    // The first parenthesis must close at the very end: count outside string literals.
+    let mut depth = 1_i32;
+    let mut quoted = false;
+    for ch in inner.chars() {
+        match ch {
+            '\'' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => {
+                depth -= 1;
+                if depth == 0 {
+                    return expr;
+                }
+            }
+            _ => {}
+        }
+    }
+    inner
+}
+
 pub(crate) fn camel(s: &str) -> String {
     s.split('_')
         .map(|w| {
@@ -430,7 +454,17 @@ pub(crate) fn rls_note(t: &Table) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::singular;
+    use super::{singular, strip_outer_parens};
+
+    #[test]
+    fn check_expressions_lose_only_the_parentheses_around_all_of_them() {
+        assert_eq!(strip_outer_parens("(a = 1)"), "a = 1");
+        assert_eq!(strip_outer_parens("((a = 1) AND (b = 2))"), "(a = 1) AND (b = 2)");
+        assert_eq!(strip_outer_parens("(a = 1) AND (b = 2)"), "(a = 1) AND (b = 2)");
+        assert_eq!(strip_outer_parens("(x ~ '^(a)'::text)"), "x ~ '^(a)'::text");
+        assert_eq!(strip_outer_parens("(x ~ '^a)'::text) OR (y)"), "(x ~ '^a)'::text) OR (y)");
+        assert_eq!(strip_outer_parens("a = 1"), "a = 1");
+    }
 
     #[test]
     fn table_names_become_singular_row_types() {

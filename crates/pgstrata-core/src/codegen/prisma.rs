@@ -140,14 +140,10 @@ pub(super) fn render(catalog: &Catalog) -> Result<String, CodegenError> {
             let Some(to) = tables.iter().position(|target| fk.references(target)) else {
                 continue;
             };
-            let stem = fk
-                .name
-                .strip_prefix(&format!("{}_", t.name))
-                .unwrap_or(&fk.name)
-                .strip_suffix("_fkey")
-                .unwrap_or(&fk.name)
-                .to_owned();
-            let forward = free_name(&mut taken[from], stem.clone());
+            // `invitations_invited_by_fkey` -> `invited_by`.
+            let unprefixed = fk.name.strip_prefix(&format!("{}_", t.name)).unwrap_or(&fk.name);
+            let stem = unprefixed.strip_suffix("_fkey").unwrap_or(unprefixed).to_owned();
+            let forward = free_name(&mut taken[from], stem);
             relations.push(Relation {
                 from,
                 to,
