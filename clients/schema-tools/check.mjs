@@ -78,6 +78,51 @@ const includes = new Map(
     )
   ).rows.map((r) => [r.index, r.cols]),
 );
+const nullsNotDistinct = new Set(
+  (
+    await db.query(
+      `SELECT k.conname AS name FROM pg_constraint k JOIN pg_index i ON i.indexrelid = k.conindid
+        WHERE k.contype = 'u' AND i.indnullsnotdistinct AND k.connamespace::regnamespace::text = ANY($1)`,
+      [modules],
+    )
+  ).rows.map((r) => r.name),
+);
+// Each partitioned table with one of its partitions, whether the parent has RLS, and the names
+// of the partition's indexes attached to the parent's.
+const partitioned = (
+  await db.query(
+    `SELECT DISTINCT ON (p.oid) n.nspname AS schema, p.relname AS parent, c.relname AS partition,
+            p.relrowsecurity AS rls,
+            ARRAY(SELECT ARRAY[ci.relname::text, pi.relname::text]
+                    FROM pg_index x JOIN pg_class ci ON ci.oid = x.indexrelid
+                    JOIN pg_inherits ii ON ii.inhrelid = x.indexrelid JOIN pg_class pi ON pi.oid = ii.inhparent
+                   WHERE x.indrelid = c.oid) AS index_names
+       FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent JOIN pg_class c ON c.oid = i.inhrelid
+       JOIN pg_namespace n ON n.oid = p.relnamespace
+      WHERE p.relkind = 'p' AND n.nspname = ANY($1)
+      ORDER BY p.oid, c.relname`,
+    [modules],
+  )
+).rows;
+
+// The identity columns of partitioned tables (a partition's column is no identity), as
+// drizzle-kit pull describes a table's.
+const partitionedIdentities = (
+  await db.query(
+    `SELECT n.nspname AS schema, p.relname AS parent, a.attname AS column,
+            CASE a.attidentity WHEN 'a' THEN 'always' ELSE 'byDefault' END AS type, sc.relname AS name,
+            s.seqincrement::text AS increment, s.seqmin::text AS "minValue", s.seqmax::text AS "maxValue",
+            s.seqstart::text AS "startWith", s.seqcache::text AS cache, s.seqcycle AS cycle
+       FROM pg_class p JOIN pg_namespace n ON n.oid = p.relnamespace
+       JOIN pg_attribute a ON a.attrelid = p.oid AND a.attidentity <> ''
+       JOIN pg_depend d ON d.refobjid = p.oid AND d.refobjsubid = a.attnum AND d.classid = 'pg_class'::regclass
+       JOIN pg_class sc ON sc.oid = d.objid AND sc.relkind = 'S'
+       JOIN pg_sequence s ON s.seqrelid = sc.oid
+      WHERE p.relkind = 'p' AND n.nspname = ANY($1)`,
+    [modules],
+  )
+).rows;
+
 async function tablesOf(schemas) {
   const r = await db.query(
     `SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -118,21 +163,63 @@ for (const m of readdirSync(join(root, "schemas"))) {
 
 /** Drops what the comparison leaves out, and drizzle-kit pull's known gaps, from a snapshot. */
 function normalizeDrizzle(snapshot, pulled) {
+  if (pulled) {
+    // pull reads relkind 'r' only: a partitioned table is missing and its partitions are
+    // there. One partition stands in for its parent (it carries the parent's columns, checks,
+    // and indexes attached to the parent's), under the parent's names; the others go.
+    for (const p of partitioned) {
+      const child = snapshot.tables[`${p.schema}.${p.partition}`];
+      if (!child) continue;
+      const rename = new Map(p.index_names);
+      const renamed = (entries) =>
+        Object.fromEntries(
+          Object.values(entries).map((e) => {
+            const name = rename.get(e.name) ?? e.name;
+            return [name, { ...e, name }];
+          }),
+        );
+      const columns = structuredClone(child.columns);
+      for (const { schema, parent, column, ...identity } of partitionedIdentities) {
+        if (schema === p.schema && parent === p.parent && columns[column]) {
+          columns[column].identity = { ...identity, schema };
+        }
+      }
+      snapshot.tables[`${p.schema}.${p.parent}`] = {
+        ...child,
+        name: p.parent,
+        columns,
+        indexes: renamed(child.indexes),
+        compositePrimaryKeys: renamed(child.compositePrimaryKeys),
+        uniqueConstraints: renamed(child.uniqueConstraints),
+        isRLSEnabled: p.rls,
+      };
+    }
+    for (const key of Object.keys(snapshot.tables)) {
+      if (partitions.has(key)) delete snapshot.tables[key];
+    }
+  }
   snapshot.policies = {};
   snapshot.roles = {};
   snapshot.views = {};
   snapshot.sequences = {};
-  for (const [key, table] of Object.entries(snapshot.tables)) {
-    // pull lists a partitioned table's partitions as tables of their own.
-    if (pulled && partitions.has(key)) {
-      delete snapshot.tables[key];
-      continue;
-    }
+  for (const table of Object.values(snapshot.tables)) {
     table.policies = {};
+    for (const pk of Object.values(table.compositePrimaryKeys)) {
+      // pull lists a primary key's columns in table order, not in key order.
+      pk.columns = [...pk.columns].sort();
+    }
+    for (const unique of Object.values(table.uniqueConstraints)) {
+      // pull does not read NULLS NOT DISTINCT.
+      if (pulled && nullsNotDistinct.has(unique.name)) unique.nullsNotDistinct = true;
+    }
     for (const column of Object.values(table.columns)) {
       delete column.default;
-      // pull gives identity columns their sequence's options; the files keep the defaults.
-      if (column.identity) column.identity = { type: column.identity.type };
+      // pull names an identity column's sequence with its schema ("queue.jobs_id_seq") where
+      // drizzle-orm names it without ("jobs_id_seq", schema "queue").
+      const identity = column.identity;
+      if (pulled && identity?.schema && identity.name?.startsWith(`${identity.schema}.`)) {
+        identity.name = identity.name.slice(identity.schema.length + 1);
+      }
     }
     for (const index of Object.values(table.indexes)) {
       // pull lists INCLUDE columns as key columns; Drizzle cannot express INCLUDE.
@@ -176,6 +263,17 @@ async function compareDrizzle(snapshotFile) {
     }
   }
   const generated = normalizeDrizzle(api.generateDrizzleJson(exports, pulled.id, modules), false);
+  // pull cuts a CHECK whose expression is not parenthesised twice in pg_get_constraintdef
+  // ("CHECK (rbac.is_pattern(permission" for CHECK (rbac.is_pattern(permission))): such a value
+  // stands for the generated one when it is that one's cut.
+  for (const [key, table] of Object.entries(pulled.tables)) {
+    for (const check of Object.values(table.checkConstraints)) {
+      const mine = generated.tables[key]?.checkConstraints[check.name];
+      if (check.value.startsWith("CHECK (") && mine && `CHECK (${mine.value})`.startsWith(check.value)) {
+        check.value = mine.value;
+      }
+    }
+  }
   const statements = await api.generateMigration(pulled, generated);
   const missing = Object.keys(pulled.tables).filter((t) => !generated.tables[t]);
   if (statements.length === 0 && missing.length === 0) {
@@ -216,10 +314,34 @@ function stripDefaults(text) {
   return out;
 }
 
+/**
+ * db pull can name a back-relation field as a column of the same model (webhooks.deliveries
+ * has an `attempts` column, and webhooks.attempts references deliveries): the pulled schema
+ * is then invalid. A field name seen before in its model gets a suffix; a back-relation field's
+ * name plays no part in the database.
+ */
+function renameDuplicateFields(text) {
+  let seen = null;
+  return text
+    .split("\n")
+    .map((line) => {
+      if (/^model \w+ \{/.test(line)) seen = new Set();
+      else if (line === "}") seen = null;
+      const field = seen && /^  (\w+)(\s+)(\S.*)$/.exec(line);
+      if (!field) return line;
+      let name = field[1];
+      while (seen.has(name)) name += "_";
+      seen.add(name);
+      return `  ${name}${field[2]}${field[3]}`;
+    })
+    .join("\n");
+}
+
 /** Drops what the comparison leaves out, and db pull's known gaps, from a Prisma schema. */
 function normalizePrisma(text, pulled) {
   let t = stripDefaults(text);
   if (pulled) {
+    t = renameDuplicateFields(t);
     // db pull lists INCLUDE columns as key columns; Prisma cannot express INCLUDE.
     t = t.replace(/@@(index|unique)\(\[([^\]]*)\], map: "([^"]+)"/g, (all, kind, cols, name) => {
       const included = includes.get(name);

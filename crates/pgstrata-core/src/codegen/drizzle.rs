@@ -266,9 +266,6 @@ pub(super) fn render(catalog: &Catalog) -> Result<String, CodegenError> {
         for k in t.of_kind("x") {
             notes.push(format!("{}: {} (not expressible in Drizzle).", k.name, k.definition));
         }
-        if t.rls_forced {
-            notes.push("FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.".to_owned());
-        }
 
         if extras.is_empty() && notes.is_empty() {
             let _ = write!(body, "}})");

@@ -331,10 +331,6 @@ impl Catalog {
     pub fn all_tables(&self) -> impl Iterator<Item = &Table> {
         self.tables.iter().chain(self.foreign.iter())
     }
-
-    pub fn find(&self, schema: &str, name: &str) -> Option<&Table> {
-        self.all_tables().find(|t| t.schema == schema && t.name == name)
-    }
 }
 
 async fn read_tables(conn: &mut PgConnection, schemas: &[String]) -> Result<Vec<Table>, CodegenError> {
@@ -433,7 +429,7 @@ pub(crate) fn rls_note(t: &Table) -> Vec<String> {
     if t.rls {
         lines.push(format!(
             "Row-level security is enabled{} on {}.{}: its policies (schemas/{}/schema.sql) decide which rows a role sees and writes.",
-            if t.rls_forced { " and forced" } else { "" },
+            if t.rls_forced { " and forced (the owner too)" } else { "" },
             t.schema,
             t.name,
             t.schema

@@ -222,9 +222,6 @@ pub(super) fn render(catalog: &Catalog) -> Result<String, CodegenError> {
             docs.extend(c.lines().map(str::to_owned));
         }
         docs.extend(rls_note(t));
-        if t.rls_forced {
-            docs.push("FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.".to_owned());
-        }
         for k in t.of_kind("c") {
             docs.push(format!("{}: {}", k.name, k.definition));
         }

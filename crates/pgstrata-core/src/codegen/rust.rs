@@ -74,7 +74,7 @@ pub(super) fn render(catalog: &Catalog, module: &Module) -> Result<String, Codeg
     let _ = writeln!(out, "    }}");
     let _ = writeln!(out, "}}");
 
-    for (table, cols) in &tables {
+    for &(table, cols) in &tables {
         let row = singular(table);
         let iden = camel(table);
         let _ = writeln!(out);
