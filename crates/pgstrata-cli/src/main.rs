@@ -91,9 +91,10 @@ enum Command {
         #[command(subcommand)]
         action: SchemaAction,
     },
-    /// Regenerate each module's row types from a freshly migrated scratch database.
+    /// Regenerate each module's row types (generated.rs) and its Drizzle and Prisma schemas
+    /// (schemas/<module>/drizzle.ts, schema.prisma) from a freshly migrated scratch database.
     Codegen {
-        /// Workspace root (holds crates/).
+        /// Workspace root (holds crates/ and schemas/).
         #[arg(long, default_value = ".")]
         root: PathBuf,
         /// Only report files that are out of date; exit 1 if any.
@@ -1669,7 +1670,8 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Migrates a scratch database on the same server, renders every module, drops the scratch.
+/// Migrates a scratch database on the same server, renders every module's generated files (the
+/// Rust row types, the Drizzle and the Prisma schema), drops the scratch.
 async fn codegen(
     conn: &mut PgConnection,
     url: &DatabaseUrl,
@@ -1687,20 +1689,29 @@ async fn codegen(
         migrator.up(&mut scratch_conn).await?;
         let mut stale = Vec::new();
         for m in migrator.modules() {
-            let code = pgstrata::core::codegen::render_module(&mut scratch_conn, m).await?;
-            let path = root
-                .join("crates")
-                .join(format!("pgstrata-{}", m.name))
-                .join("src/generated.rs");
-            let current = std::fs::read_to_string(&path).unwrap_or_default();
-            if current == code {
-                println!("up to date: {}", path.display());
-            } else if check {
-                println!("OUT OF DATE: {}", path.display());
-                stale.push(path);
-            } else {
-                std::fs::write(&path, code)?;
-                println!("wrote {}", path.display());
+            let rendered = pgstrata::core::codegen::render_all(&mut scratch_conn, m).await?;
+            let schemas = root.join("schemas").join(m.name);
+            let files = [
+                (
+                    root.join("crates")
+                        .join(format!("pgstrata-{}", m.name))
+                        .join("src/generated.rs"),
+                    rendered.rust,
+                ),
+                (schemas.join("drizzle.ts"), rendered.drizzle),
+                (schemas.join("schema.prisma"), rendered.prisma),
+            ];
+            for (path, code) in files {
+                let current = std::fs::read_to_string(&path).unwrap_or_default();
+                if current == code {
+                    println!("up to date: {}", path.display());
+                } else if check {
+                    println!("OUT OF DATE: {}", path.display());
+                    stale.push(path);
+                } else {
+                    std::fs::write(&path, code)?;
+                    println!("wrote {}", path.display());
+                }
             }
         }
         scratch_conn.close().await?;

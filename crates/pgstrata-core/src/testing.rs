@@ -249,7 +249,8 @@ fn repo_root() -> std::path::PathBuf {
 
 /// A module's SQL artefacts, as its schema test checks them: `schemas/<module>/schema.sql` is
 /// what the migrations render, the files a team loads with psql give the catalog the
-/// migrations give, and the checked-in `generated.rs` is what codegen renders.
+/// migrations give, and the checked-in `generated.rs`, `drizzle.ts` and `schema.prisma` are what
+/// codegen renders.
 #[derive(Debug)]
 pub struct Artefacts<'a> {
     pub module: &'static Module,
@@ -293,11 +294,12 @@ impl Artefacts<'_> {
         let mut b = copied.admin_conn().await?;
         let snapshot = crate::catalog::snapshot(&mut a, self.schemas).await?;
         assert_eq!(snapshot, crate::catalog::snapshot(&mut b, self.schemas).await?);
-        let rendered = crate::codegen::render_module(&mut a, self.module).await?;
+        let rendered = crate::codegen::render_all(&mut a, self.module).await?;
         assert!(
-            rendered == self.generated_rs,
+            rendered.rust == self.generated_rs,
             "crates/pgstrata-{name}/src/generated.rs is out of date: run `cargo run -p pgstrata-cli -- codegen`"
         );
+        assert_typescript_schemas_current(name, &rendered);
         a.close().await?;
         b.close().await?;
         Ok(Compared {
@@ -305,6 +307,19 @@ impl Artefacts<'_> {
             copied,
             snapshot,
         })
+    }
+}
+
+/// Panics unless `schemas/<module>/drizzle.ts` and `schema.prisma` are what codegen renders
+/// (`rendered`), naming the stale file and the command that renews it.
+pub fn assert_typescript_schemas_current(module: &str, rendered: &crate::codegen::Rendered) {
+    for (file, fresh) in [("drizzle.ts", &rendered.drizzle), ("schema.prisma", &rendered.prisma)] {
+        let path = repo_root().join(format!("schemas/{module}/{file}"));
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == *fresh,
+            "schemas/{module}/{file} is out of date: run `cargo run -p pgstrata-cli -- codegen`"
+        );
     }
 }
 

@@ -1,53 +1,8 @@
-//! Row types and sea-query identifiers generated from the live catalog.
-//!
-//! `pgstrata codegen` migrates a scratch database, then for each module renders one Rust file
-//! (`crates/pgstrata-<module>/src/generated.rs`) with a `serde` + `sqlx::FromRow` struct per
-//! table and an `Iden` enum per table. Columns get the Rust type of their SQL type, except keys
-//! and states, which get the typed ids and enums the module lists in
-//! [`Module::column_types`]. Each module has a test that renders the file again and
-//! fails when the checked-in copy differs, so SQL and Rust cannot drift apart.
+//! The Rust renderer: `crates/pgstrata-<module>/src/generated.rs`.
 
+use super::{Catalog, CodegenError, camel, singular};
 use crate::migrate::Module;
-use sqlx::PgConnection;
 use std::fmt::Write;
-
-/// A column as the catalog describes it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct Column {
-    table_name: String,
-    column_name: String,
-    type_name: String,
-    not_null: bool,
-    comment: Option<String>,
-}
-
-/// Why a schema cannot be rendered.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CodegenError {
-    #[error("{table}.{column} has type {type_name}, which codegen does not map to Rust yet; add it to rust_type()")]
-    UnsupportedType {
-        table: String,
-        column: String,
-        type_name: String,
-    },
-    #[error("module {module} types the column {column}, which its schema does not have")]
-    UnknownColumn { module: String, column: String },
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
-}
-
-const COLUMNS_SQL: &str = r#"
-SELECT c.relname::text AS table_name, a.attname::text AS column_name,
-       format_type(a.atttypid, NULL) AS type_name, a.attnotnull AS not_null,
-       col_description(c.oid, a.attnum) AS comment
-  FROM pg_catalog.pg_class c
-  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
- WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-   AND a.attnum > 0 AND NOT a.attisdropped
- ORDER BY c.relname, a.attnum
-"#;
 
 /// The Rust type of a PostgreSQL type (by `format_type` name).
 fn rust_type(pg: &str) -> Option<&'static str> {
@@ -75,56 +30,23 @@ fn rust_type(pg: &str) -> Option<&'static str> {
     })
 }
 
-fn camel(s: &str) -> String {
-    s.split('_')
-        .map(|w| {
-            let mut c = w.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
-/// `memberships` -> `Membership`, `policies` -> `Policy`, `status` stays.
-fn singular(table: &str) -> String {
-    let s = if let Some(stem) = table.strip_suffix("ies") {
-        format!("{stem}y")
-    } else if let Some(stem) = table
-        .strip_suffix("es")
-        .filter(|s| s.ends_with("ss") || s.ends_with('x') || s.ends_with("ch") || s.ends_with("sh"))
-    {
-        stem.to_owned()
-    } else if table.ends_with("ss") || table.ends_with("us") {
-        table.to_owned()
-    } else {
-        table.strip_suffix('s').unwrap_or(table).to_owned()
-    };
-    camel(&s)
-}
-
 /// Renders the generated file of one module, from its schema in the catalog and its
 /// [`Module::column_types`].
-pub async fn render_module(conn: &mut PgConnection, module: &Module) -> Result<String, CodegenError> {
+pub(super) fn render(catalog: &Catalog, module: &Module) -> Result<String, CodegenError> {
     let schema = module.name;
-    let columns: Vec<Column> = sqlx::query_as(COLUMNS_SQL).bind(schema).fetch_all(conn).await?;
     if let Some(unknown) = module.column_types.iter().find(|(key, _)| {
-        !columns
-            .iter()
-            .any(|c| key.split_once('.') == Some((c.table_name.as_str(), c.column_name.as_str())))
+        !catalog.tables.iter().any(|t| {
+            t.columns
+                .iter()
+                .any(|c| key.split_once('.') == Some((t.name.as_str(), c.column_name.as_str())))
+        })
     }) {
         return Err(CodegenError::UnknownColumn {
             module: schema.to_owned(),
             column: unknown.0.to_owned(),
         });
     }
-    let mut tables: Vec<(String, Vec<Column>)> = Vec::new();
-    for col in columns {
-        match tables.last_mut() {
-            Some((name, cols)) if *name == col.table_name => cols.push(col),
-            _ => tables.push((col.table_name.clone(), vec![col])),
-        }
-    }
+    let tables: Vec<(&String, &Vec<super::Column>)> = catalog.tables.iter().map(|t| (&t.name, &t.columns)).collect();
 
     let schema_iden = format!("{}Schema", camel(schema));
     let mut out = String::new();
@@ -152,7 +74,7 @@ pub async fn render_module(conn: &mut PgConnection, module: &Module) -> Result<S
     let _ = writeln!(out, "    }}");
     let _ = writeln!(out, "}}");
 
-    for (table, cols) in &tables {
+    for &(table, cols) in &tables {
         let row = singular(table);
         let iden = camel(table);
         let _ = writeln!(out);
@@ -164,9 +86,10 @@ pub async fn render_module(conn: &mut PgConnection, module: &Module) -> Result<S
         let _ = writeln!(out, "pub struct {row} {{");
         for c in cols {
             let ty = rust_type(&c.type_name).ok_or_else(|| CodegenError::UnsupportedType {
-                table: table.clone(),
+                table: (*table).clone(),
                 column: c.column_name.clone(),
                 type_name: c.type_name.clone(),
+                target: "Rust",
             })?;
             if let Some(comment) = &c.comment {
                 let _ = writeln!(out, "    /// {comment}");
@@ -245,19 +168,5 @@ fn rust_field(column: &str) -> String {
             format!("r#{column}")
         }
         _ => column.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::singular;
-
-    #[test]
-    fn table_names_become_singular_row_types() {
-        assert_eq!(singular("memberships"), "Membership");
-        assert_eq!(singular("policies"), "Policy");
-        assert_eq!(singular("status"), "Status");
-        assert_eq!(singular("addresses"), "Address");
-        assert_eq!(singular("role_inherits"), "RoleInherit");
     }
 }
