@@ -31,7 +31,8 @@ import pg from "pg";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "../..");
-const work = join(here, ".work");
+// Per run: the tests run checks side by side.
+const work = join(here, ".work", String(process.pid));
 const bin = (name) => join(here, "node_modules", ".bin", name);
 
 const [url, ...only] = process.argv.slice(2);
@@ -471,5 +472,6 @@ for (const m of modules) {
 }
 
 await db.end();
-console.log(failures.length ? `\n${failures.length} check(s) failed` : "\nall checks passed");
+if (failures.length === 0) rmSync(work, { recursive: true, force: true });
+console.log(failures.length ? `\n${failures.length} check(s) failed (files in ${work})` : "\nall checks passed");
 process.exit(failures.length ? 1 : 0);

@@ -19,7 +19,7 @@ export const auditSchema = pgSchema("audit");
 /**
  * `audit.chain_heads`.
  * Last sealed record of each tenant's audit chain
- * Row-level security is enabled and forced on audit.chain_heads: its policies (schemas/audit/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on audit.chain_heads: its policies (schemas/audit/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const chainHeads = auditSchema.table("chain_heads", {
@@ -28,7 +28,6 @@ export const chainHeads = auditSchema.table("chain_heads", {
   hash: bytea("hash").notNull(),
   sealed_at: timestamp("sealed_at", { withTimezone: true }).notNull().default(sql`now()`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   check("chain_heads_hash_length", sql`length(hash) = 32`),
   check("chain_heads_seq_positive", sql`seq > 0`),
 ]).enableRLS();
@@ -36,7 +35,7 @@ export const chainHeads = auditSchema.table("chain_heads", {
 /**
  * `audit.checkpoints`.
  * citus: distributed. Start of each tenant's audit chain after retention dropped its oldest records
- * Row-level security is enabled and forced on audit.checkpoints: its policies (schemas/audit/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on audit.checkpoints: its policies (schemas/audit/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const checkpoints = auditSchema.table("checkpoints", {
@@ -46,7 +45,6 @@ export const checkpoints = auditSchema.table("checkpoints", {
   recorded_at: timestamp("recorded_at", { withTimezone: true }).notNull().default(sql`now()`),
   reason: text("reason").notNull(),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   check("checkpoints_first_seq_after_one", sql`first_seq > 1`),
   check("checkpoints_prev_hash_length", sql`length(prev_hash) = 32`),
 ]).enableRLS();
@@ -54,7 +52,7 @@ export const checkpoints = auditSchema.table("checkpoints", {
 /**
  * `audit.records`.
  * Audit records: row changes and application events; append-only, chained per tenant by audit.seal
- * Row-level security is enabled and forced on audit.records: its policies (schemas/audit/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on audit.records: its policies (schemas/audit/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  * Partitioned: rows live in partitions the module creates and drops; query the parent.
  */
@@ -92,7 +90,6 @@ export const records = auditSchema.table("records", {
   /** capture: written by the capture trigger; event: written by audit.record(); NULL: before audit V2 */
   origin: text("origin"),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "records_pkey", columns: [t.tenant_id, t.occurred_at, t.id] }),
   index("records_actor_idx").using("btree", t.tenant_id, t.actor_id, t.occurred_at, t.id).where(sql`(actor_id IS NOT NULL)`),
   index("records_occurred_brin").using("brin", t.occurred_at),
@@ -115,7 +112,7 @@ export const sealLocks = auditSchema.table("seal_locks", {
 /**
  * `audit.seals`.
  * citus: distributed. Links of each tenant's audit chain, one row per tenant, month and sealing round; written by audit.seal
- * Row-level security is enabled and forced on audit.seals: its policies (schemas/audit/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on audit.seals: its policies (schemas/audit/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const seals = auditSchema.table("seals", {
@@ -127,7 +124,6 @@ export const seals = auditSchema.table("seals", {
   hashes: bytea("hashes").array().notNull(),
   sealed_at: timestamp("sealed_at", { withTimezone: true }).notNull().default(sql`now()`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "seals_pkey", columns: [t.tenant_id, t.first_seq] }),
   index("seals_month_idx").using("btree", t.month),
   check("seals_links_match", sql`(cardinality(record_ids) > 0) AND (cardinality(record_ids) = cardinality(hashes))`),

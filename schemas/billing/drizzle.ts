@@ -13,7 +13,7 @@ export const billingSchema = pgSchema("billing");
 
 /**
  * `billing.active_entitlements`.
- * Row-level security is enabled and forced on billing.active_entitlements: its policies (schemas/billing/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on billing.active_entitlements: its policies (schemas/billing/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const activeEntitlements = billingSchema.table("active_entitlements", {
@@ -23,7 +23,6 @@ export const activeEntitlements = billingSchema.table("active_entitlements", {
   feature_id: text("feature_id"),
   lookup_key: text("lookup_key").notNull(),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "active_entitlements_pkey", columns: [t.tenant_id, t.id] }),
   unique("active_entitlements_lookup_key").on(t.tenant_id, t.customer_id, t.lookup_key),
   foreignKey({ name: "active_entitlements_summary_fkey", columns: [t.tenant_id, t.customer_id], foreignColumns: [entitlementSummaries.tenant_id, entitlementSummaries.customer_id] }).onDelete("no action").onUpdate("no action"),
@@ -64,7 +63,7 @@ export const customerLinks = billingSchema.table("customer_links", {
 /**
  * `billing.customers`.
  * Stripe customers of a tenant; last_event_id = '' marks a placeholder
- * Row-level security is enabled and forced on billing.customers: its policies (schemas/billing/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on billing.customers: its policies (schemas/billing/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const customers = billingSchema.table("customers", {
@@ -81,14 +80,13 @@ export const customers = billingSchema.table("customers", {
   last_event_id: text("last_event_id").notNull().default(sql`''::text`),
   synced_at: timestamp("synced_at", { withTimezone: true }).notNull().default(sql`now()`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "customers_pkey", columns: [t.tenant_id, t.id] }),
   foreignKey({ name: "customers_tenant_fkey", columns: [t.tenant_id], foreignColumns: [tenancy.tenants.id] }).onDelete("no action").onUpdate("no action"),
 ]).enableRLS();
 
 /**
  * `billing.entitlement_summaries`.
- * Row-level security is enabled and forced on billing.entitlement_summaries: its policies (schemas/billing/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on billing.entitlement_summaries: its policies (schemas/billing/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const entitlementSummaries = billingSchema.table("entitlement_summaries", {
@@ -103,7 +101,6 @@ export const entitlementSummaries = billingSchema.table("entitlement_summaries",
   /** The summary that won listed only part of the entitlements (has_more): none was removed */
   incomplete: boolean("incomplete").notNull().default(sql`false`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "entitlement_summaries_pkey", columns: [t.tenant_id, t.customer_id] }),
   foreignKey({ name: "entitlement_summaries_customer_fkey", columns: [t.tenant_id, t.customer_id], foreignColumns: [customers.tenant_id, customers.id] }).onDelete("no action").onUpdate("no action"),
 ]).enableRLS();
@@ -140,7 +137,7 @@ export const events = billingSchema.table("events", {
 
 /**
  * `billing.invoices`.
- * Row-level security is enabled and forced on billing.invoices: its policies (schemas/billing/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on billing.invoices: its policies (schemas/billing/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const invoices = billingSchema.table("invoices", {
@@ -172,7 +169,6 @@ export const invoices = billingSchema.table("invoices", {
   voided_at: timestamp("voided_at", { withTimezone: true }),
   marked_uncollectible_at: timestamp("marked_uncollectible_at", { withTimezone: true }),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "invoices_pkey", columns: [t.tenant_id, t.id] }),
   foreignKey({ name: "invoices_customer_fkey", columns: [t.tenant_id, t.customer_id], foreignColumns: [customers.tenant_id, customers.id] }).onDelete("no action").onUpdate("no action"),
   foreignKey({ name: "invoices_subscription_fkey", columns: [t.tenant_id, t.subscription_id], foreignColumns: [subscriptions.tenant_id, subscriptions.id] }).onDelete("no action").onUpdate("no action"),
@@ -243,7 +239,7 @@ export const products = billingSchema.table("products", {
 
 /**
  * `billing.subscription_items`.
- * Row-level security is enabled and forced on billing.subscription_items: its policies (schemas/billing/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on billing.subscription_items: its policies (schemas/billing/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const subscriptionItems = billingSchema.table("subscription_items", {
@@ -262,7 +258,6 @@ export const subscriptionItems = billingSchema.table("subscription_items", {
   last_event_id: text("last_event_id").notNull().default(sql`''::text`),
   synced_at: timestamp("synced_at", { withTimezone: true }).notNull().default(sql`now()`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "subscription_items_pkey", columns: [t.tenant_id, t.id] }),
   foreignKey({ name: "subscription_items_price_fkey", columns: [t.price_id], foreignColumns: [prices.id] }).onDelete("no action").onUpdate("no action"),
   foreignKey({ name: "subscription_items_subscription_fkey", columns: [t.tenant_id, t.subscription_id], foreignColumns: [subscriptions.tenant_id, subscriptions.id] }).onDelete("no action").onUpdate("no action"),
@@ -272,7 +267,7 @@ export const subscriptionItems = billingSchema.table("subscription_items", {
 
 /**
  * `billing.subscriptions`.
- * Row-level security is enabled and forced on billing.subscriptions: its policies (schemas/billing/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on billing.subscriptions: its policies (schemas/billing/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const subscriptions = billingSchema.table("subscriptions", {
@@ -302,7 +297,6 @@ export const subscriptions = billingSchema.table("subscriptions", {
   /** The state that won listed only part of the items (has_more): none was removed */
   items_incomplete: boolean("items_incomplete").notNull().default(sql`false`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "subscriptions_pkey", columns: [t.tenant_id, t.id] }),
   foreignKey({ name: "subscriptions_customer_fkey", columns: [t.tenant_id, t.customer_id], foreignColumns: [customers.tenant_id, customers.id] }).onDelete("no action").onUpdate("no action"),
   index("subscriptions_customer_idx").using("btree", t.tenant_id, t.customer_id),

@@ -13,7 +13,7 @@ export const eventsSchema = pgSchema("events");
 /**
  * `events.batches`.
  * citus: distributed. Event batches ingested, per tenant: a retried batch is skipped
- * Row-level security is enabled and forced on events.batches: its policies (schemas/events/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on events.batches: its policies (schemas/events/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const batches = eventsSchema.table("batches", {
@@ -22,7 +22,6 @@ export const batches = eventsSchema.table("batches", {
   events: integer("events").notNull(),
   received_at: timestamp("received_at", { withTimezone: true }).notNull().default(sql`now()`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "batches_pkey", columns: [t.tenant_id, t.batch_id] }),
   index("batches_received_brin").using("brin", t.received_at),
   check("batches_events_positive", sql`events > 0`),
@@ -31,7 +30,7 @@ export const batches = eventsSchema.table("batches", {
 /**
  * `events.daily_actors`.
  * citus: distributed. Actors seen per tenant and UTC day, the source of daily_uniques
- * Row-level security is enabled and forced on events.daily_actors: its policies (schemas/events/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on events.daily_actors: its policies (schemas/events/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const dailyActors = eventsSchema.table("daily_actors", {
@@ -39,14 +38,13 @@ export const dailyActors = eventsSchema.table("daily_actors", {
   day: date("day").notNull(),
   actor: text("actor").notNull(),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "daily_actors_pkey", columns: [t.tenant_id, t.day, t.actor] }),
 ]).enableRLS();
 
 /**
  * `events.daily_counts`.
  * citus: distributed. Events per tenant, UTC day and name, kept as events are inserted
- * Row-level security is enabled and forced on events.daily_counts: its policies (schemas/events/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on events.daily_counts: its policies (schemas/events/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const dailyCounts = eventsSchema.table("daily_counts", {
@@ -55,14 +53,13 @@ export const dailyCounts = eventsSchema.table("daily_counts", {
   name: text("name").notNull(),
   events: bigint("events", { mode: "bigint" }).notNull(),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "daily_counts_pkey", columns: [t.tenant_id, t.day, t.name] }),
 ]).enableRLS();
 
 /**
  * `events.daily_uniques`.
  * citus: distributed. Unique actors per tenant and UTC day, kept as events are inserted
- * Row-level security is enabled and forced on events.daily_uniques: its policies (schemas/events/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on events.daily_uniques: its policies (schemas/events/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const dailyUniques = eventsSchema.table("daily_uniques", {
@@ -70,14 +67,13 @@ export const dailyUniques = eventsSchema.table("daily_uniques", {
   day: date("day").notNull(),
   actors: bigint("actors", { mode: "bigint" }).notNull(),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "daily_uniques_pkey", columns: [t.tenant_id, t.day] }),
 ]).enableRLS();
 
 /**
  * `events.events`.
  * citus: distributed. Product-analytics events, deduplicated by (tenant_id, occurred_at, event_id), partitioned by month
- * Row-level security is enabled and forced on events.events: its policies (schemas/events/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on events.events: its policies (schemas/events/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  * Partitioned: rows live in partitions the module creates and drops; query the parent.
  */
@@ -93,7 +89,6 @@ export const events = eventsSchema.table("events", {
   source: text("source"),
 }, (t) => [
   // Index events_name_idx also has INCLUDE (actor), which Drizzle cannot express.
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "events_pkey", columns: [t.tenant_id, t.occurred_at, t.event_id] }),
   index("events_actor_idx").using("btree", t.tenant_id, t.actor, t.occurred_at, t.event_id),
   index("events_name_idx").using("btree", t.tenant_id, t.name, t.occurred_at),
@@ -120,7 +115,7 @@ export const globalNames = eventsSchema.table("global_names", {
 /**
  * `events.names`.
  * citus: distributed. A tenant's own event names, beside events.global_names
- * Row-level security is enabled and forced on events.names: its policies (schemas/events/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on events.names: its policies (schemas/events/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const names = eventsSchema.table("names", {
@@ -128,7 +123,6 @@ export const names = eventsSchema.table("names", {
   name: text("name").notNull(),
   description: text("description"),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "names_pkey", columns: [t.tenant_id, t.name] }),
   check("names_name_format", sql`((length(name) >= 1) AND (length(name) <= 200)) AND (name !~ '[[:cntrl:]]'::text)`),
 ]).enableRLS();
@@ -156,7 +150,7 @@ export const settings = eventsSchema.table("settings", {
 /**
  * `events.tenant_settings`.
  * citus: distributed. Per-tenant retention (operator) and catalog enforcement of events
- * Row-level security is enabled and forced on events.tenant_settings: its policies (schemas/events/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on events.tenant_settings: its policies (schemas/events/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const tenantSettings = eventsSchema.table("tenant_settings", {
@@ -165,6 +159,5 @@ export const tenantSettings = eventsSchema.table("tenant_settings", {
   retention_days: integer("retention_days"),
   enforce_catalog: boolean("enforce_catalog").notNull().default(sql`false`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   check("tenant_settings_retention_range", sql`(retention_days >= 1) AND (retention_days <= 36600)`),
 ]).enableRLS();

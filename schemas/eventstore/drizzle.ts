@@ -16,7 +16,7 @@ export const eventstoreSchema = pgSchema("eventstore");
 /**
  * `eventstore.events`.
  * citus: distributed. Domain events, append-only: gapless version per stream, global position, txid for gap-safe readers
- * Row-level security is enabled and forced on eventstore.events: its policies (schemas/eventstore/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on eventstore.events: its policies (schemas/eventstore/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const events = eventstoreSchema.table("events", {
@@ -41,7 +41,6 @@ export const events = eventstoreSchema.table("events", {
   request_id: text("request_id"),
   recorded_at: timestamp("recorded_at", { withTimezone: true }).notNull().default(sql`now()`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "events_pkey", columns: [t.tenant_id, t.event_id] }),
   unique("events_stream_version_key").on(t.tenant_id, t.stream, t.version),
   index("events_category_txid_idx").using("btree", t.category, t.txid, t.position),
@@ -61,7 +60,7 @@ export const events = eventstoreSchema.table("events", {
 /**
  * `eventstore.snapshots`.
  * citus: distributed. Per stream and fold, the state the fold reached at a version; a cache of the events, newest kept
- * Row-level security is enabled and forced on eventstore.snapshots: its policies (schemas/eventstore/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on eventstore.snapshots: its policies (schemas/eventstore/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const snapshots = eventstoreSchema.table("snapshots", {
@@ -74,7 +73,6 @@ export const snapshots = eventstoreSchema.table("snapshots", {
   state: jsonb("state").notNull(),
   taken_at: timestamp("taken_at", { withTimezone: true }).notNull().default(sql`now()`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "snapshots_pkey", columns: [t.tenant_id, t.stream, t.name] }),
   check("snapshots_name_format", sql`((length(name) >= 1) AND (length(name) <= 200)) AND (name !~ '[[:cntrl:]]'::text)`),
   check("snapshots_state_size", sql`pg_column_size(state) <= 1048576`),
@@ -84,7 +82,7 @@ export const snapshots = eventstoreSchema.table("snapshots", {
 /**
  * `eventstore.streams`.
  * citus: distributed. One row per stream: its version, locked by every append
- * Row-level security is enabled and forced on eventstore.streams: its policies (schemas/eventstore/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on eventstore.streams: its policies (schemas/eventstore/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const streams = eventstoreSchema.table("streams", {
@@ -97,7 +95,6 @@ export const streams = eventstoreSchema.table("streams", {
   created_at: timestamp("created_at", { withTimezone: true }).notNull().default(sql`now()`),
   updated_at: timestamp("updated_at", { withTimezone: true }).notNull().default(sql`now()`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "streams_pkey", columns: [t.tenant_id, t.stream] }),
   check("streams_version_positive", sql`version > 0`),
 ]).enableRLS();

@@ -34,7 +34,7 @@ export const checkpoints = outboxSchema.table("checkpoints", {
 /**
  * `outbox.heads`.
  * citus: distributed. The last publishing transaction of each aggregate key, which keeps txid order equal to commit order per key
- * Row-level security is enabled and forced on outbox.heads: its policies (schemas/outbox/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on outbox.heads: its policies (schemas/outbox/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const heads = outboxSchema.table("heads", {
@@ -44,14 +44,13 @@ export const heads = outboxSchema.table("heads", {
   last_txid: xid8("last_txid").notNull(),
   published_at: timestamp("published_at", { withTimezone: true }).notNull().default(sql`statement_timestamp()`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "heads_pkey", columns: [t.tenant_id, t.aggregate_type, t.aggregate_id] }),
 ]).enableRLS();
 
 /**
  * `outbox.messages`.
  * citus: local. Outbox messages; relays read them across tenants by partition in (txid, id) order
- * Row-level security is enabled and forced on outbox.messages: its policies (schemas/outbox/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on outbox.messages: its policies (schemas/outbox/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const messages = outboxSchema.table("messages", {
@@ -65,7 +64,6 @@ export const messages = outboxSchema.table("messages", {
   payload: jsonb("payload").notNull(),
   published_at: timestamp("published_at", { withTimezone: true }).notNull().default(sql`statement_timestamp()`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "messages_pkey", columns: [t.tenant_id, t.id] }),
   index("messages_published_brin").using("brin", t.published_at),
   index("messages_relay_idx").using("btree", t.partition, t.txid, t.id),

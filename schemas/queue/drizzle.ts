@@ -13,7 +13,7 @@ export const queueSchema = pgSchema("queue");
 /**
  * `queue.jobs`.
  * citus: local. Jobs of every queue and tenant, keyed by id and claimed across tenants by pgstrata_worker; pgstrata_app sees and enqueues only its tenant's jobs (forced RLS); finished jobs are pruned after a retention period
- * Row-level security is enabled and forced on queue.jobs: its policies (schemas/queue/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on queue.jobs: its policies (schemas/queue/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const jobs = queueSchema.table("jobs", {
@@ -40,7 +40,6 @@ export const jobs = queueSchema.table("jobs", {
   request_id: text("request_id"),
   unique_period: timestamp("unique_period", { withTimezone: true }),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   index("jobs_due_idx").using("btree", t.run_at).where(sql`(state = ANY (ARRAY['scheduled'::text, 'retryable'::text]))`),
   index("jobs_fetch_idx").using("btree", t.queue, t.fair_key, t.priority, t.run_at, t.id).where(sql`(state = 'available'::text)`),
   index("jobs_finalized_idx").using("btree", t.finalized_at).where(sql`(finalized_at IS NOT NULL)`),

@@ -14,7 +14,7 @@ export const rbacSchema = pgSchema("rbac");
 /**
  * `rbac.grants`.
  * Roles and single permissions given to principals; revoke by deleting
- * Row-level security is enabled and forced on rbac.grants: its policies (schemas/rbac/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on rbac.grants: its policies (schemas/rbac/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const grants = rbacSchema.table("grants", {
@@ -32,7 +32,6 @@ export const grants = rbacSchema.table("grants", {
   created_at: timestamp("created_at", { withTimezone: true }).notNull().default(sql`now()`),
 }, (t) => [
   // Index grants_principal_idx also has INCLUDE (role_key, permission, effect, resource_type, resource_id, expires_at), which Drizzle cannot express.
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "grants_pkey", columns: [t.tenant_id, t.id] }),
   unique("grants_unique").on(t.tenant_id, t.principal_type, t.principal_id, t.role_key, t.permission, t.effect, t.resource_type, t.resource_id).nullsNotDistinct(),
   foreignKey({ name: "grants_tenant_fkey", columns: [t.tenant_id], foreignColumns: [tenancy.tenants.id] }).onDelete("no action").onUpdate("no action"),
@@ -48,7 +47,7 @@ export const grants = rbacSchema.table("grants", {
 
 /**
  * `rbac.group_members`.
- * Row-level security is enabled and forced on rbac.group_members: its policies (schemas/rbac/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on rbac.group_members: its policies (schemas/rbac/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const groupMembers = rbacSchema.table("group_members", {
@@ -58,7 +57,6 @@ export const groupMembers = rbacSchema.table("group_members", {
   principal_id: uuid("principal_id").notNull(),
   created_at: timestamp("created_at", { withTimezone: true }).notNull().default(sql`now()`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "group_members_pkey", columns: [t.tenant_id, t.principal_type, t.principal_id, t.group_id] }),
   foreignKey({ name: "group_members_tenant_fkey", columns: [t.tenant_id], foreignColumns: [tenancy.tenants.id] }).onDelete("no action").onUpdate("no action"),
   check("group_members_principal_type", sql`principal_type = ANY (ARRAY['user'::text, 'api_key'::text, 'service'::text])`),
@@ -78,19 +76,18 @@ export const permissions = rbacSchema.table("permissions", {
 /**
  * `rbac.role_graph_locks`.
  * citus: distributed. One row per tenant, locked by edits of its role graph (cycle and size checks)
- * Row-level security is enabled and forced on rbac.role_graph_locks: its policies (schemas/rbac/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on rbac.role_graph_locks: its policies (schemas/rbac/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const roleGraphLocks = rbacSchema.table("role_graph_locks", {
   tenant_id: uuid("tenant_id").primaryKey().notNull(),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   foreignKey({ name: "role_graph_locks_tenant_fkey", columns: [t.tenant_id], foreignColumns: [tenancy.tenants.id] }).onDelete("no action").onUpdate("no action"),
 ]).enableRLS();
 
 /**
  * `rbac.role_parents`.
- * Row-level security is enabled and forced on rbac.role_parents: its policies (schemas/rbac/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on rbac.role_parents: its policies (schemas/rbac/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const roleParents = rbacSchema.table("role_parents", {
@@ -98,7 +95,6 @@ export const roleParents = rbacSchema.table("role_parents", {
   role_key: text("role_key").notNull(),
   parent_key: text("parent_key").notNull(),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "role_parents_pkey", columns: [t.tenant_id, t.role_key, t.parent_key] }),
   foreignKey({ name: "role_parents_role_fkey", columns: [t.tenant_id, t.role_key], foreignColumns: [roles.tenant_id, roles.key] }).onDelete("cascade").onUpdate("no action"),
   check("role_parents_not_self", sql`role_key <> parent_key`),
@@ -106,7 +102,7 @@ export const roleParents = rbacSchema.table("role_parents", {
 
 /**
  * `rbac.role_permissions`.
- * Row-level security is enabled and forced on rbac.role_permissions: its policies (schemas/rbac/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on rbac.role_permissions: its policies (schemas/rbac/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const rolePermissions = rbacSchema.table("role_permissions", {
@@ -115,7 +111,6 @@ export const rolePermissions = rbacSchema.table("role_permissions", {
   permission: text("permission").notNull(),
   effect: text("effect").notNull().default(sql`'allow'::text`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "role_permissions_pkey", columns: [t.tenant_id, t.role_key, t.permission, t.effect] }),
   foreignKey({ name: "role_permissions_role_fkey", columns: [t.tenant_id, t.role_key], foreignColumns: [roles.tenant_id, roles.key] }).onDelete("cascade").onUpdate("no action"),
   check("role_permissions_effect", sql`effect = ANY (ARRAY['allow'::text, 'deny'::text])`),
@@ -124,7 +119,7 @@ export const rolePermissions = rbacSchema.table("role_permissions", {
 
 /**
  * `rbac.roles`.
- * Row-level security is enabled and forced on rbac.roles: its policies (schemas/rbac/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on rbac.roles: its policies (schemas/rbac/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const roles = rbacSchema.table("roles", {
@@ -133,7 +128,6 @@ export const roles = rbacSchema.table("roles", {
   description: text("description").notNull().default(sql`''::text`),
   created_at: timestamp("created_at", { withTimezone: true }).notNull().default(sql`now()`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "roles_pkey", columns: [t.tenant_id, t.key] }),
   foreignKey({ name: "roles_tenant_fkey", columns: [t.tenant_id], foreignColumns: [tenancy.tenants.id] }).onDelete("no action").onUpdate("no action"),
   check("roles_key_format", sql`key ~ '^[a-z][a-z0-9_]{0,62}$'::text`),

@@ -15,7 +15,7 @@ export const tenancySchema = pgSchema("tenancy");
 
 /**
  * `tenancy.invitations`.
- * Row-level security is enabled and forced on tenancy.invitations: its policies (schemas/tenancy/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on tenancy.invitations: its policies (schemas/tenancy/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const invitations = tenancySchema.table("invitations", {
@@ -35,7 +35,6 @@ export const invitations = tenancySchema.table("invitations", {
   /** lower(email): look invitations up with email_key = lower($1), an index condition under RLS */
   email_key: text("email_key").generatedAlwaysAs(sql`lower(email)`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "invitations_pkey", columns: [t.tenant_id, t.id] }),
   foreignKey({ name: "invitations_accepted_by_fkey", columns: [t.accepted_by], foreignColumns: [users.id] }).onDelete("no action").onUpdate("no action"),
   foreignKey({ name: "invitations_invited_by_fkey", columns: [t.invited_by], foreignColumns: [users.id] }).onDelete("no action").onUpdate("no action"),
@@ -51,7 +50,7 @@ export const invitations = tenancySchema.table("invitations", {
 
 /**
  * `tenancy.memberships`.
- * Row-level security is enabled and forced on tenancy.memberships: its policies (schemas/tenancy/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on tenancy.memberships: its policies (schemas/tenancy/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const memberships = tenancySchema.table("memberships", {
@@ -63,7 +62,6 @@ export const memberships = tenancySchema.table("memberships", {
   created_at: timestamp("created_at", { withTimezone: true }).notNull().default(sql`now()`),
   updated_at: timestamp("updated_at", { withTimezone: true }).notNull().default(sql`now()`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "memberships_pkey", columns: [t.tenant_id, t.id] }),
   unique("memberships_tenant_user_key").on(t.tenant_id, t.user_id),
   foreignKey({ name: "memberships_tenant_fkey", columns: [t.tenant_id], foreignColumns: [tenants.id] }).onDelete("no action").onUpdate("no action"),
@@ -74,7 +72,7 @@ export const memberships = tenancySchema.table("memberships", {
 /**
  * `tenancy.tenants`.
  * One row per customer organisation; soft-deleted rows keep their slug reserved only until deletion
- * Row-level security is enabled and forced on tenancy.tenants: its policies (schemas/tenancy/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on tenancy.tenants: its policies (schemas/tenancy/schema.sql) decide which rows a role sees and writes.
  */
 export const tenants = tenancySchema.table("tenants", {
   id: uuid("id").primaryKey().notNull().default(sql`tenancy.uuid_v7()`),
@@ -92,7 +90,6 @@ export const tenants = tenancySchema.table("tenants", {
   /** operator field: verified host name the tenant is reached at */
   domain: text("domain"),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   uniqueIndex("tenants_domain_live_key").using("btree", t.domain).where(sql`((deleted_at IS NULL) AND (domain IS NOT NULL))`),
   uniqueIndex("tenants_slug_live_key").using("btree", t.slug).where(sql`(deleted_at IS NULL)`),
   check("tenants_domain_format", sql`(domain ~ '^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$'::text) AND (length(domain) <= 253)`),
@@ -105,7 +102,7 @@ export const tenants = tenancySchema.table("tenants", {
 /**
  * `tenancy.users`.
  * Global user identities; email is unique case-insensitively
- * Row-level security is enabled and forced on tenancy.users: its policies (schemas/tenancy/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on tenancy.users: its policies (schemas/tenancy/schema.sql) decide which rows a role sees and writes.
  */
 export const users = tenancySchema.table("users", {
   id: uuid("id").primaryKey().notNull().default(sql`tenancy.uuid_v7()`),
@@ -117,7 +114,6 @@ export const users = tenancySchema.table("users", {
   /** lower(email): look users up with email_key = lower($1), an index condition under RLS */
   email_key: text("email_key").generatedAlwaysAs(sql`lower(email)`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   uniqueIndex("users_email_key").using("btree", t.email_key),
   check("users_display_name_length", sql`length(display_name) <= 200`),
   check("users_email_format", sql`(length(email) <= 254) AND (email ~ '^[^@[:space:]]+@[^@[:space:]]+$'::text)`),

@@ -16,7 +16,7 @@ export const webhooksSchema = pgSchema("webhooks");
 /**
  * `webhooks.attempts`.
  * citus: distributed. Every attempt of every delivery: outcome, status, the first 20 kB of the answer, duration
- * Row-level security is enabled and forced on webhooks.attempts: its policies (schemas/webhooks/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on webhooks.attempts: its policies (schemas/webhooks/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const attempts = webhooksSchema.table("attempts", {
@@ -38,7 +38,6 @@ export const attempts = webhooksSchema.table("attempts", {
   error: text("error"),
 }, (t) => [
   // Index attempts_endpoint_idx also has INCLUDE (started_at), which Drizzle cannot express.
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "attempts_pkey", columns: [t.tenant_id, t.id] }),
   unique("attempts_delivery_attempt").on(t.tenant_id, t.delivery_id, t.attempt),
   foreignKey({ name: "attempts_delivery_fkey", columns: [t.tenant_id, t.delivery_id], foreignColumns: [deliveries.tenant_id, deliveries.id] }).onDelete("cascade").onUpdate("no action"),
@@ -53,7 +52,7 @@ export const attempts = webhooksSchema.table("attempts", {
 /**
  * `webhooks.deliveries`.
  * citus: distributed. One row per message and endpoint: its state and next attempt; claimed across tenants by pgstrata_worker
- * Row-level security is enabled and forced on webhooks.deliveries: its policies (schemas/webhooks/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on webhooks.deliveries: its policies (schemas/webhooks/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const deliveries = webhooksSchema.table("deliveries", {
@@ -70,7 +69,6 @@ export const deliveries = webhooksSchema.table("deliveries", {
   created_at: timestamp("created_at", { withTimezone: true }).notNull().default(sql`now()`),
   finished_at: timestamp("finished_at", { withTimezone: true }),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "deliveries_pkey", columns: [t.tenant_id, t.id] }),
   unique("deliveries_message_endpoint").on(t.tenant_id, t.message_id, t.endpoint_id),
   foreignKey({ name: "deliveries_endpoint_fkey", columns: [t.tenant_id, t.endpoint_id], foreignColumns: [endpoints.tenant_id, endpoints.id] }).onDelete("cascade").onUpdate("no action"),
@@ -88,7 +86,7 @@ export const deliveries = webhooksSchema.table("deliveries", {
 /**
  * `webhooks.endpoints`.
  * citus: distributed. A tenant's webhook receivers: URL, event type patterns, filter, headers, limits, enabled state
- * Row-level security is enabled and forced on webhooks.endpoints: its policies (schemas/webhooks/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on webhooks.endpoints: its policies (schemas/webhooks/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const endpoints = webhooksSchema.table("endpoints", {
@@ -110,7 +108,6 @@ export const endpoints = webhooksSchema.table("endpoints", {
   created_at: timestamp("created_at", { withTimezone: true }).notNull().default(sql`now()`),
   updated_at: timestamp("updated_at", { withTimezone: true }).notNull().default(sql`now()`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "endpoints_pkey", columns: [t.tenant_id, t.id] }),
   check("endpoints_description_length", sql`length(description) <= 1000`),
   check("endpoints_disabled_reason_length", sql`length(disabled_reason) <= 1000`),
@@ -125,7 +122,7 @@ export const endpoints = webhooksSchema.table("endpoints", {
 /**
  * `webhooks.messages`.
  * citus: distributed. Messages sent, with the exact payload bytes that are signed; pruned after retention
- * Row-level security is enabled and forced on webhooks.messages: its policies (schemas/webhooks/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on webhooks.messages: its policies (schemas/webhooks/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const messages = webhooksSchema.table("messages", {
@@ -137,7 +134,6 @@ export const messages = webhooksSchema.table("messages", {
   created_at: timestamp("created_at", { withTimezone: true }).notNull().default(sql`now()`),
   expires_at: timestamp("expires_at", { withTimezone: true }).notNull(),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "messages_pkey", columns: [t.tenant_id, t.id] }),
   unique("messages_idempotency_key").on(t.tenant_id, t.idempotency_key),
   index("messages_created_idx").using("btree", t.tenant_id, t.created_at, t.id),
@@ -150,7 +146,7 @@ export const messages = webhooksSchema.table("messages", {
 /**
  * `webhooks.notices`.
  * citus: distributed. Notices for the tenant (an endpoint disabled, and why), also sent with NOTIFY pgstrata_webhooks_notices
- * Row-level security is enabled and forced on webhooks.notices: its policies (schemas/webhooks/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on webhooks.notices: its policies (schemas/webhooks/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const notices = webhooksSchema.table("notices", {
@@ -161,7 +157,6 @@ export const notices = webhooksSchema.table("notices", {
   reason: text("reason").notNull(),
   created_at: timestamp("created_at", { withTimezone: true }).notNull().default(sql`now()`),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "notices_pkey", columns: [t.tenant_id, t.id] }),
   index("notices_created_brin").using("brin", t.created_at),
   check("notices_kind_check", sql`kind = 'endpoint_disabled'::text`),
@@ -170,7 +165,7 @@ export const notices = webhooksSchema.table("notices", {
 /**
  * `webhooks.secrets`.
  * citus: distributed. Signing keys of each endpoint: the current one and rotated ones in their grace period
- * Row-level security is enabled and forced on webhooks.secrets: its policies (schemas/webhooks/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on webhooks.secrets: its policies (schemas/webhooks/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const secrets = webhooksSchema.table("secrets", {
@@ -181,7 +176,6 @@ export const secrets = webhooksSchema.table("secrets", {
   created_at: timestamp("created_at", { withTimezone: true }).notNull().default(sql`now()`),
   expires_at: timestamp("expires_at", { withTimezone: true }),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   primaryKey({ name: "secrets_pkey", columns: [t.tenant_id, t.id] }),
   foreignKey({ name: "secrets_endpoint_fkey", columns: [t.tenant_id, t.endpoint_id], foreignColumns: [endpoints.tenant_id, endpoints.id] }).onDelete("cascade").onUpdate("no action"),
   uniqueIndex("secrets_current_key").using("btree", t.tenant_id, t.endpoint_id).where(sql`(expires_at IS NULL)`),
@@ -222,7 +216,7 @@ export const settings = webhooksSchema.table("settings", {
 /**
  * `webhooks.tenant_settings`.
  * citus: distributed. A tenant's message retention (operator)
- * Row-level security is enabled and forced on webhooks.tenant_settings: its policies (schemas/webhooks/schema.sql) decide which rows a role sees and writes.
+ * Row-level security is enabled and forced (the owner too) on webhooks.tenant_settings: its policies (schemas/webhooks/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
 export const tenantSettings = webhooksSchema.table("tenant_settings", {
@@ -230,6 +224,5 @@ export const tenantSettings = webhooksSchema.table("tenant_settings", {
   /** operator field: the tenant's plan decides how long its messages and attempts are kept */
   retention_days: integer("retention_days").notNull(),
 }, (t) => [
-  // FORCE ROW LEVEL SECURITY: the policies apply to the table owner too.
   check("tenant_settings_retention_range", sql`(retention_days >= 1) AND (retention_days <= 3660)`),
 ]).enableRLS();

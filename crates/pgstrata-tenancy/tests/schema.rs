@@ -52,9 +52,7 @@ async fn schema_sql_loaded_with_psql_gives_the_catalog_the_migrations_give() {
 async fn generated_types_match_the_catalog() {
     let db = migrated_db().await;
     let mut conn = db.admin_conn().await.unwrap();
-    let rendered = codegen::render_all(&mut conn, &pgstrata_tenancy::MODULE)
-        .await
-        .unwrap();
+    let rendered = codegen::render_all(&mut conn, &pgstrata_tenancy::MODULE).await.unwrap();
     let checked_in = include_str!("../src/generated.rs");
     assert!(
         rendered.rust == checked_in,

@@ -28,8 +28,7 @@ fn schema_tools() -> Option<PathBuf> {
     let node = Command::new("node").arg("--version").output();
     let problem = if !node.as_ref().is_ok_and(|o| o.status.success()) {
         Some("node is not on PATH".to_owned())
-    } else if !dir.join("node_modules/.bin/drizzle-kit").is_file() || !dir.join("node_modules/.bin/prisma").is_file()
-    {
+    } else if !dir.join("node_modules/.bin/drizzle-kit").is_file() || !dir.join("node_modules/.bin/prisma").is_file() {
         Some(format!(
             "{}/node_modules is missing (run `npm ci --ignore-scripts` there)",
             dir.display()
@@ -68,7 +67,10 @@ async fn drizzle_kit_and_prisma_see_what_the_generated_schemas_say() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
-    assert!(out.status.success(), "the tools disagree with the generated schemas:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "the tools disagree with the generated schemas:\n{stdout}\n{stderr}"
+    );
     // Every module was checked by both tools.
     for module in backend.modules().iter().map(|m| m.name) {
         assert!(
@@ -148,10 +150,7 @@ async fn the_drift_check_names_a_stale_drizzle_or_prisma_file() {
         ] {
             let caught = std::panic::catch_unwind(|| assert_typescript_schemas_current(module.name, &stale))
                 .expect_err("a stale file passed the drift check");
-            let message = caught
-                .downcast_ref::<String>()
-                .cloned()
-                .unwrap_or_default();
+            let message = caught.downcast_ref::<String>().cloned().unwrap_or_default();
             assert!(
                 message.contains(&format!("schemas/{}/{file} is out of date", module.name)),
                 "{message}"

@@ -25,14 +25,18 @@ use sqlx::PgConnection;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CodegenError {
-    #[error("{table}.{column} has type {type_name}, which codegen does not map to {target} yet; add it to the {target} renderer")]
+    #[error(
+        "{table}.{column} has type {type_name}, which codegen does not map to {target} yet; add it to the {target} renderer"
+    )]
     UnsupportedType {
         table: String,
         column: String,
         type_name: String,
         target: &'static str,
     },
-    #[error("index {index} on {table} uses an expression, a non-default operator class or a sort order, which codegen does not render yet")]
+    #[error(
+        "index {index} on {table} uses an expression, a non-default operator class or a sort order, which codegen does not render yet"
+    )]
     UnsupportedIndex { table: String, index: String },
     #[error("module {module} types the column {column}, which its schema does not have")]
     UnknownColumn { module: String, column: String },
@@ -114,9 +118,7 @@ impl Table {
     /// Whether `columns` (in any order) are exactly the columns of the primary key, a unique
     /// constraint or a unique index without a predicate.
     pub fn is_unique_set(&self, columns: &[String]) -> bool {
-        let same = |other: &[String]| {
-            other.len() == columns.len() && columns.iter().all(|c| other.contains(c))
-        };
+        let same = |other: &[String]| other.len() == columns.len() && columns.iter().all(|c| other.contains(c));
         self.constraints
             .iter()
             .any(|k| (k.kind == "p" || k.kind == "u") && same(&k.columns))
@@ -176,7 +178,8 @@ impl Constraint {
     }
 
     pub fn references(&self, table: &Table) -> bool {
-        self.ref_schema.as_deref() == Some(table.schema.as_str()) && self.ref_table.as_deref() == Some(table.name.as_str())
+        self.ref_schema.as_deref() == Some(table.schema.as_str())
+            && self.ref_table.as_deref() == Some(table.name.as_str())
     }
 }
 
@@ -301,10 +304,11 @@ impl Catalog {
         let mut targets: Vec<(String, String)> = Vec::new();
         for t in &tables {
             for fk in t.of_kind("f") {
-                if let (Some(s), Some(n)) = (&fk.ref_schema, &fk.ref_table) {
-                    if s != schema && !targets.contains(&(s.clone(), n.clone())) {
-                        targets.push((s.clone(), n.clone()));
-                    }
+                if let (Some(s), Some(n)) = (&fk.ref_schema, &fk.ref_table)
+                    && s != schema
+                    && !targets.contains(&(s.clone(), n.clone()))
+                {
+                    targets.push((s.clone(), n.clone()));
                 }
             }
         }
@@ -458,7 +462,10 @@ mod tests {
         assert_eq!(strip_outer_parens("((a = 1) AND (b = 2))"), "(a = 1) AND (b = 2)");
         assert_eq!(strip_outer_parens("(a = 1) AND (b = 2)"), "(a = 1) AND (b = 2)");
         assert_eq!(strip_outer_parens("(x ~ '^(a)'::text)"), "x ~ '^(a)'::text");
-        assert_eq!(strip_outer_parens("(x ~ '^a)'::text) OR (y)"), "(x ~ '^a)'::text) OR (y)");
+        assert_eq!(
+            strip_outer_parens("(x ~ '^a)'::text) OR (y)"),
+            "(x ~ '^a)'::text) OR (y)"
+        );
         assert_eq!(strip_outer_parens("a = 1"), "a = 1");
     }
 

@@ -278,11 +278,11 @@ pub(super) fn render(catalog: &Catalog) -> Result<String, CodegenError> {
             }
             if c.generated == "s" {
                 if !doc.is_empty() {
-                    doc.push(' ');
+                    doc.push_str(". ");
                 }
                 let _ = write!(
                     doc,
-                    "Generated: GENERATED ALWAYS AS ({}) STORED; never written.",
+                    "GENERATED ALWAYS AS ({}) STORED: never written.",
                     c.default_expr.as_deref().unwrap_or_default()
                 );
             }
@@ -298,11 +298,7 @@ pub(super) fn render(catalog: &Catalog) -> Result<String, CodegenError> {
             );
         }
         for r in relations.iter().filter(|r| r.from == idx) {
-            let optional = r
-                .fk
-                .columns
-                .iter()
-                .any(|c| t.column(c).is_some_and(|c| !c.not_null));
+            let optional = r.fk.columns.iter().any(|c| t.column(c).is_some_and(|c| !c.not_null));
             let _ = writeln!(
                 out,
                 "  {} {}{} @relation({}, fields: [{}], references: [{}], onDelete: {}, onUpdate: {}, map: {})",
@@ -334,7 +330,12 @@ pub(super) fn render(catalog: &Catalog) -> Result<String, CodegenError> {
             let _ = writeln!(out, "  @@id([{}], map: {})", k.columns.join(", "), prisma_str(&k.name));
         }
         for k in t.of_kind("u") {
-            let _ = writeln!(out, "  @@unique([{}], map: {})", k.columns.join(", "), prisma_str(&k.name));
+            let _ = writeln!(
+                out,
+                "  @@unique([{}], map: {})",
+                k.columns.join(", "),
+                prisma_str(&k.name)
+            );
         }
         for i in &t.indexes {
             let mut args = format!("[{}], map: {}", i.columns.join(", "), prisma_str(&i.name));
