@@ -142,7 +142,15 @@ async fn the_application_role_reaches_only_its_tenants_rows_and_never_the_dispat
                     .await
                     .unwrap();
             }
-            for table in ["endpoints", "secrets", "messages", "deliveries", "attempts", "notices", "lanes"] {
+            for table in [
+                "endpoints",
+                "secrets",
+                "messages",
+                "deliveries",
+                "attempts",
+                "notices",
+                "lanes",
+            ] {
                 let sql = format!("SELECT * FROM webhooks.{table}");
                 assert_eq!(outcome(&mut tx, &sql).await, "ok 0", "{owner:?} {setting:?}: {sql}");
             }
@@ -190,7 +198,10 @@ async fn the_worker_dispatches_but_manages_no_endpoint_and_sends_nothing() {
             ("DELETE FROM webhooks.endpoints", "42501"),
             ("UPDATE webhooks.settings SET retention_days = 1", "42501"),
             // It locks lanes to claim; it adds or removes none.
-            ("INSERT INTO webhooks.lanes (tenant_id, endpoint_id, lane) SELECT tenant_id, endpoint_id, 0 FROM webhooks.lanes", "42501"),
+            (
+                "INSERT INTO webhooks.lanes (tenant_id, endpoint_id, lane) SELECT tenant_id, endpoint_id, 0 FROM webhooks.lanes",
+                "42501",
+            ),
             ("DELETE FROM webhooks.lanes", "42501"),
         ];
         for (sql, expected) in checks {

@@ -46,7 +46,11 @@ async fn report_ok(conn: &mut sqlx::PgConnection, claimed: &[Claimed]) {
     let answer = ok();
     let outcomes: Vec<(&Claimed, &Answer)> = claimed.iter().map(|c| (c, &answer)).collect();
     let states = complete_many(conn, &outcomes).await.unwrap();
-    assert_eq!(states.len(), claimed.len(), "every claimed delivery was still running in its attempt");
+    assert_eq!(
+        states.len(),
+        claimed.len(),
+        "every claimed delivery was still running in its attempt"
+    );
 }
 
 #[tokio::test]
@@ -93,7 +97,9 @@ async fn the_cap_holds_across_lanes_under_concurrent_claims_from_many_connection
             for round in 0usize.. {
                 assert!(start.elapsed() < Duration::from_secs(60), "the claims did not drain");
                 let limit = 1 + (w + round) % 8;
-                let claimed = claim(&mut conn, limit, &format!("w{w}"), Duration::from_secs(60)).await.unwrap();
+                let claimed = claim(&mut conn, limit, &format!("w{w}"), Duration::from_secs(60))
+                    .await
+                    .unwrap();
                 if claimed.is_empty() {
                     idle_rounds += 1;
                     if idle_rounds > 50 {
@@ -129,10 +135,20 @@ async fn the_cap_holds_across_lanes_under_concurrent_claims_from_many_connection
     .fetch_one(&f.db.admin)
     .await
     .unwrap();
-    assert_eq!((succeeded, attempts, once), (messages as i64, messages as i64, true), "no double claim");
+    assert_eq!(
+        (succeeded, attempts, once),
+        (messages as i64, messages as i64, true),
+        "no double claim"
+    );
     let most_held = most_held.load(Ordering::SeqCst);
-    assert!(most_held <= 40, "the claimers held {most_held} deliveries at once, over the cap of 40");
-    assert!(most_running <= 40, "the database had {most_running} running at once, over the cap of 40");
+    assert!(
+        most_held <= 40,
+        "the claimers held {most_held} deliveries at once, over the cap of 40"
+    );
+    assert!(
+        most_running <= 40,
+        "the database had {most_running} running at once, over the cap of 40"
+    );
     assert!(
         most_held > 8,
         "the lanes let more than one lane's share run at once (held at most {most_held})"
@@ -154,27 +170,42 @@ async fn lowering_the_cap_counts_what_still_runs_in_lanes_no_longer_used() {
     let first = claim(&mut conn, 100, "w", Duration::from_secs(60)).await.unwrap();
     assert_eq!(first.len(), 64, "one claim fills every lane up to the cap");
     assert_eq!(
-        f.scalar::<i64>("SELECT count(DISTINCT lane) FROM webhooks.deliveries WHERE state = 'running'").await,
+        f.scalar::<i64>("SELECT count(DISTINCT lane) FROM webhooks.deliveries WHERE state = 'running'")
+            .await,
         8
     );
-    assert!(claim(&mut conn, 10, "w", Duration::from_secs(60)).await.unwrap().is_empty(), "the cap is full");
+    assert!(
+        claim(&mut conn, 10, "w", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the cap is full"
+    );
 
     // Down to 8: one lane, which counts the 64 running in all eight.
     let mut t = tx(&f.app, f.a).await;
-    endpoints::update(&mut t, e.id, &NewEndpoint::new("https://receiver.example/hook").max_in_flight(8))
-        .await
-        .unwrap();
+    endpoints::update(
+        &mut t,
+        e.id,
+        &NewEndpoint::new("https://receiver.example/hook").max_in_flight(8),
+    )
+    .await
+    .unwrap();
     t.commit().await.unwrap();
     report_ok(&mut conn, &first[..56]).await;
     assert!(
-        claim(&mut conn, 10, "w", Duration::from_secs(60)).await.unwrap().is_empty(),
+        claim(&mut conn, 10, "w", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty(),
         "8 still run (in lanes 0 to 7), the new cap"
     );
     report_ok(&mut conn, &first[56..57]).await;
     let next = claim(&mut conn, 10, "w", Duration::from_secs(60)).await.unwrap();
     assert_eq!(next.len(), 1, "7 run: one more may go");
     assert_eq!(
-        f.scalar::<i64>("SELECT count(*) FROM webhooks.deliveries WHERE state = 'running'").await,
+        f.scalar::<i64>("SELECT count(*) FROM webhooks.deliveries WHERE state = 'running'")
+            .await,
         8
     );
     drop(conn);
@@ -190,13 +221,20 @@ async fn a_fifo_endpoint_with_a_large_cap_stays_in_order_one_at_a_time_under_man
     let token = pgstrata_core::CancellationToken::new();
     let mut runs = Vec::new();
     for w in 0..6 {
-        let d = f.dispatcher(&format!("d{w}"), |c| c.concurrency(8).batch(8).idle(Duration::from_millis(5))).await;
+        let d = f
+            .dispatcher(&format!("d{w}"), |c| {
+                c.concurrency(8).batch(8).idle(Duration::from_millis(5))
+            })
+            .await;
         let token = token.clone();
         runs.push(tokio::spawn(async move { d.run(token).await }));
     }
     let start = Instant::now();
     while receiver.count() < 30 {
-        assert!(start.elapsed() < Duration::from_secs(30), "FIFO delivery did not finish");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "FIFO delivery did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     token.cancel();
@@ -219,7 +257,9 @@ async fn a_rate_limited_endpoint_with_a_large_cap_stays_within_its_rate_under_co
     let f = fixture().await;
     endpoint(
         &f,
-        NewEndpoint::new("https://receiver.example/hook").max_in_flight(64).rate_limit(5),
+        NewEndpoint::new("https://receiver.example/hook")
+            .max_in_flight(64)
+            .rate_limit(5),
     )
     .await;
     send_many(&f, 200).await;
@@ -231,7 +271,9 @@ async fn a_rate_limited_endpoint_with_a_large_cap_stays_within_its_rate_under_co
             let start = Instant::now();
             let mut n = 0;
             while start.elapsed() < Duration::from_millis(2500) {
-                let claimed = claim(&mut conn, 8, &format!("w{w}"), Duration::from_secs(60)).await.unwrap();
+                let claimed = claim(&mut conn, 8, &format!("w{w}"), Duration::from_secs(60))
+                    .await
+                    .unwrap();
                 n += claimed.len();
                 if !claimed.is_empty() {
                     report_ok(&mut conn, &claimed).await;
@@ -257,4 +299,71 @@ async fn a_rate_limited_endpoint_with_a_large_cap_stays_within_its_rate_under_co
         .await;
     assert!(worst <= 5, "{worst} attempts started within one second");
     f.close().await;
+}
+
+#[tokio::test]
+async fn the_upgrade_gives_existing_endpoints_their_lanes_whoever_owns_the_install() {
+    use pgstrata_core::testing::{OWNER_LOGIN_ROLE, Owner, TestDb};
+    use sqlx::ConnectOptions;
+    for owner in Owner::BOTH {
+        let db = TestDb::new().await.unwrap();
+        let options = match owner {
+            Owner::Superuser => db.admin_options(),
+            Owner::NonSuperuser => {
+                pgstrata_core::sql::trusted(format!("ALTER DATABASE \"{}\" OWNER TO {OWNER_LOGIN_ROLE}", db.name()))
+                    .execute(&db.admin)
+                    .await
+                    .unwrap();
+                db.login_options(OWNER_LOGIN_ROLE)
+            }
+        };
+        let migrator = common::migrator();
+        let mut conn = options.connect().await.unwrap();
+        migrator.up_to(&mut conn, Some("webhooks"), Some(2)).await.unwrap();
+        let app = db.app_pool(2).await.unwrap();
+        let tenant = pgstrata_core::TenantId(uuid::Uuid::now_v7());
+        sqlx::query("INSERT INTO tenancy.tenants (id, slug, name) VALUES ($1, 't', 't')")
+            .bind(tenant.0)
+            .execute(&db.admin)
+            .await
+            .unwrap();
+        for i in 0..2 {
+            let mut t = tx(&app, tenant).await;
+            endpoints::create(
+                &mut t,
+                &NewEndpoint::new(format!("https://r{i}.example/hook")).max_in_flight(16),
+            )
+            .await
+            .unwrap();
+            t.commit().await.unwrap();
+        }
+        migrator.up(&mut conn).await.unwrap();
+        let lanes: i64 = sqlx::query_scalar("SELECT count(*) FROM webhooks.lanes")
+            .fetch_one(&db.admin)
+            .await
+            .unwrap();
+        assert_eq!(lanes, 16, "{owner:?}: eight lanes for each endpoint there was");
+        let forced: bool =
+            sqlx::query_scalar("SELECT relforcerowsecurity FROM pg_class WHERE oid = 'webhooks.endpoints'::regclass")
+                .fetch_one(&db.admin)
+                .await
+                .unwrap();
+        assert!(forced, "{owner:?}: the endpoints' RLS is forced again");
+        let mut t = tx(&app, tenant).await;
+        send(&mut t, "a", b"{}").await.unwrap();
+        t.commit().await.unwrap();
+        let worker = db.pool_as(pgstrata_core::testing::WORKER_LOGIN_ROLE, 1).await.unwrap();
+        let mut w = worker.acquire().await.unwrap();
+        let claimed = claim(&mut w, 10, "w", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(
+            claimed.len(),
+            2,
+            "{owner:?}: the upgraded endpoints are claimed through their lanes"
+        );
+        drop(w);
+        worker.close().await;
+        app.close().await;
+        sqlx::Connection::close(conn).await.unwrap();
+        db.close().await.unwrap();
+    }
 }
