@@ -49,7 +49,7 @@ export const heads = outboxSchema.table("heads", {
 
 /**
  * `outbox.messages`.
- * citus: local. Outbox messages; relays read them across tenants by partition in (txid, id) order
+ * citus: local. Outbox messages; relays read them across tenants by partition in (txid, id) order. Written by outbox.publish only, which checks the fields
  * Row-level security is enabled and forced (the owner too) on outbox.messages: its policies (schemas/outbox/schema.sql) decide which rows a role sees and writes.
  * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
  */
@@ -67,11 +67,6 @@ export const messages = outboxSchema.table("messages", {
   primaryKey({ name: "messages_pkey", columns: [t.tenant_id, t.id] }),
   index("messages_published_brin").using("brin", t.published_at),
   index("messages_relay_idx").using("btree", t.partition, t.txid, t.id),
-  check("messages_aggregate_id_format", sql`((length(aggregate_id) >= 1) AND (length(aggregate_id) <= 255)) AND (aggregate_id !~ '[[:cntrl:]]'::text)`),
-  check("messages_aggregate_type_format", sql`((length(aggregate_type) >= 1) AND (length(aggregate_type) <= 255)) AND (aggregate_type !~ '[[:cntrl:]]'::text)`),
-  check("messages_event_type_format", sql`((length(event_type) >= 1) AND (length(event_type) <= 255)) AND (event_type !~ '[[:cntrl:]]'::text)`),
-  check("messages_partition_range", sql`(partition >= 0) AND (partition <= 31)`),
-  check("messages_payload_size", sql`pg_column_size(payload) <= 262144`),
 ]).enableRLS();
 
 /**

@@ -5,7 +5,7 @@
 // row-level security, triggers, functions): create it from schemas/webhooks/schema.sql or
 // pgstrata's migrations, not with drizzle-kit push or generate.
 import { sql } from "drizzle-orm";
-import { bigint, boolean, check, customType, foreignKey, index, integer, jsonb, pgSchema, primaryKey, real, text, timestamp, unique, uniqueIndex, uuid } from "drizzle-orm/pg-core";
+import { bigint, boolean, check, customType, foreignKey, index, integer, jsonb, pgSchema, primaryKey, real, smallint, text, timestamp, unique, uniqueIndex, uuid } from "drizzle-orm/pg-core";
 
 /** `bytea`, as a Node.js Buffer. */
 const bytea = customType<{ data: Buffer; driverData: Buffer }>({ dataType: () => "bytea" });
@@ -68,6 +68,7 @@ export const deliveries = webhooksSchema.table("deliveries", {
   worker: text("worker"),
   created_at: timestamp("created_at", { withTimezone: true }).notNull().default(sql`now()`),
   finished_at: timestamp("finished_at", { withTimezone: true }),
+  lane: smallint("lane").notNull().default(sql`0`),
 }, (t) => [
   primaryKey({ name: "deliveries_pkey", columns: [t.tenant_id, t.id] }),
   unique("deliveries_message_endpoint").on(t.tenant_id, t.message_id, t.endpoint_id),
@@ -77,8 +78,9 @@ export const deliveries = webhooksSchema.table("deliveries", {
   index("deliveries_failed_idx").using("btree", t.tenant_id, t.created_at).where(sql`(state = 'failed'::text)`),
   index("deliveries_lease_idx").using("btree", t.lease_expires_at).where(sql`(state = 'running'::text)`),
   index("deliveries_open_idx").using("btree", t.tenant_id, t.endpoint_id, t.id).where(sql`(state = ANY (ARRAY['pending'::text, 'running'::text]))`),
-  index("deliveries_running_idx").using("btree", t.tenant_id, t.endpoint_id).where(sql`(state = 'running'::text)`),
+  index("deliveries_running_idx").using("btree", t.tenant_id, t.endpoint_id, t.lane).where(sql`(state = 'running'::text)`),
   check("deliveries_attempts_range", sql`attempts >= 0`),
+  check("deliveries_lane_range", sql`(lane >= 0) AND (lane <= 7)`),
   check("deliveries_running_leased", sql`(state = 'running'::text) = (lease_expires_at IS NOT NULL)`),
   check("deliveries_state_check", sql`state = ANY (ARRAY['pending'::text, 'running'::text, 'succeeded'::text, 'failed'::text])`),
 ]).enableRLS();
@@ -117,6 +119,22 @@ export const endpoints = webhooksSchema.table("endpoints", {
   check("endpoints_payload_filter_object", sql`(jsonb_typeof(payload_filter) = 'object'::text) AND (pg_column_size(payload_filter) <= 4096)`),
   check("endpoints_rate_limit_range", sql`(rate_limit >= 1) AND (rate_limit <= 10000)`),
   check("endpoints_url_format", sql`(length(url) <= 2048) AND (url ~ '^https?://[^/?#@[:space:][:cntrl:]]+(/[^[:space:][:cntrl:]]*)?$'::text)`),
+]).enableRLS();
+
+/**
+ * `webhooks.lanes`.
+ * citus: distributed. The rows a claim locks (SKIP LOCKED) to take from an endpoint: 8 per endpoint, of which webhooks.lane_count says how many are used
+ * Row-level security is enabled and forced (the owner too) on webhooks.lanes: its policies (schemas/webhooks/schema.sql) decide which rows a role sees and writes.
+ * Tenant table: only rows of the transaction's tenant are visible or writable; set it with set_config('app.tenant_id', <id>, true) in the same transaction, never with a session SET.
+ */
+export const lanes = webhooksSchema.table("lanes", {
+  tenant_id: uuid("tenant_id").notNull(),
+  endpoint_id: uuid("endpoint_id").notNull(),
+  lane: smallint("lane").notNull(),
+}, (t) => [
+  primaryKey({ name: "lanes_pkey", columns: [t.tenant_id, t.endpoint_id, t.lane] }),
+  foreignKey({ name: "lanes_endpoint_fkey", columns: [t.tenant_id, t.endpoint_id], foreignColumns: [endpoints.tenant_id, endpoints.id] }).onDelete("cascade").onUpdate("no action"),
+  check("lanes_lane_range", sql`(lane >= 0) AND (lane <= 7)`),
 ]).enableRLS();
 
 /**
