@@ -1709,6 +1709,9 @@ async fn codegen(
                     println!("OUT OF DATE: {}", path.display());
                     stale.push(path);
                 } else {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
                     std::fs::write(&path, code)?;
                     println!("wrote {}", path.display());
                 }

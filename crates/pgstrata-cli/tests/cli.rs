@@ -230,6 +230,13 @@ async fn codegen_check_finds_the_checked_in_types_up_to_date() {
     let out = pgstrata(Some(&db.url().unwrap()), &["codegen", "--check", "--root", root]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("up to date:") && text(&out).contains("pgstrata-tenancy/src/generated.rs"));
+    for file in ["schemas/rbac/drizzle.ts", "schemas/rbac/schema.prisma"] {
+        assert!(
+            text(&out).contains(&format!("up to date: {root}/{file}")),
+            "{}",
+            text(&out)
+        );
+    }
 
     // A stale copy is reported and fails the check, without being rewritten.
     let scratch = std::env::temp_dir().join(format!("pgstrata-codegen-{}", std::process::id()));
@@ -256,6 +263,15 @@ async fn codegen_check_finds_the_checked_in_types_up_to_date() {
     assert_eq!(
         std::fs::read_to_string(crate_src.join("generated.rs")).unwrap(),
         include_str!("../../pgstrata-tenancy/src/generated.rs")
+    );
+    // The Drizzle and Prisma schemas are written beside it.
+    assert_eq!(
+        std::fs::read_to_string(scratch.join("schemas/rbac/drizzle.ts")).unwrap(),
+        include_str!("../../../schemas/rbac/drizzle.ts")
+    );
+    assert_eq!(
+        std::fs::read_to_string(scratch.join("schemas/rbac/schema.prisma")).unwrap(),
+        include_str!("../../../schemas/rbac/schema.prisma")
     );
     std::fs::remove_dir_all(scratch).unwrap();
     db.close().await.unwrap();
