@@ -395,9 +395,9 @@ impl Dispatcher {
                 break;
             }
             let free = config.concurrency.saturating_sub(inflight.len());
-            // A claim costs a transaction and, on a busy endpoint, its turn at the endpoint's
-            // row: with requests in flight, claim once half a batch of slots is free, not for
-            // every slot that frees.
+            // A claim costs a transaction (a WAL flush) and, on a busy endpoint, a turn at one of
+            // its lanes: with requests in flight, claim once half a batch of slots is free, not
+            // for every slot that frees.
             if free < config.batch.div_ceil(2) && !inflight.is_empty() {
                 tokio::select! {
                     _ = token.cancelled() => break,
