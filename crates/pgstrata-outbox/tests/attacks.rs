@@ -9,23 +9,10 @@
 mod common;
 
 use common::{Fixture, fixture_by, tx};
-use pgstrata_core::testing::Owner;
+use pgstrata_core::testing::{Owner, outcome};
 use pgstrata_outbox::publish;
 use serde_json::json;
-use sqlx::PgConnection;
 use std::time::Duration;
-
-/// The SQLSTATE of a failed statement, or `ok <rows>` when it ran.
-async fn outcome(conn: &mut PgConnection, sql: &str) -> String {
-    let r = pgstrata_core::sql::trusted(sql.to_owned()).execute(&mut *conn).await;
-    match r {
-        Ok(done) => format!("ok {}", done.rows_affected()),
-        Err(e) => e
-            .as_database_error()
-            .and_then(|d| d.code().map(|c| c.into_owned()))
-            .unwrap_or_else(|| format!("no SQLSTATE: {e}")),
-    }
-}
 
 /// A's and B's messages, through the API, and the worker's sink registered.
 async fn loaded(owner: Owner) -> Fixture {

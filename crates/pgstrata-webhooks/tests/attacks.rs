@@ -9,21 +9,9 @@
 mod common;
 
 use common::{Fixture, fixture_by, tx};
-use pgstrata_core::testing::{Owner, WORKER_LOGIN_ROLE};
+use pgstrata_core::testing::{Owner, WORKER_LOGIN_ROLE, outcome};
 use pgstrata_webhooks::{NewEndpoint, endpoints, send};
-use sqlx::{ConnectOptions, PgConnection};
-
-/// The SQLSTATE of a failed statement, or `ok <rows>` when it ran.
-async fn outcome(conn: &mut PgConnection, sql: &str) -> String {
-    let r = pgstrata_core::sql::trusted(sql.to_owned()).execute(&mut *conn).await;
-    match r {
-        Ok(done) => format!("ok {}", done.rows_affected()),
-        Err(e) => e
-            .as_database_error()
-            .and_then(|d| d.code().map(|c| c.into_owned()))
-            .unwrap_or_else(|| format!("no SQLSTATE: {e}")),
-    }
-}
+use sqlx::ConnectOptions;
 
 /// An endpoint and a delivered-looking message in each tenant.
 async fn loaded(owner: Owner) -> Fixture {

@@ -15,7 +15,6 @@ use sqlx::PgPool;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 pub struct Fixture {
     pub db: TestDb,
@@ -37,16 +36,8 @@ pub async fn fixture() -> Fixture {
 /// worker login roles.
 pub async fn fixture_by(owner: Owner) -> Fixture {
     let db = TestDb::migrated_by(&migrator(), owner).await.unwrap();
-    let a = TenantId(Uuid::now_v7());
-    let b = TenantId(Uuid::now_v7());
-    for (t, slug) in [(a, "tenant-a"), (b, "tenant-b")] {
-        sqlx::query("INSERT INTO tenancy.tenants (id, slug, name) VALUES ($1, $2, $2)")
-            .bind(t.0)
-            .bind(slug)
-            .execute(&db.admin)
-            .await
-            .unwrap();
-    }
+    let a = db.tenant("tenant-a").await.unwrap();
+    let b = db.tenant("tenant-b").await.unwrap();
     let app = db.app_pool(10).await.unwrap();
     let worker = db.pool_as(WORKER_LOGIN_ROLE, 20).await.unwrap();
     Fixture { db, app, worker, a, b }
